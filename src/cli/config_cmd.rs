@@ -1,0 +1,190 @@
+//! `config put|get|list|delete` and `campaign enable|disable`: every record is validated
+//! with the processor's own rules before it is published to the config topic.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+use crate::domain::config::{self, ConfigError, ConfigKey, ConfigRecord, Rules};
+use crate::domain::time::rfc3339_millis;
+use crate::kafka::client_config;
+use crate::settings::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("refused: {0}")]
+    Invalid(#[from] ConfigError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("config topic {0:?} does not exist")]
+    NoTopic(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// Publishes a webhook or campaign record read from `file`.
+pub async fn put(settings: &Settings, file: &Path) -> Result<ConfigKey, CommandError> {
+    let bytes = std::fs::read(file).map_err(|e| CommandError::File {
+        path: file.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let record = config::validate_body(&bytes, settings.rules())?;
+    let key = match &record {
+        ConfigRecord::Webhook(w) => w.key(),
+        ConfigRecord::Campaign(c) => c.key(),
+    };
+    // Publish the compact form of what was validated.
+    let compact = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok())
+        .unwrap_or(bytes);
+    publish(settings, &key, Some(&compact)).await?;
+    Ok(key)
+}
+
+/// Publishes a campaign opt-in record.
+pub async fn set_campaign(
+    settings: &Settings,
+    ims_org: &str,
+    sandbox_id: &str,
+    campaign_id: &str,
+    enabled: bool,
+) -> Result<ConfigKey, CommandError> {
+    let value = json!({
+        "kind": "campaign",
+        "imsOrg": ims_org,
+        "sandboxId": sandbox_id,
+        "campaignID": campaign_id,
+        "webhooksEnabled": enabled,
+        "updatedAt": rfc3339_millis(SystemTime::now()),
+    });
+    let bytes = serde_json::to_vec(&value).unwrap_or_default();
+    let change = config::validate(
+        &ConfigKey::campaign(ims_org, sandbox_id, campaign_id).to_string(),
+        Some(&bytes),
+        Rules::default(),
+    )?;
+    publish(settings, &change.key, Some(&bytes)).await?;
+    Ok(change.key)
+}
+
+/// Publishes a tombstone for `key`.
+pub async fn delete(settings: &Settings, key: &ConfigKey) -> Result<(), CommandError> {
+    config::validate(&key.to_string(), None, Rules::default())?;
+    publish(settings, key, None).await
+}
+
+async fn publish(
+    settings: &Settings,
+    key: &ConfigKey,
+    value: Option<&[u8]>,
+) -> Result<(), CommandError> {
+    ensure_topic(settings)?;
+    let producer: FutureProducer = client_config(&settings.kafka)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    let key = key.to_string();
+    let mut record = FutureRecord::<str, [u8]>::to(&settings.kafka.config_topic).key(&key);
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    producer
+        .send(record, Timeout::After(Duration::from_secs(30)))
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+fn ensure_topic(settings: &Settings) -> Result<Vec<i32>, CommandError> {
+    let consumer: BaseConsumer = client_config(&settings.kafka).create()?;
+    partitions(&consumer, &settings.kafka.config_topic)
+}
+
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, CommandError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let ids: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if ids.is_empty() {
+        return Err(CommandError::NoTopic(topic.to_owned()));
+    }
+    Ok(ids)
+}
+
+/// The current state of the config topic: latest value per key, tombstoned keys removed.
+pub fn read_all(settings: &Settings) -> Result<BTreeMap<String, Value>, CommandError> {
+    let topic = &settings.kafka.config_topic;
+    let consumer: BaseConsumer = client_config(&settings.kafka)
+        .set(
+            "group.id",
+            format!("{}-config-cli", settings.kafka.group_id),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let ids = partitions(&consumer, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in ids {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        ends.insert(p, high);
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut state = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let position = consumer.position()?;
+        let done = ends.iter().all(|(&p, &high)| {
+            high == 0
+                || position
+                    .find_partition(topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .is_some_and(|o| o >= high)
+        });
+        if done {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CommandError::NotFound(
+                "timed out reading the config topic".into(),
+            ));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+                    continue;
+                };
+                match m.payload() {
+                    None => {
+                        state.remove(&key);
+                    }
+                    // Only records the processor would accept count as state.
+                    Some(v) if config::validate(&key, Some(v), settings.rules()).is_ok() => {
+                        if let Ok(json) = serde_json::from_slice(v) {
+                            state.insert(key, json);
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    Ok(state)
+}

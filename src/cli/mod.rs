@@ -1,0 +1,4 @@
+//! Operator commands besides `run`: publishing config and a local receiver.
+
+pub mod config_cmd;
+pub mod receiver_cmd;

@@ -1,0 +1,69 @@
+//! The one pooled HTTPS client: rustls with the web roots (plus an optional extra CA),
+//! bounded timeouts, redirects never followed, system proxy settings ignored.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("extra CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("HTTP client setup: {0}")]
+    Build(#[from] reqwest::Error),
+}
+
+pub struct ClientOptions<'a> {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub extra_ca_file: Option<&'a Path>,
+}
+
+fn root_store(extra_ca_file: Option<&Path>) -> Result<rustls::RootCertStore, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca_file {
+        let err = |reason: String| ClientError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| err(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(err("no certificate found".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    Ok(roots)
+}
+
+pub fn build_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(root_store(options.extra_ca_file)?)
+        .with_no_client_auth();
+    // HTTP/2 when the server offers it, HTTP/1.1 otherwise.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.request_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .user_agent(concat!("feedback-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    Ok(client)
+}

@@ -1,0 +1,191 @@
+//! One HTTP attempt: POST the body with the contract's headers and report what happened,
+//! in terms the retry policy and the outcome record understand.
+
+use std::error::Error as _;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+
+use crate::domain::outcome::Attempt;
+use crate::domain::retry::{parse_retry_after, AttemptResult};
+use crate::domain::time::{rfc3339_millis, unix_seconds};
+
+/// Response bodies are read (so connections can be reused) up to this many bytes, then dropped.
+const BODY_CAP: usize = 64 * 1024;
+
+/// The webhook's headers cannot be sent: a config problem, not a delivery failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidHeaders(pub String);
+
+pub struct AttemptReport {
+    pub result: AttemptResult,
+    pub attempt: Attempt,
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+}
+
+impl Sender {
+    pub fn new(client: reqwest::Client) -> Self {
+        Sender { client }
+    }
+
+    /// POSTs `body` to `url`. `custom` are the webhook's own headers (validated at publish
+    /// time and again here); `webhook_id` is stable across retries.
+    pub async fn send(
+        &self,
+        url: &str,
+        custom: Option<&std::collections::BTreeMap<String, String>>,
+        webhook_id: &str,
+        body: Bytes,
+    ) -> Result<AttemptReport, InvalidHeaders> {
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        let headers = headers(custom, webhook_id, started_at).map_err(InvalidHeaders)?;
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await;
+        match response {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                // Drain a bounded amount so the connection can go back to the pool.
+                let mut read = 0usize;
+                while read < BODY_CAP {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => read += chunk.len(),
+                        _ => break,
+                    }
+                }
+                Ok(report(
+                    started_at,
+                    started,
+                    AttemptResult::Response {
+                        status,
+                        retry_after,
+                    },
+                    Some(status),
+                    None,
+                ))
+            }
+            Err(e) => Ok(report(
+                started_at,
+                started,
+                AttemptResult::Transport,
+                None,
+                Some(describe(&e)),
+            )),
+        }
+    }
+}
+
+fn report(
+    at: SystemTime,
+    started: Instant,
+    result: AttemptResult,
+    http_status: Option<u16>,
+    error: Option<String>,
+) -> AttemptReport {
+    AttemptReport {
+        result,
+        attempt: Attempt {
+            at: rfc3339_millis(at),
+            http_status,
+            error,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        },
+    }
+}
+
+fn headers(
+    custom: Option<&std::collections::BTreeMap<String, String>>,
+    webhook_id: &str,
+    at: SystemTime,
+) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in custom.into_iter().flatten() {
+        // Records were validated when stored; this is the last line of defence.
+        if crate::domain::config::check_header_name(name).is_err() {
+            return Err(format!("header {name:?} is not allowed"));
+        }
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header {name:?} is not valid"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("value of header {name} is not valid"))?;
+        map.insert(name, value);
+    }
+    map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let id = HeaderValue::from_str(webhook_id)
+        .map_err(|_| "event id is not a valid header value".to_string())?;
+    map.insert("webhook-id", id);
+    map.insert("webhook-timestamp", HeaderValue::from(unix_seconds(at)));
+    Ok(map)
+}
+
+/// A short description of a transport error: its kind and innermost cause, without the URL
+/// (a URL's query string may carry a customer's token).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_request() {
+        "request"
+    } else {
+        "transport"
+    };
+    let mut cause: Option<&dyn std::error::Error> = e.source();
+    let mut innermost = None;
+    while let Some(c) = cause {
+        innermost = Some(c.to_string());
+        cause = c.source();
+    }
+    match innermost {
+        Some(detail) => format!("{kind}: {detail}"),
+        None => kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn contract_headers_are_always_set() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let mut custom = BTreeMap::new();
+        custom.insert("X-Partner-Id".to_string(), "acme".to_string());
+        let map = headers(Some(&custom), "evt-1", at).unwrap();
+        assert_eq!(map["content-type"], "application/json");
+        assert_eq!(map["webhook-id"], "evt-1");
+        assert_eq!(map["webhook-timestamp"], "1800000000");
+        assert_eq!(map["x-partner-id"], "acme");
+    }
+
+    #[test]
+    fn reserved_or_broken_headers_are_refused_at_use() {
+        let at = SystemTime::now();
+        for (name, value) in [
+            ("Content-Type", "text/plain"),
+            ("X-Bad", "a\r\nb: c"),
+            ("webhook-id", "x"),
+        ] {
+            let mut custom = BTreeMap::new();
+            custom.insert(name.to_string(), value.to_string());
+            assert!(headers(Some(&custom), "evt-1", at).is_err(), "{name}");
+        }
+    }
+}

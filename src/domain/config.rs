@@ -1,0 +1,495 @@
+//! Configuration records of the `webhook-config` topic: keys, shapes and validation.
+//!
+//! The same functions serve the processor (which refuses an invalid record and keeps the last
+//! valid value) and the CLI (which refuses to publish one), so both agree on what is valid.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::schema::{self, Kind};
+
+/// The feedback statuses a webhook gets when its record lists no `events`.
+pub const DEFAULT_EVENTS: [&str; 4] = ["sent", "delivered", "bounce", "error"];
+
+/// Header names a webhook may not set (compared case-insensitively); `webhook-*` is also reserved.
+pub const RESERVED_HEADERS: [&str; 7] = [
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "authorization",
+    "user-agent",
+];
+
+/// Upper bound on one config record's size; a webhook record is a few hundred bytes.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("key {0:?} is not webhook/{{imsOrg}}/{{sandboxId}} or campaign/{{imsOrg}}/{{sandboxId}}/{{campaignID}}")]
+    BadKey(String),
+    #[error("record is {0} bytes, over the {MAX_RECORD_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("record is not JSON: {0}")]
+    Malformed(String),
+    #[error("field {field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("key {key:?} does not match the record's body (expected {expected:?})")]
+    KeyMismatch { key: String, expected: String },
+}
+
+impl ConfigError {
+    fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<schema::Violation> for ConfigError {
+    fn from(v: schema::Violation) -> Self {
+        ConfigError::Invalid {
+            field: v.field,
+            message: v.message,
+        }
+    }
+}
+
+/// The key of a config record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ConfigKey {
+    Webhook {
+        ims_org: String,
+        sandbox_id: String,
+    },
+    Campaign {
+        ims_org: String,
+        sandbox_id: String,
+        campaign_id: String,
+    },
+}
+
+impl ConfigKey {
+    pub fn webhook(ims_org: &str, sandbox_id: &str) -> Self {
+        ConfigKey::Webhook {
+            ims_org: ims_org.to_owned(),
+            sandbox_id: sandbox_id.to_owned(),
+        }
+    }
+
+    pub fn campaign(ims_org: &str, sandbox_id: &str, campaign_id: &str) -> Self {
+        ConfigKey::Campaign {
+            ims_org: ims_org.to_owned(),
+            sandbox_id: sandbox_id.to_owned(),
+            campaign_id: campaign_id.to_owned(),
+        }
+    }
+
+    pub fn parse(key: &str) -> Result<Self, ConfigError> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let ok = |s: &&str| !s.is_empty();
+        match parts.as_slice() {
+            ["webhook", org, sandbox] if ok(org) && ok(sandbox) => {
+                Ok(ConfigKey::webhook(org, sandbox))
+            }
+            ["campaign", org, sandbox, campaign] if ok(org) && ok(sandbox) && ok(campaign) => {
+                Ok(ConfigKey::campaign(org, sandbox, campaign))
+            }
+            _ => Err(ConfigError::BadKey(key.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigKey::Webhook {
+                ims_org,
+                sandbox_id,
+            } => write!(f, "webhook/{ims_org}/{sandbox_id}"),
+            ConfigKey::Campaign {
+                ims_org,
+                sandbox_id,
+                campaign_id,
+            } => write!(f, "campaign/{ims_org}/{sandbox_id}/{campaign_id}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub name: String,
+}
+
+/// `authentication` of a webhook. Secret values stay opaque here: they are references or
+/// sealed values, resolved only where a request is built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Authentication {
+    None,
+    Jwt(Value),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookConfig {
+    pub kind: String,
+    pub ims_org: String,
+    pub sandbox: Sandbox,
+    pub name: String,
+    pub channels: Vec<String>,
+    pub url: String,
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    pub authentication: Authentication,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub signing: Option<Value>,
+    pub updated_at: String,
+}
+
+impl WebhookConfig {
+    pub fn key(&self) -> ConfigKey {
+        ConfigKey::webhook(&self.ims_org, &self.sandbox.id)
+    }
+
+    pub fn wants_channel(&self, channel: &str) -> bool {
+        self.channels.iter().any(|c| c == channel)
+    }
+
+    pub fn wants_status(&self, status: &str) -> bool {
+        match &self.events {
+            Some(events) => events.iter().any(|e| e == status),
+            None => DEFAULT_EVENTS.contains(&status),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignConfig {
+    pub kind: String,
+    #[serde(rename = "imsOrg")]
+    pub ims_org: String,
+    #[serde(rename = "sandboxId")]
+    pub sandbox_id: String,
+    #[serde(rename = "campaignID")]
+    pub campaign_id: String,
+    #[serde(rename = "webhooksEnabled")]
+    pub webhooks_enabled: bool,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: String,
+}
+
+impl CampaignConfig {
+    pub fn key(&self) -> ConfigKey {
+        ConfigKey::campaign(&self.ims_org, &self.sandbox_id, &self.campaign_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigRecord {
+    Webhook(WebhookConfig),
+    Campaign(CampaignConfig),
+}
+
+/// A validated change: the record to store under its key, or a deletion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigChange {
+    pub key: ConfigKey,
+    pub record: Option<ConfigRecord>,
+}
+
+/// Settings that change what is valid in this deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Accept `http://` URLs (development only).
+    pub allow_http: bool,
+}
+
+/// Validates one record of the config topic: its key and, unless it is a tombstone, its body.
+pub fn validate(
+    key: &str,
+    value: Option<&[u8]>,
+    rules: Rules,
+) -> Result<ConfigChange, ConfigError> {
+    let parsed_key = ConfigKey::parse(key)?;
+    let Some(bytes) = value else {
+        return Ok(ConfigChange {
+            key: parsed_key,
+            record: None,
+        });
+    };
+    let record = validate_body(bytes, rules)?;
+    let body_key = match &record {
+        ConfigRecord::Webhook(w) => w.key(),
+        ConfigRecord::Campaign(c) => c.key(),
+    };
+    if body_key != parsed_key {
+        return Err(ConfigError::KeyMismatch {
+            key: key.to_owned(),
+            expected: body_key.to_string(),
+        });
+    }
+    Ok(ConfigChange {
+        key: parsed_key,
+        record: Some(record),
+    })
+}
+
+/// Validates a record body on its own (the CLI derives the key from it).
+pub fn validate_body(bytes: &[u8], rules: Rules) -> Result<ConfigRecord, ConfigError> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(ConfigError::TooLarge(bytes.len()));
+    }
+    let json: Value =
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+    validate_value(&json, rules)
+}
+
+pub fn validate_value(json: &Value, rules: Rules) -> Result<ConfigRecord, ConfigError> {
+    match json.get("kind").and_then(Value::as_str) {
+        Some("webhook") => {
+            schema::validate(Kind::Webhook, json)?;
+            let webhook: WebhookConfig = serde_json::from_value(json.clone())
+                .map_err(|e| ConfigError::field("/", e.to_string()))?;
+            check_webhook(&webhook, rules)?;
+            Ok(ConfigRecord::Webhook(webhook))
+        }
+        Some("campaign") => {
+            schema::validate(Kind::Campaign, json)?;
+            let campaign: CampaignConfig = serde_json::from_value(json.clone())
+                .map_err(|e| ConfigError::field("/", e.to_string()))?;
+            Ok(ConfigRecord::Campaign(campaign))
+        }
+        _ => Err(ConfigError::field(
+            "/kind",
+            "must be \"webhook\" or \"campaign\"",
+        )),
+    }
+}
+
+/// The rules a schema cannot say well: URL semantics and reserved header names.
+fn check_webhook(webhook: &WebhookConfig, rules: Rules) -> Result<(), ConfigError> {
+    check_url(&webhook.url, rules)?;
+    for name in webhook.headers.iter().flat_map(|h| h.keys()) {
+        check_header_name(name)
+            .map_err(|message| ConfigError::field(format!("/headers/{name}"), message))?;
+    }
+    Ok(())
+}
+
+pub fn check_url(url: &str, rules: Rules) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ConfigError::field("/url", format!("not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if rules.allow_http => {}
+        "http" => {
+            return Err(ConfigError::field(
+                "/url",
+                "must be https (http is accepted only with the development setting delivery.allow_http)",
+            ))
+        }
+        other => return Err(ConfigError::field("/url", format!("scheme {other:?} is not https"))),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::field("/url", "has no host"));
+    }
+    // Credentials in a URL would end up in logs and outcomes; they belong in authentication.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ConfigError::field(
+            "/url",
+            "must not carry credentials; use authentication instead",
+        ));
+    }
+    if parsed.fragment().is_some() {
+        return Err(ConfigError::field("/url", "must not have a fragment"));
+    }
+    Ok(())
+}
+
+/// A custom header name must be a valid token and not one the processor owns.
+pub fn check_header_name(name: &str) -> Result<(), &'static str> {
+    let valid_token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid_token {
+        return Err("is not a valid header name");
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
+        return Err("is a reserved header name");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub fn sample_webhook() -> Value {
+        json!({ "kind": "webhook", "imsOrg": "myImsOrg",
+          "sandbox": { "id": "068abf40-575e-11ea-8512-9b1bfdb82603", "name": "prod" },
+          "name": "Order feedback", "channels": ["email", "sms"],
+          "url": "https://hooks.example.com/ajo/feedback",
+          "enabled": true,
+          "events": ["sent", "delivered", "bounce", "error"],
+          "authentication": { "type": "none" },
+          "headers": { "X-Partner-Id": "acme" },
+          "signing": null,
+          "updatedAt": "2026-11-27T09:00:00Z" })
+    }
+
+    pub fn sample_campaign() -> Value {
+        json!({ "kind": "campaign", "imsOrg": "myImsOrg",
+          "sandboxId": "068abf40-575e-11ea-8512-9b1bfdb82603",
+          "campaignID": "16f24a15-7e21-477c-848a-d5695ca7f137", "webhooksEnabled": true,
+          "updatedAt": "2026-11-27T09:00:00Z" })
+    }
+
+    const WEBHOOK_KEY: &str = "webhook/myImsOrg/068abf40-575e-11ea-8512-9b1bfdb82603";
+
+    fn check(key: &str, v: &Value) -> Result<ConfigChange, ConfigError> {
+        validate(key, Some(&serde_json::to_vec(v).unwrap()), Rules::default())
+    }
+
+    fn field_of(result: Result<ConfigChange, ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_spec_examples_are_valid() {
+        let change = check(WEBHOOK_KEY, &sample_webhook()).unwrap();
+        assert!(matches!(change.record, Some(ConfigRecord::Webhook(_))));
+        let change = check(
+            "campaign/myImsOrg/068abf40-575e-11ea-8512-9b1bfdb82603/16f24a15-7e21-477c-848a-d5695ca7f137",
+            &sample_campaign(),
+        )
+        .unwrap();
+        assert!(matches!(change.record, Some(ConfigRecord::Campaign(_))));
+    }
+
+    #[test]
+    fn tombstone_needs_only_a_valid_key() {
+        let change = validate(WEBHOOK_KEY, None, Rules::default()).unwrap();
+        assert_eq!(change.record, None);
+        assert!(matches!(
+            validate("webhook/onlyorg", None, Rules::default()),
+            Err(ConfigError::BadKey(_))
+        ));
+    }
+
+    #[test]
+    fn key_and_body_must_agree() {
+        let err = check(
+            "webhook/otherOrg/068abf40-575e-11ea-8512-9b1bfdb82603",
+            &sample_webhook(),
+        );
+        assert!(matches!(err, Err(ConfigError::KeyMismatch { .. })));
+    }
+
+    #[test]
+    fn url_rules() {
+        let mut v = sample_webhook();
+        v["url"] = json!("http://hooks.example.com/x");
+        assert_eq!(field_of(check(WEBHOOK_KEY, &v)), "/url");
+        let ok = validate(
+            WEBHOOK_KEY,
+            Some(&serde_json::to_vec(&v).unwrap()),
+            Rules { allow_http: true },
+        );
+        assert!(ok.is_ok());
+        v["url"] = json!("https://user:pw@hooks.example.com/x");
+        assert_eq!(field_of(check(WEBHOOK_KEY, &v)), "/url");
+        v["url"] = json!("ftp://hooks.example.com/x");
+        assert_eq!(field_of(check(WEBHOOK_KEY, &v)), "/url");
+    }
+
+    #[test]
+    fn header_rules() {
+        for bad in [
+            "Host",
+            "content-TYPE",
+            "Authorization",
+            "Webhook-Id",
+            "webhook-signature",
+        ] {
+            let mut v = sample_webhook();
+            v["headers"] = json!({ bad: "x" });
+            assert_eq!(
+                field_of(check(WEBHOOK_KEY, &v)),
+                format!("/headers/{bad}"),
+                "{bad}"
+            );
+        }
+        let mut v = sample_webhook();
+        v["headers"] = json!({ "X-Ok": "line\r\nInjected: yes" });
+        assert_eq!(field_of(check(WEBHOOK_KEY, &v)), "/headers/X-Ok");
+        let mut v = sample_webhook();
+        v["headers"] = json!({ "Bad Name": "x" });
+        assert!(field_of(check(WEBHOOK_KEY, &v)).starts_with("/headers"));
+        let mut v = sample_webhook();
+        let many: serde_json::Map<String, Value> =
+            (0..21).map(|i| (format!("X-H{i}"), json!("v"))).collect();
+        v["headers"] = Value::Object(many);
+        assert_eq!(field_of(check(WEBHOOK_KEY, &v)), "/headers");
+    }
+
+    #[test]
+    fn plaintext_secrets_are_refused() {
+        let mut v = sample_webhook();
+        v["signing"] = json!({ "secret": "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0" });
+        assert!(field_of(check(WEBHOOK_KEY, &v)).starts_with("/signing"));
+        v["signing"] = json!({ "secret": { "ref": "env:SIGNING" } });
+        assert!(check(WEBHOOK_KEY, &v).is_ok());
+    }
+
+    #[test]
+    fn channels_and_events_are_checked() {
+        let mut v = sample_webhook();
+        v["channels"] = json!(["push"]);
+        assert!(field_of(check(WEBHOOK_KEY, &v)).starts_with("/channels"));
+        let mut v = sample_webhook();
+        v["events"] = json!([]);
+        assert_eq!(field_of(check(WEBHOOK_KEY, &v)), "/events");
+        let mut v = sample_webhook();
+        v.as_object_mut().unwrap().remove("url");
+        assert_eq!(field_of(check(WEBHOOK_KEY, &v)), "/");
+    }
+
+    #[test]
+    fn default_events_are_the_four_documented() {
+        let mut v = sample_webhook();
+        v.as_object_mut().unwrap().remove("events");
+        let Some(ConfigRecord::Webhook(w)) = check(WEBHOOK_KEY, &v).unwrap().record else {
+            panic!("webhook expected")
+        };
+        for s in DEFAULT_EVENTS {
+            assert!(w.wants_status(s));
+        }
+        assert!(!w.wants_status("exclude"));
+    }
+
+    #[test]
+    fn unknown_kind_and_oversize() {
+        let err = check(WEBHOOK_KEY, &json!({"kind": "other"}));
+        assert_eq!(field_of(err), "/kind");
+        let big = vec![b' '; MAX_RECORD_BYTES + 1];
+        assert!(matches!(
+            validate(WEBHOOK_KEY, Some(&big), Rules::default()),
+            Err(ConfigError::TooLarge(_))
+        ));
+    }
+}

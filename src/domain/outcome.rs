@@ -1,0 +1,283 @@
+//! The outcome record: one terminal result per input record.
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{FeedbackEvent, Identity};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Delivered,
+    Failed,
+    Skipped,
+    Invalid,
+}
+
+/// Every reason the contract names, exactly as spelled there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    NoWebhook,
+    WebhookDisabled,
+    ChannelNotSelected,
+    EventNotSelected,
+    CampaignNotEnabled,
+    NotTransactional,
+    ConfigInvalid,
+    HttpStatus,
+    RetriesExhausted,
+    DestinationBlocked,
+    InvalidEvent,
+    EventTooLarge,
+}
+
+impl Reason {
+    /// The status a reason belongs to.
+    pub fn status(self) -> Status {
+        use Reason::*;
+        match self {
+            NoWebhook | WebhookDisabled | ChannelNotSelected | EventNotSelected
+            | CampaignNotEnabled | NotTransactional | ConfigInvalid => Status::Skipped,
+            HttpStatus | RetriesExhausted | DestinationBlocked => Status::Failed,
+            InvalidEvent | EventTooLarge => Status::Invalid,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        use Reason::*;
+        match self {
+            NoWebhook => "no_webhook",
+            WebhookDisabled => "webhook_disabled",
+            ChannelNotSelected => "channel_not_selected",
+            EventNotSelected => "event_not_selected",
+            CampaignNotEnabled => "campaign_not_enabled",
+            NotTransactional => "not_transactional",
+            ConfigInvalid => "config_invalid",
+            HttpStatus => "http_status",
+            RetriesExhausted => "retries_exhausted",
+            DestinationBlocked => "destination_blocked",
+            InvalidEvent => "invalid_event",
+            EventTooLarge => "event_too_large",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRef {
+    pub name: String,
+    pub url: String,
+}
+
+/// One HTTP attempt. `error` describes a failure without a response (never a secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub at: String,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replay {
+    pub id: String,
+    pub requested_at: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub event_id: Option<String>,
+    pub request_id: Option<String>,
+    pub ims_org: Option<String>,
+    pub sandbox_id: Option<String>,
+    pub channel: Option<String>,
+    pub feedback_status: Option<String>,
+    #[serde(rename = "messageExecutionID")]
+    pub message_execution_id: Option<String>,
+    #[serde(rename = "campaignID")]
+    pub campaign_id: Option<String>,
+    pub status: Status,
+    pub reason: Option<Reason>,
+    pub webhook: Option<WebhookRef>,
+    pub attempts: Vec<Attempt>,
+    pub source: Source,
+    pub replay: Option<Replay>,
+    pub completed_at: String,
+}
+
+impl Outcome {
+    /// The outcome of a valid event. `reason` is `None` exactly when it was delivered.
+    pub fn for_event(
+        event: &FeedbackEvent,
+        reason: Option<Reason>,
+        webhook: Option<WebhookRef>,
+        attempts: Vec<Attempt>,
+        source: Source,
+        completed_at: String,
+    ) -> Self {
+        Outcome {
+            event_id: Some(event.id.clone()),
+            request_id: Some(event.request_id.clone()),
+            ims_org: Some(event.ims_org.clone()),
+            sandbox_id: Some(event.sandbox.id.clone()),
+            channel: event.channel().map(str::to_owned),
+            feedback_status: event.feedback_status().map(str::to_owned),
+            message_execution_id: Some(event.execution().message_execution_id.clone()),
+            campaign_id: event.campaign_id().map(str::to_owned),
+            status: reason.map_or(Status::Delivered, Reason::status),
+            reason,
+            webhook,
+            attempts,
+            source,
+            replay: None,
+            completed_at,
+        }
+    }
+
+    /// The outcome of a record that is not a valid event.
+    pub fn invalid(
+        identity: Identity,
+        reason: Reason,
+        source: Source,
+        completed_at: String,
+    ) -> Self {
+        Outcome {
+            event_id: identity.event_id,
+            request_id: identity.request_id,
+            ims_org: identity.ims_org,
+            sandbox_id: identity.sandbox_id,
+            channel: None,
+            feedback_status: None,
+            message_execution_id: None,
+            campaign_id: None,
+            status: Status::Invalid,
+            reason: Some(reason),
+            webhook: None,
+            attempts: Vec::new(),
+            source,
+            replay: None,
+            completed_at,
+        }
+    }
+
+    /// The record key: the event id; for a record without one, its source coordinates so
+    /// that it still lands on a stable partition.
+    pub fn key(&self) -> String {
+        match &self.event_id {
+            Some(id) => id.clone(),
+            None => format!(
+                "{}/{}/{}",
+                self.source.topic, self.source.partition, self.source.offset
+            ),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::tests::{parse_value, spec_event};
+    use crate::schema::{self, Kind};
+
+    fn source() -> Source {
+        Source {
+            topic: "message-feedback".into(),
+            partition: 3,
+            offset: 1042,
+        }
+    }
+
+    #[test]
+    fn reasons_serialise_as_the_contract_spells_them() {
+        for reason in [
+            Reason::NoWebhook,
+            Reason::WebhookDisabled,
+            Reason::ChannelNotSelected,
+            Reason::EventNotSelected,
+            Reason::CampaignNotEnabled,
+            Reason::NotTransactional,
+            Reason::ConfigInvalid,
+            Reason::HttpStatus,
+            Reason::RetriesExhausted,
+            Reason::DestinationBlocked,
+            Reason::InvalidEvent,
+            Reason::EventTooLarge,
+        ] {
+            let json = serde_json::to_value(reason).unwrap();
+            assert_eq!(json, serde_json::json!(reason.as_str()));
+        }
+    }
+
+    #[test]
+    fn delivered_outcome_matches_schema() {
+        let e = parse_value(&spec_event()).unwrap();
+        let o = Outcome::for_event(
+            &e,
+            None,
+            Some(WebhookRef {
+                name: "Order feedback".into(),
+                url: "https://hooks.example.com/ajo/feedback".into(),
+            }),
+            vec![Attempt {
+                at: "2026-11-27T10:15:00.120Z".into(),
+                http_status: Some(200),
+                error: None,
+                duration_ms: 12,
+            }],
+            source(),
+            "2026-11-27T10:15:05.312Z".into(),
+        );
+        assert_eq!(o.status, Status::Delivered);
+        let json: serde_json::Value = serde_json::from_slice(&o.to_json()).unwrap();
+        schema::validate(Kind::Outcome, &json).unwrap();
+        assert_eq!(json["channel"], "email");
+        assert_eq!(json["feedbackStatus"], "bounce");
+        assert_eq!(json["reason"], serde_json::Value::Null);
+        assert_eq!(o.key(), e.id);
+    }
+
+    #[test]
+    fn invalid_outcome_matches_schema_and_keys_by_source() {
+        let o = Outcome::invalid(
+            Identity::default(),
+            Reason::InvalidEvent,
+            source(),
+            "2026-11-27T10:15:05.312Z".into(),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&o.to_json()).unwrap();
+        schema::validate(Kind::Outcome, &json).unwrap();
+        assert_eq!(json["status"], "invalid");
+        assert_eq!(o.key(), "message-feedback/3/1042");
+    }
+
+    #[test]
+    fn schema_rejects_a_reason_of_the_wrong_status() {
+        let e = parse_value(&spec_event()).unwrap();
+        let o = Outcome::for_event(
+            &e,
+            Some(Reason::NoWebhook),
+            None,
+            vec![],
+            source(),
+            "2026-11-27T10:15:05.312Z".into(),
+        );
+        let mut json: serde_json::Value = serde_json::from_slice(&o.to_json()).unwrap();
+        schema::validate(Kind::Outcome, &json).unwrap();
+        json["status"] = "failed".into();
+        assert!(schema::validate(Kind::Outcome, &json).is_err());
+    }
+}

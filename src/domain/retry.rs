@@ -1,0 +1,202 @@
+//! The retry policy: how an attempt's result is classified, and when to try again.
+
+use std::time::{Duration, SystemTime};
+
+/// What one attempt produced, as far as the policy cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// The server answered with this status (and maybe a `Retry-After`, already parsed).
+    Response {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// No usable answer: connection refused or reset, TLS failure, DNS failure, timeout.
+    Transport,
+    /// The destination is not allowed; never retried.
+    Blocked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Success,
+    /// Worth another try later.
+    Retry,
+    /// Final failure: retrying cannot help.
+    Fail,
+}
+
+/// 2xx succeeds; connection errors, timeouts, 408, 425, 429 and 5xx are retried; every other
+/// answer (any 3xx, which is never followed, and the other 4xx) is final.
+pub fn classify(result: &AttemptResult) -> Verdict {
+    match result {
+        AttemptResult::Response { status, .. } => match status {
+            200..=299 => Verdict::Success,
+            408 | 425 | 429 | 500..=599 => Verdict::Retry,
+            _ => Verdict::Fail,
+        },
+        AttemptResult::Transport => Verdict::Retry,
+        AttemptResult::Blocked => Verdict::Fail,
+    }
+}
+
+/// When retries happen. Delays are counted from the end of the failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay before the 2nd, 3rd, ... attempt. Its length is the number of retries.
+    pub schedule: Vec<Duration>,
+    /// Fraction of each delay added or removed at random (0.2 = ±20%).
+    pub jitter: f64,
+    /// A `Retry-After` longer than this is cut to it.
+    pub retry_after_cap: Duration,
+    /// No retry is scheduled past this age of the first attempt.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        let secs = [5, 30, 120, 600, 1800, 3600, 7200, 14400];
+        RetryPolicy {
+            schedule: secs.into_iter().map(Duration::from_secs).collect(),
+            jitter: 0.2,
+            retry_after_cap: Duration::from_secs(3600),
+            max_age: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the next attempt, or `None` when retries are exhausted.
+    ///
+    /// `failed_attempts` counts the attempts made so far (≥ 1); `elapsed` is the time since
+    /// the first attempt; `random` is uniform in [0, 1) and drives the jitter. A `Retry-After`
+    /// is honoured as a lower bound, capped.
+    pub fn next_delay(
+        &self,
+        failed_attempts: usize,
+        elapsed: Duration,
+        retry_after: Option<Duration>,
+        random: f64,
+    ) -> Option<Duration> {
+        let base = *self.schedule.get(failed_attempts.checked_sub(1)?)?;
+        let factor = 1.0 + self.jitter * (2.0 * random.clamp(0.0, 1.0) - 1.0);
+        let jittered = base.mul_f64(factor.max(0.0));
+        let delay = match retry_after {
+            Some(asked) => jittered.max(asked.min(self.retry_after_cap)),
+            None => jittered,
+        };
+        if let Some(max_age) = self.max_age {
+            if elapsed + delay > max_age {
+                return None;
+            }
+        }
+        Some(delay)
+    }
+}
+
+/// Parses a `Retry-After` value: delay seconds or an HTTP-date (relative to `now`).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16) -> AttemptResult {
+        AttemptResult::Response {
+            status,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn classification() {
+        for s in [200, 201, 204, 299] {
+            assert_eq!(classify(&response(s)), Verdict::Success, "{s}");
+        }
+        for s in [408, 425, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(classify(&response(s)), Verdict::Retry, "{s}");
+        }
+        for s in [100, 301, 302, 307, 308, 400, 401, 403, 404, 409, 410, 422] {
+            assert_eq!(classify(&response(s)), Verdict::Fail, "{s}");
+        }
+        assert_eq!(classify(&AttemptResult::Transport), Verdict::Retry);
+        assert_eq!(classify(&AttemptResult::Blocked), Verdict::Fail);
+    }
+
+    #[test]
+    fn default_schedule_without_jitter_at_midpoint() {
+        let p = RetryPolicy {
+            max_age: None,
+            ..RetryPolicy::default()
+        };
+        let delays: Vec<u64> = (1..=8)
+            .map(|n| {
+                p.next_delay(n, Duration::ZERO, None, 0.5)
+                    .unwrap()
+                    .as_secs()
+            })
+            .collect();
+        assert_eq!(delays, [5, 30, 120, 600, 1800, 3600, 7200, 14400]);
+        assert_eq!(p.next_delay(9, Duration::ZERO, None, 0.5), None);
+        assert_eq!(p.next_delay(0, Duration::ZERO, None, 0.5), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        let p = RetryPolicy::default();
+        let lo = p.next_delay(1, Duration::ZERO, None, 0.0).unwrap();
+        let hi = p.next_delay(1, Duration::ZERO, None, 0.999_999).unwrap();
+        assert_eq!(lo, Duration::from_secs(4));
+        assert!(
+            hi <= Duration::from_secs(6) && hi > Duration::from_millis(5_990),
+            "{hi:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_a_capped_lower_bound() {
+        let p = RetryPolicy::default();
+        let d = p.next_delay(1, Duration::ZERO, Some(Duration::from_secs(60)), 0.5);
+        assert_eq!(d, Some(Duration::from_secs(60)));
+        let d = p.next_delay(1, Duration::ZERO, Some(Duration::from_secs(2)), 0.5);
+        assert_eq!(d, Some(Duration::from_secs(5)));
+        let d = p.next_delay(1, Duration::ZERO, Some(Duration::from_secs(99_999)), 0.5);
+        assert_eq!(d, Some(p.retry_after_cap));
+    }
+
+    #[test]
+    fn max_age_ends_retries() {
+        let p = RetryPolicy {
+            max_age: Some(Duration::from_secs(60)),
+            ..RetryPolicy::default()
+        };
+        // 10 s + 30 s fits in 60 s; 10 s + 120 s does not.
+        assert!(p
+            .next_delay(2, Duration::from_secs(10), None, 0.5)
+            .is_some());
+        assert_eq!(p.next_delay(3, Duration::from_secs(10), None, 0.5), None);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

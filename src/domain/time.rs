@@ -1,0 +1,60 @@
+//! Timestamps in the shapes the contract uses.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-27T10:15:05.312Z`.
+pub fn rfc3339_millis(at: SystemTime) -> String {
+    let dt = OffsetDateTime::from(at);
+    let ms = dt.millisecond();
+    // Truncate to milliseconds so every timestamp has the same, readable shape.
+    let dt = dt
+        .replace_nanosecond(u32::from(ms) * 1_000_000)
+        .unwrap_or(dt);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        ms
+    )
+}
+
+/// Unix seconds, as sent in `webhook-timestamp`.
+pub fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Parses an RFC 3339 timestamp (used for config `updatedAt` checks and CLI windows).
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_utc_with_millis() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_795_774_505_312);
+        assert_eq!(rfc3339_millis(at), "2026-11-27T10:15:05.312Z");
+        assert_eq!(unix_seconds(at), 1_795_774_505);
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        let at = parse_rfc3339("2026-11-27T10:15:05.312Z").unwrap();
+        assert_eq!(rfc3339_millis(at), "2026-11-27T10:15:05.312Z");
+        assert!(parse_rfc3339("yesterday").is_none());
+    }
+}

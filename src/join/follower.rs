@@ -1,0 +1,283 @@
+//! Follows the whole config topic (every partition, assigned, not group-managed) into the
+//! cache. Runs on its own thread: RocksDB writes block, and the consumer is polled there.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use super::store::{ConfigStore, StoreError};
+use crate::domain::config::{self, Rules};
+use crate::kafka::{client_config, KafkaSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowerError {
+    #[error("config topic: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("config topic {0:?} does not exist or has no partitions")]
+    NoTopic(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Counters of the follower's work since start.
+#[derive(Debug, Default)]
+pub struct FollowerStats {
+    /// Records read from the topic.
+    pub records_read: AtomicU64,
+    pub applied: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+pub struct ConfigFollower {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<FollowerStats>,
+    /// Becomes `true` once the cache holds everything the topic held when we started.
+    pub caught_up: watch::Receiver<bool>,
+}
+
+impl ConfigFollower {
+    /// Assigns every partition of the config topic from the cache's stored offsets (or the
+    /// beginning) and starts following it.
+    pub fn start(
+        kafka: &KafkaSettings,
+        store: ConfigStore,
+        rules: Rules,
+    ) -> Result<Self, FollowerError> {
+        let topic = kafka.config_topic.clone();
+        // Partitions are assigned, not group-managed: the group id is required by librdkafka
+        // but no group is joined and nothing is committed.
+        let consumer: BaseConsumer = client_config(kafka)
+            .set("group.id", format!("{}-config-follower", kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100")
+            .set("enable.partition.eof", "false")
+            .create()?;
+
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(FollowerError::NoTopic(topic));
+        }
+
+        // End offsets as of start: the cache is "caught up" once it has read up to them.
+        let mut targets = HashMap::new();
+        let mut lows = HashMap::new();
+        let mut stored = HashMap::new();
+        let mut recreated = false;
+        for &p in &partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(30))?;
+            targets.insert(p, high);
+            lows.insert(p, low);
+            let next = store.next_offset(&topic, p)?;
+            if next.is_some_and(|n| n > high) {
+                recreated = true;
+            }
+            stored.insert(p, next);
+        }
+        if recreated {
+            warn!(
+                topic,
+                "config topic is behind the cache's offsets (recreated?): rebuilding the cache"
+            );
+            store.clear()?;
+            stored.values_mut().for_each(|v| *v = None);
+        }
+        let resumed = stored.values().any(Option::is_some);
+
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            let offset = stored[&p].map_or(Offset::Beginning, Offset::Offset);
+            tpl.add_partition_offset(&topic, p, offset)?;
+        }
+        consumer.assign(&tpl)?;
+        info!(
+            topic,
+            partitions = partitions.len(),
+            resumed,
+            "following config topic"
+        );
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(FollowerStats::default());
+        let (tx, caught_up) = watch::channel(false);
+        let state = Loop {
+            consumer,
+            store,
+            rules,
+            topic,
+            targets,
+            // Where reading starts: an empty or fully read partition is caught up at once.
+            next: stored
+                .into_iter()
+                .map(|(p, n)| (p, n.unwrap_or_else(|| lows.get(&p).copied().unwrap_or(0))))
+                .collect(),
+            stop: stop.clone(),
+            stats: stats.clone(),
+            caught_up: tx,
+            resumed,
+            started: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("config-follower".into())
+            .spawn(move || state.run())
+            .map_err(|e| FollowerError::NoTopic(format!("cannot start thread: {e}")))?;
+        Ok(ConfigFollower {
+            stop,
+            thread: Some(thread),
+            stats,
+            caught_up,
+        })
+    }
+
+    /// Waits until the cache has caught up (or the follower stopped).
+    pub async fn wait_caught_up(&mut self) -> bool {
+        self.caught_up.wait_for(|c| *c).await.is_ok()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ConfigFollower {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Loop {
+    consumer: BaseConsumer,
+    store: ConfigStore,
+    rules: Rules,
+    topic: String,
+    targets: HashMap<i32, i64>,
+    /// Next offset per partition, as far as this loop has read.
+    next: HashMap<i32, i64>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<FollowerStats>,
+    caught_up: watch::Sender<bool>,
+    resumed: bool,
+    started: Instant,
+}
+
+impl Loop {
+    fn run(mut self) {
+        self.check_caught_up();
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(e)) => {
+                    warn!(topic = self.topic, error = %e, "config topic consumer error")
+                }
+                Some(Ok(message)) => {
+                    let partition = message.partition();
+                    let offset = message.offset();
+                    let key = message.key().map(String::from_utf8_lossy);
+                    if let Err(e) = self.apply(partition, offset, key.as_deref(), message.payload())
+                    {
+                        // The cache cannot be written: serving stale config silently would
+                        // be worse than stopping, so the processor is told to stop.
+                        error!(error = %e, "config cache write failed; config follower stops");
+                        return;
+                    }
+                    self.next.insert(partition, offset + 1);
+                }
+            }
+            if !*self.caught_up.borrow() {
+                self.check_caught_up();
+            }
+        }
+        debug!("config follower stopped");
+    }
+
+    fn apply(
+        &self,
+        partition: i32,
+        offset: i64,
+        key: Option<&str>,
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        self.stats.records_read.fetch_add(1, Ordering::Relaxed);
+        let Some(key) = key else {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                partition,
+                offset,
+                reason = "record has no key",
+                "config record refused"
+            );
+            return self.store.apply(&self.topic, partition, offset, None);
+        };
+        match config::validate(key, value, self.rules) {
+            Ok(change) => {
+                self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    key,
+                    partition,
+                    offset,
+                    deleted = change.record.is_none(),
+                    "config record applied"
+                );
+                self.store
+                    .apply(&self.topic, partition, offset, Some((&change.key, value)))
+            }
+            Err(reason) => {
+                // The last valid value stays in force; only the offset moves on.
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                warn!(key, partition, offset, reason = %reason, "config record refused");
+                self.store.apply(&self.topic, partition, offset, None)
+            }
+        }
+    }
+
+    /// Caught up when every partition's position reached its end offset as of start. The
+    /// consumer's position is used as well as the last record read, because the last offsets
+    /// of a partition may be transaction markers that are never delivered as records.
+    fn check_caught_up(&mut self) {
+        let positions = self.consumer.position().ok();
+        let done = self.targets.iter().all(|(&p, &high)| {
+            let read = self.next.get(&p).copied().unwrap_or(0);
+            let position = positions
+                .as_ref()
+                .and_then(|tpl| tpl.find_partition(&self.topic, p))
+                .and_then(|e| e.offset().to_raw())
+                .unwrap_or(-1);
+            read >= high || position >= high
+        });
+        if done {
+            info!(
+                topic = self.topic,
+                records_read = self.stats.records_read.load(Ordering::Relaxed),
+                refused = self.stats.refused.load(Ordering::Relaxed),
+                resumed = self.resumed,
+                elapsed_ms = self.started.elapsed().as_millis() as u64,
+                "config cache caught up"
+            );
+            let _ = self.caught_up.send(true);
+        }
+    }
+}

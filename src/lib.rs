@@ -1,0 +1,24 @@
+//! feedback-webhooks: delivers message-feedback events from Kafka to each tenant's webhook.
+//!
+//! The pipeline, by module:
+//! - [`source`]: where an event enters (the input topics, consumed as a group) and the
+//!   offset bookkeeping that commits only completed work;
+//! - [`join`]: the config topic followed into a RocksDB cache, and the event's lookup there;
+//! - [`delivery`]: the HTTPS client, one attempt, and the retrying worker;
+//! - [`record`]: the outcome topic, one terminal record per input record;
+//! - [`pipeline`]: the loop that ties them together.
+//!
+//! [`domain`] holds the pure rules (parsing, matching, payload, outcome, retry policy) and
+//! [`schema`] the JSON Schemas they validate against.
+
+pub mod cli;
+pub mod delivery;
+pub mod domain;
+pub mod join;
+pub mod kafka;
+pub mod pipeline;
+pub mod receiver;
+pub mod record;
+pub mod schema;
+pub mod settings;
+pub mod source;

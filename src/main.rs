@@ -1,0 +1,216 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing::error;
+use tracing_subscriber::EnvFilter;
+
+use feedback_webhooks::cli::{config_cmd, receiver_cmd};
+use feedback_webhooks::domain::config::ConfigKey;
+use feedback_webhooks::pipeline;
+use feedback_webhooks::settings::Settings;
+
+/// Delivers message-feedback events from Kafka to each tenant's HTTPS webhook.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Settings file (TOML). FW_* environment variables override it.
+    #[arg(long, short, global = true, env = "FW_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the processor.
+    Run,
+    /// Publish, read or delete webhook configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Turn a campaign's webhook opt-in on or off.
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+    /// A local HTTPS receiver that prints each request as a JSON line.
+    Receiver {
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Where to write the PEM of the receiver's freshly made CA.
+        #[arg(long, default_value = "receiver-ca.pem")]
+        ca_out: PathBuf,
+        /// HTTP status to answer with.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate and publish a webhook or campaign record (JSON file).
+    Put {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Print the webhook of an org + sandbox.
+    Get {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        sandbox: String,
+    },
+    /// List every webhook and campaign record in force.
+    List,
+    /// Delete the webhook of an org + sandbox (or a campaign record with --campaign).
+    Delete {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        sandbox: String,
+        #[arg(long)]
+        campaign: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CampaignCommand {
+    Enable(CampaignArgs),
+    Disable(CampaignArgs),
+}
+
+#[derive(clap::Args)]
+struct CampaignArgs {
+    #[arg(long)]
+    org: String,
+    /// Sandbox id.
+    #[arg(long)]
+    sandbox: String,
+    #[arg(long)]
+    campaign: String,
+}
+
+fn init_logging(settings: &Settings) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if settings.log.format == "json" {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result: Result<(), String> = match cli.command {
+        Command::Run => {
+            init_logging(&settings);
+            pipeline::run(settings, shutdown_signal())
+                .await
+                .map_err(|e| {
+                    error!(error = %e, "processor stopped");
+                    e.to_string()
+                })
+        }
+        Command::Receiver {
+            listen,
+            ca_out,
+            status,
+        } => receiver_cmd::run(listen, &ca_out, status)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Config(command) => config(&settings, command).await,
+        Command::Campaign(command) => {
+            let (args, enabled) = match command {
+                CampaignCommand::Enable(a) => (a, true),
+                CampaignCommand::Disable(a) => (a, false),
+            };
+            config_cmd::set_campaign(&settings, &args.org, &args.sandbox, &args.campaign, enabled)
+                .await
+                .map(|key| println!("published {key} (webhooksEnabled: {enabled})"))
+                .map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn config(settings: &Settings, command: ConfigCommand) -> Result<(), String> {
+    match command {
+        ConfigCommand::Put { file } => config_cmd::put(settings, &file)
+            .await
+            .map(|key| println!("published {key}"))
+            .map_err(|e| e.to_string()),
+        ConfigCommand::Delete {
+            org,
+            sandbox,
+            campaign,
+        } => {
+            let key = match campaign {
+                Some(c) => ConfigKey::campaign(&org, &sandbox, &c),
+                None => ConfigKey::webhook(&org, &sandbox),
+            };
+            config_cmd::delete(settings, &key)
+                .await
+                .map(|()| println!("deleted {key}"))
+                .map_err(|e| e.to_string())
+        }
+        ConfigCommand::Get { org, sandbox } => {
+            let state = config_cmd::read_all(settings).map_err(|e| e.to_string())?;
+            let key = ConfigKey::webhook(&org, &sandbox).to_string();
+            let record = state.get(&key).ok_or(format!("no webhook for {key}"))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(record).unwrap_or_default()
+            );
+            Ok(())
+        }
+        ConfigCommand::List => {
+            let state = config_cmd::read_all(settings).map_err(|e| e.to_string())?;
+            for (key, record) in &state {
+                let summary = match record["kind"].as_str() {
+                    Some("webhook") => format!(
+                        "name={:?} enabled={} channels={} url={}",
+                        record["name"].as_str().unwrap_or_default(),
+                        record["enabled"],
+                        record["channels"],
+                        record["url"].as_str().unwrap_or_default()
+                    ),
+                    _ => format!("webhooksEnabled={}", record["webhooksEnabled"]),
+                };
+                println!("{key}\t{summary}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! A small HTTPS webhook receiver: the `receiver` subcommand prints what it gets, and the
+//! integration tests use it with programmed replies. Its certificate comes from a local CA
+//! made at start; the CA's PEM is what a processor adds to its trusted roots.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::debug;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A CA and a server certificate it signed for the given names.
+pub struct LocalCa {
+    /// The CA certificate, PEM: trust this to trust the receiver.
+    pub ca_pem: String,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+impl LocalCa {
+    /// Makes a fresh CA and a server certificate for `names` (DNS names or IP addresses).
+    pub fn generate(names: &[&str]) -> Result<Self, ReceiverError> {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "feedback-webhooks local CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate()?;
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
+
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let mut leaf_params = CertificateParams::new(names)?;
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "feedback-webhooks receiver");
+        let leaf_key = KeyPair::generate()?;
+        let leaf = leaf_params.signed_by(&leaf_key, &ca)?;
+
+        let chain = vec![CertificateDer::from(leaf.der().to_vec())];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(LocalCa {
+            ca_pem: ca.pem(),
+            tls: Arc::new(tls),
+        })
+    }
+}
+
+/// A request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: SystemTime,
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How to answer a request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Wait this long before answering (to simulate a slow endpoint).
+    pub delay: Option<Duration>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            delay: None,
+        }
+    }
+}
+
+/// Called for every request; returns the reply. Runs on the receiver's tasks.
+pub type Handler = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
+
+/// Serves HTTPS on `listener` until the task is dropped or aborted.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, handler: Handler) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                debug!(%peer, "TLS handshake failed");
+                return;
+            };
+            let service = service_fn(move |request| answer(request, handler.clone()));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    handler: Handler,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let received = Received {
+        at: SystemTime::now(),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+    };
+    let reply = handler(&received);
+    if let Some(delay) = reply.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let mut response = Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        response = response.header(name, value);
+    }
+    Ok(response
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
+
+/// Binds `addr` and returns the listener with its actual address (port 0 picks one).
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ReceiverError> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}

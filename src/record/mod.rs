@@ -1,0 +1,5 @@
+//! Where an event's result is recorded: the outcome topic.
+
+pub mod outcomes;
+
+pub use outcomes::{OutcomeSink, RecordError};

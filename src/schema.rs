@@ -1,0 +1,161 @@
+//! The JSON Schemas in `schemas/` are the single source of truth for record shapes: they are
+//! compiled into the binary and used both by the processor and by the config CLI.
+
+use std::sync::{Arc, LazyLock};
+
+use jsonschema::{Retrieve, Uri, Validator};
+use serde_json::Value;
+
+pub const FEEDBACK_EVENT: &str = include_str!("../schemas/feedback-event.schema.json");
+pub const WEBHOOK: &str = include_str!("../schemas/webhook.schema.json");
+pub const CAMPAIGN: &str = include_str!("../schemas/campaign.schema.json");
+pub const SECRET: &str = include_str!("../schemas/secret.schema.json");
+pub const PAYLOAD: &str = include_str!("../schemas/payload.schema.json");
+pub const OUTCOME: &str = include_str!("../schemas/outcome.schema.json");
+
+const BASE: &str = "https://feedback-webhooks.local/schemas/";
+
+/// Serves `$ref`s between our own schemas from the embedded copies; nothing is fetched.
+struct Embedded;
+
+impl Retrieve for Embedded {
+    fn retrieve(
+        &self,
+        uri: &Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let name = uri.as_str().strip_prefix(BASE).unwrap_or_default();
+        let text = match name {
+            "secret.schema.json" => SECRET,
+            "feedback-event.schema.json" => FEEDBACK_EVENT,
+            "webhook.schema.json" => WEBHOOK,
+            "campaign.schema.json" => CAMPAIGN,
+            "payload.schema.json" => PAYLOAD,
+            "outcome.schema.json" => OUTCOME,
+            _ => return Err(format!("unknown schema reference {uri}").into()),
+        };
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+/// Which schema to validate against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    FeedbackEvent,
+    Webhook,
+    Campaign,
+    Payload,
+    Outcome,
+}
+
+fn compile(text: &str) -> Arc<Validator> {
+    // The schemas are part of the binary: failing to compile one is a build defect, caught
+    // by the unit tests below, so a panic at first use is the right response.
+    #[allow(clippy::expect_used)]
+    let schema: Value = serde_json::from_str(text).expect("embedded schema is JSON");
+    #[allow(clippy::expect_used)]
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .with_retriever(Embedded)
+        .build(&schema)
+        .expect("embedded schema compiles");
+    Arc::new(validator)
+}
+
+static VALIDATORS: LazyLock<[Arc<Validator>; 5]> = LazyLock::new(|| {
+    [
+        compile(FEEDBACK_EVENT),
+        compile(WEBHOOK),
+        compile(CAMPAIGN),
+        compile(PAYLOAD),
+        compile(OUTCOME),
+    ]
+});
+
+fn validator(kind: Kind) -> &'static Validator {
+    let index = match kind {
+        Kind::FeedbackEvent => 0,
+        Kind::Webhook => 1,
+        Kind::Campaign => 2,
+        Kind::Payload => 3,
+        Kind::Outcome => 4,
+    };
+    &VALIDATORS[index]
+}
+
+/// One schema violation: where in the instance, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// JSON pointer into the instance, `/` for the root.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Validates `instance`; on failure returns the first violation (the most useful one to show).
+///
+/// Messages name the offending field but never echo its value: a value may be a secret.
+pub fn validate(kind: Kind, instance: &Value) -> Result<(), Violation> {
+    match validator(kind).iter_errors(instance).next() {
+        None => Ok(()),
+        Some(error) => {
+            let path = error.instance_path().to_string();
+            let field = if path.is_empty() {
+                "/".to_string()
+            } else {
+                path
+            };
+            Err(Violation {
+                field,
+                message: error.masked().to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_schema_compiles() {
+        for kind in [
+            Kind::FeedbackEvent,
+            Kind::Webhook,
+            Kind::Campaign,
+            Kind::Payload,
+            Kind::Outcome,
+        ] {
+            let _ = validator(kind);
+        }
+    }
+
+    #[test]
+    fn secret_reference_is_resolved_between_schemas() {
+        let mut webhook = crate::domain::config::tests::sample_webhook();
+        webhook["authentication"] = json!({
+            "type": "jwt", "algorithm": "HS256", "key": "plaintext",
+            "issuer": "i", "subject": "s", "audience": "a", "expiresInSeconds": 300
+        });
+        let violation = validate(Kind::Webhook, &webhook).unwrap_err();
+        assert!(
+            violation.field.starts_with("/authentication"),
+            "{violation}"
+        );
+        webhook["authentication"]["key"] = json!({"ref": "env:HOOK_KEY"});
+        validate(Kind::Webhook, &webhook).unwrap();
+    }
+
+    #[test]
+    fn masked_messages_do_not_echo_values() {
+        let mut webhook = crate::domain::config::tests::sample_webhook();
+        webhook["signing"] = json!({"secret": "whsec_TOP-SECRET-VALUE"});
+        let violation = validate(Kind::Webhook, &webhook).unwrap_err();
+        assert!(!violation.to_string().contains("TOP-SECRET"), "{violation}");
+    }
+}

@@ -1,0 +1,250 @@
+//! Settings: defaults, then a TOML file, then `FW_`-prefixed environment variables
+//! (`__` separates levels: `FW_KAFKA__BOOTSTRAP_SERVERS=host:9092`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::config::Rules;
+use crate::domain::retry::RetryPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("settings: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("settings: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub store: StoreSettings,
+    pub delivery: DeliverySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    /// Input topics; a name starting with `^` is a regular-expression subscription.
+    pub input_topics: Vec<String>,
+    pub config_topic: String,
+    pub outcome_topic: String,
+    /// Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*).
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// RocksDB folder of the config cache. Each instance has its own.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Events being processed at once (delivery included); beyond it consumption waits.
+    pub max_in_flight: usize,
+    pub max_event_bytes: usize,
+    /// Development only: accept `http://` webhook URLs. Logged loudly at start.
+    pub allow_http: bool,
+    /// PEM file of extra CA certificates trusted besides the built-in web roots.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Delays before each retry, in seconds.
+    pub retry_schedule_secs: Vec<f64>,
+    pub retry_jitter: f64,
+    pub retry_after_cap_secs: u64,
+    pub retry_max_age_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `feedback_webhooks=debug`.
+    pub filter: String,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_id: "feedback-webhooks".into(),
+            input_topics: vec!["message-feedback".into()],
+            config_topic: "webhook-config".into(),
+            outcome_topic: "webhook-outcomes".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            path: PathBuf::from("data/config-cache"),
+        }
+    }
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        let policy = RetryPolicy::default();
+        DeliverySettings {
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+            max_in_flight: 1_024,
+            max_event_bytes: 1 << 20,
+            allow_http: false,
+            extra_ca_file: None,
+            retry_schedule_secs: policy.schedule.iter().map(Duration::as_secs_f64).collect(),
+            retry_jitter: policy.jitter,
+            retry_after_cap_secs: policy.retry_after_cap.as_secs(),
+            retry_max_age_secs: policy.max_age.map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(SettingsError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let settings: Settings = figment
+            // FW_CONFIG_FILE names the file itself; it is not a setting.
+            .merge(Env::prefixed("FW_").ignore(&["CONFIG_FILE"]).split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        let bad = |m: &str| Err(SettingsError::Invalid(m.to_owned()));
+        if self.kafka.input_topics.is_empty() {
+            return bad("kafka.input_topics must name at least one topic");
+        }
+        if self.delivery.max_in_flight == 0 {
+            return bad("delivery.max_in_flight must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.delivery.retry_jitter) {
+            return bad("delivery.retry_jitter must be between 0 and 1");
+        }
+        if self
+            .delivery
+            .retry_schedule_secs
+            .iter()
+            .any(|s| !s.is_finite() || *s < 0.0)
+        {
+            return bad("delivery.retry_schedule_secs must be non-negative numbers");
+        }
+        if self.log.format != "text" && self.log.format != "json" {
+            return bad("log.format must be \"text\" or \"json\"");
+        }
+        Ok(())
+    }
+
+    pub fn rules(&self) -> Rules {
+        Rules {
+            allow_http: self.delivery.allow_http,
+        }
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        let d = &self.delivery;
+        RetryPolicy {
+            schedule: d
+                .retry_schedule_secs
+                .iter()
+                .map(|s| Duration::from_secs_f64(*s))
+                .collect(),
+            jitter: d.retry_jitter,
+            retry_after_cap: Duration::from_secs(d.retry_after_cap_secs),
+            max_age: (d.retry_max_age_secs > 0).then(|| Duration::from_secs(d.retry_max_age_secs)),
+        }
+    }
+}
+
+#[cfg(test)]
+// figment's test jail returns its own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = Settings::default();
+        assert_eq!(s.kafka.input_topics, ["message-feedback"]);
+        assert_eq!(s.kafka.config_topic, "webhook-config");
+        assert_eq!(s.kafka.outcome_topic, "webhook-outcomes");
+        assert_eq!(s.retry_policy(), RetryPolicy::default());
+        assert_eq!(s.delivery.max_event_bytes, 1 << 20);
+        assert!(!s.delivery.allow_http);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "fw.toml",
+                r#"
+                [kafka]
+                group_id = "from-file"
+                input_topics = ["a", "b"]
+                [delivery]
+                retry_schedule_secs = [1, 2.5]
+                "#,
+            )?;
+            jail.set_env("FW_KAFKA__GROUP_ID", "from-env");
+            jail.set_env("FW_CONFIG_FILE", "fw.toml");
+            let s = Settings::load(Some(Path::new("fw.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.kafka.group_id, "from-env");
+            assert_eq!(s.kafka.input_topics, ["a", "b"]);
+            assert_eq!(
+                s.retry_policy().schedule,
+                [Duration::from_secs(1), Duration::from_millis(2500)]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("fw.toml", "[kafka]\nbootstrap = \"x\"\n")?;
+            assert!(Settings::load(Some(Path::new("fw.toml"))).is_err());
+            jail.create_file("fw.toml", "[delivery]\nretry_jitter = 3.0\n")?;
+            let err = Settings::load(Some(Path::new("fw.toml"))).unwrap_err();
+            assert!(err.to_string().contains("retry_jitter"));
+            Ok(())
+        });
+    }
+}

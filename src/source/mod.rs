@@ -1,0 +1,8 @@
+//! Where an event enters: the input topics, consumed as a consumer group, and the offset
+//! bookkeeping that lets offsets advance only over completed work.
+
+pub mod input;
+pub mod offsets;
+
+pub use input::{InputConsumer, InputError, InputRecord};
+pub use offsets::{OffsetTracker, PartitionKey};
