@@ -1,0 +1,11 @@
+//! Integration tests: the real broker (started by `scripts/kafka start`), the real
+//! `feedback-webhooks` binary, and real HTTPS receivers with a CA made at test time.
+//! A missing broker fails these tests; it never skips them.
+
+mod support;
+
+mod config_cli;
+mod crash;
+mod delivery;
+mod invalid;
+mod restart;

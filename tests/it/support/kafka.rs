@@ -1,0 +1,187 @@
+//! Topics, producing and reading outcomes on the real broker.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::PATIENCE;
+
+pub fn bootstrap() -> String {
+    std::env::var("IT_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn client() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap());
+    c
+}
+
+/// The topics of one test: unique names, so tests run side by side on one broker.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    pub input: String,
+    pub config: String,
+    pub outcomes: String,
+    pub group: String,
+}
+
+impl Topics {
+    /// Creates fresh input (3 partitions), config (compacted, 2) and outcome topics.
+    /// Panics, failing the test, when the broker does not answer.
+    pub async fn create(name: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("it-{name}-{}", &id[..8]);
+        let topics = Topics {
+            input: format!("{prefix}-input"),
+            config: format!("{prefix}-config"),
+            outcomes: format!("{prefix}-outcomes"),
+            group: format!("{prefix}-group"),
+        };
+        let admin: AdminClient<DefaultClientContext> = client().create().expect("admin client");
+        let input = NewTopic::new(&topics.input, 3, TopicReplication::Fixed(1))
+            .set("max.message.bytes", "4194304");
+        let config = NewTopic::new(&topics.config, 2, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact");
+        let outcomes = NewTopic::new(&topics.outcomes, 3, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let results = tokio::time::timeout(
+            PATIENCE,
+            admin.create_topics([&input, &config, &outcomes], &options),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "Kafka at {} did not answer: start it with scripts/kafka start",
+                bootstrap()
+            )
+        })
+        .unwrap_or_else(|e| panic!("Kafka at {} refused topic creation: {e}", bootstrap()));
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+        }
+        topics
+    }
+}
+
+pub struct Producer {
+    inner: FutureProducer,
+}
+
+impl Producer {
+    pub fn new() -> Self {
+        let inner = client()
+            .set("message.max.bytes", "4194304")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        Producer { inner }
+    }
+
+    /// Produces one record and returns its (partition, offset).
+    pub async fn send(&self, topic: &str, key: Option<&str>, value: Option<&[u8]>) -> (i32, i64) {
+        let mut record = FutureRecord::<str, [u8]>::to(topic);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        let delivery = self
+            .inner
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+        (delivery.partition, delivery.offset)
+    }
+
+    pub async fn send_json(&self, topic: &str, key: Option<&str>, value: &Value) -> (i32, i64) {
+        self.send(topic, key, Some(&serde_json::to_vec(value).unwrap()))
+            .await
+    }
+
+    pub async fn tombstone(&self, topic: &str, key: &str) -> (i32, i64) {
+        self.send(topic, Some(key), None).await
+    }
+}
+
+/// Reads an outcome topic from the beginning, keeping what it has seen and checking each
+/// record against the outcome schema.
+pub struct Reader {
+    consumer: BaseConsumer,
+    pub records: Vec<Value>,
+}
+
+impl Reader {
+    pub fn new(topic: &str) -> Self {
+        let consumer: BaseConsumer = client()
+            .set("group.id", "it-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .unwrap();
+            }
+        }
+        consumer.assign(&tpl).expect("assign");
+        Reader {
+            consumer,
+            records: Vec::new(),
+        }
+    }
+
+    /// Reads whatever arrived within `wait`.
+    pub fn poll_for(&mut self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => {
+                    let value: Value = m
+                        .payload()
+                        .map(|p| serde_json::from_slice(p).expect("outcome is JSON"))
+                        .unwrap_or(Value::Null);
+                    // Every outcome the processor writes must match the published schema.
+                    super::assert_schema(feedback_webhooks::schema::Kind::Outcome, &value);
+                    self.records.push(value);
+                }
+                Some(Err(e)) => panic!("reading: {e}"),
+                None => {}
+            }
+        }
+    }
+
+    /// Reads until at least `n` records are in, or fails the test after `PATIENCE`.
+    pub fn wait_for(&mut self, n: usize) -> &[Value] {
+        let until = Instant::now() + PATIENCE;
+        while self.records.len() < n {
+            assert!(
+                Instant::now() < until,
+                "only {} of {n} records arrived within {PATIENCE:?}",
+                self.records.len()
+            );
+            self.poll_for(Duration::from_millis(200));
+        }
+        &self.records
+    }
+
+    /// Outcomes by event id (the last one wins).
+    pub fn by_event_id(&self) -> HashMap<String, Value> {
+        self.records
+            .iter()
+            .filter_map(|r| Some((r["eventId"].as_str()?.to_owned(), r.clone())))
+            .collect()
+    }
+}

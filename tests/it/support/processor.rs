@@ -1,0 +1,155 @@
+//! The real `feedback-webhooks` binary, run as a child process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::kafka::{bootstrap, Topics};
+use super::PATIENCE;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_feedback-webhooks");
+
+/// Environment for a processor or CLI bound to one test's topics.
+pub fn env_for(topics: &Topics, store: &Path, ca: &Path) -> Vec<(String, String)> {
+    vec![
+        ("FW_KAFKA__BOOTSTRAP_SERVERS".into(), bootstrap()),
+        ("FW_KAFKA__GROUP_ID".into(), topics.group.clone()),
+        (
+            "FW_KAFKA__INPUT_TOPICS".into(),
+            format!("[{}]", topics.input),
+        ),
+        ("FW_KAFKA__CONFIG_TOPIC".into(), topics.config.clone()),
+        ("FW_KAFKA__OUTCOME_TOPIC".into(), topics.outcomes.clone()),
+        ("FW_STORE__PATH".into(), store.display().to_string()),
+        (
+            "FW_DELIVERY__EXTRA_CA_FILE".into(),
+            ca.display().to_string(),
+        ),
+        // Quick retries keep tests short; the schedule itself is unit-tested.
+        (
+            "FW_DELIVERY__RETRY_SCHEDULE_SECS".into(),
+            "[0.2, 0.2]".into(),
+        ),
+        ("FW_LOG__FORMAT".into(), "json".into()),
+        ("FW_LOG__FILTER".into(), "info".into()),
+    ]
+}
+
+pub struct Processor {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Processor {
+    /// Starts `feedback-webhooks run` and waits until it is processing input.
+    pub fn start(env: &[(String, String)], log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .arg("run")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove("FW_CONFIG_FILE")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn processor");
+        let mut p = Processor {
+            child: Some(child),
+            log,
+        };
+        p.wait_log("processing input", 1);
+        p
+    }
+
+    /// The processor's log, one JSON object per line.
+    pub fn log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Log lines whose message is `message`.
+    pub fn messages(&self, message: &str) -> Vec<Value> {
+        self.log_lines()
+            .into_iter()
+            .filter(|l| l["fields"]["message"] == message)
+            .collect()
+    }
+
+    /// Waits until `message` was logged at least `n` times; fails if the process exits first.
+    pub fn wait_log(&mut self, message: &str, n: usize) -> Vec<Value> {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            let found = self.messages(message);
+            if found.len() >= n {
+                return found;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "processor exited ({status}) before logging {message:?}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < until,
+                "processor did not log {message:?} {n} times"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let until = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < until, "processor did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9`: no drain, no commit.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a CLI command of the binary; returns (success, stdout, stderr).
+pub fn cli(env: &[(String, String)], args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("FW_CONFIG_FILE")
+        .output()
+        .expect("run CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
