@@ -15,3 +15,32 @@ pub fn client_config(kafka: &KafkaSettings) -> ClientConfig {
     }
     config
 }
+
+/// Creates the topics that do not exist yet (for the processor's internal topics).
+pub async fn ensure_topics(
+    kafka: &KafkaSettings,
+    topics: &[String],
+    partitions: i32,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::error!(topic, error = %code, "cannot create internal topic");
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,26 +1,35 @@
 //! The processor: source → join → deliver → record, with acknowledgements that tie each
-//! input offset to its completed outcome.
+//! consumed offset to completed work.
 //!
-//! Each record becomes a task (bounded by `max_in_flight`); a task ends by writing the
-//! record's outcome and reporting completion, and only then may the offset advance.
+//! Two consumer loops run side by side. The input loop turns each feedback event into an
+//! outcome, or, when its first attempt must be retried, into a parked record on a retry
+//! tier. The retry loop reads the tiers, waits for each record's due time, joins the event
+//! with the *current* config and attempts again. Either way a record's offset may advance
+//! once what it became (outcome or parked record) is acknowledged by the broker.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Semaphore};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::delivery::{build_client, client::ClientOptions, ClientError, Deliverer, Sender};
-use crate::domain::event::{self, EventError};
+use crate::delivery::{
+    build_client, client::ClientOptions, unix_ms, ClientError, Deliverer, Endpoints, Sender, Step,
+};
+use crate::domain::event::{self, EventError, FeedbackEvent};
 use crate::domain::matching::Decision;
-use crate::domain::outcome::{Outcome, Reason, Source, WebhookRef};
+use crate::domain::outcome::{Attempt, Outcome, Reason, Source, WebhookRef};
+use crate::domain::parked::{tier_topics, Parked};
 use crate::domain::payload;
 use crate::domain::time::rfc3339_millis;
 use crate::join::{join, ConfigFollower, ConfigStore, StoreError};
-use crate::record::{OutcomeSink, RecordError};
+use crate::kafka::ensure_topics;
+use crate::record::{RecordError, Recorder};
 use crate::settings::Settings;
 use crate::source::{InputConsumer, InputError, InputRecord, PartitionKey};
 
@@ -36,19 +45,23 @@ pub enum PipelineError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Input(#[from] InputError),
+    #[error("retry topics: {0}")]
+    Topics(rdkafka::error::KafkaError),
     #[error("the config follower stopped; see the log above")]
     FollowerStopped,
 }
 
-/// How long shutdown waits for in-flight deliveries before leaving them uncommitted.
+/// How long shutdown waits for deliveries under way before leaving them uncommitted.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What every record task needs.
 struct Context {
     store: ConfigStore,
     deliverer: Deliverer,
-    sink: OutcomeSink,
+    recorder: Recorder,
     max_event_bytes: usize,
+    /// Becomes `true` at shutdown: parked records still waiting are left for a restart.
+    stopping: watch::Receiver<bool>,
 }
 
 /// Runs the processor until `shutdown` resolves.
@@ -71,124 +84,215 @@ pub async fn run(
             return Ok(());
         }
     }
+    let tiers = tier_topics(&settings.retry_topic_prefix());
+    ensure_topics(&settings.kafka, &tiers, settings.kafka.retry_partitions)
+        .await
+        .map_err(PipelineError::Topics)?;
 
     let client = build_client(&ClientOptions {
         connect_timeout: Duration::from_millis(settings.delivery.connect_timeout_ms),
         request_timeout: Duration::from_millis(settings.delivery.request_timeout_ms),
         extra_ca_file: settings.delivery.extra_ca_file.as_deref(),
     })?;
+    let endpoints = Endpoints::new(
+        settings.delivery.endpoint_concurrency,
+        settings.breaker_policy(),
+    );
+    let (stop_tx, stopping) = watch::channel(false);
     let context = Arc::new(Context {
-        store: store.clone(),
+        store,
         deliverer: Deliverer::new(
             Sender::new(client),
             settings.retry_policy(),
-            store,
+            endpoints,
             settings.rules(),
         ),
-        sink: OutcomeSink::new(&settings.kafka)?,
+        recorder: Recorder::new(&settings.kafka, tiers.clone())?,
         max_event_bytes: settings.delivery.max_event_bytes,
+        stopping: stopping.clone(),
     });
-    let input = InputConsumer::subscribe(&settings.kafka, settings.delivery.max_event_bytes)?;
-    info!(topics = ?settings.kafka.input_topics, group = settings.kafka.group_id, "processing input");
+    let kafka = &settings.kafka;
+    let input = InputConsumer::subscribe(
+        kafka,
+        &kafka.group_id,
+        &kafka.input_topics,
+        settings.delivery.max_event_bytes,
+    )?;
+    // Parked records embed an event, so they may be a little larger than one.
+    let retries = InputConsumer::subscribe(
+        kafka,
+        &format!("{}-retry", kafka.group_id),
+        &tiers,
+        settings.delivery.max_event_bytes * 2,
+    )?;
+    info!(topics = ?kafka.input_topics, group = kafka.group_id, "processing input");
 
-    let permits = Arc::new(Semaphore::new(settings.delivery.max_in_flight));
+    let loops = async {
+        tokio::join!(
+            consume(
+                "input",
+                &input,
+                settings.delivery.max_in_flight,
+                &context,
+                stopping.clone(),
+                handle_input
+            ),
+            consume(
+                "retry",
+                &retries,
+                settings.delivery.max_retrying,
+                &context,
+                stopping.clone(),
+                handle_parked
+            ),
+        )
+    };
+    tokio::pin!(loops);
+    let mut failed = None;
+    tokio::select! {
+        _ = &mut loops => {}
+        () = &mut shutdown => {}
+        () = follower_stopped(&follower) => failed = Some(PipelineError::FollowerStopped),
+    }
+    info!("shutting down: draining deliveries under way");
+    let _ = stop_tx.send(true);
+    (&mut loops).await;
+    for consumer in [&input, &retries] {
+        if let Err(e) = consumer.commit() {
+            warn!(error = %e, "final commit failed; the last records may be processed again");
+        }
+    }
+    context.recorder.flush(Duration::from_secs(10))?;
+    follower.stop();
+    info!("stopped");
+    failed.map_or(Ok(()), Err)
+}
+
+/// Resolves if the follower thread has ended (it only does on a cache write failure).
+async fn follower_stopped(follower: &ConfigFollower) {
+    while follower.is_running() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One consumer loop: each record becomes a task, at most `limit` at once. When the limit
+/// is reached the consumer is paused (and still polled, so it stays in its group) rather
+/// than records piling up. Returns after `stopping` turns true and tasks have drained.
+async fn consume<F, Fut>(
+    name: &'static str,
+    consumer: &InputConsumer,
+    limit: usize,
+    context: &Arc<Context>,
+    mut stopping: watch::Receiver<bool>,
+    handler: F,
+) where
+    F: Fn(Arc<Context>, InputRecord) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limit));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PartitionKey, u64, i64)>();
     let mut tasks = JoinSet::new();
+    let mut held: VecDeque<InputRecord> = VecDeque::new();
+    let mut paused = false;
+    let spawn = |record: InputRecord, permit, tasks: &mut JoinSet<()>| {
+        let done = done_tx.clone();
+        let work = handler(context.clone(), record.clone());
+        tasks.spawn(async move {
+            if work.await {
+                let _ = done.send((record.key, record.generation, record.offset));
+            }
+            drop(permit);
+        });
+    };
 
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some((key, generation, offset)) = done_rx.recv() => {
-                input.complete(&key, generation, offset);
+    while !*stopping.borrow() {
+        // Start held records while there is room; drop those whose partition moved away.
+        while let Some(record) = held.pop_front() {
+            if !consumer.is_current(&record) {
+                continue;
             }
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = joined {
-                    // A task can only end this way by panicking: its offset is never
-                    // stored, so the record is processed again after a restart.
-                    error!(error = %e, "record task failed");
-                }
-            }
-            _ = follower_stopped(&follower) => return Err(PipelineError::FollowerStopped),
-            next = async {
-                let permit = permits.clone().acquire_owned().await;
-                (permit, input.next().await)
-            } => {
-                let (Ok(permit), record) = next else { break };
-                match record {
-                    Ok(Some(record)) => {
-                        let context = context.clone();
-                        let done = done_tx.clone();
-                        tasks.spawn(async move {
-                            let (key, generation, offset) = (record.key.clone(), record.generation, record.offset);
-                            process(&context, record).await;
-                            let _ = done.send((key, generation, offset));
-                            drop(permit);
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(e) => warn!(error = %e, "input consumer error"),
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => spawn(record, permit, &mut tasks),
+                Err(_) => {
+                    held.push_front(record);
+                    break;
                 }
             }
         }
+        if paused && held.is_empty() {
+            consumer.resume();
+            paused = false;
+        }
+        tokio::select! {
+            biased;
+            _ = stopping.changed() => {}
+            Some((key, generation, offset)) = done_rx.recv() => consumer.complete(&key, generation, offset),
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    // Only a panic ends a task this way: its offset is never stored, so the
+                    // record is processed again after a restart.
+                    error!(consumer = name, error = %e, "record task failed");
+                }
+            }
+            _ = permits.clone().acquire_owned(), if !held.is_empty() => {}
+            next = consumer.next() => match next {
+                Ok(Some(record)) => match permits.clone().try_acquire_owned() {
+                    Ok(permit) if held.is_empty() => spawn(record, permit, &mut tasks),
+                    _ => {
+                        held.push_back(record);
+                        if !paused {
+                            debug!(consumer = name, "at capacity: pausing consumption");
+                            consumer.pause();
+                            paused = true;
+                        }
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => warn!(consumer = name, error = %e, "consumer error"),
+            },
+        }
     }
 
-    info!(
-        in_flight = tasks.len(),
-        "shutting down: draining in-flight deliveries"
-    );
-    input.unsubscribe();
+    consumer.unsubscribe();
     let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
-        while tasks.join_next().await.is_some() {}
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                error!(consumer = name, error = %e, "record task failed");
+            }
+            while let Ok((key, generation, offset)) = done_rx.try_recv() {
+                consumer.complete(&key, generation, offset);
+            }
+        }
     })
     .await;
     if drained.is_err() {
         warn!(
+            consumer = name,
             left = tasks.len(),
             "drain deadline passed; unfinished records stay uncommitted"
         );
         tasks.abort_all();
     }
     while let Ok((key, generation, offset)) = done_rx.try_recv() {
-        input.complete(&key, generation, offset);
-    }
-    if let Err(e) = input.commit() {
-        warn!(error = %e, "final commit failed; the last records may be processed again");
-    }
-    context.sink.flush(Duration::from_secs(10))?;
-    follower.stop();
-    info!("stopped");
-    Ok(())
-}
-
-/// Resolves if the follower thread has ended (it only does on a cache write failure).
-async fn follower_stopped(follower: &ConfigFollower) {
-    loop {
-        if !follower.is_running() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        consumer.complete(&key, generation, offset);
     }
 }
 
-/// Turns one input record into its outcome and records it.
-async fn process(context: &Context, record: InputRecord) {
-    let source = Source {
+fn now() -> String {
+    rfc3339_millis(SystemTime::now())
+}
+
+fn source_of(record: &InputRecord) -> Source {
+    Source {
         topic: record.key.topic.clone(),
         partition: record.key.partition,
         offset: record.offset,
-    };
-    let outcome = outcome_of(context, &record, source).await;
-    debug!(event_id = ?outcome.event_id, status = ?outcome.status, reason = ?outcome.reason, "outcome");
-    // `record` retries until the broker acknowledges; it returns an error only if the
-    // producer itself is gone, in which case the offset stays uncommitted.
-    if let Err(e) = context.sink.record(&outcome).await {
-        error!(error = %e, "outcome not recorded");
     }
 }
 
-async fn outcome_of(context: &Context, record: &InputRecord, source: Source) -> Outcome {
-    let now = || rfc3339_millis(SystemTime::now());
+/// An input record: parse, join, first attempt. Always completes.
+async fn handle_input(context: Arc<Context>, record: InputRecord) -> bool {
+    let source = source_of(&record);
     let payload = record.payload.as_deref();
     let event = match event::parse(payload, context.max_event_bytes) {
         Ok(event) => event,
@@ -199,7 +303,11 @@ async fn outcome_of(context: &Context, record: &InputRecord, source: Source) -> 
             };
             warn!(topic = source.topic, partition = source.partition, offset = source.offset, error = %e, "invalid event");
             let identity = event::identity_of_invalid(payload, context.max_event_bytes);
-            return Outcome::invalid(identity, reason, source, now());
+            context
+                .recorder
+                .outcome(&Outcome::invalid(identity, reason, source, now()))
+                .await;
+            return true;
         }
     };
     let span = tracing::info_span!(
@@ -208,14 +316,102 @@ async fn outcome_of(context: &Context, record: &InputRecord, source: Source) -> 
         org = event.ims_org,
         sandbox = event.sandbox.id
     );
-    handle_event(context, event, source).instrument(span).await
+    let first_seen_ms = unix_ms(SystemTime::now());
+    async {
+        let raw = || {
+            payload
+                .and_then(|p| serde_json::from_slice(p).ok())
+                .unwrap_or(Value::Null)
+        };
+        advance(&context, &event, raw, Vec::new(), first_seen_ms, source).await;
+    }
+    .instrument(span)
+    .await;
+    true
 }
 
-/// Joins a valid event with its config and delivers it if it matches.
-async fn handle_event(context: &Context, event: event::FeedbackEvent, source: Source) -> Outcome {
-    let now = || rfc3339_millis(SystemTime::now());
+/// A parked record: wait until due, then join with the current config and attempt again.
+/// Returns `false` (not complete) when shutdown comes first: the record stays for a restart.
+async fn handle_parked(context: Arc<Context>, record: InputRecord) -> bool {
+    let parked: Parked = match record.payload.as_deref().map(serde_json::from_slice) {
+        Some(Ok(parked)) => parked,
+        other => {
+            // Only this processor writes the tiers; an unreadable record is recorded so that
+            // it is seen, and skipped.
+            let error = other
+                .map(|r| r.err().map(|e| e.to_string()))
+                .unwrap_or_default();
+            error!(
+                topic = record.key.topic,
+                offset = record.offset,
+                ?error,
+                "unreadable parked record"
+            );
+            let source = source_of(&record);
+            let outcome = Outcome::invalid(Default::default(), Reason::InvalidEvent, source, now());
+            context.recorder.outcome(&outcome).await;
+            return true;
+        }
+    };
+    let wait = Duration::from_millis(parked.due_ms.saturating_sub(unix_ms(SystemTime::now())));
+    let mut stopping = context.stopping.clone();
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        _ = stopping.wait_for(|s| *s) => return false,
+    }
+    let bytes = serde_json::to_vec(&parked.event).unwrap_or_default();
+    let event = match event::parse(Some(&bytes), usize::MAX) {
+        Ok(event) => event,
+        Err(e) => {
+            error!(event_id = parked.event_id, error = %e, "parked event no longer parses");
+            let outcome = Outcome::invalid(
+                Default::default(),
+                Reason::InvalidEvent,
+                parked.source,
+                now(),
+            );
+            context.recorder.outcome(&outcome).await;
+            return true;
+        }
+    };
+    let span = tracing::info_span!(
+        "event",
+        event_id = event.id,
+        org = event.ims_org,
+        sandbox = event.sandbox.id
+    );
+    let Parked {
+        event: raw,
+        attempts,
+        first_seen_ms,
+        source,
+        ..
+    } = parked;
+    advance(
+        &context,
+        &event,
+        move || raw,
+        attempts,
+        first_seen_ms,
+        source,
+    )
+    .instrument(span)
+    .await;
+    true
+}
+
+/// Joins the event with the current config and takes the next step: an outcome, or a
+/// parked record for a later attempt.
+async fn advance(
+    context: &Context,
+    event: &FeedbackEvent,
+    raw_event: impl FnOnce() -> Value,
+    attempts: Vec<Attempt>,
+    first_seen_ms: u64,
+    source: Source,
+) {
     let joined = loop {
-        match join(&context.store, &event) {
+        match join(&context.store, event) {
             Ok(joined) => break joined,
             Err(e) => {
                 error!(error = %e, "config cache read failed; retrying");
@@ -227,41 +423,62 @@ async fn handle_event(context: &Context, event: event::FeedbackEvent, source: So
         name: w.name.clone(),
         url: w.url.clone(),
     });
-    let webhook = match (joined.decision, joined.webhook) {
-        (Decision::Deliver, Some(webhook)) => webhook,
-        (Decision::Skip(reason), _) => {
-            return Outcome::for_event(&event, Some(reason), webhook_ref, Vec::new(), source, now())
+    let (webhook, channel, status) = match (
+        joined.decision,
+        joined.webhook,
+        event.channel(),
+        event.feedback_status(),
+    ) {
+        (Decision::Deliver, Some(webhook), Some(channel), Some(status)) => {
+            (webhook, channel, status)
         }
-        (Decision::Deliver, None) => {
-            return Outcome::for_event(
-                &event,
-                Some(Reason::NoWebhook),
-                None,
-                Vec::new(),
+        (decision, _, _, _) => {
+            // Matching only delivers events with a webhook, a channel and a status.
+            let reason = match decision {
+                Decision::Skip(reason) => reason,
+                Decision::Deliver => Reason::NoWebhook,
+            };
+            let outcome =
+                Outcome::for_event(event, Some(reason), webhook_ref, attempts, source, now());
+            context.recorder.outcome(&outcome).await;
+            return;
+        }
+    };
+    let body = Bytes::from(payload::to_body(&payload::build(event, channel, status)));
+    match context
+        .deliverer
+        .step(event, &webhook, body, attempts, first_seen_ms)
+        .await
+    {
+        Step::Done {
+            reason,
+            webhook,
+            attempts,
+        } => {
+            let outcome = Outcome::for_event(event, reason, Some(webhook), attempts, source, now());
+            context.recorder.outcome(&outcome).await;
+        }
+        Step::Park {
+            attempts, delay, ..
+        } => {
+            let due = SystemTime::now() + delay;
+            let parked = Parked {
+                kind: "retry".into(),
+                event_id: event.id.clone(),
+                event: raw_event(),
                 source,
-                now(),
-            )
+                attempts,
+                first_seen_ms,
+                due_ms: due
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            };
+            debug!(
+                delay_ms = delay.as_millis() as u64,
+                attempts = parked.attempts.len(),
+                "parked for retry"
+            );
+            context.recorder.park(&parked, delay).await;
         }
-    };
-    // Matching accepted the event, so it has a channel and a status.
-    let (Some(channel), Some(status)) = (event.channel(), event.feedback_status()) else {
-        return Outcome::for_event(
-            &event,
-            Some(Reason::ChannelNotSelected),
-            webhook_ref,
-            Vec::new(),
-            source,
-            now(),
-        );
-    };
-    let body = Bytes::from(payload::to_body(&payload::build(&event, channel, status)));
-    let delivered = context.deliverer.deliver(&event, webhook, body).await;
-    Outcome::for_event(
-        &event,
-        delivered.reason,
-        delivered.webhook,
-        delivered.attempts,
-        source,
-        now(),
-    )
+    }
 }

@@ -12,6 +12,7 @@ pub const CAMPAIGN: &str = include_str!("../schemas/campaign.schema.json");
 pub const SECRET: &str = include_str!("../schemas/secret.schema.json");
 pub const PAYLOAD: &str = include_str!("../schemas/payload.schema.json");
 pub const OUTCOME: &str = include_str!("../schemas/outcome.schema.json");
+pub const RETRY: &str = include_str!("../schemas/retry.schema.json");
 
 const BASE: &str = "https://feedback-webhooks.local/schemas/";
 
@@ -31,6 +32,7 @@ impl Retrieve for Embedded {
             "campaign.schema.json" => CAMPAIGN,
             "payload.schema.json" => PAYLOAD,
             "outcome.schema.json" => OUTCOME,
+            "retry.schema.json" => RETRY,
             _ => return Err(format!("unknown schema reference {uri}").into()),
         };
         Ok(serde_json::from_str(text)?)
@@ -45,6 +47,7 @@ pub enum Kind {
     Campaign,
     Payload,
     Outcome,
+    Retry,
 }
 
 fn compile(text: &str) -> Arc<Validator> {
@@ -61,13 +64,14 @@ fn compile(text: &str) -> Arc<Validator> {
     Arc::new(validator)
 }
 
-static VALIDATORS: LazyLock<[Arc<Validator>; 5]> = LazyLock::new(|| {
+static VALIDATORS: LazyLock<[Arc<Validator>; 6]> = LazyLock::new(|| {
     [
         compile(FEEDBACK_EVENT),
         compile(WEBHOOK),
         compile(CAMPAIGN),
         compile(PAYLOAD),
         compile(OUTCOME),
+        compile(RETRY),
     ]
 });
 
@@ -78,6 +82,7 @@ fn validator(kind: Kind) -> &'static Validator {
         Kind::Campaign => 2,
         Kind::Payload => 3,
         Kind::Outcome => 4,
+        Kind::Retry => 5,
     };
     &VALIDATORS[index]
 }
@@ -130,6 +135,7 @@ mod tests {
             Kind::Campaign,
             Kind::Payload,
             Kind::Outcome,
+            Kind::Retry,
         ] {
             let _ = validator(kind);
         }

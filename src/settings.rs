@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::breaker::BreakerPolicy;
 use crate::domain::config::Rules;
 use crate::domain::retry::RetryPolicy;
 
@@ -38,6 +39,13 @@ pub struct KafkaSettings {
     pub input_topics: Vec<String>,
     pub config_topic: String,
     pub outcome_topic: String,
+    /// Prefix of the retry-tier topics (`{prefix}-1s` … `{prefix}-4h`), created at start
+    /// when missing. Default `{group_id}-retry`: the tiers belong to one deployment, and two
+    /// deployments sharing tiers would deliver each other's retries. Their consumer group is
+    /// `{group_id}-retry`.
+    pub retry_topic_prefix: Option<String>,
+    /// Partitions of retry-tier topics the processor creates.
+    pub retry_partitions: i32,
     /// Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*).
     pub properties: BTreeMap<String, String>,
 }
@@ -56,6 +64,15 @@ pub struct DeliverySettings {
     pub request_timeout_ms: u64,
     /// Events being processed at once (delivery included); beyond it consumption waits.
     pub max_in_flight: usize,
+    /// Parked events held by this instance at once (each waits for its due time).
+    pub max_retrying: usize,
+    /// Requests in flight to one endpoint; beyond it events are parked, not queued.
+    pub endpoint_concurrency: usize,
+    /// Consecutive failures that open an endpoint's circuit breaker.
+    pub breaker_failures: u32,
+    /// First cool-down of an open breaker, doubled per failed probe up to the maximum.
+    pub breaker_open_secs: u64,
+    pub breaker_max_open_secs: u64,
     pub max_event_bytes: usize,
     /// Development only: accept `http://` webhook URLs. Logged loudly at start.
     pub allow_http: bool,
@@ -85,6 +102,8 @@ impl Default for KafkaSettings {
             input_topics: vec!["message-feedback".into()],
             config_topic: "webhook-config".into(),
             outcome_topic: "webhook-outcomes".into(),
+            retry_topic_prefix: None,
+            retry_partitions: 6,
             properties: BTreeMap::new(),
         }
     }
@@ -101,10 +120,16 @@ impl Default for StoreSettings {
 impl Default for DeliverySettings {
     fn default() -> Self {
         let policy = RetryPolicy::default();
+        let breaker = BreakerPolicy::default();
         DeliverySettings {
             connect_timeout_ms: 5_000,
             request_timeout_ms: 10_000,
             max_in_flight: 1_024,
+            max_retrying: 10_000,
+            endpoint_concurrency: 32,
+            breaker_failures: breaker.failures_to_open,
+            breaker_open_secs: breaker.open_for.as_secs(),
+            breaker_max_open_secs: breaker.max_open_for.as_secs(),
             max_event_bytes: 1 << 20,
             allow_http: false,
             extra_ca_file: None,
@@ -152,8 +177,16 @@ impl Settings {
         if self.kafka.input_topics.is_empty() {
             return bad("kafka.input_topics must name at least one topic");
         }
-        if self.delivery.max_in_flight == 0 {
-            return bad("delivery.max_in_flight must be at least 1");
+        if self.delivery.max_in_flight == 0 || self.delivery.max_retrying == 0 {
+            return bad("delivery.max_in_flight and delivery.max_retrying must be at least 1");
+        }
+        if self.delivery.endpoint_concurrency == 0 || self.delivery.breaker_failures == 0 {
+            return bad(
+                "delivery.endpoint_concurrency and delivery.breaker_failures must be at least 1",
+            );
+        }
+        if self.kafka.retry_partitions < 1 {
+            return bad("kafka.retry_partitions must be at least 1");
         }
         if !(0.0..=1.0).contains(&self.delivery.retry_jitter) {
             return bad("delivery.retry_jitter must be between 0 and 1");
@@ -175,6 +208,22 @@ impl Settings {
     pub fn rules(&self) -> Rules {
         Rules {
             allow_http: self.delivery.allow_http,
+        }
+    }
+
+    pub fn retry_topic_prefix(&self) -> String {
+        self.kafka
+            .retry_topic_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{}-retry", self.kafka.group_id))
+    }
+
+    pub fn breaker_policy(&self) -> BreakerPolicy {
+        let d = &self.delivery;
+        BreakerPolicy {
+            failures_to_open: d.breaker_failures,
+            open_for: Duration::from_secs(d.breaker_open_secs),
+            max_open_for: Duration::from_secs(d.breaker_max_open_secs.max(d.breaker_open_secs)),
         }
     }
 

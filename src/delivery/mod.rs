@@ -1,10 +1,13 @@
-//! Where an event is delivered: an HTTPS client built for untrusted destinations, one
-//! attempt at a time, and the worker that retries by the policy, re-reading config each time.
+//! Where an event is delivered: an HTTPS client built for untrusted destinations
+//! (`client`), one attempt (`sender`), per-endpoint isolation (`endpoints`), and the step
+//! that decides between done and "try again later" by the retry policy (`worker`).
 
 pub mod client;
+pub mod endpoints;
 pub mod sender;
 pub mod worker;
 
 pub use client::{build_client, ClientError};
+pub use endpoints::Endpoints;
 pub use sender::{AttemptReport, Sender};
-pub use worker::Deliverer;
+pub use worker::{unix_ms, Deliverer, Step};

@@ -1,32 +1,43 @@
-//! Delivers one event: attempts by the retry policy until success or a final answer,
-//! re-reading the webhook and campaign before every retry so edits and deletes apply.
+//! One step of an event's delivery: an attempt now, then either its end (delivered or
+//! failed) or the delay after which it is tried again. Waiting is not done here: the caller
+//! parks the event durably, so no worker is held while an endpoint recovers.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tracing::{debug, warn};
 
+use super::endpoints::{endpoint_key, Endpoints, Refusal};
 use super::sender::Sender;
 use crate::domain::config::{self, Rules, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
-use crate::domain::matching::Decision;
 use crate::domain::outcome::{Attempt, Reason, WebhookRef};
 use crate::domain::retry::{classify, AttemptResult, RetryPolicy, Verdict};
-use crate::join::{join, ConfigStore, Joined};
 
-/// What a delivery ended with: `reason` is `None` when delivered.
+/// How long an event waits when its endpoint already has all the requests it may have.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
+
+/// Where a delivery step leaves the event.
 #[derive(Debug)]
-pub struct Delivered {
-    pub reason: Option<Reason>,
-    pub webhook: Option<WebhookRef>,
-    pub attempts: Vec<Attempt>,
+pub enum Step {
+    /// Terminal: delivered when `reason` is `None`.
+    Done {
+        reason: Option<Reason>,
+        webhook: WebhookRef,
+        attempts: Vec<Attempt>,
+    },
+    /// Try again after `delay`.
+    Park {
+        webhook: WebhookRef,
+        attempts: Vec<Attempt>,
+        delay: Duration,
+    },
 }
 
-#[derive(Clone)]
 pub struct Deliverer {
     sender: Sender,
     policy: RetryPolicy,
-    store: ConfigStore,
+    endpoints: Endpoints,
     rules: Rules,
 }
 
@@ -37,108 +48,118 @@ fn webhook_ref(w: &WebhookConfig) -> WebhookRef {
     }
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 impl Deliverer {
-    pub fn new(sender: Sender, policy: RetryPolicy, store: ConfigStore, rules: Rules) -> Self {
+    pub fn new(sender: Sender, policy: RetryPolicy, endpoints: Endpoints, rules: Rules) -> Self {
         Deliverer {
             sender,
             policy,
-            store,
+            endpoints,
             rules,
         }
     }
 
-    /// Delivers `body` for `event`, starting with the webhook that matching accepted.
-    pub async fn deliver(
-        &self,
-        event: &FeedbackEvent,
-        first: WebhookConfig,
-        body: Bytes,
-    ) -> Delivered {
-        let started = Instant::now();
-        let mut attempts = Vec::new();
-        let mut webhook = first;
-        loop {
-            // Re-validated at use: a record stored under older rules must not slip through.
-            if config::check_url(&webhook.url, self.rules).is_err() {
-                return self.end(Some(Reason::ConfigInvalid), &webhook, attempts);
-            }
-            let report = match self
-                .sender
-                .send(
-                    &webhook.url,
-                    webhook.headers.as_ref(),
-                    &event.id,
-                    body.clone(),
-                )
-                .await
-            {
-                Ok(report) => report,
-                Err(e) => {
-                    warn!(event_id = event.id, error = %e, "webhook headers cannot be sent");
-                    return self.end(Some(Reason::ConfigInvalid), &webhook, attempts);
-                }
-            };
-            let retry_after = match &report.result {
-                AttemptResult::Response { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            let verdict = classify(&report.result);
-            debug!(event_id = event.id, status = ?report.attempt.http_status, error = ?report.attempt.error, ?verdict, "attempt");
-            attempts.push(report.attempt);
-            match verdict {
-                Verdict::Success => return self.end(None, &webhook, attempts),
-                Verdict::Fail => {
-                    let reason = match report.result {
-                        AttemptResult::Blocked => Reason::DestinationBlocked,
-                        _ => Reason::HttpStatus,
-                    };
-                    return self.end(Some(reason), &webhook, attempts);
-                }
-                Verdict::Retry => {}
-            }
-            let delay = self.policy.next_delay(
-                attempts.len(),
-                started.elapsed(),
-                retry_after,
-                rand::random::<f64>(),
-            );
-            let Some(delay) = delay else {
-                return self.end(Some(Reason::RetriesExhausted), &webhook, attempts);
-            };
-            tokio::time::sleep(delay).await;
-            match join(&self.store, event) {
-                Ok(Joined {
-                    webhook: Some(current),
-                    decision: Decision::Deliver,
-                }) => webhook = current,
-                Ok(Joined {
-                    decision: Decision::Skip(reason),
-                    ..
-                }) => {
-                    // Config changed so that this event is no longer delivered.
-                    return self.end(Some(reason), &webhook, attempts);
-                }
-                Ok(Joined { webhook: None, .. }) => {
-                    return self.end(Some(Reason::NoWebhook), &webhook, attempts);
-                }
-                Err(e) => {
-                    warn!(event_id = event.id, error = %e, "config cache read failed; retrying later");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
-    fn end(
+    /// Makes the next attempt for `event` with the current `webhook`. `attempts` are the
+    /// earlier ones; `first_seen_ms` is when the event was first handled.
+    pub async fn step(
         &self,
-        reason: Option<Reason>,
+        event: &FeedbackEvent,
         webhook: &WebhookConfig,
-        attempts: Vec<Attempt>,
-    ) -> Delivered {
-        Delivered {
+        body: Bytes,
+        mut attempts: Vec<Attempt>,
+        first_seen_ms: u64,
+    ) -> Step {
+        let used = webhook_ref(webhook);
+        let done = |reason, attempts| Step::Done {
             reason,
-            webhook: Some(webhook_ref(webhook)),
+            webhook: used.clone(),
             attempts,
+        };
+        // Re-validated at use: a record stored under older rules must not slip through.
+        if config::check_url(&webhook.url, self.rules).is_err() {
+            return done(Some(Reason::ConfigInvalid), attempts);
+        }
+        let elapsed =
+            Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
+        let key = endpoint_key(&webhook.url);
+        let _pass = match self.endpoints.admit(&key) {
+            Ok(pass) => pass,
+            Err(refusal) => {
+                let wait = match refusal {
+                    Refusal::Open(wait) => wait.max(BUSY_WAIT),
+                    Refusal::Busy => BUSY_WAIT,
+                };
+                debug!(
+                    event_id = event.id,
+                    endpoint = key,
+                    ?refusal,
+                    "endpoint unavailable; parking"
+                );
+                if !self.policy.within_max_age(elapsed, wait) {
+                    return done(Some(Reason::RetriesExhausted), attempts);
+                }
+                return Step::Park {
+                    webhook: used.clone(),
+                    attempts,
+                    delay: wait,
+                };
+            }
+        };
+        let report = match self
+            .sender
+            .send(&webhook.url, webhook.headers.as_ref(), &event.id, body)
+            .await
+        {
+            Ok(report) => report,
+            Err(e) => {
+                warn!(event_id = event.id, error = %e, "webhook headers cannot be sent");
+                return done(Some(Reason::ConfigInvalid), attempts);
+            }
+        };
+        let verdict = classify(&report.result);
+        self.endpoints.report(&key, verdict != Verdict::Retry);
+        let retry_after = match &report.result {
+            AttemptResult::Response { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        debug!(event_id = event.id, status = ?report.attempt.http_status, error = ?report.attempt.error, ?verdict, "attempt");
+        attempts.push(report.attempt);
+        match verdict {
+            Verdict::Success => done(None, attempts),
+            Verdict::Fail => {
+                let reason = match report.result {
+                    AttemptResult::Blocked => Reason::DestinationBlocked,
+                    _ => Reason::HttpStatus,
+                };
+                done(Some(reason), attempts)
+            }
+            Verdict::Retry => {
+                let elapsed =
+                    Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
+                match self.policy.next_delay(
+                    attempts.len(),
+                    elapsed,
+                    retry_after,
+                    rand::random::<f64>(),
+                ) {
+                    Some(delay) => Step::Park {
+                        webhook: used.clone(),
+                        attempts,
+                        delay,
+                    },
+                    None => done(Some(Reason::RetriesExhausted), attempts),
+                }
+            }
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The pure domain: parsing and validating records, deciding what to deliver, building the
 //! payload and the outcome, and the retry policy. No I/O happens here.
 
+pub mod breaker;
 pub mod config;
 pub mod event;
 pub mod matching;
 pub mod outcome;
+pub mod parked;
 pub mod payload;
 pub mod retry;
 pub mod time;

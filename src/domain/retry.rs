@@ -84,12 +84,12 @@ impl RetryPolicy {
             Some(asked) => jittered.max(asked.min(self.retry_after_cap)),
             None => jittered,
         };
-        if let Some(max_age) = self.max_age {
-            if elapsed + delay > max_age {
-                return None;
-            }
-        }
-        Some(delay)
+        self.within_max_age(elapsed, delay).then_some(delay)
+    }
+
+    /// Whether an attempt `delay` from now, `elapsed` after the first, is still allowed.
+    pub fn within_max_age(&self, elapsed: Duration, delay: Duration) -> bool {
+        self.max_age.is_none_or(|max| elapsed + delay <= max)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Produces outcome records and resolves only once the broker has acknowledged them, which
-//! is what allows the input offset behind them to be committed.
+//! Produces outcome and parked records and resolves only once the broker has acknowledged
+//! them, which is what allows the offset of the record behind them to be committed.
 
 use std::time::Duration;
 
@@ -9,48 +9,64 @@ use rdkafka::util::Timeout;
 use tracing::warn;
 
 use crate::domain::outcome::Outcome;
+use crate::domain::parked::{tier_for, Parked};
 use crate::kafka::{client_config, KafkaSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("outcome producer: {0}")]
+    #[error("producer: {0}")]
     Kafka(#[from] KafkaError),
 }
 
 #[derive(Clone)]
-pub struct OutcomeSink {
+pub struct Recorder {
     producer: FutureProducer,
-    topic: String,
+    outcome_topic: String,
+    tier_topics: Vec<String>,
 }
 
-impl OutcomeSink {
-    pub fn new(kafka: &KafkaSettings) -> Result<Self, RecordError> {
+impl Recorder {
+    /// `tier_topics`: the retry tiers' topics, shortest first (see [`crate::domain::parked`]).
+    pub fn new(kafka: &KafkaSettings, tier_topics: Vec<String>) -> Result<Self, RecordError> {
         let producer: FutureProducer = client_config(kafka)
-            // Idempotence: broker-side retries cannot duplicate or reorder outcomes.
+            // Idempotence: broker-side retries cannot duplicate or reorder records.
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .create()?;
-        Ok(OutcomeSink {
+        Ok(Recorder {
             producer,
-            topic: kafka.outcome_topic.clone(),
+            outcome_topic: kafka.outcome_topic.clone(),
+            tier_topics,
         })
     }
 
-    /// Writes one outcome and waits for the broker's acknowledgement. A failed write is
-    /// retried with backoff until it succeeds: the input offset must not move without it,
-    /// and giving up would lose the event's only record.
-    pub async fn record(&self, outcome: &Outcome) -> Result<(), RecordError> {
-        let key = outcome.key();
-        let value = outcome.to_json();
+    /// Writes one outcome and waits for the broker's acknowledgement.
+    pub async fn outcome(&self, outcome: &Outcome) {
+        self.send(&self.outcome_topic, &outcome.key(), &outcome.to_json())
+            .await;
+    }
+
+    /// Parks an event in the retry tier for `delay`, and waits for the acknowledgement.
+    pub async fn park(&self, parked: &Parked, delay: Duration) {
+        let index = tier_for(delay).min(self.tier_topics.len().saturating_sub(1));
+        let Some(topic) = self.tier_topics.get(index) else {
+            return;
+        };
+        self.send(topic, &parked.event_id, &parked.to_json()).await;
+    }
+
+    /// A failed write is retried with backoff until it succeeds: the offset behind it must
+    /// not move without it, and giving up would lose the event's only record.
+    async fn send(&self, topic: &str, key: &str, value: &[u8]) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let record = FutureRecord::to(&self.topic).key(&key).payload(&value);
+            let record = FutureRecord::to(topic).key(key).payload(value);
             match self.producer.send(record, Timeout::Never).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return,
                 Err((e, _)) => {
-                    warn!(event_id = key, error = %e, "outcome write failed; retrying");
+                    warn!(topic, key, error = %e, "write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

@@ -78,13 +78,19 @@ pub struct InputConsumer {
 }
 
 impl InputConsumer {
-    pub fn subscribe(kafka: &KafkaSettings, max_event_bytes: usize) -> Result<Self, InputError> {
+    /// Joins `group` and subscribes to `topics` (a name starting with `^` is a pattern).
+    pub fn subscribe(
+        kafka: &KafkaSettings,
+        group: &str,
+        topics: &[String],
+        max_event_bytes: usize,
+    ) -> Result<Self, InputError> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
         // Fetch sizes allow the largest event we accept plus headroom, so an oversized event
         // is still read (and recorded as invalid) rather than stalling the partition.
         let fetch_max = (max_event_bytes * 2).max(1 << 20).to_string();
         let consumer: StreamConsumer<InputContext> = client_config(kafka)
-            .set("group.id", &kafka.group_id)
+            .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
@@ -97,7 +103,7 @@ impl InputConsumer {
             .create_with_context(InputContext {
                 tracker: tracker.clone(),
             })?;
-        let topics: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(InputConsumer { consumer, tracker })
     }
@@ -143,6 +149,33 @@ impl InputConsumer {
         if let Err(e) = self.consumer.store_offsets(&tpl) {
             // Expected for a partition revoked meanwhile: its new owner re-reads the rest.
             warn!(topic = key.topic, partition = key.partition, error = %e, "offset not stored");
+        }
+    }
+
+    /// Whether `record` still belongs to this instance's current assignment.
+    pub fn is_current(&self, record: &InputRecord) -> bool {
+        self.tracker
+            .lock()
+            .map(|t| t.generation(&record.key) == Some(record.generation))
+            .unwrap_or(false)
+    }
+
+    /// Stops fetching from every assigned partition (librdkafka drops what it prefetched and
+    /// resumes after the last record handed out). Polling goes on, so the group membership
+    /// and rebalances are served while paused.
+    pub fn pause(&self) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            if let Err(e) = self.consumer.pause(&assignment) {
+                warn!(error = %e, "pause failed");
+            }
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            if let Err(e) = self.consumer.resume(&assignment) {
+                warn!(error = %e, "resume failed");
+            }
         }
     }
 

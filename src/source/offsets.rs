@@ -103,6 +103,11 @@ impl OffsetTracker {
         }
     }
 
+    /// The current generation of a partition, if it is assigned.
+    pub fn generation(&self, key: &PartitionKey) -> Option<u64> {
+        self.partitions.get(key).map(|(g, _)| *g)
+    }
+
     /// Records received and not yet committable, over all partitions.
     pub fn in_flight(&self) -> usize {
         self.partitions.values().map(|(_, o)| o.len()).sum()

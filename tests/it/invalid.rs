@@ -48,7 +48,20 @@ async fn malformed_incomplete_and_oversized_events_are_invalid() {
     let mut outcomes = Reader::new(&topics.outcomes);
     outcomes.wait_for(5);
     outcomes.poll_for(Duration::from_millis(500));
-    assert_eq!(outcomes.records.len(), 5);
+    assert_eq!(
+        outcomes.records.len(),
+        5,
+        "{:#?}",
+        outcomes
+            .records
+            .iter()
+            .map(|o| (
+                o["source"].clone(),
+                o["status"].clone(),
+                o["eventId"].clone()
+            ))
+            .collect::<Vec<_>>()
+    );
     let find = |(partition, offset): (i32, i64)| -> Value {
         outcomes
             .records

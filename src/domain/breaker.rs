@@ -1,0 +1,193 @@
+//! A per-endpoint circuit breaker: after sustained failures the endpoint is left alone for a
+//! cool-down, then probed with one request at a time; the cool-down doubles while probes fail.
+//! Time is passed in, so the state machine is tested without clocks.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Consecutive failures that open the breaker.
+    pub failures_to_open: u32,
+    /// First cool-down; doubled after each failed probe.
+    pub open_for: Duration,
+    pub max_open_for: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            failures_to_open: 10,
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed { failures: u32 },
+    Open { until: Instant, cooldown: Duration },
+    HalfOpen { cooldown: Duration },
+}
+
+/// What the breaker says about sending a request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Allow,
+    /// Allowed as the single probe of a half-open breaker.
+    Probe,
+    /// Not now; try again no sooner than `until`.
+    Reject {
+        until: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    policy: BreakerPolicy,
+    state: State,
+}
+
+/// How long a rejected request waits while a probe is in flight.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+impl Breaker {
+    pub fn new(policy: BreakerPolicy) -> Self {
+        Breaker {
+            policy,
+            state: State::Closed { failures: 0 },
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn admit(&mut self, now: Instant) -> Admission {
+        match self.state {
+            State::Closed { .. } => Admission::Allow,
+            State::Open { until, cooldown } if now >= until => {
+                self.state = State::HalfOpen { cooldown };
+                Admission::Probe
+            }
+            State::Open { until, .. } => Admission::Reject { until },
+            State::HalfOpen { .. } => Admission::Reject {
+                until: now + PROBE_WAIT,
+            },
+        }
+    }
+
+    /// Records the result of a request: `healthy` is false for transport errors, timeouts,
+    /// 408, 429 and 5xx (the answers that are retried), true for any other answer.
+    pub fn record(&mut self, now: Instant, healthy: bool) {
+        self.state = match (self.state, healthy) {
+            (State::Closed { .. }, true) => State::Closed { failures: 0 },
+            (State::Closed { failures }, false) => {
+                let failures = failures + 1;
+                if failures >= self.policy.failures_to_open {
+                    State::Open {
+                        until: now + self.policy.open_for,
+                        cooldown: self.policy.open_for,
+                    }
+                } else {
+                    State::Closed { failures }
+                }
+            }
+            (State::HalfOpen { .. }, true) => State::Closed { failures: 0 },
+            (State::HalfOpen { cooldown }, false) => {
+                let cooldown = (cooldown * 2).min(self.policy.max_open_for);
+                State::Open {
+                    until: now + cooldown,
+                    cooldown,
+                }
+            }
+            // Results of requests sent before the breaker opened change nothing.
+            (open @ State::Open { .. }, _) => open,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> BreakerPolicy {
+        BreakerPolicy {
+            failures_to_open: 3,
+            open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(25),
+        }
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_only() {
+        let t = Instant::now();
+        let mut b = Breaker::new(policy());
+        b.record(t, false);
+        b.record(t, false);
+        b.record(t, true);
+        b.record(t, false);
+        b.record(t, false);
+        assert_eq!(b.admit(t), Admission::Allow);
+        b.record(t, false);
+        assert_eq!(
+            b.admit(t),
+            Admission::Reject {
+                until: t + Duration::from_secs(10)
+            }
+        );
+    }
+
+    #[test]
+    fn half_open_lets_one_probe_through() {
+        let t = Instant::now();
+        let mut b = Breaker::new(policy());
+        for _ in 0..3 {
+            b.record(t, false);
+        }
+        let later = t + Duration::from_secs(10);
+        assert_eq!(b.admit(later), Admission::Probe);
+        assert!(matches!(b.admit(later), Admission::Reject { .. }));
+        b.record(later, true);
+        assert_eq!(b.state(), State::Closed { failures: 0 });
+        assert_eq!(b.admit(later), Admission::Allow);
+    }
+
+    #[test]
+    fn failed_probes_double_the_cooldown_up_to_the_cap() {
+        let t = Instant::now();
+        let mut b = Breaker::new(policy());
+        for _ in 0..3 {
+            b.record(t, false);
+        }
+        let t1 = t + Duration::from_secs(10);
+        assert_eq!(b.admit(t1), Admission::Probe);
+        b.record(t1, false);
+        assert_eq!(
+            b.admit(t1),
+            Admission::Reject {
+                until: t1 + Duration::from_secs(20)
+            }
+        );
+        let t2 = t1 + Duration::from_secs(20);
+        assert_eq!(b.admit(t2), Admission::Probe);
+        b.record(t2, false);
+        assert_eq!(
+            b.admit(t2),
+            Admission::Reject {
+                until: t2 + Duration::from_secs(25)
+            }
+        );
+    }
+
+    #[test]
+    fn late_results_do_not_close_an_open_breaker() {
+        let t = Instant::now();
+        let mut b = Breaker::new(policy());
+        for _ in 0..3 {
+            b.record(t, false);
+        }
+        b.record(t, true);
+        assert!(matches!(b.admit(t), Admission::Reject { .. }));
+    }
+}
