@@ -9,3 +9,4 @@ mod crash;
 mod delivery;
 mod invalid;
 mod restart;
+mod retries;
