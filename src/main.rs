@@ -11,6 +11,11 @@ use feedback_webhooks::domain::config::ConfigKey;
 use feedback_webhooks::pipeline;
 use feedback_webhooks::settings::Settings;
 
+// Per event the processor allocates many small buffers across threads (HTTP, JSON, Kafka);
+// mimalloc handles that with less CPU and fragmentation than glibc's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Delivers message-feedback events from Kafka to each tenant's HTTPS webhook.
 #[derive(Parser)]
 #[command(version, about)]

@@ -94,9 +94,11 @@ pub async fn run(
         request_timeout: Duration::from_millis(settings.delivery.request_timeout_ms),
         extra_ca_file: settings.delivery.extra_ca_file.as_deref(),
     })?;
+    // An event waits for its endpoint's slot at most about one request's time.
     let endpoints = Endpoints::new(
         settings.delivery.endpoint_concurrency,
         settings.breaker_policy(),
+        Duration::from_millis(settings.delivery.request_timeout_ms),
     );
     let (stop_tx, stopping) = watch::channel(false);
     let context = Arc::new(Context {
@@ -175,9 +177,14 @@ async fn follower_stopped(follower: &ConfigFollower) {
     }
 }
 
-/// One consumer loop: each record becomes a task, at most `limit` at once. When the limit
-/// is reached the consumer is paused (and still polled, so it stays in its group) rather
-/// than records piling up. Returns after `stopping` turns true and tasks have drained.
+/// One consumer loop: each record becomes a task, at most `limit` at once.
+///
+/// At the limit, the loop stops taking records: librdkafka keeps its bounded prefetch, and
+/// a slot frees within about one request. If the loop stays full for longer (parked records
+/// waiting for their due time), the assignment is paused and the consumer polled on, so the
+/// member stays in its group; it resumes once half the slots are free. Pausing makes
+/// librdkafka drop and later re-fetch its prefetch, which is why it is not the first resort.
+/// Returns after `stopping` turns true and tasks have drained.
 async fn consume<F, Fut>(
     name: &'static str,
     consumer: &InputConsumer,
@@ -189,11 +196,14 @@ async fn consume<F, Fut>(
     F: Fn(Arc<Context>, InputRecord) -> Fut,
     Fut: Future<Output = bool> + Send + 'static,
 {
+    const PAUSE_AFTER: Duration = Duration::from_secs(30);
     let permits = Arc::new(Semaphore::new(limit));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PartitionKey, u64, i64)>();
     let mut tasks = JoinSet::new();
+    // Records received while full (only while paused: newly assigned partitions).
     let mut held: VecDeque<InputRecord> = VecDeque::new();
     let mut paused = false;
+    let mut full_since: Option<tokio::time::Instant> = None;
     let spawn = |record: InputRecord, permit, tasks: &mut JoinSet<()>| {
         let done = done_tx.clone();
         let work = handler(context.clone(), record.clone());
@@ -219,10 +229,17 @@ async fn consume<F, Fut>(
                 }
             }
         }
-        if paused && held.is_empty() {
+        let full = permits.available_permits() == 0 || !held.is_empty();
+        if paused && held.is_empty() && permits.available_permits() >= limit.div_ceil(2) {
             consumer.resume();
             paused = false;
         }
+        let since = if full {
+            *full_since.get_or_insert_with(tokio::time::Instant::now)
+        } else {
+            full_since = None;
+            tokio::time::Instant::now()
+        };
         tokio::select! {
             biased;
             _ = stopping.changed() => {}
@@ -234,18 +251,16 @@ async fn consume<F, Fut>(
                     error!(consumer = name, error = %e, "record task failed");
                 }
             }
-            _ = permits.clone().acquire_owned(), if !held.is_empty() => {}
-            next = consumer.next() => match next {
+            _ = permits.acquire(), if full => {}
+            () = tokio::time::sleep_until(since + PAUSE_AFTER), if full && !paused => {
+                info!(consumer = name, "full for {PAUSE_AFTER:?}: pausing consumption");
+                consumer.pause();
+                paused = true;
+            }
+            next = consumer.next(), if !full || paused => match next {
                 Ok(Some(record)) => match permits.clone().try_acquire_owned() {
                     Ok(permit) if held.is_empty() => spawn(record, permit, &mut tasks),
-                    _ => {
-                        held.push_back(record);
-                        if !paused {
-                            debug!(consumer = name, "at capacity: pausing consumption");
-                            consumer.pause();
-                            paused = true;
-                        }
-                    }
+                    _ => held.push_back(record),
                 },
                 Ok(None) => {}
                 Err(e) => warn!(consumer = name, error = %e, "consumer error"),

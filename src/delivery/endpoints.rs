@@ -1,8 +1,11 @@
 //! Isolation between endpoints: each endpoint (a webhook's URL origin) has its own
-//! concurrency limit and circuit breaker. A request that cannot go now is not queued: the
-//! caller parks the event, so a dead, slow or rate-limiting endpoint holds no worker.
+//! concurrency limit and circuit breaker. An event may wait a little for a free slot of its
+//! endpoint, but only a few events per endpoint may wait, and not for long; past that, or
+//! while the breaker is open, the caller parks the event. So a dead, slow or rate-limiting
+//! endpoint can hold at most its own small share of the workers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,8 +15,13 @@ use crate::domain::breaker::{Admission, Breaker, BreakerPolicy};
 
 struct Endpoint {
     permits: Arc<Semaphore>,
+    /// Events waiting for one of `permits`.
+    waiting: AtomicUsize,
     breaker: Mutex<Breaker>,
 }
+
+/// Waiters per request slot of an endpoint.
+const WAITERS_PER_SLOT: usize = 4;
 
 /// Permission to send one request; dropping it frees the endpoint's slot.
 pub struct Pass {
@@ -24,7 +32,8 @@ pub struct Pass {
 pub enum Refusal {
     /// The endpoint's breaker is open: try again after this long.
     Open(Duration),
-    /// The endpoint already has its maximum of requests in flight.
+    /// The endpoint has its maximum of requests in flight and of events waiting, or the
+    /// wait was too long.
     Busy,
 }
 
@@ -32,6 +41,8 @@ pub struct Endpoints {
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     concurrency: usize,
     policy: BreakerPolicy,
+    /// Longest wait for a free slot before the event is parked instead.
+    max_wait: Duration,
 }
 
 /// The endpoint key of a URL: its origin. Webhooks of several tenants on one host share it,
@@ -49,11 +60,12 @@ pub fn endpoint_key(url: &str) -> String {
 }
 
 impl Endpoints {
-    pub fn new(concurrency: usize, policy: BreakerPolicy) -> Self {
+    pub fn new(concurrency: usize, policy: BreakerPolicy, max_wait: Duration) -> Self {
         Endpoints {
             endpoints: Mutex::new(HashMap::new()),
             concurrency,
             policy,
+            max_wait,
         }
     }
 
@@ -63,20 +75,44 @@ impl Endpoints {
             .or_insert_with(|| {
                 Arc::new(Endpoint {
                     permits: Arc::new(Semaphore::new(self.concurrency)),
+                    waiting: AtomicUsize::new(0),
                     breaker: Mutex::new(Breaker::new(self.policy)),
                 })
             })
             .clone()
     }
 
-    /// Asks to send one request to `key` now.
-    pub fn admit(&self, key: &str) -> Result<Pass, Refusal> {
+    /// Asks to send one request to `key`, waiting a bounded time for a free slot.
+    pub async fn admit(&self, key: &str) -> Result<Pass, Refusal> {
         let endpoint = self.endpoint(key);
-        let permit = endpoint
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Busy)?;
+        let rejects = |e: &Endpoint| {
+            e.breaker
+                .lock()
+                .map(|b| b.rejects(Instant::now()))
+                .unwrap_or(None)
+        };
+        if let Some(until) = rejects(&endpoint) {
+            return Err(Refusal::Open(
+                until.saturating_duration_since(Instant::now()),
+            ));
+        }
+        let permit = match endpoint.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let limit = self.concurrency * WAITERS_PER_SLOT;
+                if endpoint.waiting.fetch_add(1, Ordering::SeqCst) >= limit {
+                    endpoint.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(Refusal::Busy);
+                }
+                let free = endpoint.permits.clone().acquire_owned();
+                let waited = tokio::time::timeout(self.max_wait, free).await;
+                endpoint.waiting.fetch_sub(1, Ordering::SeqCst);
+                match waited {
+                    Ok(Ok(permit)) => permit,
+                    _ => return Err(Refusal::Busy),
+                }
+            }
+        };
         let now = Instant::now();
         let admission = endpoint
             .breaker
@@ -129,32 +165,72 @@ mod tests {
         );
     }
 
-    #[test]
-    fn concurrency_is_limited_per_endpoint() {
-        let e = Endpoints::new(2, BreakerPolicy::default());
-        let a1 = e.admit("a").unwrap();
-        let _a2 = e.admit("a").unwrap();
-        assert_eq!(e.admit("a").err(), Some(Refusal::Busy));
-        assert!(e.admit("b").is_ok(), "another endpoint is not affected");
+    #[tokio::test]
+    async fn concurrency_is_limited_per_endpoint_and_waits_are_bounded() {
+        let e = Arc::new(Endpoints::new(
+            2,
+            BreakerPolicy::default(),
+            Duration::from_millis(50),
+        ));
+        let a1 = e.admit("a").await.unwrap();
+        let _a2 = e.admit("a").await.unwrap();
+        // A third waits, then gives up.
+        assert_eq!(e.admit("a").await.err(), Some(Refusal::Busy));
+        assert!(
+            e.admit("b").await.is_ok(),
+            "another endpoint is not affected"
+        );
+        // A waiter gets the slot freed while it waits.
+        let waiter = tokio::spawn({
+            let e = e.clone();
+            async move { e.admit("a").await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
         drop(a1);
-        assert!(e.admit("a").is_ok());
+        assert!(waiter.await.unwrap());
     }
 
-    #[test]
-    fn an_open_breaker_refuses_with_the_wait() {
+    #[tokio::test]
+    async fn only_a_few_may_wait() {
+        let e = Arc::new(Endpoints::new(
+            1,
+            BreakerPolicy::default(),
+            Duration::from_secs(5),
+        ));
+        let _held = e.admit("a").await.unwrap();
+        let waiters: Vec<_> = (0..WAITERS_PER_SLOT)
+            .map(|_| {
+                let e = e.clone();
+                tokio::spawn(async move { e.admit("a").await.map(|_| ()) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        assert_eq!(e.admit("a").await.err(), Some(Refusal::Busy));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "refused at once, not after a wait"
+        );
+        for w in waiters {
+            w.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_refuses_with_the_wait() {
         let policy = BreakerPolicy {
             failures_to_open: 2,
             open_for: Duration::from_secs(30),
             max_open_for: Duration::from_secs(60),
         };
-        let e = Endpoints::new(8, policy);
+        let e = Endpoints::new(8, policy, Duration::from_secs(1));
         e.report("a", false);
         e.report("a", false);
-        match e.admit("a") {
+        match e.admit("a").await {
             Err(Refusal::Open(wait)) => assert!(wait > Duration::from_secs(29)),
             other => panic!("expected an open breaker, got {:?}", other.err()),
         }
         assert_eq!(e.open_count(), 1);
-        assert!(e.admit("b").is_ok());
+        assert!(e.admit("b").await.is_ok());
     }
 }

@@ -92,7 +92,7 @@ impl Deliverer {
         let elapsed =
             Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
         let key = endpoint_key(&webhook.url);
-        let _pass = match self.endpoints.admit(&key) {
+        let _pass = match self.endpoints.admit(&key).await {
             Ok(pass) => pass,
             Err(refusal) => {
                 let wait = match refusal {
@@ -122,6 +122,8 @@ impl Deliverer {
         {
             Ok(report) => report,
             Err(e) => {
+                // Not the endpoint's fault; report it so a half-open breaker is not left waiting.
+                self.endpoints.report(&key, true);
                 warn!(event_id = event.id, error = %e, "webhook headers cannot be sent");
                 return done(Some(Reason::ConfigInvalid), attempts);
             }

@@ -63,6 +63,15 @@ impl Breaker {
         self.state
     }
 
+    /// Whether a request now would be rejected, without changing the state.
+    pub fn rejects(&self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::Open { until, .. } if now < until => Some(until),
+            State::HalfOpen { .. } => Some(now + PROBE_WAIT),
+            _ => None,
+        }
+    }
+
     pub fn admit(&mut self, now: Instant) -> Admission {
         match self.state {
             State::Closed { .. } => Admission::Allow,
@@ -178,6 +187,21 @@ mod tests {
                 until: t2 + Duration::from_secs(25)
             }
         );
+    }
+
+    #[test]
+    fn rejects_peeks_without_changing_state() {
+        let t = Instant::now();
+        let mut b = Breaker::new(policy());
+        assert_eq!(b.rejects(t), None);
+        for _ in 0..3 {
+            b.record(t, false);
+        }
+        assert_eq!(b.rejects(t), Some(t + Duration::from_secs(10)));
+        let later = t + Duration::from_secs(10);
+        assert_eq!(b.rejects(later), None, "due for a probe");
+        assert_eq!(b.admit(later), Admission::Probe);
+        assert!(b.rejects(later).is_some(), "one probe at a time");
     }
 
     #[test]

@@ -1,0 +1,597 @@
+//! Benchmark harness: the real processor binary against the local broker and local HTTPS
+//! receivers, with the two limits it is compared to measured in the same run on the same
+//! machine: the raw consume rate of the input and the raw POST rate to the same receivers.
+//!
+//! Run it with `scripts/bench` (see BENCHMARKS.md).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use feedback_webhooks::delivery::client::ClientOptions;
+use feedback_webhooks::delivery::{build_client, Sender};
+use feedback_webhooks::receiver::{bind, serve, LocalCa, Received, Reply};
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Every endpoint answers 200.
+    Healthy,
+    /// Endpoint 0 of the endpoints never answers (requests time out).
+    Timeout,
+    /// Endpoint 0 answers 429 with `Retry-After`.
+    RateLimited,
+    /// The events are all produced before the processor starts (memory figure).
+    Backlog,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Throughput, latency and memory of the processor on this machine")]
+struct Args {
+    #[arg(long, value_enum, num_args = 1.., default_values_t = [Scenario::Healthy, Scenario::Timeout, Scenario::RateLimited])]
+    scenario: Vec<Scenario>,
+    /// Events per scenario.
+    #[arg(long, default_value_t = 50_000)]
+    events: usize,
+    /// Events of the backlog scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog_events: usize,
+    #[arg(long, default_value_t = 100)]
+    tenants: usize,
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// The processor's delivery.max_in_flight (also the raw POST concurrency).
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Batch size of the event producer (the upstream service). The processor's memory
+    /// depends on it: a compressed batch is decompressed whole. 16 KiB is a Java producer's
+    /// default, 1 MB librdkafka's.
+    #[arg(long, default_value_t = 16_384)]
+    producer_batch_bytes: usize,
+    /// Compression of the event producer: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "lz4")]
+    producer_compression: String,
+}
+
+const SANDBOX: &str = "bench-sandbox";
+const CAMPAIGN: &str = "bench-campaign";
+
+/// Receipt times by event index, from every receiver.
+struct Receipts {
+    times: Mutex<Vec<Option<Instant>>>,
+    count: AtomicUsize,
+}
+
+impl Receipts {
+    fn new(n: usize) -> Self {
+        Receipts {
+            times: Mutex::new(vec![None; n]),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    fn record(&self, r: &Received) {
+        let Some(index) = r
+            .header("webhook-id")
+            .and_then(|id| id.rsplit('-').next())
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let mut times = self.times.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = times.get_mut(index) {
+            if slot.is_none() {
+                *slot = Some(Instant::now());
+                self.count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct Receivers {
+    urls: Vec<String>,
+    ca_file: PathBuf,
+    receipts: Arc<Receipts>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn start_receivers(
+    dir: &Path,
+    endpoints: usize,
+    scenario: Scenario,
+    events: usize,
+) -> Receivers {
+    let ca = LocalCa::generate(&["localhost", "127.0.0.1"]).expect("local CA");
+    let ca_file = dir.join("bench-ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).expect("write CA");
+    let receipts = Arc::new(Receipts::new(events));
+    let mut urls = Vec::new();
+    let mut tasks = Vec::new();
+    for e in 0..endpoints {
+        let (listener, addr) = bind("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("bind");
+        let receipts = receipts.clone();
+        let sick = e == 0;
+        let handler = Arc::new(move |r: &Received| match (scenario, sick) {
+            (Scenario::Timeout, true) => Reply {
+                delay: Some(Duration::from_secs(3600)),
+                ..Reply::status(200)
+            },
+            (Scenario::RateLimited, true) => Reply {
+                headers: vec![("retry-after".into(), "5".into())],
+                ..Reply::status(429)
+            },
+            _ => {
+                receipts.record(r);
+                Reply::status(200)
+            }
+        });
+        tasks.push(tokio::spawn(serve(listener, ca.tls.clone(), handler)));
+        urls.push(format!("https://localhost:{}/hook", addr.port()));
+    }
+    Receivers {
+        urls,
+        ca_file,
+        receipts,
+        tasks,
+    }
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+struct Topics {
+    input: String,
+    config: String,
+    outcomes: String,
+    group: String,
+}
+
+async fn create_topics(bootstrap: &str, name: &str) -> Topics {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("bench-{name}-{}", &id[..8]);
+    let t = Topics {
+        input: format!("{prefix}-input"),
+        config: format!("{prefix}-config"),
+        outcomes: format!("{prefix}-outcomes"),
+        group: format!("{prefix}-group"),
+    };
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().expect("admin");
+    let topics = [
+        NewTopic::new(&t.input, 6, TopicReplication::Fixed(1)),
+        NewTopic::new(&t.config, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact"),
+        NewTopic::new(&t.outcomes, 6, TopicReplication::Fixed(1)),
+    ];
+    for r in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .expect("create topics: is Kafka running? (scripts/kafka start)")
+    {
+        r.expect("topic created");
+    }
+    t
+}
+
+fn event(index: usize, tenant: usize, run: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "_id": format!("{run}-{index}"),
+        "timestamp": "2026-11-27T10:15:00.000Z",
+        "requestId": "8NoByJneShCdCGRnrGS1t1m3CdA73dhR",
+        "imsOrg": format!("org{tenant}"),
+        "sandbox": { "id": SANDBOX, "name": "prod" },
+        "identityMap": { "email": [ { "id": "john.doe@luma.com", "primary": true } ] },
+        "_experience": { "customerJourneyManagement": {
+            "messageExecution": { "messageExecutionID": "HUMA-26362805", "messageType": "transactional",
+                "campaignID": CAMPAIGN, "campaignVersionID": "2ca10c10-56dd-4505-87cd-fa5da84e7a5d" },
+            "messageProfile": { "channel": { "_id": "https://ns.adobe.com/xdm/channels/email" } },
+            "messageDeliveryfeedback": { "feedbackStatus": "delivered", "offers": null,
+                "messageExclusion": null, "messageFailure": null, "retryCount": 0 }
+        } }
+    }))
+    .unwrap_or_default()
+}
+
+async fn publish_config(
+    producer: &FutureProducer,
+    topics: &Topics,
+    tenants: usize,
+    urls: &[String],
+) {
+    for t in 0..tenants {
+        let org = format!("org{t}");
+        let webhook = json!({ "kind": "webhook", "imsOrg": org, "sandbox": { "id": SANDBOX, "name": "prod" },
+            "name": format!("tenant {t}"), "channels": ["email"], "url": urls[t % urls.len()], "enabled": true,
+            "events": ["sent", "delivered", "bounce", "error"], "authentication": { "type": "none" },
+            "headers": {}, "signing": null, "updatedAt": "2026-11-27T09:00:00Z" });
+        let campaign = json!({ "kind": "campaign", "imsOrg": org, "sandboxId": SANDBOX, "campaignID": CAMPAIGN,
+            "webhooksEnabled": true, "updatedAt": "2026-11-27T09:00:00Z" });
+        for (key, value) in [
+            (format!("webhook/{org}/{SANDBOX}"), webhook),
+            (format!("campaign/{org}/{SANDBOX}/{CAMPAIGN}"), campaign),
+        ] {
+            let bytes = serde_json::to_vec(&value).unwrap_or_default();
+            producer
+                .send(
+                    FutureRecord::to(&topics.config).key(&key).payload(&bytes),
+                    Timeout::Never,
+                )
+                .await
+                .expect("config produced");
+        }
+    }
+}
+
+/// The upstream producer of events, configured as the arguments say.
+fn event_producer(args: &Args) -> FutureProducer {
+    client(&args.bootstrap)
+        .set("linger.ms", "5")
+        .set("batch.size", args.producer_batch_bytes.to_string())
+        .set("compression.type", &args.producer_compression)
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `n` events round-robin over tenants; returns each event's produce time.
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    n: usize,
+    tenants: usize,
+    run: &str,
+) -> Vec<Instant> {
+    let mut sent = Vec::with_capacity(n);
+    let mut pending = FuturesUnordered::new();
+    for i in 0..n {
+        let value = event(i, i % tenants, run);
+        let key = format!("{run}-{i}");
+        sent.push(Instant::now());
+        let producer = producer.clone();
+        let topic = topic.to_owned();
+        pending.push(async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&value),
+                    Timeout::Never,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        });
+        if pending.len() >= 10_000 {
+            while let Some(r) = pending.next().await {
+                r.expect("event produced");
+                if pending.len() < 5_000 {
+                    break;
+                }
+            }
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r.expect("event produced");
+    }
+    sent
+}
+
+struct Processor {
+    child: Child,
+}
+
+impl Processor {
+    fn start(bin: &Path, topics: &Topics, dir: &Path, ca: &Path, max_in_flight: usize) -> Self {
+        let log = std::fs::File::create(dir.join("processor.log")).expect("log file");
+        let child = Command::new(bin)
+            .arg("run")
+            .env("FW_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+            .env("FW_KAFKA__GROUP_ID", &topics.group)
+            .env("FW_KAFKA__INPUT_TOPICS", format!("[{}]", topics.input))
+            .env("FW_KAFKA__CONFIG_TOPIC", &topics.config)
+            .env("FW_KAFKA__OUTCOME_TOPIC", &topics.outcomes)
+            .env("FW_STORE__PATH", dir.join("store"))
+            .env("FW_DELIVERY__EXTRA_CA_FILE", ca)
+            .env("FW_DELIVERY__MAX_IN_FLIGHT", max_in_flight.to_string())
+            .env("FW_DELIVERY__REQUEST_TIMEOUT_MS", "5000")
+            .env("FW_LOG__FILTER", "warn,feedback_webhooks::pipeline=info")
+            .env_remove("FW_CONFIG_FILE")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the processor");
+        let p = Processor { child };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !std::fs::read_to_string(dir.join("processor.log"))
+            .unwrap_or_default()
+            .contains("processing input")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "processor did not start; see {}",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    /// (peak RSS in MB, CPU seconds so far) from /proc.
+    fn usage(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm_kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        (hwm_kb / 1024.0, ticks / 100.0)
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Run {
+    rate: f64,
+    healthy_rate: f64,
+    p50: Duration,
+    p99: Duration,
+    rss_mb: f64,
+    cpu_per_1k: f64,
+}
+
+/// One scenario: returns its figures.
+async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
+    let events = if scenario == Scenario::Backlog {
+        args.backlog_events
+    } else {
+        args.events
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topics = create_topics(&args.bootstrap, &format!("{scenario:?}").to_lowercase()).await;
+    let receivers = start_receivers(dir.path(), args.endpoints, scenario, events).await;
+    let producer = event_producer(args);
+    publish_config(&producer, &topics, args.tenants, &receivers.urls).await;
+    let run = topics.group.clone();
+    // Events to sick endpoint 0 are excluded from the healthy-endpoint figures.
+    let sick = |i: usize| {
+        scenario != Scenario::Healthy
+            && scenario != Scenario::Backlog
+            && (i % args.tenants).is_multiple_of(args.endpoints)
+    };
+    let expected = (0..events).filter(|&i| !sick(i)).count();
+
+    let (processor, sent, started) = if scenario == Scenario::Backlog {
+        let sent = produce(&producer, &topics.input, events, args.tenants, &run).await;
+        let started = Instant::now();
+        let p = Processor::start(
+            bin,
+            &topics,
+            dir.path(),
+            &receivers.ca_file,
+            args.max_in_flight,
+        );
+        (p, sent, started)
+    } else {
+        let p = Processor::start(
+            bin,
+            &topics,
+            dir.path(),
+            &receivers.ca_file,
+            args.max_in_flight,
+        );
+        let started = Instant::now();
+        let sent = produce(&producer, &topics.input, events, args.tenants, &run).await;
+        (p, sent, started)
+    };
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while receivers.receipts.count.load(Ordering::Relaxed) < expected {
+        assert!(Instant::now() < deadline, "deliveries did not complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let (rss_mb, cpu) = processor.usage();
+    drop(processor);
+
+    let times = receivers
+        .receipts
+        .times
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut latencies: Vec<Duration> = times
+        .iter()
+        .zip(&sent)
+        .filter_map(|(got, sent)| got.map(|g| g.saturating_duration_since(*sent)))
+        .collect();
+    latencies.sort();
+    let rate = expected as f64 / elapsed.as_secs_f64();
+    Run {
+        rate,
+        healthy_rate: rate,
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        rss_mb,
+        cpu_per_1k: cpu / (events as f64 / 1000.0),
+    }
+}
+
+/// Raw consume rate: the same input-consumer settings, no work.
+async fn raw_consume(args: &Args) -> f64 {
+    let topics = create_topics(&args.bootstrap, "raw-consume").await;
+    let producer = event_producer(args);
+    produce(&producer, &topics.input, args.events, args.tenants, "raw").await;
+    let consumer: StreamConsumer = client(&args.bootstrap)
+        .set("group.id", &topics.group)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.min.messages", "10000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topics.input]).expect("subscribe");
+    let mut n = 0;
+    let mut started = None;
+    while n < args.events {
+        let message = consumer.recv().await.expect("consume");
+        started.get_or_insert_with(Instant::now);
+        let _ = consumer.store_offset_from_message(&message);
+        n += 1;
+    }
+    n as f64 / started.map_or(1.0, |s| s.elapsed().as_secs_f64())
+}
+
+/// Raw POST rate: the processor's HTTP client, same receivers, same concurrency, no Kafka.
+/// The best of three rounds of at least 50k requests, so that connection set-up and noise
+/// do not flatter the processor's ratio.
+async fn raw_post(args: &Args) -> f64 {
+    let mut best: f64 = 0.0;
+    for _ in 0..3 {
+        best = best.max(raw_post_round(args, args.events.max(50_000)).await);
+    }
+    best
+}
+
+async fn raw_post_round(args: &Args, requests: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receivers =
+        start_receivers(dir.path(), args.endpoints, Scenario::Healthy, args.events).await;
+    let client = build_client(&ClientOptions {
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(5),
+        extra_ca_file: Some(&receivers.ca_file),
+    })
+    .expect("client");
+    let sender = Sender::new(client);
+    let body = bytes::Bytes::from(event(0, 0, "raw"));
+    // The processor sends at most endpoint_concurrency (32) at once to each endpoint.
+    let concurrency = args.max_in_flight.min(32 * args.endpoints);
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    for i in 0..requests {
+        let url = receivers.urls[i % receivers.urls.len()].clone();
+        let sender = sender.clone();
+        let body = body.clone();
+        pending.push(async move {
+            let id = format!("raw-{i}");
+            sender
+                .send(&url, None, &id, body)
+                .await
+                .map(|r| r.attempt.http_status)
+        });
+        if pending.len() >= concurrency {
+            pending.next().await;
+        }
+    }
+    while pending.next().await.is_some() {}
+    requests as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let bin = std::env::current_exe()
+        .expect("own path")
+        .with_file_name("feedback-webhooks");
+    assert!(
+        bin.exists(),
+        "build the processor first: cargo build --bins"
+    );
+
+    let consume = raw_consume(&args).await;
+    let post = raw_post(&args).await;
+    let limit = consume.min(post);
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "events={} tenants={} endpoints={} max_in_flight={} producer batch={} B compression={}",
+        args.events,
+        args.tenants,
+        args.endpoints,
+        args.max_in_flight,
+        args.producer_batch_bytes,
+        args.producer_compression
+    );
+    println!("raw consume rate: {consume:>10.0} events/s");
+    println!("raw POST rate:    {post:>10.0} requests/s");
+    let mut healthy_rate = None;
+    for &scenario in &args.scenario {
+        let r = run_scenario(&args, scenario, &bin).await;
+        let note = match scenario {
+            Scenario::Healthy => {
+                healthy_rate = Some(r.healthy_rate);
+                format!("ratio to the lower raw limit: {:.2}", r.rate / limit)
+            }
+            Scenario::Timeout | Scenario::RateLimited => match healthy_rate {
+                // The healthy endpoints' share of the healthy run's rate.
+                Some(h) => {
+                    let share = h * (args.endpoints - 1) as f64 / args.endpoints as f64;
+                    format!(
+                        "healthy endpoints keep {:.0}% of their healthy rate",
+                        100.0 * r.rate / share
+                    )
+                }
+                None => "run with the healthy scenario first for the comparison".into(),
+            },
+            Scenario::Backlog => format!("ratio to the lower raw limit: {:.2}", r.rate / limit),
+        };
+        println!(
+            "{:<12} deliveries/s {:>8.0}  latency p50 {:>7.0} ms  p99 {:>7.0} ms  peak RSS {:>6.1} MB  CPU {:>5.3} s/1k events  {note}",
+            format!("{scenario:?}"),
+            r.rate,
+            r.p50.as_secs_f64() * 1000.0,
+            r.p99.as_secs_f64() * 1000.0,
+            r.rss_mb,
+            r.cpu_per_1k,
+        );
+    }
+}
