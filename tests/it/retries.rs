@@ -264,3 +264,35 @@ impl MkDir for std::path::PathBuf {
         self
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_the_webhook_ends_a_pending_retry_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create("delete-retry").await;
+    let receiver = TestReceiver::start(dir.path()).await;
+    let mut env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+    set(&mut env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[3]");
+    set(&mut env, "FW_DELIVERY__RETRY_JITTER", "0");
+    let p = Producer::new();
+    configure(&p, &topics, &receiver.url("/hook")).await;
+    receiver.respond(|_| Reply::status(503));
+    let mut processor = Processor::start(&env, dir.path().join("processor.log"));
+    p.send_json(&topics.input, None, &spec_event("orphaned"))
+        .await;
+    receiver.wait_for(1).await;
+    let applied = processor.messages("config record applied").len();
+    p.tombstone(&topics.config, &webhook_key(ORG, SANDBOX))
+        .await;
+    processor.wait_log("config record applied", applied + 1);
+
+    let mut outcomes = Reader::new(&topics.outcomes);
+    let outcome = outcomes.wait_for(1)[0].clone();
+    assert_eq!(outcome["status"], "skipped");
+    assert_eq!(outcome["reason"], "no_webhook");
+    assert_eq!(
+        statuses(&outcome),
+        [json!(503)],
+        "the attempt made is listed"
+    );
+    assert_eq!(receiver.received().len(), 1, "no request after the delete");
+}
