@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use feedback_webhooks::cli::{config_cmd, receiver_cmd};
 use feedback_webhooks::domain::config::ConfigKey;
+use feedback_webhooks::domain::secret::SealingKey;
 use feedback_webhooks::pipeline;
 use feedback_webhooks::settings::Settings;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Turn a campaign's webhook opt-in on or off.
     #[command(subcommand)]
     Campaign(CampaignCommand),
+    /// Seal secrets for config records with the deployment's config-encryption key.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// A local HTTPS receiver that prints each request as a JSON line.
     Receiver {
         #[arg(long, default_value = "127.0.0.1:8443")]
@@ -74,6 +78,19 @@ enum ConfigCommand {
         sandbox: String,
         #[arg(long)]
         campaign: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Print a new random config-encryption key (base64 of 32 bytes) for
+    /// secrets.encryption_key_file.
+    NewKey,
+    /// Print `{"encrypted": ...}` for the exact bytes of FILE (a JWT key, an HS secret, a
+    /// whsec_ signing secret), sealed with secrets.encryption_key_file.
+    Seal {
+        #[arg(long)]
+        file: PathBuf,
     },
 }
 
@@ -150,6 +167,11 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
         Command::Config(command) => config(&settings, command).await,
+        Command::Secret(SecretCommand::NewKey) => {
+            println!("{}", SealingKey::generate_base64());
+            Ok(())
+        }
+        Command::Secret(SecretCommand::Seal { file }) => seal(&settings, &file),
         Command::Campaign(command) => {
             let (args, enabled) = match command {
                 CampaignCommand::Enable(a) => (a, true),
@@ -168,6 +190,19 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn seal(settings: &Settings, file: &std::path::Path) -> Result<(), String> {
+    let key = settings
+        .sealing_key()
+        .map_err(|e| e.to_string())?
+        .ok_or("set secrets.encryption_key_file (or FW_SECRETS__ENCRYPTION_KEY_FILE) first")?;
+    let plaintext = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({ "encrypted": key.seal(&plaintext) })
+    );
+    Ok(())
 }
 
 async fn config(settings: &Settings, command: ConfigCommand) -> Result<(), String> {

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn, Instrument};
 
+use crate::delivery::auth::Auth;
+use crate::delivery::secrets::Secrets;
 use crate::delivery::{
     build_client, client::ClientOptions, unix_ms, ClientError, Deliverer, Endpoints, Sender, Step,
 };
@@ -47,6 +49,8 @@ pub enum PipelineError {
     Input(#[from] InputError),
     #[error("retry topics: {0}")]
     Topics(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Settings(crate::settings::SettingsError),
     #[error("the config follower stopped; see the log above")]
     FollowerStopped,
 }
@@ -100,11 +104,15 @@ pub async fn run(
         settings.breaker_policy(),
         Duration::from_millis(settings.delivery.request_timeout_ms),
     );
+    let auth = Auth::new(Secrets::new(
+        settings.sealing_key().map_err(PipelineError::Settings)?,
+    ));
     let (stop_tx, stopping) = watch::channel(false);
     let context = Arc::new(Context {
         store,
         deliverer: Deliverer::new(
             Sender::new(client),
+            auth,
             settings.retry_policy(),
             endpoints,
             settings.rules(),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::breaker::BreakerPolicy;
 use crate::domain::config::Rules;
 use crate::domain::retry::RetryPolicy;
+use crate::domain::secret::SealingKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -27,7 +28,16 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub store: StoreSettings,
     pub delivery: DeliverySettings,
+    pub secrets: SecretSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretSettings {
+    /// File holding the deployment's config-encryption key (base64 of 32 bytes), which
+    /// opens `{"encrypted": ...}` secrets and seals them in `secret seal`.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,6 +219,25 @@ impl Settings {
         Rules {
             allow_http: self.delivery.allow_http,
         }
+    }
+
+    /// The config-encryption key, if one is configured.
+    pub fn sealing_key(&self) -> Result<Option<SealingKey>, SettingsError> {
+        let Some(path) = &self.secrets.encryption_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SettingsError::Invalid(format!(
+                "secrets.encryption_key_file {}: {e}",
+                path.display()
+            ))
+        })?;
+        SealingKey::from_base64(&text).map(Some).map_err(|e| {
+            SettingsError::Invalid(format!(
+                "secrets.encryption_key_file {}: {e}",
+                path.display()
+            ))
+        })
     }
 
     pub fn retry_topic_prefix(&self) -> String {

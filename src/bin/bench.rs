@@ -522,7 +522,14 @@ async fn raw_post_round(args: &Args, requests: usize) -> f64 {
         pending.push(async move {
             let id = format!("raw-{i}");
             sender
-                .send(&url, None, &id, body)
+                .send(
+                    &url,
+                    None,
+                    &id,
+                    std::time::SystemTime::now(),
+                    &Default::default(),
+                    body,
+                )
                 .await
                 .map(|r| r.attempt.http_status)
         });

@@ -2,8 +2,10 @@
 //! (`client`), one attempt (`sender`), per-endpoint isolation (`endpoints`), and the step
 //! that decides between done and "try again later" by the retry policy (`worker`).
 
+pub mod auth;
 pub mod client;
 pub mod endpoints;
+pub mod secrets;
 pub mod sender;
 pub mod worker;
 

@@ -5,7 +5,11 @@ use std::error::Error as _;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
+};
+
+use super::auth::SecurityHeaders;
 
 use crate::domain::outcome::Attempt;
 use crate::domain::retry::{parse_retry_after, AttemptResult};
@@ -36,16 +40,31 @@ impl Sender {
 
     /// POSTs `body` to `url`. `custom` are the webhook's own headers (validated at publish
     /// time and again here); `webhook_id` is stable across retries.
+    /// `at` is the attempt's time, sent as `webhook-timestamp` (and signed, when signing).
     pub async fn send(
         &self,
         url: &str,
         custom: Option<&std::collections::BTreeMap<String, String>>,
         webhook_id: &str,
+        at: SystemTime,
+        security: &SecurityHeaders,
         body: Bytes,
     ) -> Result<AttemptReport, InvalidHeaders> {
-        let started_at = SystemTime::now();
+        let started_at = at;
         let started = Instant::now();
-        let headers = headers(custom, webhook_id, started_at).map_err(InvalidHeaders)?;
+        let mut headers = headers(custom, webhook_id, started_at).map_err(InvalidHeaders)?;
+        for (name, value) in [
+            (AUTHORIZATION.as_str(), &security.authorization),
+            ("webhook-signature", &security.signature),
+        ] {
+            if let Some(value) = value {
+                let mut value = HeaderValue::from_str(value)
+                    .map_err(|_| InvalidHeaders(format!("{name} is not a valid header value")))?;
+                // Kept out of debug output and HTTP/2 header compression tables.
+                value.set_sensitive(true);
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
         let response = self
             .client
             .post(url)

@@ -7,12 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
+use super::auth::Auth;
 use super::endpoints::{endpoint_key, Endpoints, Refusal};
 use super::sender::Sender;
 use crate::domain::config::{self, Rules, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
 use crate::domain::outcome::{Attempt, Reason, WebhookRef};
 use crate::domain::retry::{classify, AttemptResult, RetryPolicy, Verdict};
+use crate::domain::time::unix_seconds;
 
 /// How long an event waits when its endpoint already has all the requests it may have.
 const BUSY_WAIT: Duration = Duration::from_secs(1);
@@ -36,6 +38,7 @@ pub enum Step {
 
 pub struct Deliverer {
     sender: Sender,
+    auth: Auth,
     policy: RetryPolicy,
     endpoints: Endpoints,
     rules: Rules,
@@ -56,9 +59,16 @@ pub fn unix_ms(at: SystemTime) -> u64 {
 }
 
 impl Deliverer {
-    pub fn new(sender: Sender, policy: RetryPolicy, endpoints: Endpoints, rules: Rules) -> Self {
+    pub fn new(
+        sender: Sender,
+        auth: Auth,
+        policy: RetryPolicy,
+        endpoints: Endpoints,
+        rules: Rules,
+    ) -> Self {
         Deliverer {
             sender,
+            auth,
             policy,
             endpoints,
             rules,
@@ -115,9 +125,29 @@ impl Deliverer {
                 };
             }
         };
+        let at = SystemTime::now();
+        let security = match self
+            .auth
+            .headers(webhook, &event.id, unix_seconds(at), &body)
+        {
+            Ok(security) => security,
+            Err(e) => {
+                // Not the endpoint's fault; report it so a half-open breaker is not left waiting.
+                self.endpoints.report(&key, true);
+                warn!(event_id = event.id, error = %e, "webhook security settings cannot be applied");
+                return done(Some(Reason::ConfigInvalid), attempts);
+            }
+        };
         let report = match self
             .sender
-            .send(&webhook.url, webhook.headers.as_ref(), &event.id, body)
+            .send(
+                &webhook.url,
+                webhook.headers.as_ref(),
+                &event.id,
+                at,
+                &security,
+                body,
+            )
             .await
         {
             Ok(report) => report,

@@ -1,7 +1,7 @@
 //! "Which events are delivered": the join of an event with its org's webhook and its
 //! campaign's opt-in, as one pure decision.
 
-use super::config::{Authentication, CampaignConfig, WebhookConfig};
+use super::config::{CampaignConfig, WebhookConfig};
 use super::event::FeedbackEvent;
 use super::outcome::Reason;
 
@@ -41,16 +41,7 @@ pub fn decide(
     if !campaign.is_some_and(|c| c.webhooks_enabled) {
         return Decision::Skip(Reason::CampaignNotEnabled);
     }
-    if !supported(webhook) {
-        return Decision::Skip(Reason::ConfigInvalid);
-    }
     Decision::Deliver
-}
-
-/// Whether this build can honour the webhook's security settings. A webhook that asks for
-/// JWT authentication or signatures is never sent a request without them.
-pub fn supported(webhook: &WebhookConfig) -> bool {
-    matches!(webhook.authentication, Authentication::None) && webhook.signing.is_none()
 }
 
 #[cfg(test)]
@@ -161,17 +152,6 @@ mod tests {
         assert_eq!(
             run(&e, Some(&w), Some(&c)),
             Decision::Skip(Reason::EventNotSelected)
-        );
-    }
-
-    #[test]
-    fn unsupported_security_settings_are_not_sent_bare() {
-        let (e, c) = (spec_event(), sample_campaign());
-        let mut w = sample_webhook();
-        w["signing"] = json!({"secret": {"ref": "env:X"}});
-        assert_eq!(
-            run(&e, Some(&w), Some(&c)),
-            Decision::Skip(Reason::ConfigInvalid)
         );
     }
 }

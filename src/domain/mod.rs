@@ -9,4 +9,6 @@ pub mod outcome;
 pub mod parked;
 pub mod payload;
 pub mod retry;
+pub mod secret;
+pub mod signature;
 pub mod time;

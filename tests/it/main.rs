@@ -10,3 +10,4 @@ mod delivery;
 mod invalid;
 mod restart;
 mod retries;
+mod security;

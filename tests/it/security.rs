@@ -1,0 +1,303 @@
+//! JWT authentication, Standard Webhooks signatures and secrets, checked against independent
+//! implementations (PyJWT and the `standardwebhooks` package), and a scan of everything the
+//! processor wrote for the secret values.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use base64::Engine;
+use feedback_webhooks::domain::secret::SealingKey;
+use serde_json::{json, Value};
+
+use crate::support::kafka::{Producer, Reader, Topics};
+use crate::support::processor::{cli, env_for, Processor};
+use crate::support::receiver::TestReceiver;
+use crate::support::*;
+
+fn random_text(bytes: usize) -> String {
+    let raw: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run a helper");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_and_signatures_verify_independently_and_no_secret_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topics = Topics::create("security").await;
+    let receiver = TestReceiver::start(d).await;
+    let mut env = env_for(&topics, &d.join("store"), &receiver.ca_file);
+
+    // The deployment's config-encryption key.
+    let key_file = d.join("config.key");
+    std::fs::write(&key_file, SealingKey::generate_base64()).unwrap();
+    env.push((
+        "FW_SECRETS__ENCRYPTION_KEY_FILE".into(),
+        key_file.display().to_string(),
+    ));
+
+    // Keys made for this test: HS secrets, an RSA and an EC key pair.
+    let hs256 = random_text(32);
+    let hs384 = random_text(48);
+    let hs512 = random_text(64);
+    std::fs::write(d.join("hs256"), &hs256).unwrap();
+    std::fs::write(d.join("hs384"), &hs384).unwrap();
+    std::fs::write(d.join("hs512"), &hs512).unwrap();
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(d.join("rsa.pem")));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(d.join("rsa.pem"))
+        .arg("-out")
+        .arg(d.join("rsa.pub")));
+    let ec = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(d.join("ec.pem"), ec.serialize_pem()).unwrap();
+    std::fs::write(d.join("ec.pub"), ec.public_key_pem()).unwrap();
+    // HS384's key comes from the processor's environment.
+    env.push(("HOOK_HS384_KEY".into(), hs384.clone()));
+    // HS512's key is sealed with the CLI.
+    let (ok, sealed, err) = cli(
+        &env,
+        &[
+            "secret",
+            "seal",
+            "--file",
+            d.join("hs512").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let sealed: Value = serde_json::from_str(&sealed).unwrap();
+
+    let file_ref = |name: &str| json!({"ref": format!("file:{}", d.join(name).display())});
+    let tenants: Vec<(&str, &str, Value, String)> = vec![
+        (
+            "orgHS256",
+            "HS256",
+            file_ref("hs256"),
+            d.join("hs256").display().to_string(),
+        ),
+        (
+            "orgHS384",
+            "HS384",
+            json!({"ref": "env:HOOK_HS384_KEY"}),
+            d.join("hs384").display().to_string(),
+        ),
+        (
+            "orgHS512",
+            "HS512",
+            sealed.clone(),
+            d.join("hs512").display().to_string(),
+        ),
+        (
+            "orgRS256",
+            "RS256",
+            file_ref("rsa.pem"),
+            d.join("rsa.pub").display().to_string(),
+        ),
+        (
+            "orgES256",
+            "ES256",
+            file_ref("ec.pem"),
+            d.join("ec.pub").display().to_string(),
+        ),
+    ];
+    // Signing during a rotation: one sealed secret and one from a file.
+    let whsec_a = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    );
+    let whsec_b = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>())
+    );
+    std::fs::write(d.join("whsec_a"), &whsec_a).unwrap();
+    std::fs::write(d.join("whsec_b"), &whsec_b).unwrap();
+    let (ok, sealed_a, err) = cli(
+        &env,
+        &[
+            "secret",
+            "seal",
+            "--file",
+            d.join("whsec_a").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let sealed_a: Value = serde_json::from_str(&sealed_a).unwrap();
+
+    let p = Producer::new();
+    let url = receiver.url("/hook");
+    let mut publish = Vec::new();
+    for (org, alg, key, _) in &tenants {
+        let mut hook = webhook(org, SANDBOX, &url);
+        hook["authentication"] = json!({"type": "jwt", "algorithm": alg, "key": key, "issuer": "feedback-webhooks",
+            "subject": org, "audience": "https://hooks.example.com", "expiresInSeconds": 120,
+            "claims": {"tenant": org}});
+        publish.push((org.to_string(), hook));
+    }
+    let mut signed = webhook("orgSigned", SANDBOX, &url);
+    signed["signing"] = json!({"secrets": [sealed_a, file_ref("whsec_b")]});
+    publish.push(("orgSigned".into(), signed));
+    for (org, hook) in &publish {
+        // Published with the CLI, which validates exactly as the processor does.
+        let file = d.join(format!("{org}.json"));
+        std::fs::write(&file, serde_json::to_vec(hook).unwrap()).unwrap();
+        let (ok, _, err) = cli(&env, &["config", "put", "--file", file.to_str().unwrap()]);
+        assert!(ok, "{org}: {err}");
+        p.send_json(
+            &topics.config,
+            Some(&campaign_key(org, SANDBOX, CAMPAIGN)),
+            &campaign(org, SANDBOX, CAMPAIGN, true),
+        )
+        .await;
+    }
+    let processor = Processor::start(&env, d.join("processor.log"));
+    for (org, _) in &publish {
+        let mut event = spec_event(&format!("evt-{org}"));
+        event["imsOrg"] = json!(org);
+        p.send_json(&topics.input, None, &event).await;
+    }
+    let requests = receiver.wait_for(publish.len()).await;
+    let by_org: HashMap<String, _> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.header("webhook-id")
+                    .unwrap()
+                    .trim_start_matches("evt-")
+                    .to_owned(),
+                r.clone(),
+            )
+        })
+        .collect();
+
+    let mut jwt_cases = Vec::new();
+    for (org, alg, _, verify_key) in &tenants {
+        let r = &by_org[*org];
+        let token = r
+            .header("authorization")
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap()
+            .to_owned();
+        assert!(r.header("webhook-signature").is_none());
+        jwt_cases.push(json!({"alg": alg, "token": token, "verify_key": verify_key, "aud": "https://hooks.example.com",
+            "iss": "feedback-webhooks", "sub": org, "tenant": org, "lifetime": 120}));
+    }
+    let s = &by_org["orgSigned"];
+    assert!(s.header("authorization").is_none());
+    let headers: serde_json::Map<String, Value> = s
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+        .collect();
+    let signature_cases = vec![json!({"body": String::from_utf8(s.body.to_vec()).unwrap(),
+        "headers": headers, "secrets": [whsec_a, whsec_b]})];
+    let cases = d.join("cases.json");
+    std::fs::write(
+        &cases,
+        serde_json::to_vec(&json!({"jwt": jwt_cases, "signatures": signature_cases})).unwrap(),
+    )
+    .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/verify.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&cases)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "independent verification failed (needs: pip install 'pyjwt[crypto]' standardwebhooks):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every outcome delivered; no secret, token or signature anywhere the processor wrote.
+    let mut outcomes = Reader::new(&topics.outcomes);
+    outcomes.wait_for(publish.len());
+    for o in &outcomes.records {
+        assert_eq!(o["status"], "delivered", "{o}");
+    }
+    let mut secrets = vec![hs256, hs384, hs512, whsec_a.clone(), whsec_b.clone()];
+    secrets.push(whsec_a.trim_start_matches("whsec_").to_owned());
+    for r in &requests {
+        for name in ["authorization", "webhook-signature"] {
+            if let Some(v) = r.header(name) {
+                secrets.extend(v.split(' ').filter(|p| p.len() > 20).map(str::to_owned));
+            }
+        }
+    }
+    let pem = std::fs::read_to_string(d.join("rsa.pem")).unwrap();
+    secrets.extend(
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::to_owned),
+    );
+    let written = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&processor.log).unwrap(),
+        serde_json::to_string(&outcomes.records).unwrap()
+    );
+    for secret in &secrets {
+        assert!(
+            !written.contains(secret.as_str()),
+            "a secret value appears in the processor's log or outcomes"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plaintext_secrets_and_bad_headers_are_refused_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create("refusals").await;
+    let env = env_for(
+        &topics,
+        &dir.path().join("store"),
+        &dir.path().join("ca.pem"),
+    );
+    let file = dir.path().join("hook.json");
+    let put = |hook: &Value| {
+        std::fs::write(&file, serde_json::to_vec(hook).unwrap()).unwrap();
+        cli(&env, &["config", "put", "--file", file.to_str().unwrap()])
+    };
+    let mut hook = webhook(ORG, SANDBOX, "https://hooks.example.com/x");
+    hook["signing"] = json!({"secret": "whsec_PLAINTEXTPLAINTEXTPLAINTEXT"});
+    let (ok, _, err) = put(&hook);
+    assert!(!ok);
+    assert!(err.contains("/signing"), "{err}");
+    assert!(
+        !err.contains("PLAINTEXT"),
+        "the refusal must not echo the secret: {err}"
+    );
+
+    let mut hook = webhook(ORG, SANDBOX, "https://hooks.example.com/x");
+    hook["authentication"] = json!({"type": "jwt", "algorithm": "HS256", "key": "s3cr3t-VALUE",
+        "issuer": "i", "subject": "s", "audience": "a", "expiresInSeconds": 300});
+    let (ok, _, err) = put(&hook);
+    assert!(!ok);
+    assert!(err.contains("/authentication"), "{err}");
+    assert!(!err.contains("s3cr3t-VALUE"), "{err}");
+
+    for (name, value) in [("Webhook-Signature", "x"), ("X-Ok", "a\r\nInjected: yes")] {
+        let mut hook = webhook(ORG, SANDBOX, "https://hooks.example.com/x");
+        hook["headers"] = json!({ name: value });
+        let (ok, _, err) = put(&hook);
+        assert!(!ok, "{name}");
+        assert!(err.contains(&format!("/headers/{name}")), "{err}");
+    }
+}
