@@ -93,10 +93,15 @@ pub async fn run(
         .await
         .map_err(PipelineError::Topics)?;
 
+    let policy = Arc::new(settings.address_policy().map_err(PipelineError::Settings)?);
+    if !policy.allow.is_empty() {
+        warn!(allow = ?settings.delivery.allow_cidrs, "destination guard opened for these ranges");
+    }
     let client = build_client(&ClientOptions {
         connect_timeout: Duration::from_millis(settings.delivery.connect_timeout_ms),
         request_timeout: Duration::from_millis(settings.delivery.request_timeout_ms),
         extra_ca_file: settings.delivery.extra_ca_file.as_deref(),
+        policy: policy.clone(),
     })?;
     // An event waits for its endpoint's slot at most about one request's time.
     let endpoints = Endpoints::new(
@@ -111,7 +116,7 @@ pub async fn run(
     let context = Arc::new(Context {
         store,
         deliverer: Deliverer::new(
-            Sender::new(client),
+            Sender::new(client, policy),
             auth,
             settings.retry_policy(),
             endpoints,

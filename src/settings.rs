@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::address::AddressPolicy;
 use crate::domain::breaker::BreakerPolicy;
 use crate::domain::config::Rules;
 use crate::domain::retry::RetryPolicy;
@@ -86,6 +87,9 @@ pub struct DeliverySettings {
     pub max_event_bytes: usize,
     /// Development only: accept `http://` webhook URLs. Logged loudly at start.
     pub allow_http: bool,
+    /// CIDRs opened in the destination guard (which refuses loopback, private, link-local,
+    /// CGNAT, multicast and reserved addresses), e.g. `["10.20.0.0/16"]`.
+    pub allow_cidrs: Vec<String>,
     /// PEM file of extra CA certificates trusted besides the built-in web roots.
     pub extra_ca_file: Option<PathBuf>,
     /// Delays before each retry, in seconds.
@@ -142,6 +146,7 @@ impl Default for DeliverySettings {
             breaker_max_open_secs: breaker.max_open_for.as_secs(),
             max_event_bytes: 1 << 20,
             allow_http: false,
+            allow_cidrs: Vec::new(),
             extra_ca_file: None,
             retry_schedule_secs: policy.schedule.iter().map(Duration::as_secs_f64).collect(),
             retry_jitter: policy.jitter,
@@ -195,6 +200,7 @@ impl Settings {
                 "delivery.endpoint_concurrency and delivery.breaker_failures must be at least 1",
             );
         }
+        self.address_policy()?;
         if self.kafka.retry_partitions < 1 {
             return bad("kafka.retry_partitions must be at least 1");
         }
@@ -219,6 +225,20 @@ impl Settings {
         Rules {
             allow_http: self.delivery.allow_http,
         }
+    }
+
+    pub fn address_policy(&self) -> Result<AddressPolicy, SettingsError> {
+        let allow = self
+            .delivery
+            .allow_cidrs
+            .iter()
+            .map(|c| {
+                c.parse::<ipnet::IpNet>().map_err(|_| {
+                    SettingsError::Invalid(format!("delivery.allow_cidrs: {c:?} is not a CIDR"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(AddressPolicy { allow })
     }
 
     /// The config-encryption key, if one is configured.
@@ -303,9 +323,14 @@ mod tests {
             )?;
             jail.set_env("FW_KAFKA__GROUP_ID", "from-env");
             jail.set_env("FW_CONFIG_FILE", "fw.toml");
+            jail.set_env("FW_DELIVERY__ALLOW_CIDRS", "[127.0.0.1/32, \"10.0.0.0/8\"]");
             let s = Settings::load(Some(Path::new("fw.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(s.kafka.group_id, "from-env");
             assert_eq!(s.kafka.input_topics, ["a", "b"]);
+            assert_eq!(
+                s.address_policy().map_err(|e| e.to_string())?.allow.len(),
+                2
+            );
             assert_eq!(
                 s.retry_policy().schedule,
                 [Duration::from_secs(1), Duration::from_millis(2500)]

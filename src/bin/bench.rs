@@ -315,6 +315,7 @@ impl Processor {
             .env("FW_DELIVERY__EXTRA_CA_FILE", ca)
             .env("FW_DELIVERY__MAX_IN_FLIGHT", max_in_flight.to_string())
             .env("FW_DELIVERY__REQUEST_TIMEOUT_MS", "5000")
+            .env("FW_DELIVERY__ALLOW_CIDRS", "[127.0.0.1/32]")
             .env("FW_LOG__FILTER", "warn,feedback_webhooks::pipeline=info")
             .env_remove("FW_CONFIG_FILE")
             .stdout(Stdio::null())
@@ -461,6 +462,13 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
     }
 }
 
+/// The receivers are on loopback, which the destination guard refuses unless opened.
+fn loopback_policy() -> feedback_webhooks::domain::address::AddressPolicy {
+    feedback_webhooks::domain::address::AddressPolicy {
+        allow: vec!["127.0.0.1/32".parse().expect("CIDR")],
+    }
+}
+
 /// Raw consume rate: the same input-consumer settings, no work.
 async fn raw_consume(args: &Args) -> f64 {
     let topics = create_topics(&args.bootstrap, "raw-consume").await;
@@ -501,15 +509,16 @@ async fn raw_post(args: &Args) -> f64 {
 
 async fn raw_post_round(args: &Args, requests: usize) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let receivers =
-        start_receivers(dir.path(), args.endpoints, Scenario::Healthy, args.events).await;
+    let receivers = start_receivers(dir.path(), args.endpoints, Scenario::Healthy, requests).await;
+    let policy = std::sync::Arc::new(loopback_policy());
     let client = build_client(&ClientOptions {
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
         extra_ca_file: Some(&receivers.ca_file),
+        policy: policy.clone(),
     })
     .expect("client");
-    let sender = Sender::new(client);
+    let sender = Sender::new(client, policy);
     let body = bytes::Bytes::from(event(0, 0, "raw"));
     // The processor sends at most endpoint_concurrency (32) at once to each endpoint.
     let concurrency = args.max_in_flight.min(32 * args.endpoints);

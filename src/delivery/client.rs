@@ -1,11 +1,15 @@
 //! The one pooled HTTPS client: rustls with the web roots (plus an optional extra CA),
-//! bounded timeouts, redirects never followed, system proxy settings ignored.
+//! bounded timeouts, redirects never followed, system proxy settings ignored, and names
+//! resolved through the destination guard.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
+
+use super::guard::GuardedResolver;
+use crate::domain::address::AddressPolicy;
 use rustls_pki_types::CertificateDer;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +26,8 @@ pub struct ClientOptions<'a> {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub extra_ca_file: Option<&'a Path>,
+    /// Which resolved addresses may be dialled.
+    pub policy: Arc<AddressPolicy>,
 }
 
 fn root_store(extra_ca_file: Option<&Path>) -> Result<rustls::RootCertStore, ClientError> {
@@ -57,6 +63,7 @@ pub fn build_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, Clie
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(GuardedResolver::new(options.policy.clone())))
         .no_proxy()
         .connect_timeout(options.connect_timeout)
         .timeout(options.request_timeout)

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod client;
 pub mod endpoints;
+pub mod guard;
 pub mod secrets;
 pub mod sender;
 pub mod worker;

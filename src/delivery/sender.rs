@@ -9,7 +9,11 @@ use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
 
+use std::sync::Arc;
+
 use super::auth::SecurityHeaders;
+use super::guard::{check_literal, DestinationBlocked};
+use crate::domain::address::AddressPolicy;
 
 use crate::domain::outcome::Attempt;
 use crate::domain::retry::{parse_retry_after, AttemptResult};
@@ -31,11 +35,13 @@ pub struct AttemptReport {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
 }
 
 impl Sender {
-    pub fn new(client: reqwest::Client) -> Self {
-        Sender { client }
+    /// `policy` must be the one the client's resolver uses; here it checks literal IPs.
+    pub fn new(client: reqwest::Client, policy: Arc<AddressPolicy>) -> Self {
+        Sender { client, policy }
     }
 
     /// POSTs `body` to `url`. `custom` are the webhook's own headers (validated at publish
@@ -52,6 +58,15 @@ impl Sender {
     ) -> Result<AttemptReport, InvalidHeaders> {
         let started_at = at;
         let started = Instant::now();
+        if let Err(blocked) = check_literal(url, &self.policy) {
+            return Ok(report(
+                started_at,
+                started,
+                AttemptResult::Blocked,
+                None,
+                Some(blocked.to_string()),
+            ));
+        }
         let mut headers = headers(custom, webhook_id, started_at).map_err(InvalidHeaders)?;
         for (name, value) in [
             (AUTHORIZATION.as_str(), &security.authorization),
@@ -99,13 +114,20 @@ impl Sender {
                     None,
                 ))
             }
-            Err(e) => Ok(report(
-                started_at,
-                started,
-                AttemptResult::Transport,
-                None,
-                Some(describe(&e)),
-            )),
+            Err(e) => {
+                let result = if blocked(&e).is_some() {
+                    AttemptResult::Blocked
+                } else {
+                    AttemptResult::Transport
+                };
+                Ok(report(
+                    started_at,
+                    started,
+                    result,
+                    None,
+                    Some(describe(&e)),
+                ))
+            }
         }
     }
 }
@@ -153,6 +175,18 @@ fn headers(
     Ok(map)
 }
 
+/// The guard's refusal, if that is what failed the request.
+fn blocked(e: &reqwest::Error) -> Option<&DestinationBlocked> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(c) = cause {
+        if let Some(b) = c.downcast_ref::<DestinationBlocked>() {
+            return Some(b);
+        }
+        cause = c.source();
+    }
+    None
+}
+
 /// A short description of a transport error: its kind and innermost cause, without the URL
 /// (a URL's query string may carry a customer's token).
 fn describe(e: &reqwest::Error) -> String {
@@ -165,6 +199,9 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "transport"
     };
+    if let Some(b) = blocked(e) {
+        return b.to_string();
+    }
     let mut cause: Option<&dyn std::error::Error> = e.source();
     let mut innermost = None;
     while let Some(c) = cause {

@@ -1,6 +1,7 @@
 //! The pure domain: parsing and validating records, deciding what to deliver, building the
 //! payload and the outcome, and the retry policy. No I/O happens here.
 
+pub mod address;
 pub mod breaker;
 pub mod config;
 pub mod event;

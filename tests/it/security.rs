@@ -7,6 +7,7 @@ use std::process::Command;
 
 use base64::Engine;
 use feedback_webhooks::domain::secret::SealingKey;
+use feedback_webhooks::receiver::Reply;
 use serde_json::{json, Value};
 
 use crate::support::kafka::{Producer, Reader, Topics};
@@ -300,4 +301,134 @@ async fn plaintext_secrets_and_bad_headers_are_refused_by_the_cli() {
         assert!(!ok, "{name}");
         assert!(err.contains(&format!("/headers/{name}")), "{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_destination_guard_refuses_internal_addresses_and_the_allowlist_opens_exactly_its_ranges(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create("ssrf").await;
+    let receiver = TestReceiver::start(dir.path()).await;
+    // env_for opens exactly 127.0.0.1/32.
+    let env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+    let port = receiver.addr.port();
+    receiver.respond(|r| {
+        if r.path == "/redirect" {
+            Reply {
+                headers: vec![("location".into(), "https://10.0.0.1/internal".into())],
+                ..Reply::status(302)
+            }
+        } else {
+            Reply::status(200)
+        }
+    });
+    let cases = [
+        (
+            "orgAllowed",
+            format!("https://127.0.0.1:{port}/ok"),
+            "delivered",
+            Value::Null,
+        ),
+        (
+            "orgLoopback2",
+            format!("https://127.0.0.2:{port}/x"),
+            "failed",
+            json!("destination_blocked"),
+        ),
+        (
+            "orgV6Loopback",
+            format!("https://[::1]:{port}/x"),
+            "failed",
+            json!("destination_blocked"),
+        ),
+        (
+            "orgMapped",
+            format!("https://[::ffff:127.0.0.2]:{port}/x"),
+            "failed",
+            json!("destination_blocked"),
+        ),
+        (
+            "orgRedirect",
+            format!("https://127.0.0.1:{port}/redirect"),
+            "failed",
+            json!("http_status"),
+        ),
+    ];
+    let p = Producer::new();
+    for (org, url, _, _) in &cases {
+        p.send_json(
+            &topics.config,
+            Some(&webhook_key(org, SANDBOX)),
+            &webhook(org, SANDBOX, url),
+        )
+        .await;
+        p.send_json(
+            &topics.config,
+            Some(&campaign_key(org, SANDBOX, CAMPAIGN)),
+            &campaign(org, SANDBOX, CAMPAIGN, true),
+        )
+        .await;
+    }
+    let _processor = Processor::start(&env, dir.path().join("processor.log"));
+    for (org, _, _, _) in &cases {
+        let mut event = spec_event(&format!("evt-{org}"));
+        event["imsOrg"] = json!(org);
+        p.send_json(&topics.input, None, &event).await;
+    }
+    let mut outcomes = Reader::new(&topics.outcomes);
+    outcomes.wait_for(cases.len());
+    let by_id = outcomes.by_event_id();
+    for (org, _, status, reason) in &cases {
+        let o = &by_id[&format!("evt-{org}")];
+        assert_eq!(o["status"], *status, "{org}: {o}");
+        assert_eq!(o["reason"], *reason, "{org}: {o}");
+        if reason == "destination_blocked" {
+            let attempts = o["attempts"].as_array().unwrap();
+            assert_eq!(attempts.len(), 1, "not retried: {o}");
+            assert!(
+                attempts[0]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("destination blocked"),
+                "{o}"
+            );
+        }
+    }
+    // The redirect was answered but not followed.
+    let paths: Vec<String> = receiver.received().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths.iter().filter(|p| *p == "/redirect").count(), 1);
+    assert!(
+        paths.iter().all(|p| p == "/ok" || p == "/redirect"),
+        "{paths:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostname_resolving_to_loopback_is_refused_without_an_allowlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create("ssrf-name").await;
+    let receiver = TestReceiver::start(dir.path()).await;
+    let mut env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+    env.retain(|(k, _)| k != "FW_DELIVERY__ALLOW_CIDRS");
+    let p = Producer::new();
+    p.send_json(
+        &topics.config,
+        Some(&webhook_key(ORG, SANDBOX)),
+        &webhook(ORG, SANDBOX, &receiver.url("/hook")),
+    )
+    .await;
+    p.send_json(
+        &topics.config,
+        Some(&campaign_key(ORG, SANDBOX, CAMPAIGN)),
+        &campaign(ORG, SANDBOX, CAMPAIGN, true),
+    )
+    .await;
+    let _processor = Processor::start(&env, dir.path().join("processor.log"));
+    p.send_json(&topics.input, None, &spec_event("to-localhost"))
+        .await;
+    let mut outcomes = Reader::new(&topics.outcomes);
+    let o = outcomes.wait_for(1)[0].clone();
+    assert_eq!(o["status"], "failed", "{o}");
+    assert_eq!(o["reason"], "destination_blocked", "{o}");
+    assert!(receiver.received().is_empty());
 }

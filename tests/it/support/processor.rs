@@ -27,6 +27,8 @@ pub fn env_for(topics: &Topics, store: &Path, ca: &Path) -> Vec<(String, String)
             "FW_DELIVERY__EXTRA_CA_FILE".into(),
             ca.display().to_string(),
         ),
+        // The test receivers are on loopback, which the destination guard refuses by default.
+        ("FW_DELIVERY__ALLOW_CIDRS".into(), "[127.0.0.1/32]".into()),
         // Quick retries keep tests short; the schedule itself is unit-tested.
         (
             "FW_DELIVERY__RETRY_SCHEDULE_SECS".into(),
