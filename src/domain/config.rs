@@ -286,8 +286,8 @@ fn check_webhook(webhook: &WebhookConfig, rules: Rules) -> Result<(), ConfigErro
 }
 
 pub fn check_url(url: &str, rules: Rules) -> Result<(), ConfigError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| ConfigError::field("/url", format!("not a URL: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| ConfigError::field("/url", format!("not a URL: {e}")))?;
     match parsed.scheme() {
         "https" => {}
         "http" if rules.allow_http => {}
