@@ -193,32 +193,9 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    /// The SPEC's example event.
+    /// The SPEC's example event (`examples/event.json`).
     pub fn spec_event() -> Value {
-        json!({
-          "_id": "5f0c1d2e-0000-4000-8000-000000000001",
-          "timestamp": "2026-11-27T10:15:00.000Z",
-          "requestId": "8NoByJneShCdCGRnrGS1t1m3CdA73dhR",
-          "imsOrg": "myImsOrg",
-          "sandbox": { "id": "068abf40-575e-11ea-8512-9b1bfdb82603", "name": "prod" },
-          "identityMap": { "email": [ { "id": "john.doe@luma.com", "primary": true } ] },
-          "_experience": { "customerJourneyManagement": {
-            "messageExecution": {
-              "messageExecutionID": "HUMA-26362805",
-              "messageType": "transactional",
-              "campaignID": "16f24a15-7e21-477c-848a-d5695ca7f137",
-              "campaignVersionID": "2ca10c10-56dd-4505-87cd-fa5da84e7a5d"
-            },
-            "messageProfile": { "channel": { "_id": "https://ns.adobe.com/xdm/channels/email" } },
-            "messageDeliveryfeedback": {
-              "feedbackStatus": "bounce",
-              "offers": null,
-              "messageExclusion": null,
-              "messageFailure": { "category": "sync", "type": "Ignored", "code": "25", "reason": "Admin Failure" },
-              "retryCount": 0
-            }
-          } }
-        })
+        serde_json::from_str(include_str!("../../examples/event.json")).unwrap()
     }
 
     pub fn parse_value(v: &Value) -> Result<FeedbackEvent, EventError> {

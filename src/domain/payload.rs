@@ -96,26 +96,9 @@ mod tests {
     use crate::schema::{self, Kind};
     use serde_json::json;
 
-    /// The SPEC's example payload.
+    /// The SPEC's example payload (`examples/payload.json`).
     pub fn spec_payload() -> Value {
-        json!({
-          "requestId": "8NoByJneShCdCGRnrGS1t1m3CdA73dhR",
-          "imsOrg": "myImsOrg",
-          "sandbox": { "id": "068abf40-575e-11ea-8512-9b1bfdb82603", "name": "prod" },
-          "channel": "email",
-          "eventType": "message.feedback",
-          "messageExecution": { "messageExecutionID": "HUMA-26362805", "messageType": "transactional",
-            "campaignID": "16f24a15-7e21-477c-848a-d5695ca7f137",
-            "campaignVersionID": "2ca10c10-56dd-4505-87cd-fa5da84e7a5d" },
-          "messageDeliveryFeedback": {
-            "feedbackStatus": { "value": "bounce" },
-            "offers": null,
-            "messageExclusion": null,
-            "messageFailure": { "category": "sync", "type": "Ignored", "code": "25", "reason": "Admin Failure" },
-            "retryCount": 0
-          },
-          "identityMap": { "email": [ { "id": "john.doe@luma.com", "primary": true } ] }
-        })
+        serde_json::from_str(include_str!("../../examples/payload.json")).unwrap()
     }
 
     fn body_of(v: &Value) -> Value {

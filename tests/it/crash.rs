@@ -5,38 +5,24 @@ use std::time::Duration;
 
 use feedback_webhooks::receiver::Reply;
 
-use crate::support::kafka::{Producer, Reader, Topics};
-use crate::support::processor::{env_for, Processor};
-use crate::support::receiver::TestReceiver;
+use crate::support::kafka::Reader;
+use crate::support::processor::Processor;
 use crate::support::*;
 
 const EVENTS: usize = 3000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_stream_then_restart_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("crash").await;
-    let receiver = TestReceiver::start(dir.path()).await;
+    let h = Harness::start("crash").await;
+    let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
     // A little latency per request keeps the run long enough to be killed in the middle.
     receiver.respond(|_| Reply {
         delay: Some(Duration::from_millis(20)),
         ..Reply::status(200)
     });
-    let mut env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+    let mut env = h.env.clone();
     env.push(("FW_DELIVERY__MAX_IN_FLIGHT".into(), "16".into()));
-    let p = Producer::new();
-    p.send_json(
-        &topics.config,
-        Some(&webhook_key(ORG, SANDBOX)),
-        &webhook(ORG, SANDBOX, &receiver.url("/hook")),
-    )
-    .await;
-    p.send_json(
-        &topics.config,
-        Some(&campaign_key(ORG, SANDBOX, CAMPAIGN)),
-        &campaign(ORG, SANDBOX, CAMPAIGN, true),
-    )
-    .await;
+    h.configure(ORG, &receiver.url("/hook")).await;
     let mut ids = HashSet::new();
     for i in 0..EVENTS {
         let id = format!("crash-{i}");

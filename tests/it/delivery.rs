@@ -5,36 +5,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use feedback_webhooks::schema::Kind;
 use serde_json::{json, Value};
 
-use crate::support::kafka::{Producer, Reader, Topics};
-use crate::support::processor::{env_for, Processor};
-use crate::support::receiver::TestReceiver;
+use crate::support::kafka::Reader;
+use crate::support::processor::Processor;
 use crate::support::*;
-
-struct Setup {
-    topics: Topics,
-    receiver: TestReceiver,
-    producer: Producer,
-    env: Vec<(String, String)>,
-    dir: tempfile::TempDir,
-}
-
-async fn setup(name: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create(name).await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    let env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
-    Setup {
-        topics,
-        receiver,
-        producer: Producer::new(),
-        env,
-        dir,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spec_example_is_delivered_with_the_spec_payload_and_headers() {
-    let s = setup("spec").await;
+    let s = Harness::start("spec").await;
     let p = &s.producer;
     let mut hook = webhook(ORG, SANDBOX, &s.receiver.url("/ajo/feedback"));
     hook["headers"] = json!({ "X-Partner-Id": "acme" });
@@ -102,7 +79,7 @@ async fn spec_example_is_delivered_with_the_spec_payload_and_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_skip_reason_gives_one_skipped_outcome_and_no_request() {
-    let s = setup("skips").await;
+    let s = Harness::start("skips").await;
     let p = &s.producer;
     let url = s.receiver.url("/hook");
     // Org A: email only, "sent" and "bounce"; campaign CAMPAIGN enabled, "off-campaign" not.
@@ -197,7 +174,7 @@ async fn each_skip_reason_gives_one_skipped_outcome_and_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn config_edits_refusals_and_tombstones_apply_without_restart() {
-    let s = setup("live-config").await;
+    let s = Harness::start("live-config").await;
     let p = &s.producer;
     let key = webhook_key(ORG, SANDBOX);
     p.send_json(
@@ -264,7 +241,7 @@ async fn config_edits_refusals_and_tombstones_apply_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retryable_answers_are_retried_and_final_ones_are_not() {
-    let s = setup("retries").await;
+    let s = Harness::start("retries").await;
     let p = &s.producer;
     p.send_json(
         &s.topics.config,

@@ -5,30 +5,16 @@ use std::time::Duration;
 use feedback_webhooks::schema::Kind;
 use serde_json::{json, Value};
 
-use crate::support::kafka::{Producer, Reader, Topics};
-use crate::support::processor::{env_for, Processor};
-use crate::support::receiver::TestReceiver;
+use crate::support::kafka::Reader;
+use crate::support::processor::Processor;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_incomplete_and_oversized_events_are_invalid() {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("invalid").await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    let env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
-    let p = Producer::new();
-    p.send_json(
-        &topics.config,
-        Some(&webhook_key(ORG, SANDBOX)),
-        &webhook(ORG, SANDBOX, &receiver.url("/hook")),
-    )
-    .await;
-    p.send_json(
-        &topics.config,
-        Some(&campaign_key(ORG, SANDBOX, CAMPAIGN)),
-        &campaign(ORG, SANDBOX, CAMPAIGN, true),
-    )
-    .await;
+    let h = Harness::start("invalid").await;
+    let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
+    let env = h.env.clone();
+    h.configure(ORG, &receiver.url("/hook")).await;
     let _processor = Processor::start(&env, dir.path().join("processor.log"));
 
     let malformed = p

@@ -5,30 +5,16 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::support::kafka::{Producer, Reader, Topics};
-use crate::support::processor::{env_for, Processor};
-use crate::support::receiver::TestReceiver;
+use crate::support::kafka::Reader;
+use crate::support::processor::Processor;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_resumes_config_from_the_cache_and_input_from_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("restart").await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    let env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
-    let p = Producer::new();
-    p.send_json(
-        &topics.config,
-        Some(&webhook_key(ORG, SANDBOX)),
-        &webhook(ORG, SANDBOX, &receiver.url("/hook")),
-    )
-    .await;
-    p.send_json(
-        &topics.config,
-        Some(&campaign_key(ORG, SANDBOX, CAMPAIGN)),
-        &campaign(ORG, SANDBOX, CAMPAIGN, true),
-    )
-    .await;
+    let h = Harness::start("restart").await;
+    let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
+    let env = h.env.clone();
+    h.configure(ORG, &receiver.url("/hook")).await;
 
     let mut first = Processor::start(&env, dir.path().join("first.log"));
     let caught_up = first.wait_log("config cache caught up", 1);

@@ -30,21 +30,6 @@ fn first_then_ok(receiver: &TestReceiver, first: Reply) {
     });
 }
 
-async fn configure(p: &Producer, topics: &Topics, url: &str) {
-    p.send_json(
-        &topics.config,
-        Some(&webhook_key(ORG, SANDBOX)),
-        &webhook(ORG, SANDBOX, url),
-    )
-    .await;
-    p.send_json(
-        &topics.config,
-        Some(&campaign_key(ORG, SANDBOX, CAMPAIGN)),
-        &campaign(ORG, SANDBOX, CAMPAIGN, true),
-    )
-    .await;
-}
-
 fn statuses(outcome: &Value) -> Vec<Value> {
     outcome["attempts"]
         .as_array()
@@ -56,14 +41,12 @@ fn statuses(outcome: &Value) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_after_is_honoured() {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("retry-after").await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    let env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
-    let p = Producer::new();
-    configure(&p, &topics, &receiver.url("/hook")).await;
+    let h = Harness::start("retry-after").await;
+    let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
+    let env = h.env.clone();
+    h.configure(ORG, &receiver.url("/hook")).await;
     first_then_ok(
-        &receiver,
+        receiver,
         Reply {
             headers: vec![("retry-after".into(), "2".into())],
             ..Reply::status(429)
@@ -87,15 +70,13 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_that_hangs_past_the_timeout_is_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("timeout").await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    let mut env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+    let h = Harness::start("timeout").await;
+    let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
+    let mut env = h.env.clone();
     set(&mut env, "FW_DELIVERY__REQUEST_TIMEOUT_MS", "500");
-    let p = Producer::new();
-    configure(&p, &topics, &receiver.url("/hook")).await;
+    h.configure(ORG, &receiver.url("/hook")).await;
     first_then_ok(
-        &receiver,
+        receiver,
         Reply {
             delay: Some(Duration::from_secs(5)),
             ..Reply::status(200)
@@ -118,15 +99,13 @@ async fn a_request_that_hangs_past_the_timeout_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pending_retry_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("pending").await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    let mut env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+    let h = Harness::start("pending").await;
+    let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
+    let mut env = h.env.clone();
     set(&mut env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[4]");
     set(&mut env, "FW_DELIVERY__RETRY_JITTER", "0");
-    let p = Producer::new();
-    configure(&p, &topics, &receiver.url("/hook")).await;
-    first_then_ok(&receiver, Reply::status(503));
+    h.configure(ORG, &receiver.url("/hook")).await;
+    first_then_ok(receiver, Reply::status(503));
     let mut first = Processor::start(&env, dir.path().join("first.log"));
     p.send_json(&topics.input, None, &spec_event("pending"))
         .await;
@@ -151,14 +130,12 @@ async fn a_pending_retry_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_config_edit_changes_the_url_of_a_pending_retry() {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("edit-retry").await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    let mut env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+    let h = Harness::start("edit-retry").await;
+    let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
+    let mut env = h.env.clone();
     set(&mut env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[3]");
     set(&mut env, "FW_DELIVERY__RETRY_JITTER", "0");
-    let p = Producer::new();
-    configure(&p, &topics, &receiver.url("/v1")).await;
+    h.configure(ORG, &receiver.url("/v1")).await;
     receiver.respond(|r| Reply::status(if r.path == "/v1" { 503 } else { 200 }));
     let mut processor = Processor::start(&env, dir.path().join("processor.log"));
     p.send_json(&topics.input, None, &spec_event("moving"))
@@ -267,14 +244,12 @@ impl MkDir for std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deleting_the_webhook_ends_a_pending_retry_as_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("delete-retry").await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    let mut env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+    let h = Harness::start("delete-retry").await;
+    let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
+    let mut env = h.env.clone();
     set(&mut env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[3]");
     set(&mut env, "FW_DELIVERY__RETRY_JITTER", "0");
-    let p = Producer::new();
-    configure(&p, &topics, &receiver.url("/hook")).await;
+    h.configure(ORG, &receiver.url("/hook")).await;
     receiver.respond(|_| Reply::status(503));
     let mut processor = Processor::start(&env, dir.path().join("processor.log"));
     p.send_json(&topics.input, None, &spec_event("orphaned"))

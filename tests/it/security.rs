@@ -405,25 +405,11 @@ async fn the_destination_guard_refuses_internal_addresses_and_the_allowlist_open
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hostname_resolving_to_loopback_is_refused_without_an_allowlist() {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("ssrf-name").await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    let mut env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
-    env.retain(|(k, _)| k != "FW_DELIVERY__ALLOW_CIDRS");
-    let p = Producer::new();
-    p.send_json(
-        &topics.config,
-        Some(&webhook_key(ORG, SANDBOX)),
-        &webhook(ORG, SANDBOX, &receiver.url("/hook")),
-    )
-    .await;
-    p.send_json(
-        &topics.config,
-        Some(&campaign_key(ORG, SANDBOX, CAMPAIGN)),
-        &campaign(ORG, SANDBOX, CAMPAIGN, true),
-    )
-    .await;
-    let _processor = Processor::start(&env, dir.path().join("processor.log"));
+    let mut h = Harness::start("ssrf-name").await;
+    h.env.retain(|(k, _)| k != "FW_DELIVERY__ALLOW_CIDRS");
+    let (topics, receiver, p) = (&h.topics, &h.receiver, &h.producer);
+    h.configure(ORG, &receiver.url("/hook")).await;
+    let _processor = h.processor("processor");
     p.send_json(&topics.input, None, &spec_event("to-localhost"))
         .await;
     let mut outcomes = Reader::new(&topics.outcomes);

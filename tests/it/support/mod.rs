@@ -2,6 +2,10 @@ pub mod kafka;
 pub mod processor;
 pub mod receiver;
 
+use self::kafka::{Producer, Topics};
+use self::processor::{env_for, Processor};
+use self::receiver::TestReceiver;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -13,54 +17,17 @@ pub const ORG: &str = "myImsOrg";
 pub const SANDBOX: &str = "068abf40-575e-11ea-8512-9b1bfdb82603";
 pub const CAMPAIGN: &str = "16f24a15-7e21-477c-848a-d5695ca7f137";
 
-/// The SPEC's example event, with the given id.
+/// The SPEC's example event (`examples/event.json`), with the given id.
 pub fn spec_event(id: &str) -> Value {
-    json!({
-      "_id": id,
-      "timestamp": "2026-11-27T10:15:00.000Z",
-      "requestId": "8NoByJneShCdCGRnrGS1t1m3CdA73dhR",
-      "imsOrg": ORG,
-      "sandbox": { "id": SANDBOX, "name": "prod" },
-      "identityMap": { "email": [ { "id": "john.doe@luma.com", "primary": true } ] },
-      "_experience": { "customerJourneyManagement": {
-        "messageExecution": {
-          "messageExecutionID": "HUMA-26362805",
-          "messageType": "transactional",
-          "campaignID": CAMPAIGN,
-          "campaignVersionID": "2ca10c10-56dd-4505-87cd-fa5da84e7a5d"
-        },
-        "messageProfile": { "channel": { "_id": "https://ns.adobe.com/xdm/channels/email" } },
-        "messageDeliveryfeedback": {
-          "feedbackStatus": "bounce",
-          "offers": null,
-          "messageExclusion": null,
-          "messageFailure": { "category": "sync", "type": "Ignored", "code": "25", "reason": "Admin Failure" },
-          "retryCount": 0
-        }
-      } }
-    })
+    let mut event: Value =
+        serde_json::from_str(include_str!("../../../examples/event.json")).unwrap();
+    event["_id"] = json!(id);
+    event
 }
 
-/// The SPEC's example payload.
+/// The SPEC's example payload (`examples/payload.json`).
 pub fn spec_payload() -> Value {
-    json!({
-      "requestId": "8NoByJneShCdCGRnrGS1t1m3CdA73dhR",
-      "imsOrg": "myImsOrg",
-      "sandbox": { "id": "068abf40-575e-11ea-8512-9b1bfdb82603", "name": "prod" },
-      "channel": "email",
-      "eventType": "message.feedback",
-      "messageExecution": { "messageExecutionID": "HUMA-26362805", "messageType": "transactional",
-        "campaignID": "16f24a15-7e21-477c-848a-d5695ca7f137",
-        "campaignVersionID": "2ca10c10-56dd-4505-87cd-fa5da84e7a5d" },
-      "messageDeliveryFeedback": {
-        "feedbackStatus": { "value": "bounce" },
-        "offers": null,
-        "messageExclusion": null,
-        "messageFailure": { "category": "sync", "type": "Ignored", "code": "25", "reason": "Admin Failure" },
-        "retryCount": 0
-      },
-      "identityMap": { "email": [ { "id": "john.doe@luma.com", "primary": true } ] }
-    })
+    serde_json::from_str(include_str!("../../../examples/payload.json")).unwrap()
 }
 
 /// A webhook record for `org`/`sandbox` pointing at `url`.
@@ -94,5 +61,55 @@ pub fn campaign_key(org: &str, sandbox: &str, campaign: &str) -> String {
 pub fn assert_schema(kind: feedback_webhooks::schema::Kind, value: &Value) {
     if let Err(v) = feedback_webhooks::schema::validate(kind, value) {
         panic!("{kind:?} violates its schema: {v}\n{value:#}");
+    }
+}
+
+/// One test's world: fresh topics, a receiver with its test CA, the processor's environment
+/// and a producer.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub topics: Topics,
+    pub receiver: TestReceiver,
+    pub producer: Producer,
+    pub env: Vec<(String, String)>,
+}
+
+impl Harness {
+    pub async fn start(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = Topics::create(name).await;
+        let receiver = TestReceiver::start(dir.path()).await;
+        let env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+        Harness {
+            dir,
+            topics,
+            receiver,
+            producer: Producer::new(),
+            env,
+        }
+    }
+
+    /// Publishes a webhook for `org` (sandbox `SANDBOX`) at `url` and opts `CAMPAIGN` in.
+    pub async fn configure(&self, org: &str, url: &str) {
+        let config = &self.topics.config;
+        self.producer
+            .send_json(
+                config,
+                Some(&webhook_key(org, SANDBOX)),
+                &webhook(org, SANDBOX, url),
+            )
+            .await;
+        self.producer
+            .send_json(
+                config,
+                Some(&campaign_key(org, SANDBOX, CAMPAIGN)),
+                &campaign(org, SANDBOX, CAMPAIGN, true),
+            )
+            .await;
+    }
+
+    /// Starts the processor with this harness's environment, logging to `{log}.log`.
+    pub fn processor(&self, log: &str) -> Processor {
+        Processor::start(&self.env, self.dir.path().join(format!("{log}.log")))
     }
 }
