@@ -418,3 +418,28 @@ async fn a_hostname_resolving_to_loopback_is_refused_without_an_allowlist() {
     assert_eq!(o["reason"], "destination_blocked", "{o}");
     assert!(receiver.received().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_untrusted_certificate_fails_the_attempt_with_a_clear_error() {
+    let mut h = Harness::start("untrusted").await;
+    // The processor does not get the receiver's CA.
+    h.env.retain(|(k, _)| k != "FW_DELIVERY__EXTRA_CA_FILE");
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let _processor = h.processor("processor");
+    h.producer
+        .send_json(&h.topics.input, None, &spec_event("untrusted"))
+        .await;
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    let o = outcomes.wait_for(1)[0].clone();
+    assert_eq!(o["status"], "failed", "{o}");
+    assert_eq!(o["reason"], "retries_exhausted", "{o}");
+    for attempt in o["attempts"].as_array().unwrap() {
+        let error = attempt["error"].as_str().unwrap_or_default();
+        assert!(error.contains("certificate"), "{error}");
+        assert_eq!(attempt["httpStatus"], Value::Null);
+    }
+    assert!(
+        h.receiver.received().is_empty(),
+        "no request completed over an untrusted connection"
+    );
+}
