@@ -306,6 +306,16 @@ async fn consume<F, Fut>(
     }
 }
 
+/// The span of one event's work: its id, org and sandbox (never a secret).
+fn event_span(event: &FeedbackEvent) -> tracing::Span {
+    tracing::info_span!(
+        "event",
+        event_id = event.id,
+        org = event.ims_org,
+        sandbox = event.sandbox.id
+    )
+}
+
 fn now() -> String {
     rfc3339_millis(SystemTime::now())
 }
@@ -338,12 +348,7 @@ async fn handle_input(context: Arc<Context>, record: InputRecord) -> bool {
             return true;
         }
     };
-    let span = tracing::info_span!(
-        "event",
-        event_id = event.id,
-        org = event.ims_org,
-        sandbox = event.sandbox.id
-    );
+    let span = event_span(&event);
     let first_seen_ms = unix_ms(SystemTime::now());
     async {
         let raw = || {
@@ -402,12 +407,7 @@ async fn handle_parked(context: Arc<Context>, record: InputRecord) -> bool {
             return true;
         }
     };
-    let span = tracing::info_span!(
-        "event",
-        event_id = event.id,
-        org = event.ims_org,
-        sandbox = event.sandbox.id
-    );
+    let span = event_span(&event);
     let Parked {
         event: raw,
         attempts,
