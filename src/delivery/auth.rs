@@ -149,6 +149,8 @@ impl Auth {
             .map_err(|_| AuthError::Key(algorithm))?;
         // Renew when 80% of the lifetime has passed, at least 10 s before expiry.
         let renew_at = now + (lifetime * 4 / 5).min(lifetime.saturating_sub(10));
+        // Tokens of earlier settings or keys are never asked for again: drop the expired.
+        tokens.retain(|_, cached| cached.expires_at > now);
         tokens.insert(
             cache_key,
             Cached {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use feedback_webhooks::receiver::Reply;
 use serde_json::{json, Value};
 
-use crate::support::kafka::{Producer, Reader, Topics};
-use crate::support::processor::{env_for, Processor};
+use crate::support::kafka::Reader;
+use crate::support::processor::Processor;
 use crate::support::receiver::TestReceiver;
 use crate::support::*;
 
@@ -163,40 +163,30 @@ async fn a_config_edit_changes_the_url_of_a_pending_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_endpoint_does_not_hold_back_another_tenant() {
     const EACH: usize = 300;
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("isolation").await;
-    let dead = TestReceiver::start(&dir.path().join("dead").tap_mkdir()).await;
-    let healthy = TestReceiver::start(&dir.path().join("healthy").tap_mkdir()).await;
-    // One CA file for both: the processor trusts both receivers.
-    let ca = dir.path().join("both-ca.pem");
-    let pems = [&dead.ca_file, &healthy.ca_file].map(|f| std::fs::read_to_string(f).unwrap());
+    let mut h = Harness::start("isolation").await;
+    let dead = TestReceiver::start(&h.dir.path().join("dead").tap_mkdir()).await;
+    // One CA file for both: the processor trusts the dead and the healthy receiver.
+    let ca = h.dir.path().join("both-ca.pem");
+    let pems = [&dead.ca_file, &h.receiver.ca_file].map(|f| std::fs::read_to_string(f).unwrap());
     std::fs::write(&ca, pems.concat()).unwrap();
-    let mut env = env_for(&topics, &dir.path().join("store"), &ca);
-    set(&mut env, "FW_DELIVERY__REQUEST_TIMEOUT_MS", "5000");
-    set(&mut env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[30]");
-    set(&mut env, "FW_DELIVERY__ENDPOINT_CONCURRENCY", "8");
-    set(&mut env, "FW_DELIVERY__MAX_IN_FLIGHT", "64");
+    set(
+        &mut h.env,
+        "FW_DELIVERY__EXTRA_CA_FILE",
+        ca.to_str().unwrap(),
+    );
+    set(&mut h.env, "FW_DELIVERY__REQUEST_TIMEOUT_MS", "5000");
+    set(&mut h.env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[30]");
+    set(&mut h.env, "FW_DELIVERY__ENDPOINT_CONCURRENCY", "8");
+    set(&mut h.env, "FW_DELIVERY__MAX_IN_FLIGHT", "64");
     // The dead endpoint hangs on every request.
     dead.respond(|_| Reply {
         delay: Some(Duration::from_secs(60)),
         ..Reply::status(200)
     });
-    let p = Producer::new();
-    for (org, receiver) in [("orgDead", &dead), ("orgLive", &healthy)] {
-        p.send_json(
-            &topics.config,
-            Some(&webhook_key(org, SANDBOX)),
-            &webhook(org, SANDBOX, &receiver.url("/hook")),
-        )
-        .await;
-        p.send_json(
-            &topics.config,
-            Some(&campaign_key(org, SANDBOX, CAMPAIGN)),
-            &campaign(org, SANDBOX, CAMPAIGN, true),
-        )
-        .await;
-    }
-    let _processor = Processor::start(&env, dir.path().join("processor.log"));
+    let (topics, p, healthy) = (&h.topics, &h.producer, &h.receiver);
+    h.configure("orgDead", &dead.url("/hook")).await;
+    h.configure("orgLive", &healthy.url("/hook")).await;
+    let _processor = h.processor("processor");
 
     // The dead tenant's events go first, then the live tenant's, interleaved after.
     let event = |org: &str, i: usize| {

@@ -306,11 +306,9 @@ async fn plaintext_secrets_and_bad_headers_are_refused_by_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_destination_guard_refuses_internal_addresses_and_the_allowlist_opens_exactly_its_ranges(
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create("ssrf").await;
-    let receiver = TestReceiver::start(dir.path()).await;
-    // env_for opens exactly 127.0.0.1/32.
-    let env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
+    // The harness's environment opens exactly 127.0.0.1/32.
+    let h = Harness::start("ssrf").await;
+    let (topics, receiver, p) = (&h.topics, &h.receiver, &h.producer);
     let port = receiver.addr.port();
     receiver.respond(|r| {
         if r.path == "/redirect" {
@@ -354,22 +352,10 @@ async fn the_destination_guard_refuses_internal_addresses_and_the_allowlist_open
             json!("http_status"),
         ),
     ];
-    let p = Producer::new();
     for (org, url, _, _) in &cases {
-        p.send_json(
-            &topics.config,
-            Some(&webhook_key(org, SANDBOX)),
-            &webhook(org, SANDBOX, url),
-        )
-        .await;
-        p.send_json(
-            &topics.config,
-            Some(&campaign_key(org, SANDBOX, CAMPAIGN)),
-            &campaign(org, SANDBOX, CAMPAIGN, true),
-        )
-        .await;
+        h.configure(org, url).await;
     }
-    let _processor = Processor::start(&env, dir.path().join("processor.log"));
+    let _processor = h.processor("processor");
     for (org, _, _, _) in &cases {
         let mut event = spec_event(&format!("evt-{org}"));
         event["imsOrg"] = json!(org);
