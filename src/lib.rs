@@ -6,7 +6,8 @@
 //! - [`join`]: the config topic followed into a RocksDB cache, and the event's lookup there;
 //! - [`delivery`]: the HTTPS client, one attempt, and the retrying worker;
 //! - [`record`]: the outcome topic, one terminal record per input record;
-//! - [`pipeline`]: the loop that ties them together.
+//! - [`pipeline`]: the loop that ties them together;
+//! - [`observe`]: metrics, health and readiness for the operator.
 //!
 //! [`domain`] holds the pure rules (parsing, matching, payload, outcome, retry policy) and
 //! [`schema`] the JSON Schemas they validate against.
@@ -16,6 +17,7 @@ pub mod delivery;
 pub mod domain;
 pub mod join;
 pub mod kafka;
+pub mod observe;
 pub mod pipeline;
 pub mod receiver;
 pub mod record;

@@ -31,9 +31,10 @@ use crate::domain::payload;
 use crate::domain::time::rfc3339_millis;
 use crate::join::{join, ConfigFollower, ConfigStore, StoreError};
 use crate::kafka::ensure_topics;
+use crate::observe::{metrics, server, Health};
 use crate::record::{RecordError, Recorder};
 use crate::settings::Settings;
-use crate::source::{InputConsumer, InputError, InputRecord, PartitionKey};
+use crate::source::{InputConsumer, InputError, InputRecord, PartitionKey, Subscription};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -53,10 +54,9 @@ pub enum PipelineError {
     Settings(crate::settings::SettingsError),
     #[error("the config follower stopped; see the log above")]
     FollowerStopped,
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
 }
-
-/// How long shutdown waits for deliveries under way before leaving them uncommitted.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What every record task needs.
 struct Context {
@@ -77,7 +77,20 @@ pub async fn run(
     if settings.delivery.allow_http {
         warn!("DEVELOPMENT SETTING delivery.allow_http is on: webhook URLs may use plain http");
     }
+    let health = Arc::new(Health::default());
+    // Served from the start: liveness holds while the cache catches up, readiness does not.
+    let _server = match settings.http.listen.as_str() {
+        "" => None,
+        addr => Some(server::start(addr, health.clone()).await?),
+    };
     let store = ConfigStore::open(&settings.store.path)?;
+    {
+        let store = store.clone();
+        metrics().on_scrape(move |m| {
+            m.config_cache_entries
+                .set(store.estimated_entries().try_into().unwrap_or(i64::MAX))
+        });
+    }
     let mut follower = ConfigFollower::start(&settings.kafka, store.clone(), settings.rules())?;
     tokio::select! {
         caught_up = follower.wait_caught_up() => if !caught_up {
@@ -88,6 +101,7 @@ pub async fn run(
             return Ok(());
         }
     }
+    health.set_caught_up();
     let tiers = tier_topics(&settings.retry_topic_prefix());
     ensure_topics(&settings.kafka, &tiers, settings.kafka.retry_partitions)
         .await
@@ -113,53 +127,94 @@ pub async fn run(
         settings.sealing_key().map_err(PipelineError::Settings)?,
     ));
     let (stop_tx, stopping) = watch::channel(false);
+    let deliverer = Deliverer::new(
+        Sender::new(client, policy),
+        auth,
+        settings.retry_policy(),
+        endpoints,
+        settings.rules(),
+    );
     let context = Arc::new(Context {
         store,
-        deliverer: Deliverer::new(
-            Sender::new(client, policy),
-            auth,
-            settings.retry_policy(),
-            endpoints,
-            settings.rules(),
-        ),
+        deliverer,
         recorder: Recorder::new(&settings.kafka, tiers.clone())?,
         max_event_bytes: settings.delivery.max_event_bytes,
         stopping: stopping.clone(),
     });
+    {
+        let context = context.clone();
+        metrics().on_scrape(move |m| {
+            let (counts, named) = context
+                .deliverer
+                .endpoints()
+                .breaker_states(crate::observe::metrics::MAX_OPEN_SERIES);
+            for (state, n) in ["closed", "open", "half_open"].iter().zip(counts) {
+                m.circuit_breakers
+                    .with_label_values(&[state])
+                    .set(n.try_into().unwrap_or(i64::MAX));
+            }
+            m.circuit_open.reset();
+            for (endpoint, state) in named {
+                m.circuit_open
+                    .with_label_values(&[endpoint.as_str(), state])
+                    .set(1);
+            }
+        });
+    }
     let kafka = &settings.kafka;
+    let revoke_grace = Duration::from_secs(settings.shutdown.revoke_grace_secs);
     let input = InputConsumer::subscribe(
         kafka,
-        &kafka.group_id,
-        &kafka.input_topics,
-        settings.delivery.max_event_bytes,
+        Subscription {
+            name: "input",
+            group: &kafka.group_id,
+            topics: &kafka.input_topics,
+            max_record_bytes: settings.delivery.max_event_bytes,
+            revoke_grace,
+        },
     )?;
-    // Parked records embed an event, so they may be a little larger than one.
+    let retry_group = format!("{}-retry", kafka.group_id);
     let retries = InputConsumer::subscribe(
         kafka,
-        &format!("{}-retry", kafka.group_id),
-        &tiers,
-        settings.delivery.max_event_bytes * 2,
+        Subscription {
+            name: "retry",
+            group: &retry_group,
+            topics: &tiers,
+            // Parked records embed an event, so they may be a little larger than one.
+            max_record_bytes: settings.delivery.max_event_bytes * 2,
+            revoke_grace,
+        },
     )?;
     info!(topics = ?kafka.input_topics, group = kafka.group_id, "processing input");
 
+    let drain = Duration::from_secs(settings.shutdown.drain_deadline_secs);
     let loops = async {
         tokio::join!(
             consume(
-                "input",
-                &input,
-                settings.delivery.max_in_flight,
+                Loop {
+                    name: "input",
+                    consumer: &input,
+                    limit: settings.delivery.max_in_flight,
+                    drain,
+                    held_gauge: None,
+                },
                 &context,
                 stopping.clone(),
                 handle_input
             ),
             consume(
-                "retry",
-                &retries,
-                settings.delivery.max_retrying,
+                Loop {
+                    name: "retry",
+                    consumer: &retries,
+                    limit: settings.delivery.max_retrying,
+                    drain,
+                    held_gauge: Some(&metrics().retries_pending),
+                },
                 &context,
                 stopping.clone(),
                 handle_parked
             ),
+            ready_when_joined(&input, &health, stopping.clone()),
         )
     };
     tokio::pin!(loops);
@@ -169,15 +224,21 @@ pub async fn run(
         () = &mut shutdown => {}
         () = follower_stopped(&follower) => failed = Some(PipelineError::FollowerStopped),
     }
-    info!("shutting down: draining deliveries under way");
+    info!(
+        deadline_secs = drain.as_secs(),
+        "shutting down: draining deliveries under way"
+    );
+    health.set_stopping();
     let _ = stop_tx.send(true);
     (&mut loops).await;
+    context.recorder.flush(Duration::from_secs(10))?;
+    // Offsets are committed while the partitions are still ours, then the group is left.
     for consumer in [&input, &retries] {
         if let Err(e) = consumer.commit() {
             warn!(error = %e, "final commit failed; the last records may be processed again");
         }
+        consumer.unsubscribe();
     }
-    context.recorder.flush(Duration::from_secs(10))?;
     follower.stop();
     info!("stopped");
     failed.map_or(Ok(()), Err)
@@ -197,11 +258,9 @@ async fn follower_stopped(follower: &ConfigFollower) {
 /// waiting for their due time), the assignment is paused and the consumer polled on, so the
 /// member stays in its group; it resumes once half the slots are free. Pausing makes
 /// librdkafka drop and later re-fetch its prefetch, which is why it is not the first resort.
-/// Returns after `stopping` turns true and tasks have drained.
+/// Returns after `stopping` turns true and tasks have drained (up to the drain deadline).
 async fn consume<F, Fut>(
-    name: &'static str,
-    consumer: &InputConsumer,
-    limit: usize,
+    l: Loop<'_>,
     context: &Arc<Context>,
     mut stopping: watch::Receiver<bool>,
     handler: F,
@@ -210,7 +269,15 @@ async fn consume<F, Fut>(
     Fut: Future<Output = bool> + Send + 'static,
 {
     const PAUSE_AFTER: Duration = Duration::from_secs(30);
+    let Loop {
+        name,
+        consumer,
+        limit,
+        drain,
+        held_gauge,
+    } = l;
     let permits = Arc::new(Semaphore::new(limit));
+    // Commit points reached by completed records, to store for the next commit.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PartitionKey, u64, i64)>();
     let mut tasks = JoinSet::new();
     // Records received while full (only while paused: newly assigned partitions).
@@ -219,19 +286,29 @@ async fn consume<F, Fut>(
     let mut full_since: Option<tokio::time::Instant> = None;
     let spawn = |record: InputRecord, permit, tasks: &mut JoinSet<()>| {
         let done = done_tx.clone();
-        let work = handler(context.clone(), record.clone());
+        let lease = record.lease();
+        let work = handler(context.clone(), record);
         tasks.spawn(async move {
+            // An unfinished record (shutdown, panic) drops its lease and is released.
             if work.await {
-                let _ = done.send((record.key, record.generation, record.offset));
+                if let Some(point) = lease.complete() {
+                    let _ = done.send(point);
+                }
             }
             drop(permit);
         });
     };
+    let held_count = |permits: &Semaphore| {
+        if let Some(gauge) = held_gauge {
+            gauge.set((limit - permits.available_permits()) as i64);
+        }
+    };
 
     while !*stopping.borrow() {
         // Start held records while there is room; drop those whose partition moved away.
+        held_count(&permits);
         while let Some(record) = held.pop_front() {
-            if !consumer.is_current(&record) {
+            if !record.is_current() {
                 continue;
             }
             match permits.clone().try_acquire_owned() {
@@ -256,7 +333,7 @@ async fn consume<F, Fut>(
         tokio::select! {
             biased;
             _ = stopping.changed() => {}
-            Some((key, generation, offset)) = done_rx.recv() => consumer.complete(&key, generation, offset),
+            Some((key, generation, next)) = done_rx.recv() => consumer.store(&key, generation, next),
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
                     // Only a panic ends a task this way: its offset is never stored, so the
@@ -281,14 +358,15 @@ async fn consume<F, Fut>(
         }
     }
 
-    consumer.unsubscribe();
-    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+    // Records not started are left for the next run; those under way may finish.
+    held.clear();
+    let drained = tokio::time::timeout(drain, async {
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = joined {
                 error!(consumer = name, error = %e, "record task failed");
             }
-            while let Ok((key, generation, offset)) = done_rx.try_recv() {
-                consumer.complete(&key, generation, offset);
+            while let Ok((key, generation, next)) = done_rx.try_recv() {
+                consumer.store(&key, generation, next);
             }
         }
     })
@@ -300,10 +378,43 @@ async fn consume<F, Fut>(
             "drain deadline passed; unfinished records stay uncommitted"
         );
         tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
-    while let Ok((key, generation, offset)) = done_rx.try_recv() {
-        consumer.complete(&key, generation, offset);
+    while let Ok((key, generation, next)) = done_rx.try_recv() {
+        consumer.store(&key, generation, next);
     }
+    held_count(&permits);
+}
+
+/// One consumer loop's parts.
+struct Loop<'a> {
+    /// `input` or `retry`, for logs.
+    name: &'static str,
+    consumer: &'a InputConsumer,
+    /// Records processed at once.
+    limit: usize,
+    /// How long shutdown waits for records under way.
+    drain: Duration,
+    /// Set to the number of records under way (the retry loop's pending retries).
+    held_gauge: Option<&'a prometheus::IntGauge>,
+}
+
+/// Marks the processor ready once the input consumer has joined its group, or after a while
+/// without an assignment (more members than partitions: idle, but ready).
+async fn ready_when_joined(
+    input: &InputConsumer,
+    health: &Health,
+    mut stopping: watch::Receiver<bool>,
+) {
+    const IDLE_READY_AFTER: Duration = Duration::from_secs(30);
+    let started = tokio::time::Instant::now();
+    while !input.joined() && started.elapsed() < IDLE_READY_AFTER {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+    }
+    health.set_joined();
 }
 
 /// The span of one event's work: its id, org and sandbox (never a secret).
@@ -386,11 +497,20 @@ async fn handle_parked(context: Arc<Context>, record: InputRecord) -> bool {
             return true;
         }
     };
-    let wait = Duration::from_millis(parked.due_ms.saturating_sub(unix_ms(SystemTime::now())));
+    let due = tokio::time::Instant::now()
+        + Duration::from_millis(parked.due_ms.saturating_sub(unix_ms(SystemTime::now())));
     let mut stopping = context.stopping.clone();
-    tokio::select! {
-        () = tokio::time::sleep(wait) => {}
-        _ = stopping.wait_for(|s| *s) => return false,
+    // Waiting ends early at shutdown or when the partition is revoked: the record has not
+    // been attempted, so leaving it to the next run or the next owner duplicates nothing.
+    loop {
+        if !record.is_current() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => break,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stopping.wait_for(|s| *s) => return false,
+        }
     }
     let bytes = serde_json::to_vec(&parked.event).unwrap_or_default();
     let event = match event::parse(Some(&bytes), usize::MAX) {

@@ -31,6 +31,46 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub secrets: SecretSettings,
     pub log: LogSettings,
+    pub http: HttpSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address of the operator port serving `/metrics`, `/healthz` and `/readyz`
+    /// (plain HTTP); empty turns it off.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// On SIGTERM/SIGINT: how long deliveries under way may take to finish before the
+    /// processor exits anyway (their records stay uncommitted and are processed again).
+    /// Keep the pod's termination grace period above it.
+    pub drain_deadline_secs: u64,
+    /// On a rebalance: how long work under way on revoked partitions may take to finish
+    /// before they are handed over (what is unfinished is processed again by the next
+    /// owner). The group waits for this member meanwhile.
+    pub revoke_grace_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: "0.0.0.0:9464".into(),
+        }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings {
+            drain_deadline_secs: 30,
+            revoke_grace_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -317,6 +317,7 @@ impl Processor {
             .env("FW_DELIVERY__REQUEST_TIMEOUT_MS", "5000")
             .env("FW_DELIVERY__ALLOW_CIDRS", "[127.0.0.1/32]")
             .env("FW_LOG__FILTER", "warn,feedback_webhooks::pipeline=info")
+            .env("FW_HTTP__LISTEN", "127.0.0.1:0")
             .env_remove("FW_CONFIG_FILE")
             .stdout(Stdio::null())
             .stderr(log)

@@ -136,6 +136,38 @@ impl Endpoints {
     }
 
     /// Endpoints whose breaker is not closed.
+    /// Endpoints by breaker state (closed, open, half-open), and up to `limit` endpoints
+    /// whose breaker is not closed, longest cool-down first, with their state.
+    pub fn breaker_states(&self, limit: usize) -> ([usize; 3], Vec<(String, &'static str)>) {
+        use crate::domain::breaker::State;
+        let map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = [0; 3];
+        let mut open = Vec::new();
+        for (key, endpoint) in map.iter() {
+            let Ok(state) = endpoint.breaker.lock().map(|b| b.state()) else {
+                continue;
+            };
+            match state {
+                State::Closed { .. } => counts[0] += 1,
+                State::Open { cooldown, .. } => {
+                    counts[1] += 1;
+                    open.push((cooldown, key.clone(), "open"));
+                }
+                State::HalfOpen { cooldown } => {
+                    counts[2] += 1;
+                    open.push((cooldown, key.clone(), "half_open"));
+                }
+            }
+        }
+        open.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let named = open
+            .into_iter()
+            .take(limit)
+            .map(|(_, key, state)| (key, state))
+            .collect();
+        (counts, named)
+    }
+
     pub fn open_count(&self) -> usize {
         let map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         map.values()

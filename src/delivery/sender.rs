@@ -18,6 +18,7 @@ use crate::domain::address::AddressPolicy;
 use crate::domain::outcome::Attempt;
 use crate::domain::retry::{parse_retry_after, AttemptResult};
 use crate::domain::time::{rfc3339_millis, unix_seconds};
+use crate::observe::metrics::{metrics, status_class};
 
 /// Response bodies are read (so connections can be reused) up to this many bytes, then dropped.
 const BODY_CAP: usize = 64 * 1024;
@@ -59,6 +60,7 @@ impl Sender {
         let started_at = at;
         let started = Instant::now();
         if let Err(blocked) = check_literal(url, &self.policy) {
+            metrics().attempts.with_label_values(&["blocked"]).inc();
             return Ok(report(
                 started_at,
                 started,
@@ -80,6 +82,8 @@ impl Sender {
                 headers.insert(HeaderName::from_static(name), value);
             }
         }
+        let m = metrics();
+        let in_flight = InFlight::enter();
         let response = self
             .client
             .post(url)
@@ -87,6 +91,17 @@ impl Sender {
             .body(body)
             .send()
             .await;
+        drop(in_flight);
+        let class = match &response {
+            Ok(r) => status_class(r.status().as_u16()),
+            Err(e) if blocked(e).is_some() => "blocked",
+            Err(e) if e.is_timeout() => "timeout",
+            Err(_) => "network",
+        };
+        m.attempts.with_label_values(&[class]).inc();
+        if class != "blocked" {
+            m.attempt_seconds.observe(started.elapsed().as_secs_f64());
+        }
         match response {
             Ok(mut response) => {
                 let status = response.status().as_u16();
@@ -129,6 +144,23 @@ impl Sender {
                 ))
             }
         }
+    }
+}
+
+/// Counts a request in `deliveries_in_flight` for as long as it lives (also when the
+/// request is cancelled at shutdown).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics().deliveries_in_flight.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics().deliveries_in_flight.dec();
     }
 }
 

@@ -13,6 +13,17 @@ pub enum Status {
     Invalid,
 }
 
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Invalid => "invalid",
+        }
+    }
+}
+
 /// Every reason the contract names, exactly as spelled there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

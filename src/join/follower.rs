@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use super::store::{ConfigStore, StoreError};
 use crate::domain::config::{self, Rules};
 use crate::kafka::{client_config, KafkaSettings};
+use crate::observe::metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowerError {
@@ -224,6 +225,10 @@ impl Loop {
         self.stats.records_read.fetch_add(1, Ordering::Relaxed);
         let Some(key) = key else {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            metrics()
+                .config_records
+                .with_label_values(&["refused"])
+                .inc();
             warn!(
                 partition,
                 offset,
@@ -235,6 +240,12 @@ impl Loop {
         match config::validate(key, value, self.rules) {
             Ok(change) => {
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                let result = if change.record.is_none() {
+                    "deleted"
+                } else {
+                    "applied"
+                };
+                metrics().config_records.with_label_values(&[result]).inc();
                 info!(
                     key,
                     partition,
@@ -248,6 +259,10 @@ impl Loop {
             Err(reason) => {
                 // The last valid value stays in force; only the offset moves on.
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                metrics()
+                    .config_records
+                    .with_label_values(&["refused"])
+                    .inc();
                 warn!(key, partition, offset, reason = %reason, "config record refused");
                 self.store.apply(&self.topic, partition, offset, None)
             }

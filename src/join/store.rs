@@ -123,6 +123,16 @@ impl ConfigStore {
         self.get_json(&ConfigKey::campaign(ims_org, sandbox_id, campaign_id))
     }
 
+    /// RocksDB's cheap estimate of the keys held (config records and a few offsets), for
+    /// the cache-size gauge.
+    pub fn estimated_entries(&self) -> u64 {
+        self.db
+            .property_int_value("rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
     /// Number of config records held (webhooks and campaigns).
     pub fn record_count(&self) -> usize {
         self.db

@@ -9,8 +9,10 @@ use rdkafka::util::Timeout;
 use tracing::warn;
 
 use crate::domain::outcome::Outcome;
+use crate::domain::parked::TIERS;
 use crate::domain::parked::{tier_for, Parked};
 use crate::kafka::{client_config, KafkaSettings};
+use crate::observe::metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -46,6 +48,13 @@ impl Recorder {
     pub async fn outcome(&self, outcome: &Outcome) {
         self.send(&self.outcome_topic, &outcome.key(), &outcome.to_json())
             .await;
+        metrics()
+            .outcomes
+            .with_label_values(&[
+                outcome.status.as_str(),
+                outcome.reason.map_or("none", |r| r.as_str()),
+            ])
+            .inc();
     }
 
     /// Parks an event in the retry tier for `delay`, and waits for the acknowledgement.
@@ -55,6 +64,9 @@ impl Recorder {
             return;
         };
         self.send(topic, &parked.event_id, &parked.to_json()).await;
+        if let Some((_, tier)) = TIERS.get(index) {
+            metrics().retries_parked.with_label_values(&[tier]).inc();
+        }
     }
 
     /// A failed write is retried with backoff until it succeeds: the offset behind it must

@@ -1,17 +1,28 @@
-//! The input consumer. Offsets are never stored automatically: the pipeline stores the next
-//! offset of a partition once every record before it has its outcome acknowledged, and
-//! librdkafka's auto-commit then commits what was stored (also on revocation).
+//! The input consumer. Offsets are never stored automatically: a record's offset counts as
+//! done once its work is acknowledged (see [`Lease`]), the pipeline stores each partition's
+//! contiguous done prefix, and librdkafka's auto-commit commits what was stored.
+//!
+//! On revocation (a member joined or left the group) the revoked partitions stop yielding
+//! new work at once; work under way on them gets a grace period to finish, then the point
+//! their completed work reached is committed before the partitions are handed over. What is
+//! still unfinished then is released, and the next owner processes it again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::offsets::{OffsetTracker, PartitionKey};
 use crate::kafka::{client_config, KafkaSettings};
+use crate::observe::metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -27,46 +38,201 @@ pub struct InputRecord {
     pub payload: Option<Vec<u8>>,
     /// Assignment generation the record belongs to (see [`OffsetTracker`]).
     pub generation: u64,
+    tracker: Arc<Mutex<OffsetTracker>>,
+}
+
+impl InputRecord {
+    /// Whether the record's partition is still this instance's (and not being revoked).
+    pub fn is_current(&self) -> bool {
+        self.tracker
+            .lock()
+            .map(|t| t.generation(&self.key) == Some(self.generation))
+            .unwrap_or(false)
+    }
+
+    /// Starts the record's work: it now counts as under way, and a revocation waits for it
+    /// (up to its grace period). Dropping the lease without
+    /// completing it releases the record: its offset is never passed.
+    pub fn lease(&self) -> Lease {
+        if let Ok(mut tracker) = self.tracker.lock() {
+            tracker.start(&self.key, self.generation, self.offset);
+        }
+        Lease {
+            tracker: self.tracker.clone(),
+            key: self.key.clone(),
+            generation: self.generation,
+            offset: self.offset,
+            settled: false,
+        }
+    }
+}
+
+/// A record's claim on its offset: completed when its work is acknowledged, released when
+/// dropped unfinished (shutdown, a failed task, a revoked partition).
+pub struct Lease {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    key: PartitionKey,
+    generation: u64,
+    offset: i64,
+    settled: bool,
+}
+
+impl Lease {
+    /// Marks the record done; returns the partition's new commit point if it moved.
+    pub fn complete(mut self) -> Option<(PartitionKey, u64, i64)> {
+        self.settled = true;
+        let next = self
+            .tracker
+            .lock()
+            .ok()?
+            .complete(&self.key, self.generation, self.offset)?;
+        Some((self.key.clone(), self.generation, next))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.settled {
+            if let Ok(mut tracker) = self.tracker.lock() {
+                tracker.release(&self.key, self.generation, self.offset);
+            }
+        }
+    }
 }
 
 /// Keeps the offset tracker in step with the group's assignments.
 pub struct InputContext {
+    name: &'static str,
     tracker: Arc<Mutex<OffsetTracker>>,
+    revoke_grace: Duration,
+    joined: Arc<AtomicBool>,
 }
 
-impl ClientContext for InputContext {}
+impl ClientContext for InputContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag = &metrics().consumer_lag;
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                if *id < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                let partition = id.to_string();
+                let labels = [self.name, topic.as_str(), partition.as_str()];
+                if p.consumer_lag >= 0 {
+                    lag.with_label_values(&labels).set(p.consumer_lag);
+                } else {
+                    let _ = lag.remove_label_values(&labels);
+                }
+            }
+        }
+    }
+}
+
+impl InputContext {
+    fn keys(tpl: &TopicPartitionList) -> Vec<PartitionKey> {
+        tpl.elements()
+            .iter()
+            .map(|e| PartitionKey {
+                topic: e.topic().to_owned(),
+                partition: e.partition(),
+            })
+            .collect()
+    }
+
+    /// Lets work under way on `keys` finish (up to the grace period), then commits what it
+    /// completed and stops tracking the partitions.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, keys: &[PartitionKey]) {
+        let open = |tracker: &Arc<Mutex<OffsetTracker>>| {
+            tracker.lock().map(|t| t.open_in(keys)).unwrap_or(0)
+        };
+        if let Ok(mut tracker) = self.tracker.lock() {
+            keys.iter().for_each(|k| tracker.start_revoke(k));
+        }
+        let started = Instant::now();
+        let under_way = open(&self.tracker);
+        if under_way > 0 {
+            let deadline = started + self.revoke_grace;
+            let wait = || {
+                while open(&self.tracker) > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            };
+            // The callback runs inside the consumer's poll on a runtime thread; let the
+            // runtime move its other work elsewhere while this one waits.
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+                _ => wait(),
+            }
+        }
+        let left = open(&self.tracker);
+        let mut commit = TopicPartitionList::new();
+        if let Ok(mut tracker) = self.tracker.lock() {
+            for key in keys {
+                if let Some(next) = tracker.revoke(key) {
+                    let _ = commit.add_partition_offset(
+                        &key.topic,
+                        key.partition,
+                        Offset::Offset(next),
+                    );
+                }
+            }
+        }
+        if commit.count() > 0 {
+            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                warn!(consumer = self.name, error = %e, "commit on revocation failed; the next owner repeats some records");
+            }
+        }
+        for key in keys {
+            let partition = key.partition.to_string();
+            let _ = metrics().consumer_lag.remove_label_values(&[
+                self.name,
+                key.topic.as_str(),
+                partition.as_str(),
+            ]);
+        }
+        info!(
+            consumer = self.name,
+            partitions = keys.len(),
+            under_way,
+            released = left,
+            waited_ms = started.elapsed().as_millis() as u64,
+            "partitions revoked"
+        );
+    }
+}
 
 impl ConsumerContext for InputContext {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let Ok(mut tracker) = self.tracker.lock() else {
-                return;
-            };
-            for e in tpl.elements() {
-                tracker.revoke(&PartitionKey {
-                    topic: e.topic().to_owned(),
-                    partition: e.partition(),
-                });
-            }
-            info!(partitions = tpl.count(), "input partitions revoked");
+            metrics()
+                .rebalances
+                .with_label_values(&[self.name, "revoke"])
+                .inc();
+            self.revoke(consumer, &Self::keys(tpl));
         }
     }
 
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                metrics()
+                    .rebalances
+                    .with_label_values(&[self.name, "assign"])
+                    .inc();
+                self.joined.store(true, Ordering::Relaxed);
                 let Ok(mut tracker) = self.tracker.lock() else {
                     return;
                 };
-                for e in tpl.elements() {
-                    tracker.assign(PartitionKey {
-                        topic: e.topic().to_owned(),
-                        partition: e.partition(),
-                    });
+                for key in Self::keys(tpl) {
+                    tracker.assign(key);
                 }
-                info!(partitions = tpl.count(), "input partitions assigned");
+                info!(
+                    consumer = self.name,
+                    partitions = tpl.count(),
+                    "partitions assigned"
+                );
             }
-            Rebalance::Error(e) => warn!(error = %e, "input rebalance error"),
+            Rebalance::Error(e) => warn!(consumer = self.name, error = %e, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
     }
@@ -75,22 +241,31 @@ impl ConsumerContext for InputContext {
 pub struct InputConsumer {
     consumer: StreamConsumer<InputContext>,
     tracker: Arc<Mutex<OffsetTracker>>,
+    joined: Arc<AtomicBool>,
+}
+
+/// How a consumer joins its group.
+pub struct Subscription<'a> {
+    /// `input` or `retry`, for logs and metrics.
+    pub name: &'static str,
+    pub group: &'a str,
+    /// Topic names; a name starting with `^` is a pattern.
+    pub topics: &'a [String],
+    pub max_record_bytes: usize,
+    /// How long a revocation waits for work under way on the revoked partitions.
+    pub revoke_grace: Duration,
 }
 
 impl InputConsumer {
-    /// Joins `group` and subscribes to `topics` (a name starting with `^` is a pattern).
-    pub fn subscribe(
-        kafka: &KafkaSettings,
-        group: &str,
-        topics: &[String],
-        max_event_bytes: usize,
-    ) -> Result<Self, InputError> {
+    /// Joins the group and subscribes.
+    pub fn subscribe(kafka: &KafkaSettings, s: Subscription<'_>) -> Result<Self, InputError> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let joined = Arc::new(AtomicBool::new(false));
         // Fetch sizes allow the largest event we accept plus headroom, so an oversized event
         // is still read (and recorded as invalid) rather than stalling the partition.
-        let fetch_max = (max_event_bytes * 2).max(1 << 20).to_string();
+        let fetch_max = (s.max_record_bytes * 2).max(1 << 20).to_string();
         let consumer: StreamConsumer<InputContext> = client_config(kafka)
-            .set("group.id", group)
+            .set("group.id", s.group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
@@ -100,12 +275,21 @@ impl InputConsumer {
             // Bound what librdkafka prefetches, so memory does not grow with the backlog.
             .set("queued.max.messages.kbytes", "16384")
             .set("queued.min.messages", "10000")
+            // Per-partition lag for the metrics.
+            .set("statistics.interval.ms", "5000")
             .create_with_context(InputContext {
+                name: s.name,
                 tracker: tracker.clone(),
+                revoke_grace: s.revoke_grace,
+                joined: joined.clone(),
             })?;
-        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        Ok(InputConsumer { consumer, tracker })
+        Ok(InputConsumer {
+            consumer,
+            tracker,
+            joined,
+        })
     }
 
     /// The next record. Cancel-safe: dropping the future loses nothing.
@@ -115,6 +299,10 @@ impl InputConsumer {
             topic: message.topic().to_owned(),
             partition: message.partition(),
         };
+        metrics()
+            .events_consumed
+            .with_label_values(&[key.topic.as_str()])
+            .inc();
         let offset = message.offset();
         let generation = match self.tracker.lock() {
             Ok(mut tracker) => tracker.begin(&key, offset),
@@ -129,16 +317,21 @@ impl InputConsumer {
             offset,
             payload: message.payload().map(<[u8]>::to_vec),
             generation,
+            tracker: self.tracker.clone(),
         }))
     }
 
-    /// Marks a record complete and stores the partition's new commit point if it moved.
-    pub fn complete(&self, key: &PartitionKey, generation: u64, offset: i64) {
-        let next = match self.tracker.lock() {
-            Ok(mut tracker) => tracker.complete(key, generation, offset),
-            Err(_) => None,
-        };
-        let Some(next) = next else { return };
+    /// Stores a partition's new commit point (from [`Lease::complete`]) for the next
+    /// auto-commit, unless the partition moved away meanwhile.
+    pub fn store(&self, key: &PartitionKey, generation: u64, next: i64) {
+        let current = self
+            .tracker
+            .lock()
+            .map(|t| t.generation(key) == Some(generation))
+            .unwrap_or(false);
+        if !current {
+            return; // committed (or handed over) by the revocation
+        }
         let mut tpl = TopicPartitionList::new();
         if tpl
             .add_partition_offset(&key.topic, key.partition, Offset::Offset(next))
@@ -147,17 +340,13 @@ impl InputConsumer {
             return;
         }
         if let Err(e) = self.consumer.store_offsets(&tpl) {
-            // Expected for a partition revoked meanwhile: its new owner re-reads the rest.
             warn!(topic = key.topic, partition = key.partition, error = %e, "offset not stored");
         }
     }
 
-    /// Whether `record` still belongs to this instance's current assignment.
-    pub fn is_current(&self, record: &InputRecord) -> bool {
-        self.tracker
-            .lock()
-            .map(|t| t.generation(&record.key) == Some(record.generation))
-            .unwrap_or(false)
+    /// Whether the consumer has been given its share of the group (possibly nothing).
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
     }
 
     /// Stops fetching from every assigned partition (librdkafka drops what it prefetched and

@@ -7,11 +7,27 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// What became of a record handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Received, not yet taken up by a task.
+    Queued,
+    /// Being processed.
+    Open,
+    /// Its work is done: the offset may be passed.
+    Done,
+    /// Given up unfinished (revocation, shutdown, a failed task): never passed, so the
+    /// partition's next owner or the next run processes it again.
+    Released,
+}
+
 /// One partition's records in flight, in the order they were received.
 #[derive(Debug, Default)]
 pub struct PartitionOffsets {
-    /// (offset, completed), strictly increasing offsets.
-    in_flight: VecDeque<(i64, bool)>,
+    /// (offset, mark), strictly increasing offsets.
+    in_flight: VecDeque<(i64, Mark)>,
+    /// The last commit point the completed prefix reached.
+    committable: Option<i64>,
 }
 
 impl PartitionOffsets {
@@ -25,24 +41,58 @@ impl PartitionOffsets {
         {
             return false;
         }
-        self.in_flight.push_back((offset, false));
+        self.in_flight.push_back((offset, Mark::Queued));
         true
+    }
+
+    /// Records that work on `offset` has started.
+    pub fn start(&mut self, offset: i64) {
+        if let Ok(i) = self.in_flight.binary_search_by_key(&offset, |(o, _)| *o) {
+            if self.in_flight[i].1 == Mark::Queued {
+                self.in_flight[i].1 = Mark::Open;
+            }
+        }
     }
 
     /// Marks `offset` complete. Returns the next offset to commit (the first one not yet
     /// complete, or one past the last completed) when the committable point moved.
     pub fn complete(&mut self, offset: i64) -> Option<i64> {
+        self.mark(offset, Mark::Done)?;
+        let mut next = None;
+        while let Some((o, Mark::Done)) = self.in_flight.front().copied() {
+            self.in_flight.pop_front();
+            next = Some(o + 1);
+        }
+        if next.is_some() {
+            self.committable = next;
+        }
+        next
+    }
+
+    /// Gives `offset` up unfinished: it stops counting as open and is never passed.
+    pub fn release(&mut self, offset: i64) {
+        self.mark(offset, Mark::Released);
+    }
+
+    fn mark(&mut self, offset: i64, mark: Mark) -> Option<()> {
         let index = self
             .in_flight
             .binary_search_by_key(&offset, |(o, _)| *o)
             .ok()?;
-        self.in_flight[index].1 = true;
-        let mut next = None;
-        while let Some((o, true)) = self.in_flight.front().copied() {
-            self.in_flight.pop_front();
-            next = Some(o + 1);
+        let entry = &mut self.in_flight[index].1;
+        if !matches!(*entry, Mark::Queued | Mark::Open) {
+            return None;
         }
-        next
+        *entry = mark;
+        Some(())
+    }
+
+    /// Records whose work has started and not ended.
+    pub fn open(&self) -> usize {
+        self.in_flight
+            .iter()
+            .filter(|(_, m)| *m == Mark::Open)
+            .count()
     }
 
     pub fn len(&self) -> usize {
@@ -62,9 +112,17 @@ pub struct PartitionKey {
     pub partition: i32,
 }
 
+#[derive(Debug)]
+struct Assigned {
+    generation: u64,
+    offsets: PartitionOffsets,
+    /// Being handed over: no new work starts, work under way may still complete.
+    revoking: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    partitions: HashMap<PartitionKey, (u64, PartitionOffsets)>,
+    partitions: HashMap<PartitionKey, Assigned>,
     next_generation: u64,
 }
 
@@ -73,14 +131,37 @@ impl OffsetTracker {
     pub fn assign(&mut self, key: PartitionKey) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
-        self.partitions
-            .insert(key, (generation, PartitionOffsets::default()));
+        self.partitions.insert(
+            key,
+            Assigned {
+                generation,
+                offsets: PartitionOffsets::default(),
+                revoking: false,
+            },
+        );
         generation
     }
 
-    /// Stops tracking a revoked partition.
-    pub fn revoke(&mut self, key: &PartitionKey) {
-        self.partitions.remove(key);
+    /// First step of a revocation: records of `key` are no longer current (nothing new
+    /// starts), but those under way may still complete.
+    pub fn start_revoke(&mut self, key: &PartitionKey) {
+        if let Some(a) = self.partitions.get_mut(key) {
+            a.revoking = true;
+        }
+    }
+
+    /// Records still being processed in these partitions.
+    pub fn open_in(&self, keys: &[PartitionKey]) -> usize {
+        keys.iter()
+            .filter_map(|k| self.partitions.get(k))
+            .map(|a| a.offsets.open())
+            .sum()
+    }
+
+    /// Stops tracking a revoked partition; returns the commit point its completed work
+    /// reached, if it moved during this assignment.
+    pub fn revoke(&mut self, key: &PartitionKey) -> Option<i64> {
+        self.partitions.remove(key)?.offsets.committable
     }
 
     /// Records a received offset; returns the generation to complete it with, or `None`
@@ -91,26 +172,47 @@ impl OffsetTracker {
             // manual assignment): start tracking then.
             self.assign(key.clone());
         }
-        let (generation, offsets) = self.partitions.get_mut(key)?;
-        offsets.begin(offset).then_some(*generation)
+        let a = self.partitions.get_mut(key)?;
+        a.offsets.begin(offset).then_some(a.generation)
     }
 
     /// Completes an offset; returns the next offset to commit if it moved.
     pub fn complete(&mut self, key: &PartitionKey, generation: u64, offset: i64) -> Option<i64> {
         match self.partitions.get_mut(key) {
-            Some((g, offsets)) if *g == generation => offsets.complete(offset),
+            Some(a) if a.generation == generation => a.offsets.complete(offset),
             _ => None,
         }
     }
 
-    /// The current generation of a partition, if it is assigned.
+    /// Records that work on an offset has started (it now counts as under way).
+    pub fn start(&mut self, key: &PartitionKey, generation: u64, offset: i64) {
+        if let Some(a) = self.partitions.get_mut(key) {
+            if a.generation == generation {
+                a.offsets.start(offset);
+            }
+        }
+    }
+
+    /// Gives an offset up unfinished (see [`PartitionOffsets::release`]).
+    pub fn release(&mut self, key: &PartitionKey, generation: u64, offset: i64) {
+        if let Some(a) = self.partitions.get_mut(key) {
+            if a.generation == generation {
+                a.offsets.release(offset);
+            }
+        }
+    }
+
+    /// The current generation of a partition, if it is assigned and not being revoked.
     pub fn generation(&self, key: &PartitionKey) -> Option<u64> {
-        self.partitions.get(key).map(|(g, _)| *g)
+        self.partitions
+            .get(key)
+            .filter(|a| !a.revoking)
+            .map(|a| a.generation)
     }
 
     /// Records received and not yet committable, over all partitions.
     pub fn in_flight(&self) -> usize {
-        self.partitions.values().map(|(_, o)| o.len()).sum()
+        self.partitions.values().map(|a| a.offsets.len()).sum()
     }
 }
 
@@ -180,6 +282,45 @@ mod tests {
         assert_eq!(t.complete(&key, g1, 0), None);
         assert_eq!(t.complete(&key, g2, 0), Some(1));
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn revocation_lets_work_under_way_complete_then_reports_the_commit_point() {
+        let mut t = OffsetTracker::default();
+        let key = PartitionKey {
+            topic: "t".into(),
+            partition: 0,
+        };
+        let g = t.begin(&key, 0).unwrap();
+        for o in 1..5 {
+            t.begin(&key, o);
+        }
+        for o in 0..4 {
+            t.start(&key, g, o);
+        }
+        assert_eq!(t.complete(&key, g, 0), Some(1));
+        t.start_revoke(&key);
+        // Nothing new is current, but completions still count.
+        assert_eq!(t.generation(&key), None);
+        assert_eq!(t.open_in(std::slice::from_ref(&key)), 3);
+        assert_eq!(t.complete(&key, g, 1), Some(2));
+        t.release(&key, g, 2);
+        assert_eq!(t.complete(&key, g, 3), None);
+        // Offset 4 was never taken up: it does not hold the revocation back.
+        assert_eq!(t.open_in(std::slice::from_ref(&key)), 0);
+        // The released offset 2 is never passed: its next owner processes it again.
+        assert_eq!(t.revoke(&key), Some(2));
+        assert_eq!(t.revoke(&key), None);
+    }
+
+    #[test]
+    fn a_released_offset_cannot_be_completed_later() {
+        let mut p = PartitionOffsets::default();
+        p.begin(0);
+        p.release(0);
+        assert_eq!(p.complete(0), None);
+        assert_eq!(p.open(), 0);
+        assert_eq!(p.len(), 1);
     }
 
     #[test]

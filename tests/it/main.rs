@@ -8,6 +8,7 @@ mod config_cli;
 mod crash;
 mod delivery;
 mod invalid;
+mod observe;
 mod restart;
 mod retries;
 mod security;

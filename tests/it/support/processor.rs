@@ -34,6 +34,8 @@ pub fn env_for(topics: &Topics, store: &Path, ca: &Path) -> Vec<(String, String)
             "FW_DELIVERY__RETRY_SCHEDULE_SECS".into(),
             "[0.2, 0.2]".into(),
         ),
+        // Several processors run at once: each takes a free port for its metrics and probes.
+        ("FW_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
         ("FW_LOG__FORMAT".into(), "json".into()),
         ("FW_LOG__FILTER".into(), "info".into()),
     ]
@@ -62,6 +64,15 @@ impl Processor {
         };
         p.wait_log("processing input", 1);
         p
+    }
+
+    /// The address of the processor's metrics and probes port (from its log).
+    pub fn http_addr(&mut self) -> String {
+        let line = self.wait_log("serving /metrics, /healthz and /readyz", 1);
+        line[0]["fields"]["addr"]
+            .as_str()
+            .expect("addr in log")
+            .to_owned()
     }
 
     /// The processor's log, one JSON object per line.

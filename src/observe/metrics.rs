@@ -1,0 +1,253 @@
+//! Prometheus metrics, all named `feedback_webhooks_*`.
+//!
+//! Every label has a bounded set of values: topics and partitions (fixed by the deployment),
+//! outcome statuses and reasons (fixed by the SPEC), HTTP status classes, breaker states.
+//! Nothing is labelled by org, sandbox, campaign or event: a platform has as many tenants as
+//! it has customers, and one series per tenant would grow the scrape without bound. The
+//! one per-endpoint series, `circuit_open`, is capped at [`MAX_OPEN_SERIES`] endpoints and
+//! rebuilt on every scrape, so it names the endpoints an operator must look at without
+//! growing with the number of tenants; the full list is in the log.
+
+use std::sync::{Mutex, OnceLock};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// At most this many endpoints are named by `feedback_webhooks_circuit_open`.
+pub const MAX_OPEN_SERIES: usize = 20;
+
+type Hook = Box<dyn Fn(&Metrics) + Send + Sync>;
+
+pub struct Metrics {
+    registry: Registry,
+    /// Records read, by topic (input topics and retry tiers).
+    pub events_consumed: IntCounterVec,
+    /// Outcomes written, by status and reason (`none` when there is no reason).
+    pub outcomes: IntCounterVec,
+    /// Delivery attempts by result: `2xx`…`5xx`, `timeout`, `network`, `blocked`.
+    pub attempts: IntCounterVec,
+    /// Duration of delivery attempts that reached the endpoint or timed out.
+    pub attempt_seconds: Histogram,
+    /// Parked events this instance holds, waiting for their next attempt.
+    pub retries_pending: IntGauge,
+    /// Events parked onto a retry tier, by tier.
+    pub retries_parked: IntCounterVec,
+    /// HTTP requests to webhooks under way.
+    pub deliveries_in_flight: IntGauge,
+    /// Endpoints known to this instance, by breaker state (`closed`, `open`, `half_open`).
+    pub circuit_breakers: IntGaugeVec,
+    /// 1 for each endpoint whose breaker is open or half-open (at most [`MAX_OPEN_SERIES`]).
+    pub circuit_open: IntGaugeVec,
+    /// Config records read, by result: `applied`, `deleted`, `refused`.
+    pub config_records: IntCounterVec,
+    /// Records in the local config cache (RocksDB's estimate).
+    pub config_cache_entries: IntGauge,
+    /// Messages behind the partition's end, by consumer (`input`, `retry`), topic, partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Rebalance callbacks, by consumer and kind (`assign`, `revoke`).
+    pub rebalances: IntCounterVec,
+    hooks: Mutex<Vec<Hook>>,
+}
+
+/// The process's metrics (registered on first use).
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    metric
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    metric
+}
+
+impl Metrics {
+    // Registration only fails on a programming error (a bad or repeated name), caught by the
+    // unit test below: start-up may panic then.
+    fn new() -> Self {
+        let r = Registry::new_custom(Some("feedback_webhooks".into()), None)
+            .unwrap_or_else(|e| panic!("metrics registry: {e}"));
+        let attempt_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "delivery_attempt_duration_seconds",
+                "Duration of webhook delivery attempts",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(attempt_seconds.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        Metrics {
+            events_consumed: counter(
+                &r,
+                "events_consumed_total",
+                "Records read, by topic",
+                &["topic"],
+            ),
+            outcomes: counter(
+                &r,
+                "outcomes_total",
+                "Outcomes written, by status and reason",
+                &["status", "reason"],
+            ),
+            attempts: counter(
+                &r,
+                "delivery_attempts_total",
+                "Webhook delivery attempts, by result class",
+                &["class"],
+            ),
+            attempt_seconds,
+            retries_pending: gauge(
+                &r,
+                "retries_pending",
+                "Parked events held by this instance, waiting for their next attempt",
+            ),
+            retries_parked: counter(
+                &r,
+                "retries_parked_total",
+                "Events parked onto a retry tier, by tier",
+                &["tier"],
+            ),
+            deliveries_in_flight: gauge(&r, "deliveries_in_flight", "Webhook requests under way"),
+            circuit_breakers: gauge_vec(
+                &r,
+                "circuit_breakers",
+                "Endpoints known to this instance, by circuit-breaker state",
+                &["state"],
+            ),
+            circuit_open: gauge_vec(
+                &r,
+                "circuit_open",
+                "1 per endpoint (origin) whose breaker is open or half-open, at most 20",
+                &["endpoint", "state"],
+            ),
+            config_records: counter(
+                &r,
+                "config_records_total",
+                "Config-topic records read, by result",
+                &["result"],
+            ),
+            config_cache_entries: gauge(
+                &r,
+                "config_cache_entries",
+                "Webhook and campaign records in the local config cache (estimate)",
+            ),
+            consumer_lag: gauge_vec(
+                &r,
+                "consumer_lag",
+                "Messages between the committed position and the partition's end",
+                &["consumer", "topic", "partition"],
+            ),
+            rebalances: counter(
+                &r,
+                "rebalances_total",
+                "Consumer-group rebalance callbacks, by consumer and kind",
+                &["consumer", "kind"],
+            ),
+            registry: r,
+            hooks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Registers work to run before each scrape (gauges computed from live state).
+    pub fn on_scrape(&self, hook: impl Fn(&Metrics) + Send + Sync + 'static) {
+        if let Ok(mut hooks) = self.hooks.lock() {
+            hooks.push(Box::new(hook));
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        if let Ok(hooks) = self.hooks.lock() {
+            for hook in hooks.iter() {
+                hook(self);
+            }
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The class of an attempt's result for `delivery_attempts_total`.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_with_the_prefix() {
+        let m = metrics();
+        m.events_consumed.with_label_values(&["t"]).inc();
+        m.outcomes.with_label_values(&["delivered", "none"]).inc();
+        m.attempts.with_label_values(&["2xx"]).inc();
+        m.attempt_seconds.observe(0.1);
+        m.circuit_breakers.with_label_values(&["open"]).set(1);
+        m.circuit_open
+            .with_label_values(&["https://a.example:443", "open"])
+            .set(1);
+        m.config_records.with_label_values(&["applied"]).inc();
+        m.consumer_lag
+            .with_label_values(&["input", "t", "0"])
+            .set(3);
+        m.rebalances.with_label_values(&["input", "assign"]).inc();
+        m.retries_parked.with_label_values(&["1s"]).inc();
+        let text = m.render();
+        for name in [
+            "feedback_webhooks_events_consumed_total{topic=\"t\"} ",
+            "feedback_webhooks_outcomes_total{reason=\"none\",status=\"delivered\"} ",
+            "feedback_webhooks_delivery_attempts_total{class=\"2xx\"} ",
+            "feedback_webhooks_delivery_attempt_duration_seconds_bucket{le=\"0.25\"} ",
+            "feedback_webhooks_retries_pending ",
+            "feedback_webhooks_deliveries_in_flight ",
+            "feedback_webhooks_circuit_breakers{state=\"open\"} ",
+            "feedback_webhooks_config_records_total{result=\"applied\"} ",
+            "feedback_webhooks_config_cache_entries ",
+            "feedback_webhooks_consumer_lag{consumer=\"input\",partition=\"0\",topic=\"t\"} 3",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(429), "4xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+}
