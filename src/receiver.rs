@@ -117,22 +117,45 @@ pub type Handler = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
 
 /// Serves HTTPS on `listener` until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, handler: Handler) {
+    let (_keep, never) = tokio::sync::watch::channel(false);
+    serve_until(listener, tls, handler, never).await;
+}
+
+/// As [`serve`], until `stop` turns true: then the listener and every open connection
+/// close, as if the receiver went down.
+pub async fn serve_until(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handler: Handler,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((tcp, peer)) = accepted else {
             continue;
         };
         let acceptor = acceptor.clone();
         let handler = handler.clone();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                debug!(%peer, "TLS handshake failed");
-                return;
+            let connection = async {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    debug!(%peer, "TLS handshake failed");
+                    return;
+                };
+                let service = service_fn(move |request| answer(request, handler.clone()));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             };
-            let service = service_fn(move |request| answer(request, handler.clone()));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            tokio::select! {
+                () = connection => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
         });
     }
 }

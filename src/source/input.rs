@@ -178,6 +178,12 @@ impl InputContext {
             }
         }
         if commit.count() > 0 {
+            // Stored as well as committed: librdkafka commits the stored offsets of revoked
+            // partitions itself after this callback, and an older stored offset would move
+            // the commit back.
+            if let Err(e) = consumer.store_offsets(&commit) {
+                warn!(consumer = self.name, error = %e, "offsets not stored on revocation");
+            }
             if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
                 warn!(consumer = self.name, error = %e, "commit on revocation failed; the next owner repeats some records");
             }

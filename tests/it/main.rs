@@ -7,6 +7,7 @@ mod support;
 mod config_cli;
 mod crash;
 mod delivery;
+mod faults;
 mod invalid;
 mod observe;
 mod restart;

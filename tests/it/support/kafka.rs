@@ -18,9 +18,9 @@ pub fn bootstrap() -> String {
     std::env::var("IT_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-fn client() -> ClientConfig {
+fn client(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap());
+    c.set("bootstrap.servers", bootstrap);
     c
 }
 
@@ -31,12 +31,19 @@ pub struct Topics {
     pub config: String,
     pub outcomes: String,
     pub group: String,
+    /// The broker they live on.
+    pub bootstrap: String,
 }
 
 impl Topics {
     /// Creates fresh input (3 partitions), config (compacted, 2) and outcome topics.
     /// Panics, failing the test, when the broker does not answer.
     pub async fn create(name: &str) -> Self {
+        Self::create_on(name, &bootstrap()).await
+    }
+
+    /// As [`Topics::create`], on the broker at `bootstrap`.
+    pub async fn create_on(name: &str, bootstrap: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("it-{name}-{}", &id[..8]);
         let topics = Topics {
@@ -44,8 +51,10 @@ impl Topics {
             config: format!("{prefix}-config"),
             outcomes: format!("{prefix}-outcomes"),
             group: format!("{prefix}-group"),
+            bootstrap: bootstrap.to_owned(),
         };
-        let admin: AdminClient<DefaultClientContext> = client().create().expect("admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            client(bootstrap).create().expect("admin client");
         let input = NewTopic::new(&topics.input, 3, TopicReplication::Fixed(1))
             .set("max.message.bytes", "4194304");
         let config = NewTopic::new(&topics.config, 2, TopicReplication::Fixed(1))
@@ -58,12 +67,9 @@ impl Topics {
         )
         .await
         .unwrap_or_else(|_| {
-            panic!(
-                "Kafka at {} did not answer: start it with scripts/kafka start",
-                bootstrap()
-            )
+            panic!("Kafka at {bootstrap} did not answer: start it with scripts/kafka start")
         })
-        .unwrap_or_else(|e| panic!("Kafka at {} refused topic creation: {e}", bootstrap()));
+        .unwrap_or_else(|e| panic!("Kafka at {bootstrap} refused topic creation: {e}"));
         for r in results {
             r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
         }
@@ -77,7 +83,11 @@ pub struct Producer {
 
 impl Producer {
     pub fn new() -> Self {
-        let inner = client()
+        Self::on(&bootstrap())
+    }
+
+    pub fn on(bootstrap: &str) -> Self {
+        let inner = client(bootstrap)
             .set("message.max.bytes", "4194304")
             .set("linger.ms", "5")
             .create()
@@ -121,7 +131,11 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(topic: &str) -> Self {
-        let consumer: BaseConsumer = client()
+        Self::on(topic, &bootstrap())
+    }
+
+    pub fn on(topic: &str, bootstrap: &str) -> Self {
+        let consumer: BaseConsumer = client(bootstrap)
             .set("group.id", "it-reader")
             .set("enable.auto.commit", "false")
             .create()

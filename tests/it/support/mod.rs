@@ -76,15 +76,20 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(name: &str) -> Self {
+        Self::start_on(name, &kafka::bootstrap()).await
+    }
+
+    /// As [`Harness::start`], on the broker at `bootstrap`.
+    pub async fn start_on(name: &str, bootstrap: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let topics = Topics::create(name).await;
+        let topics = Topics::create_on(name, bootstrap).await;
         let receiver = TestReceiver::start(dir.path()).await;
         let env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
         Harness {
             dir,
             topics,
             receiver,
-            producer: Producer::new(),
+            producer: Producer::on(bootstrap),
             env,
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::kafka::{bootstrap, Topics};
+use super::kafka::Topics;
 use super::PATIENCE;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_feedback-webhooks");
@@ -14,7 +14,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_feedback-webhooks");
 /// Environment for a processor or CLI bound to one test's topics.
 pub fn env_for(topics: &Topics, store: &Path, ca: &Path) -> Vec<(String, String)> {
     vec![
-        ("FW_KAFKA__BOOTSTRAP_SERVERS".into(), bootstrap()),
+        (
+            "FW_KAFKA__BOOTSTRAP_SERVERS".into(),
+            topics.bootstrap.clone(),
+        ),
         ("FW_KAFKA__GROUP_ID".into(), topics.group.clone()),
         (
             "FW_KAFKA__INPUT_TOPICS".into(),

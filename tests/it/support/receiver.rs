@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use feedback_webhooks::receiver::{bind, serve, LocalCa, Received, Reply};
+use feedback_webhooks::receiver::{bind, serve_until, Handler, LocalCa, Received, Reply};
 
 use super::PATIENCE;
 
@@ -16,7 +16,9 @@ pub struct TestReceiver {
     pub ca_file: PathBuf,
     received: Arc<Mutex<Vec<Received>>>,
     responder: Arc<Mutex<Responder>>,
-    task: tokio::task::JoinHandle<()>,
+    tls: Arc<rustls::ServerConfig>,
+    handler: Handler,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl TestReceiver {
@@ -37,14 +39,42 @@ impl TestReceiver {
                 (responder.lock().unwrap())(r)
             })
         };
-        let task = tokio::spawn(serve(listener, ca.tls, handler));
+        let handler: Handler = handler;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve_until(
+            listener,
+            ca.tls.clone(),
+            handler.clone(),
+            stopped,
+        ));
         TestReceiver {
             addr,
             ca_file,
             received,
             responder,
-            task,
+            tls: ca.tls,
+            handler,
+            stop,
         }
+    }
+
+    /// Closes the listener and every connection: connections are refused until
+    /// [`TestReceiver::come_back`].
+    pub fn go_down(&mut self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Listens again on the same port.
+    pub async fn come_back(&mut self) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (listener, _) = bind(self.addr).await.expect("bind the same port again");
+        tokio::spawn(serve_until(
+            listener,
+            self.tls.clone(),
+            self.handler.clone(),
+            stopped,
+        ));
+        self.stop = stop;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -85,6 +115,6 @@ impl TestReceiver {
 
 impl Drop for TestReceiver {
     fn drop(&mut self) {
-        self.task.abort();
+        let _ = self.stop.send(true);
     }
 }

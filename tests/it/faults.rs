@@ -1,0 +1,509 @@
+//! The fault suite: events flow while instances join and leave the group, are killed with
+//! `kill -9`, the broker restarts and the receiver goes down. Each scenario prints an
+//! invariant report and fails unless every input event has a terminal outcome, every
+//! event is delivered, and every `delivered` outcome was received at least once.
+//! Duplicate deliveries are counted and reported, not failed: at-least-once allows them.
+//!
+//! The short variants run with the other tests; `scripts/faults` runs the long ones
+//! (`FAULTS_LONG=1`) and collects the reports (RELIABILITY.md).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use feedback_webhooks::receiver::Reply;
+
+use crate::support::kafka::{Producer, Reader};
+use crate::support::processor::Processor;
+use crate::support::receiver::TestReceiver;
+use crate::support::*;
+
+fn long() -> bool {
+    std::env::var("FAULTS_LONG").is_ok_and(|v| v == "1")
+}
+
+/// Short or long variant of a figure.
+fn pick<T>(short: T, long_: T) -> T {
+    if long() {
+        long_
+    } else {
+        short
+    }
+}
+
+/// Settings every scenario shares: retries generous enough to outlast each fault (the
+/// invariant is that everything is delivered in the end) and quick breaker probes.
+fn fault_env(h: &Harness, instance: &str) -> Vec<(String, String)> {
+    let mut env = h.env.clone();
+    env.retain(|(k, _)| k != "FW_STORE__PATH" && k != "FW_DELIVERY__RETRY_SCHEDULE_SECS");
+    let store = h.dir.path().join(format!("store-{instance}"));
+    let schedule = format!("[1, 2, 4{}]", ", 5".repeat(40));
+    env.extend([
+        ("FW_STORE__PATH".into(), store.display().to_string()),
+        ("FW_DELIVERY__RETRY_SCHEDULE_SECS".into(), schedule),
+        ("FW_DELIVERY__RETRY_MAX_AGE_SECS".into(), "900".into()),
+        ("FW_DELIVERY__BREAKER_OPEN_SECS".into(), "1".into()),
+        ("FW_DELIVERY__BREAKER_MAX_OPEN_SECS".into(), "4".into()),
+        ("FW_DELIVERY__MAX_IN_FLIGHT".into(), "64".into()),
+    ]);
+    env
+}
+
+/// One named instance of the processor that can be stopped, killed and started again.
+struct Instance {
+    name: String,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    runs: usize,
+    process: Option<Processor>,
+}
+
+impl Instance {
+    fn new(h: &Harness, name: &str) -> Self {
+        Instance {
+            name: name.into(),
+            env: fault_env(h, name),
+            dir: h.dir.path().to_owned(),
+            runs: 0,
+            process: None,
+        }
+    }
+
+    fn start(&mut self) {
+        self.runs += 1;
+        let log = self.dir.join(format!("{}-{}.log", self.name, self.runs));
+        self.process = Some(Processor::start(&self.env, log));
+    }
+
+    fn stop(&mut self) {
+        let mut p = self.process.take().expect("running");
+        let status = p.stop();
+        assert!(status.success(), "{} exited with {status}", self.name);
+    }
+
+    fn kill(&mut self) {
+        self.process.take().expect("running").kill();
+    }
+}
+
+/// Produces events at a steady rate in the background; returns the ids acknowledged.
+fn start_load(
+    bootstrap: &str,
+    topic: &str,
+    prefix: &str,
+    per_second: usize,
+    for_: Duration,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let (bootstrap, topic, prefix) = (bootstrap.to_owned(), topic.to_owned(), prefix.to_owned());
+    tokio::spawn(async move {
+        let producer = Producer::on(&bootstrap);
+        let tick = Duration::from_millis(50);
+        let per_tick = (per_second / 20).max(1);
+        let started = Instant::now();
+        let mut ids = Vec::new();
+        let mut next = 0;
+        while started.elapsed() < for_ {
+            let batch: Vec<String> = (next..next + per_tick)
+                .map(|i| format!("{prefix}-{i}"))
+                .collect();
+            next += per_tick;
+            let events: Vec<Vec<u8>> = batch
+                .iter()
+                .map(|id| serde_json::to_vec(&spec_event(id)).expect("event"))
+                .collect();
+            let sends = batch
+                .iter()
+                .zip(&events)
+                .map(|(id, event)| producer.send(&topic, Some(id), Some(event)));
+            futures::future::join_all(sends).await;
+            ids.extend(batch);
+            let due = started + tick * (next / per_tick) as u32;
+            tokio::time::sleep_until(due.into()).await;
+        }
+        ids
+    })
+}
+
+/// Reads outcomes until every id has one, or fails after `patience`.
+fn wait_for_outcomes(outcomes: &mut Reader, ids: &[String], patience: Duration) {
+    let until = Instant::now() + patience;
+    loop {
+        outcomes.poll_for(Duration::from_millis(500));
+        let done: HashSet<&str> = outcomes
+            .records
+            .iter()
+            .filter_map(|o| o["eventId"].as_str())
+            .collect();
+        let missing = ids.iter().filter(|id| !done.contains(id.as_str())).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{missing} of {} events have no outcome after {patience:?}",
+            ids.len()
+        );
+    }
+}
+
+/// What a scenario's run shows about the guarantees.
+struct Report {
+    scenario: String,
+    events: usize,
+    /// Events with at least one terminal outcome.
+    with_outcome: usize,
+    /// Events with more than one outcome (a record processed again after a fault).
+    repeated_outcomes: usize,
+    statuses: BTreeMap<String, usize>,
+    /// Events delivered (per their outcome) that the receiver never saw: must be 0.
+    delivered_not_received: usize,
+    requests: usize,
+    /// Requests beyond the first for the same event.
+    duplicate_deliveries: usize,
+    /// Rebalance revocations seen in the instances' logs, and the records they released
+    /// unfinished after the grace period.
+    revocations: usize,
+    released: u64,
+    /// Warnings and errors the instances logged, by message.
+    warnings: BTreeMap<String, usize>,
+    elapsed: Duration,
+}
+
+/// Revocations, released records and warnings in every processor log of `dir`.
+fn scan_logs(dir: &Path) -> (usize, u64, BTreeMap<String, usize>) {
+    let (mut revocations, mut released, mut warnings) = (0, 0, BTreeMap::new());
+    let files = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    for file in files.filter(|f| f.path().extension().is_some_and(|e| e == "log")) {
+        let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let message = v["fields"]["message"].as_str().unwrap_or_default();
+            if message == "partitions revoked" && v["fields"]["consumer"] == "input" {
+                revocations += 1;
+                released += v["fields"]["released"].as_u64().unwrap_or(0);
+            }
+            if v["level"] == "WARN" || v["level"] == "ERROR" {
+                *warnings.entry(message.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    (revocations, released, warnings)
+}
+
+impl Report {
+    fn build(
+        scenario: &str,
+        ids: &[String],
+        outcomes: &Reader,
+        receiver: &TestReceiver,
+        logs: &Path,
+        started: Instant,
+    ) -> Self {
+        let (revocations, released, warnings) = scan_logs(logs);
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut per_event: HashMap<&str, Vec<&str>> = HashMap::new();
+        for o in &outcomes.records {
+            if let Some(id) = o["eventId"].as_str().filter(|id| wanted.contains(id)) {
+                per_event
+                    .entry(id)
+                    .or_default()
+                    .push(o["status"].as_str().unwrap_or("?"));
+            }
+        }
+        let received = receiver.received();
+        let mut receipts: HashMap<String, usize> = HashMap::new();
+        for r in &received {
+            if let Some(id) = r.header("webhook-id") {
+                *receipts.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+        let mut statuses = BTreeMap::new();
+        let mut delivered_not_received = 0;
+        for statuses_of in per_event.values() {
+            // The event's final word is its last outcome.
+            let last = statuses_of.last().copied().unwrap_or("?");
+            *statuses.entry(last.to_owned()).or_default() += 1;
+        }
+        for (id, statuses_of) in &per_event {
+            if statuses_of.contains(&"delivered") && !receipts.contains_key(*id) {
+                delivered_not_received += 1;
+            }
+        }
+        Report {
+            scenario: scenario.into(),
+            events: ids.len(),
+            with_outcome: per_event.len(),
+            repeated_outcomes: per_event.values().filter(|s| s.len() > 1).count(),
+            statuses,
+            delivered_not_received,
+            requests: received.len(),
+            duplicate_deliveries: receipts.values().map(|n| n - 1).sum(),
+            revocations,
+            released,
+            warnings,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Prints the report (and appends it to `$FAULTS_REPORT`), then checks the invariants.
+    fn check(&self) {
+        println!("{self}");
+        if let Ok(path) = std::env::var("FAULTS_REPORT") {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(f, "{self}");
+            }
+        }
+        assert_eq!(self.with_outcome, self.events, "events lost:\n{self}");
+        assert_eq!(
+            self.statuses.get("delivered").copied().unwrap_or(0),
+            self.events,
+            "not every event was delivered:\n{self}"
+        );
+        assert_eq!(self.delivered_not_received, 0, "{self}");
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "== fault scenario {} ({} variant, {:.0} s) ==",
+            self.scenario,
+            if long() { "long" } else { "short" },
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(f, "  input events                    {}", self.events)?;
+        writeln!(
+            f,
+            "  with a terminal outcome         {} (lost: {})",
+            self.with_outcome,
+            self.events - self.with_outcome
+        )?;
+        writeln!(f, "  final statuses                  {:?}", self.statuses)?;
+        writeln!(
+            f,
+            "  delivered but never received    {}",
+            self.delivered_not_received
+        )?;
+        writeln!(f, "  requests received               {}", self.requests)?;
+        writeln!(
+            f,
+            "  duplicate deliveries            {}",
+            self.duplicate_deliveries
+        )?;
+        writeln!(
+            f,
+            "  events with repeated outcomes   {}",
+            self.repeated_outcomes
+        )?;
+        writeln!(
+            f,
+            "  input revocations               {} (records released unfinished: {})",
+            self.revocations, self.released
+        )?;
+        write!(f, "  warnings logged                 {:?}", self.warnings)
+    }
+}
+
+async fn fault_harness(name: &str, bootstrap: &str) -> Harness {
+    let h = Harness::start_on(name, bootstrap).await;
+    // A little latency keeps deliveries under way when a fault strikes.
+    h.receiver.respond(|_| Reply {
+        delay: Some(Duration::from_millis(5)),
+        ..Reply::status(200)
+    });
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    h
+}
+
+async fn sleep_secs(s: u64) {
+    tokio::time::sleep(Duration::from_secs(s)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_1_to_3_to_1_while_events_flow() {
+    let h = fault_harness("scale", &kafka::bootstrap()).await;
+    let started = Instant::now();
+    let rounds = pick(1, 3);
+    let mut a = Instance::new(&h, "a");
+    let mut b = Instance::new(&h, "b");
+    let mut c = Instance::new(&h, "c");
+    a.start();
+    let load = start_load(
+        &h.topics.bootstrap,
+        &h.topics.input,
+        "scale",
+        100,
+        Duration::from_secs(20 * rounds),
+    );
+    for _ in 0..rounds {
+        sleep_secs(3).await;
+        b.start();
+        sleep_secs(3).await;
+        c.start();
+        sleep_secs(6).await;
+        c.stop();
+        sleep_secs(3).await;
+        b.stop();
+        sleep_secs(5).await;
+    }
+    let ids = load.await.expect("load");
+    let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
+    wait_for_outcomes(&mut outcomes, &ids, Duration::from_secs(180));
+    outcomes.poll_for(Duration::from_secs(2));
+    a.stop();
+    let report = Report::build(
+        "scale 1→3→1",
+        &ids,
+        &outcomes,
+        &h.receiver,
+        h.dir.path(),
+        started,
+    );
+    report.check();
+    // Instances that join and leave gracefully hand over completed work: only a record
+    // released unfinished after the grace period may be delivered twice.
+    assert!(
+        report.duplicate_deliveries as u64 <= report.released,
+        "graceful rebalances duplicated deliveries:\n{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_repeatedly_during_load() {
+    let h = fault_harness("kill9", &kafka::bootstrap()).await;
+    let started = Instant::now();
+    let kills = pick(3, 10);
+    let mut instances = [Instance::new(&h, "a"), Instance::new(&h, "b")];
+    instances.iter_mut().for_each(Instance::start);
+    let load = start_load(
+        &h.topics.bootstrap,
+        &h.topics.input,
+        "kill9",
+        100,
+        Duration::from_secs(6 * kills as u64 + 4),
+    );
+    for k in 0..kills {
+        sleep_secs(5).await;
+        let victim = &mut instances[k % 2];
+        victim.kill();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        victim.start();
+    }
+    let ids = load.await.expect("load");
+    let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
+    wait_for_outcomes(&mut outcomes, &ids, Duration::from_secs(240));
+    outcomes.poll_for(Duration::from_secs(2));
+    instances.iter_mut().for_each(Instance::stop);
+    let name = format!("kill -9 ×{kills}");
+    Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started).check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receiver_down_then_back() {
+    let mut h = fault_harness("receiver-down", &kafka::bootstrap()).await;
+    let started = Instant::now();
+    let down = pick(15, 60);
+    let mut a = Instance::new(&h, "a");
+    a.start();
+    let load = start_load(
+        &h.topics.bootstrap,
+        &h.topics.input,
+        "down",
+        50,
+        Duration::from_secs(down + 15),
+    );
+    sleep_secs(5).await;
+    h.receiver.go_down();
+    sleep_secs(down).await;
+    h.receiver.come_back().await;
+    let ids = load.await.expect("load");
+    let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
+    wait_for_outcomes(&mut outcomes, &ids, Duration::from_secs(180));
+    outcomes.poll_for(Duration::from_secs(2));
+    a.stop();
+    let name = format!("receiver down {down} s");
+    Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started).check();
+}
+
+/// A broker of the scenario's own (ports 19092/19093), so stopping it disturbs no other test.
+struct OwnBroker {
+    home: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    const BOOTSTRAP: &str = "127.0.0.1:19092";
+
+    fn script(&self, action: &str) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut command = Command::new(root.join("scripts/kafka"));
+        command
+            .arg(action)
+            .env("KAFKA_PORT", "19092")
+            .env("KAFKA_CONTROLLER_PORT", "19093")
+            .env("KAFKA_HOME_DIR", self.home.path());
+        let shared = root.join(".kafka/libs");
+        if shared.join(".complete").exists() {
+            command.env("KAFKA_LIBS", shared);
+        }
+        let status = command.status().expect("scripts/kafka");
+        assert!(status.success(), "scripts/kafka {action} failed");
+    }
+
+    fn start() -> Self {
+        let broker = OwnBroker {
+            home: tempfile::tempdir().expect("broker dir"),
+        };
+        broker.script("start");
+        broker
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_stop_and_start_during_load() {
+    let broker = OwnBroker::start();
+    let h = fault_harness("broker", OwnBroker::BOOTSTRAP).await;
+    let started = Instant::now();
+    let down = pick(10, 30);
+    let mut a = Instance::new(&h, "a");
+    let mut b = Instance::new(&h, "b");
+    a.start();
+    b.start();
+    let load = start_load(
+        &h.topics.bootstrap,
+        &h.topics.input,
+        "broker",
+        100,
+        Duration::from_secs(down + 20),
+    );
+    sleep_secs(6).await;
+    broker.script("stop");
+    sleep_secs(down).await;
+    broker.script("start");
+    let ids = load.await.expect("load");
+    let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
+    wait_for_outcomes(&mut outcomes, &ids, Duration::from_secs(240));
+    outcomes.poll_for(Duration::from_secs(2));
+    a.stop();
+    b.stop();
+    let name = format!("broker down {down} s");
+    let report = Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started);
+    drop(h);
+    drop(broker);
+    report.check();
+}
