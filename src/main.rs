@@ -51,7 +51,13 @@ enum Command {
         /// HTTP status to answer with.
         #[arg(long, default_value_t = 200)]
         status: u16,
+        /// A DNS name to add to the certificate (repeatable), e.g. a compose service name.
+        #[arg(long = "name")]
+        names: Vec<String>,
     },
+    /// Check the settings (file and FW_* environment) and print what they resolve to.
+    /// Files they name (CA, keys) are read when the processor starts.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -159,11 +165,33 @@ async fn main() -> ExitCode {
                     e.to_string()
                 })
         }
+        Command::Check => {
+            let k = &settings.kafka;
+            println!(
+                "settings OK: brokers {} group {} input {:?} config {} outcomes {} retries {}-*; \
+                 cache {}; operator port {}; drain {} s",
+                k.bootstrap_servers,
+                k.group_id,
+                k.input_topics,
+                k.config_topic,
+                k.outcome_topic,
+                settings.retry_topic_prefix(),
+                settings.store.path.display(),
+                if settings.http.listen.is_empty() {
+                    "off"
+                } else {
+                    &settings.http.listen
+                },
+                settings.shutdown.drain_deadline_secs
+            );
+            Ok(())
+        }
         Command::Receiver {
             listen,
             ca_out,
             status,
-        } => receiver_cmd::run(listen, &ca_out, status)
+            names,
+        } => receiver_cmd::run(listen, &ca_out, status, &names)
             .await
             .map_err(|e| e.to_string()),
         Command::Config(command) => config(&settings, command).await,

@@ -258,6 +258,10 @@ impl Settings {
         if self.log.format != "text" && self.log.format != "json" {
             return bad("log.format must be \"text\" or \"json\"");
         }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad("http.listen must be an address like 0.0.0.0:9464 (or empty for none)");
+        }
         Ok(())
     }
 

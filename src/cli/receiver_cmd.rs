@@ -10,8 +10,17 @@ use serde_json::{json, Value};
 use crate::domain::time::rfc3339_millis;
 use crate::receiver::{bind, serve, LocalCa, Received, ReceiverError, Reply};
 
-pub async fn run(listen: SocketAddr, ca_out: &Path, status: u16) -> Result<(), ReceiverError> {
-    let ca = LocalCa::generate(&["localhost", "127.0.0.1", "::1"])?;
+/// `names`: extra DNS names for the receiver's certificate (besides localhost and loopback),
+/// e.g. its service name in docker-compose.
+pub async fn run(
+    listen: SocketAddr,
+    ca_out: &Path,
+    status: u16,
+    names: &[String],
+) -> Result<(), ReceiverError> {
+    let mut all = vec!["localhost", "127.0.0.1", "::1"];
+    all.extend(names.iter().map(String::as_str));
+    let ca = LocalCa::generate(&all)?;
     std::fs::write(ca_out, &ca.ca_pem)?;
     let (listener, local) = bind(listen).await?;
     eprintln!(

@@ -10,6 +10,7 @@ mod delivery;
 mod faults;
 mod invalid;
 mod observe;
+mod packaging;
 mod restart;
 mod retries;
 mod security;
