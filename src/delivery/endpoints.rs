@@ -127,15 +127,31 @@ impl Endpoints {
 
     /// Reports how a request to `key` went (see [`Breaker::record`]).
     pub fn report(&self, key: &str, healthy: bool) {
+        use crate::domain::breaker::State;
         let endpoint = self.endpoint(key);
-        endpoint
-            .breaker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(Instant::now(), healthy);
+        let (before, after) = {
+            let mut breaker = endpoint.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let before = breaker.state();
+            breaker.record(Instant::now(), healthy);
+            (before, breaker.state())
+        };
+        // Transitions are logged with the endpoint's origin (never a path or query, which
+        // may carry tokens); the metrics only name a bounded few.
+        match (before, after) {
+            (State::Closed { .. } | State::HalfOpen { .. }, State::Open { cooldown, .. }) => {
+                tracing::warn!(
+                    endpoint = key,
+                    cooldown_secs = cooldown.as_secs(),
+                    "circuit breaker opened"
+                )
+            }
+            (State::Open { .. } | State::HalfOpen { .. }, State::Closed { .. }) => {
+                tracing::info!(endpoint = key, "circuit breaker closed")
+            }
+            _ => {}
+        }
     }
 
-    /// Endpoints whose breaker is not closed.
     /// Endpoints by breaker state (closed, open, half-open), and up to `limit` endpoints
     /// whose breaker is not closed, longest cool-down first, with their state.
     pub fn breaker_states(&self, limit: usize) -> ([usize; 3], Vec<(String, &'static str)>) {

@@ -270,10 +270,23 @@ impl InputConsumer {
         // Fetch sizes allow the largest event we accept plus headroom, so an oversized event
         // is still read (and recorded as invalid) rather than stalling the partition.
         let fetch_max = (s.max_record_bytes * 2).max(1 << 20).to_string();
-        let consumer: StreamConsumer<InputContext> = client_config(kafka)
+        let mut config = client_config(kafka);
+        // A member that dies without leaving (kill -9, a lost node) holds its partitions
+        // until its session times out; librdkafka's 45 s default is a long stall for
+        // feedback meant to be real-time. `kafka.properties` may set another value.
+        for (key, value) in [
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "2000"),
+        ] {
+            if !kafka.properties.contains_key(key) {
+                config.set(key, value);
+            }
+        }
+        let consumer: StreamConsumer<InputContext> = config
             .set("group.id", s.group)
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
+            // What a crash makes the next owner repeat: at most this much completed work.
+            .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
