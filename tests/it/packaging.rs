@@ -285,6 +285,44 @@ fn find<'a>(objects: &'a [(String, Yaml)], kind: &str, name: &str) -> &'a Yaml {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
+/// The oldest Kubernetes the manifests target (the `preStop.sleep` action needs 1.30).
+const KUBERNETES_VERSION: &str = "1.30";
+
+#[test]
+fn kubernetes_manifests_match_the_api_schemas() {
+    // kubernetes-validate (PyPI) bundles the API's JSON schemas; strict mode refuses
+    // misspelt or misplaced fields. scripts/test installs it.
+    let kustomization = &yaml_docs("deploy/kubernetes/kustomization.yaml")[0];
+    let files: Vec<PathBuf> = get(kustomization, "resources")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| root().join("deploy/kubernetes").join(f.as_str().unwrap()))
+        .collect();
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "-k",
+            KUBERNETES_VERSION,
+        ])
+        .args(&files)
+        .output()
+        .expect("python3");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "kubernetes-validate refused the manifests (pip install kubernetes-validate):\n{report}"
+    );
+    let passed = report.matches(" passed for resource ").count();
+    assert_eq!(passed, kube_objects().len(), "{report}");
+}
+
 #[test]
 fn kubernetes_manifests_are_complete_and_consistent() {
     let objects = kube_objects();
