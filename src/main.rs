@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
-use feedback_webhooks::cli::{config_cmd, receiver_cmd};
+use feedback_webhooks::cli::{config_cmd, receiver_cmd, replay_cmd};
 use feedback_webhooks::domain::config::ConfigKey;
 use feedback_webhooks::domain::secret::SealingKey;
 use feedback_webhooks::pipeline;
@@ -55,6 +55,10 @@ enum Command {
         #[arg(long = "name")]
         names: Vec<String>,
     },
+    /// Redeliver events: select them from a bounded window of the input topics (or the
+    /// events whose outcome failed) and queue them for the running processor, which
+    /// delivers them again with the current config. Prints the replay id first.
+    Replay(replay_cmd::ReplayArgs),
     /// Check the settings (file and FW_* environment) and print what they resolve to.
     /// Files they name (CA, keys) are read when the processor starts.
     Check,
@@ -165,6 +169,9 @@ async fn main() -> ExitCode {
                     e.to_string()
                 })
         }
+        Command::Replay(args) => replay_cmd::run(&settings, &args)
+            .await
+            .map_err(|e| e.to_string()),
         Command::Check => {
             let k = &settings.kafka;
             println!(

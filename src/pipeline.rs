@@ -25,9 +25,10 @@ use crate::delivery::{
 };
 use crate::domain::event::{self, EventError, FeedbackEvent};
 use crate::domain::matching::Decision;
-use crate::domain::outcome::{Attempt, Outcome, Reason, Source, WebhookRef};
+use crate::domain::outcome::{Attempt, Outcome, Reason, Replay, Source, WebhookRef};
 use crate::domain::parked::{tier_topics, Parked};
 use crate::domain::payload;
+use crate::domain::replay::ReplayRecord;
 use crate::domain::time::rfc3339_millis;
 use crate::join::{join, ConfigFollower, ConfigStore, StoreError};
 use crate::kafka::ensure_topics;
@@ -103,7 +104,10 @@ pub async fn run(
     }
     health.set_caught_up();
     let tiers = tier_topics(&settings.retry_topic_prefix());
-    ensure_topics(&settings.kafka, &tiers, settings.kafka.retry_partitions)
+    let replay_topic = settings.replay_topic();
+    let mut internal = tiers.clone();
+    internal.push(replay_topic.clone());
+    ensure_topics(&settings.kafka, &internal, settings.kafka.retry_partitions)
         .await
         .map_err(PipelineError::Topics)?;
 
@@ -185,6 +189,17 @@ pub async fn run(
             revoke_grace,
         },
     )?;
+    let replay_group = format!("{}-replay", kafka.group_id);
+    let replays = InputConsumer::subscribe(
+        kafka,
+        Subscription {
+            name: "replay",
+            group: &replay_group,
+            topics: std::slice::from_ref(&replay_topic),
+            max_record_bytes: settings.delivery.max_event_bytes * 2,
+            revoke_grace,
+        },
+    )?;
     info!(topics = ?kafka.input_topics, group = kafka.group_id, "processing input");
 
     let drain = Duration::from_secs(settings.shutdown.drain_deadline_secs);
@@ -214,6 +229,19 @@ pub async fn run(
                 stopping.clone(),
                 handle_parked
             ),
+            // Replays run beside live input with a bounded share of their own.
+            consume(
+                Loop {
+                    name: "replay",
+                    consumer: &replays,
+                    limit: settings.replay.max_in_flight,
+                    drain,
+                    held_gauge: None,
+                },
+                &context,
+                stopping.clone(),
+                handle_replay
+            ),
             ready_when_joined(&input, &health, stopping.clone()),
         )
     };
@@ -233,7 +261,7 @@ pub async fn run(
     (&mut loops).await;
     context.recorder.flush(Duration::from_secs(10))?;
     // Offsets are committed while the partitions are still ours, then the group is left.
-    for consumer in [&input, &retries] {
+    for consumer in [&input, &retries, &replays] {
         if let Err(e) = consumer.commit() {
             warn!(error = %e, "final commit failed; the last records may be processed again");
         }
@@ -467,7 +495,12 @@ async fn handle_input(context: Arc<Context>, record: InputRecord) -> bool {
                 .and_then(|p| serde_json::from_slice(p).ok())
                 .unwrap_or(Value::Null)
         };
-        advance(&context, &event, raw, Vec::new(), first_seen_ms, source).await;
+        let progress = Progress {
+            attempts: Vec::new(),
+            first_seen_ms,
+            replay: None,
+        };
+        advance(&context, &event, raw, progress, source).await;
     }
     .instrument(span)
     .await;
@@ -533,18 +566,80 @@ async fn handle_parked(context: Arc<Context>, record: InputRecord) -> bool {
         attempts,
         first_seen_ms,
         source,
+        replay,
         ..
     } = parked;
-    advance(
-        &context,
-        &event,
-        move || raw,
+    let progress = Progress {
         attempts,
         first_seen_ms,
+        replay,
+    };
+    advance(&context, &event, move || raw, progress, source)
+        .instrument(span)
+        .await;
+    true
+}
+
+/// Where an event stands: attempts so far, since when, and the replay redelivering it.
+struct Progress {
+    attempts: Vec<Attempt>,
+    first_seen_ms: u64,
+    replay: Option<Replay>,
+}
+
+/// A redelivery request from an operator's replay: delivered like a new event (current
+/// config, normal retries and isolation), its outcome marked with the replay.
+async fn handle_replay(context: Arc<Context>, record: InputRecord) -> bool {
+    let request: ReplayRecord = match record.payload.as_deref().map(serde_json::from_slice) {
+        Some(Ok(request)) => request,
+        other => {
+            // Written by `feedback-webhooks replay`; an unreadable one is recorded and skipped.
+            let error = other
+                .map(|r| r.err().map(|e| e.to_string()))
+                .unwrap_or_default();
+            error!(
+                topic = record.key.topic,
+                offset = record.offset,
+                ?error,
+                "unreadable replay record"
+            );
+            let source = source_of(&record);
+            let outcome = Outcome::invalid(Default::default(), Reason::InvalidEvent, source, now());
+            context.recorder.outcome(&outcome).await;
+            return true;
+        }
+    };
+    let ReplayRecord {
+        replay,
+        event: raw,
         source,
-    )
-    .instrument(span)
-    .await;
+        ..
+    } = request;
+    let bytes = serde_json::to_vec(&raw).unwrap_or_default();
+    let event = match event::parse(Some(&bytes), context.max_event_bytes) {
+        Ok(event) => event,
+        Err(e) => {
+            let reason = match e {
+                EventError::TooLarge { .. } => Reason::EventTooLarge,
+                _ => Reason::InvalidEvent,
+            };
+            warn!(replay = replay.id, error = %e, "replayed event is invalid");
+            let identity = event::identity_of_invalid(Some(&bytes), context.max_event_bytes);
+            let mut outcome = Outcome::invalid(identity, reason, source, now());
+            outcome.replay = Some(replay);
+            context.recorder.outcome(&outcome).await;
+            return true;
+        }
+    };
+    let span = event_span(&event);
+    let progress = Progress {
+        attempts: Vec::new(),
+        first_seen_ms: unix_ms(SystemTime::now()),
+        replay: Some(replay),
+    };
+    advance(&context, &event, move || raw, progress, source)
+        .instrument(span)
+        .await;
     true
 }
 
@@ -554,10 +649,14 @@ async fn advance(
     context: &Context,
     event: &FeedbackEvent,
     raw_event: impl FnOnce() -> Value,
-    attempts: Vec<Attempt>,
-    first_seen_ms: u64,
+    progress: Progress,
     source: Source,
 ) {
+    let Progress {
+        attempts,
+        first_seen_ms,
+        replay,
+    } = progress;
     let joined = loop {
         match join(&context.store, event) {
             Ok(joined) => break joined,
@@ -586,8 +685,9 @@ async fn advance(
                 Decision::Skip(reason) => reason,
                 Decision::Deliver => Reason::NoWebhook,
             };
-            let outcome =
+            let mut outcome =
                 Outcome::for_event(event, Some(reason), webhook_ref, attempts, source, now());
+            outcome.replay = replay;
             context.recorder.outcome(&outcome).await;
             return;
         }
@@ -595,7 +695,14 @@ async fn advance(
     let body = Bytes::from(payload::to_body(&payload::build(event, channel, status)));
     match context
         .deliverer
-        .step(event, &webhook, body, attempts, first_seen_ms)
+        .step(
+            event,
+            &webhook,
+            body,
+            attempts,
+            first_seen_ms,
+            replay.as_ref().map(|r| r.id.as_str()),
+        )
         .await
     {
         Step::Done {
@@ -603,7 +710,9 @@ async fn advance(
             webhook,
             attempts,
         } => {
-            let outcome = Outcome::for_event(event, reason, Some(webhook), attempts, source, now());
+            let mut outcome =
+                Outcome::for_event(event, reason, Some(webhook), attempts, source, now());
+            outcome.replay = replay;
             context.recorder.outcome(&outcome).await;
         }
         Step::Park {
@@ -620,6 +729,7 @@ async fn advance(
                 due_ms: due
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
+                replay,
             };
             debug!(
                 delay_ms = delay.as_millis() as u64,

@@ -13,6 +13,7 @@ pub const SECRET: &str = include_str!("../schemas/secret.schema.json");
 pub const PAYLOAD: &str = include_str!("../schemas/payload.schema.json");
 pub const OUTCOME: &str = include_str!("../schemas/outcome.schema.json");
 pub const RETRY: &str = include_str!("../schemas/retry.schema.json");
+pub const REPLAY: &str = include_str!("../schemas/replay.schema.json");
 
 const BASE: &str = "https://feedback-webhooks.local/schemas/";
 
@@ -33,6 +34,7 @@ impl Retrieve for Embedded {
             "payload.schema.json" => PAYLOAD,
             "outcome.schema.json" => OUTCOME,
             "retry.schema.json" => RETRY,
+            "replay.schema.json" => REPLAY,
             _ => return Err(format!("unknown schema reference {uri}").into()),
         };
         Ok(serde_json::from_str(text)?)
@@ -48,6 +50,7 @@ pub enum Kind {
     Payload,
     Outcome,
     Retry,
+    Replay,
 }
 
 fn compile(text: &str) -> Arc<Validator> {
@@ -64,7 +67,7 @@ fn compile(text: &str) -> Arc<Validator> {
     Arc::new(validator)
 }
 
-static VALIDATORS: LazyLock<[Arc<Validator>; 6]> = LazyLock::new(|| {
+static VALIDATORS: LazyLock<[Arc<Validator>; 7]> = LazyLock::new(|| {
     [
         compile(FEEDBACK_EVENT),
         compile(WEBHOOK),
@@ -72,6 +75,7 @@ static VALIDATORS: LazyLock<[Arc<Validator>; 6]> = LazyLock::new(|| {
         compile(PAYLOAD),
         compile(OUTCOME),
         compile(RETRY),
+        compile(REPLAY),
     ]
 });
 
@@ -83,6 +87,7 @@ fn validator(kind: Kind) -> &'static Validator {
         Kind::Payload => 3,
         Kind::Outcome => 4,
         Kind::Retry => 5,
+        Kind::Replay => 6,
     };
     &VALIDATORS[index]
 }
@@ -136,6 +141,7 @@ mod tests {
             Kind::Payload,
             Kind::Outcome,
             Kind::Retry,
+            Kind::Replay,
         ] {
             let _ = validator(kind);
         }

@@ -33,6 +33,26 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub shutdown: ShutdownSettings,
+    pub replay: ReplaySettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplaySettings {
+    /// Redelivery requests processed at once by one instance: the share of its capacity
+    /// replays may take (live input has `delivery.max_in_flight` of its own).
+    pub max_in_flight: usize,
+    /// `feedback-webhooks replay` asks for confirmation (or `--yes`) above this many events.
+    pub confirm_above: u64,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        ReplaySettings {
+            max_in_flight: 64,
+            confirm_above: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +115,9 @@ pub struct KafkaSettings {
     /// deployments sharing tiers would deliver each other's retries. Their consumer group is
     /// `{group_id}-retry`.
     pub retry_topic_prefix: Option<String>,
+    /// The redelivery topic replays are queued on. Default `{group_id}-replay`; consumed by
+    /// the group `{group_id}-replay`.
+    pub replay_topic: Option<String>,
     /// Partitions of retry-tier topics the processor creates.
     pub retry_partitions: i32,
     /// Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*).
@@ -157,6 +180,7 @@ impl Default for KafkaSettings {
             config_topic: "webhook-config".into(),
             outcome_topic: "webhook-outcomes".into(),
             retry_topic_prefix: None,
+            replay_topic: None,
             retry_partitions: 6,
             properties: BTreeMap::new(),
         }
@@ -235,6 +259,9 @@ impl Settings {
         if self.delivery.max_in_flight == 0 || self.delivery.max_retrying == 0 {
             return bad("delivery.max_in_flight and delivery.max_retrying must be at least 1");
         }
+        if self.replay.max_in_flight == 0 {
+            return bad("replay.max_in_flight must be at least 1");
+        }
         if self.delivery.endpoint_concurrency == 0 || self.delivery.breaker_failures == 0 {
             return bad(
                 "delivery.endpoint_concurrency and delivery.breaker_failures must be at least 1",
@@ -309,6 +336,13 @@ impl Settings {
             .retry_topic_prefix
             .clone()
             .unwrap_or_else(|| format!("{}-retry", self.kafka.group_id))
+    }
+
+    pub fn replay_topic(&self) -> String {
+        self.kafka
+            .replay_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-replay", self.kafka.group_id))
     }
 
     pub fn breaker_policy(&self) -> BreakerPolicy {

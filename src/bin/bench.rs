@@ -535,7 +535,10 @@ async fn raw_post_round(args: &Args, requests: usize) -> f64 {
                 .send(
                     &url,
                     None,
-                    &id,
+                    feedback_webhooks::delivery::sender::DeliveryIds {
+                        webhook_id: &id,
+                        replay_id: None,
+                    },
                     std::time::SystemTime::now(),
                     &Default::default(),
                     body,

@@ -2,3 +2,4 @@
 
 pub mod config_cmd;
 pub mod receiver_cmd;
+pub mod replay_cmd;

@@ -20,6 +20,18 @@ use crate::domain::retry::{parse_retry_after, AttemptResult};
 use crate::domain::time::{rfc3339_millis, unix_seconds};
 use crate::observe::metrics::{metrics, status_class};
 
+/// What identifies a delivery to the receiver.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryIds<'a> {
+    /// `webhook-id`: the event's id, the same for retries and replays.
+    pub webhook_id: &'a str,
+    /// `webhook-replay-id`, when a replay makes the delivery.
+    pub replay_id: Option<&'a str>,
+}
+
+/// Marks a delivery made by a replay; its value is the replay's id.
+pub const REPLAY_HEADER: &str = "webhook-replay-id";
+
 /// Response bodies are read (so connections can be reused) up to this many bytes, then dropped.
 const BODY_CAP: usize = 64 * 1024;
 
@@ -52,7 +64,7 @@ impl Sender {
         &self,
         url: &str,
         custom: Option<&std::collections::BTreeMap<String, String>>,
-        webhook_id: &str,
+        ids: DeliveryIds<'_>,
         at: SystemTime,
         security: &SecurityHeaders,
         body: Bytes,
@@ -69,7 +81,14 @@ impl Sender {
                 Some(blocked.to_string()),
             ));
         }
-        let mut headers = headers(custom, webhook_id, started_at).map_err(InvalidHeaders)?;
+        let mut headers = headers(custom, ids.webhook_id, started_at).map_err(InvalidHeaders)?;
+        if let Some(id) = ids.replay_id {
+            // `webhook-id` stays the event's id, so receivers de-duplicate a replay like a
+            // retry; this header tells them it is one, and which.
+            let value = HeaderValue::from_str(id)
+                .map_err(|_| InvalidHeaders("replay id is not a valid header value".into()))?;
+            headers.insert(REPLAY_HEADER, value);
+        }
         for (name, value) in [
             (AUTHORIZATION.as_str(), &security.authorization),
             ("webhook-signature", &security.signature),

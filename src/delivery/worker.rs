@@ -9,7 +9,7 @@ use tracing::{debug, warn};
 
 use super::auth::Auth;
 use super::endpoints::{endpoint_key, Endpoints, Refusal};
-use super::sender::Sender;
+use super::sender::{DeliveryIds, Sender};
 use crate::domain::config::{self, Rules, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
 use crate::domain::outcome::{Attempt, Reason, WebhookRef};
@@ -88,6 +88,7 @@ impl Deliverer {
         body: Bytes,
         mut attempts: Vec<Attempt>,
         first_seen_ms: u64,
+        replay_id: Option<&str>,
     ) -> Step {
         let used = webhook_ref(webhook);
         let done = |reason, attempts| Step::Done {
@@ -143,7 +144,10 @@ impl Deliverer {
             .send(
                 &webhook.url,
                 webhook.headers.as_ref(),
-                &event.id,
+                DeliveryIds {
+                    webhook_id: &event.id,
+                    replay_id,
+                },
                 at,
                 &security,
                 body,

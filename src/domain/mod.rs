@@ -9,6 +9,7 @@ pub mod matching;
 pub mod outcome;
 pub mod parked;
 pub mod payload;
+pub mod replay;
 pub mod retry;
 pub mod secret;
 pub mod signature;

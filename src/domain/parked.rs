@@ -52,6 +52,9 @@ pub struct Parked {
     pub first_seen_ms: u64,
     /// When the next attempt is due (Unix ms).
     pub due_ms: u64,
+    /// The replay redelivering the event, if any: its outcome and requests carry its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<super::outcome::Replay>,
 }
 
 impl Parked {
@@ -96,10 +99,24 @@ mod tests {
             }],
             first_seen_ms: 1,
             due_ms: 2,
+            replay: None,
         };
         let json: Value = serde_json::from_slice(&parked.to_json()).unwrap();
         schema::validate(Kind::Retry, &json).unwrap();
         let back: Parked = serde_json::from_value(json).unwrap();
         assert_eq!(back, parked);
+
+        // A replayed event keeps its replay through its retries.
+        let replayed = Parked {
+            replay: Some(super::super::outcome::Replay {
+                id: "replay-1".into(),
+                requested_at: "2026-11-28T10:00:00.000Z".into(),
+                source: "outcomes".into(),
+            }),
+            ..parked
+        };
+        let json: Value = serde_json::from_slice(&replayed.to_json()).unwrap();
+        schema::validate(Kind::Retry, &json).unwrap();
+        assert_eq!(serde_json::from_value::<Parked>(json).unwrap(), replayed);
     }
 }

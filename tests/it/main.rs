@@ -11,6 +11,7 @@ mod faults;
 mod invalid;
 mod observe;
 mod packaging;
+mod replay;
 mod restart;
 mod retries;
 mod security;
