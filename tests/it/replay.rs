@@ -241,3 +241,71 @@ async fn replay_of_failed_outcomes_and_of_ranges_and_its_safety_rules() {
     assert_eq!(requests_for(&h, "f-0-ok").len(), 1);
     assert!(processor.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_replay_does_not_hold_back_live_events() {
+    let h = Harness::start("replay-share").await;
+    // Replayed requests take a second each; live ones are answered at once.
+    h.receiver.respond(|r| Reply {
+        delay: r
+            .header("webhook-replay-id")
+            .map(|_| Duration::from_secs(1)),
+        ..Reply::status(200)
+    });
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let mut env = h.env.clone();
+    // One replayed event at a time: the replay's share of this instance.
+    env.push(("FW_REPLAY__MAX_IN_FLIGHT".into(), "1".into()));
+    // Two requests at once to the endpoint: a replay taking both would hold live events.
+    env.push(("FW_DELIVERY__ENDPOINT_CONCURRENCY".into(), "2".into()));
+    let mut processor =
+        crate::support::processor::Processor::start(&env, h.dir.path().join("p.log"));
+    let from = at(-2);
+    for i in 0..8 {
+        let id = format!("share-old-{i}");
+        h.producer
+            .send_json(&h.topics.input, Some(&id), &spec_event(&id))
+            .await;
+    }
+    h.receiver.wait_for(8).await;
+    replay(&h, &["--from", &from, "--to", &at(1), "--yes"]);
+
+    // While the replay trickles through its one slot, a live event goes straight through.
+    let replayed = |h: &Harness| {
+        h.receiver
+            .received()
+            .iter()
+            .filter(|r| r.header("webhook-replay-id").is_some())
+            .count()
+    };
+    let until = std::time::Instant::now() + PATIENCE;
+    while replayed(&h) == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the replay never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.producer
+        .send_json(
+            &h.topics.input,
+            Some("share-live"),
+            &spec_event("share-live"),
+        )
+        .await;
+    let until = std::time::Instant::now() + PATIENCE;
+    while requests_for(&h, "share-live").is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the live event never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done_before_live = replayed(&h);
+    assert!(
+        done_before_live <= 2,
+        "the live event waited for the whole replay ({done_before_live} of 8 replayed first)"
+    );
+    h.receiver.wait_for(17).await;
+    assert!(processor.stop().success());
+}
