@@ -28,7 +28,14 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 async fn metrics_and_probes_describe_the_work_done() {
     let h = Harness::start("metrics").await;
     h.configure(ORG, &h.receiver.url("/hook")).await;
-    let mut processor = h.processor("processor");
+    let mut env = h.env.clone();
+    // Attempts are logged at debug level, inside their event's span.
+    env.push((
+        "FW_LOG__FILTER".into(),
+        "info,feedback_webhooks::delivery=debug".into(),
+    ));
+    let mut processor =
+        crate::support::processor::Processor::start(&env, h.dir.path().join("processor.log"));
     let addr = processor.http_addr();
 
     assert_eq!(get(&addr, "/healthz").await.0, 200);
@@ -117,6 +124,14 @@ async fn metrics_and_probes_describe_the_work_done() {
     );
     // No tenant identifiers in labels.
     assert!(!text.contains(ORG) && !text.contains(SANDBOX), "{text}");
+    // JSON logs: an event's lines carry its span with the event id, org and sandbox.
+    let attempt = processor
+        .messages("attempt")
+        .into_iter()
+        .find(|l| l["span"]["event_id"] == "metrics-0")
+        .expect("an attempt logged in the span of event metrics-0");
+    assert_eq!(attempt["span"]["org"], ORG);
+    assert_eq!(attempt["span"]["sandbox"], SANDBOX);
     assert!(processor.stop().success());
 }
 
