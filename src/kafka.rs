@@ -1,6 +1,7 @@
 //! Shared Kafka client settings: every client gets the bootstrap servers and the operator's
 //! extra librdkafka properties (security settings among them).
 
+use rdkafka::consumer::Consumer;
 use rdkafka::ClientConfig;
 
 pub use crate::settings::KafkaSettings;
@@ -43,4 +44,18 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// The partition ids of `topic` (empty when it does not exist).
+pub fn partition_ids<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+) -> Result<Vec<i32>, rdkafka::error::KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(30))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }

@@ -507,28 +507,41 @@ async fn handle_input(context: Arc<Context>, record: InputRecord) -> bool {
     true
 }
 
-/// A parked record: wait until due, then join with the current config and attempt again.
-/// Returns `false` (not complete) when shutdown comes first: the record stays for a restart.
-async fn handle_parked(context: Arc<Context>, record: InputRecord) -> bool {
-    let parked: Parked = match record.payload.as_deref().map(serde_json::from_slice) {
-        Some(Ok(parked)) => parked,
+/// Reads a record of an internal topic. One that cannot be read (written by something
+/// else, or by an incompatible version) is recorded as an invalid outcome, so it is seen,
+/// and skipped.
+async fn read_internal<T: serde::de::DeserializeOwned>(
+    context: &Context,
+    record: &InputRecord,
+    kind: &str,
+) -> Option<T> {
+    match record.payload.as_deref().map(serde_json::from_slice::<T>) {
+        Some(Ok(value)) => Some(value),
         other => {
-            // Only this processor writes the tiers; an unreadable record is recorded so that
-            // it is seen, and skipped.
             let error = other
                 .map(|r| r.err().map(|e| e.to_string()))
                 .unwrap_or_default();
             error!(
                 topic = record.key.topic,
                 offset = record.offset,
+                kind,
                 ?error,
-                "unreadable parked record"
+                "unreadable internal record"
             );
-            let source = source_of(&record);
+            let source = source_of(record);
             let outcome = Outcome::invalid(Default::default(), Reason::InvalidEvent, source, now());
             context.recorder.outcome(&outcome).await;
-            return true;
+            None
         }
+    }
+}
+
+/// A parked record: wait until due, then join with the current config and attempt again.
+/// Returns `false` (not complete) when shutdown comes first: the record stays for a restart.
+async fn handle_parked(context: Arc<Context>, record: InputRecord) -> bool {
+    // Only this processor writes the tiers.
+    let Some(parked) = read_internal::<Parked>(&context, &record, "parked").await else {
+        return true;
     };
     let due = tokio::time::Instant::now()
         + Duration::from_millis(parked.due_ms.saturating_sub(unix_ms(SystemTime::now())));
@@ -590,24 +603,9 @@ struct Progress {
 /// A redelivery request from an operator's replay: delivered like a new event (current
 /// config, normal retries and isolation), its outcome marked with the replay.
 async fn handle_replay(context: Arc<Context>, record: InputRecord) -> bool {
-    let request: ReplayRecord = match record.payload.as_deref().map(serde_json::from_slice) {
-        Some(Ok(request)) => request,
-        other => {
-            // Written by `feedback-webhooks replay`; an unreadable one is recorded and skipped.
-            let error = other
-                .map(|r| r.err().map(|e| e.to_string()))
-                .unwrap_or_default();
-            error!(
-                topic = record.key.topic,
-                offset = record.offset,
-                ?error,
-                "unreadable replay record"
-            );
-            let source = source_of(&record);
-            let outcome = Outcome::invalid(Default::default(), Reason::InvalidEvent, source, now());
-            context.recorder.outcome(&outcome).await;
-            return true;
-        }
+    // Written by `feedback-webhooks replay`.
+    let Some(request) = read_internal::<ReplayRecord>(&context, &record, "replay").await else {
+        return true;
     };
     let ReplayRecord {
         replay,

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::domain::config::{self, ConfigError, ConfigKey, ConfigRecord, Rules};
 use crate::domain::time::rfc3339_millis;
-use crate::kafka::client_config;
+use crate::kafka::{client_config, partition_ids};
 use crate::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,13 +112,7 @@ fn ensure_topic(settings: &Settings) -> Result<Vec<i32>, CommandError> {
 }
 
 fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, CommandError> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let ids: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let ids = partition_ids(consumer, topic)?;
     if ids.is_empty() {
         return Err(CommandError::NoTopic(topic.to_owned()));
     }

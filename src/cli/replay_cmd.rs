@@ -27,7 +27,7 @@ use crate::domain::replay::{
     SelectionError, Tally, Window,
 };
 use crate::domain::time::rfc3339_millis;
-use crate::kafka::{client_config, ensure_topics};
+use crate::kafka::{client_config, ensure_topics, partition_ids};
 use crate::settings::Settings;
 
 /// The header that carries the replay id on redelivery records.
@@ -222,13 +222,7 @@ fn reader(settings: &Settings, purpose: &str) -> Result<BaseConsumer, ReplayErro
 }
 
 fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, ReplayError> {
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-    let ids: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let ids = partition_ids(consumer, topic)?;
     if ids.is_empty() {
         return Err(ReplayError::Refused(format!(
             "topic {topic:?} does not exist"

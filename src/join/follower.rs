@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use super::store::{ConfigStore, StoreError};
 use crate::domain::config::{self, Rules};
-use crate::kafka::{client_config, KafkaSettings};
+use crate::kafka::{client_config, partition_ids, KafkaSettings};
 use crate::observe::metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +66,7 @@ impl ConfigFollower {
             .set("enable.partition.eof", "false")
             .create()?;
 
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let partitions = partition_ids(&consumer, &topic)?;
         if partitions.is_empty() {
             return Err(FollowerError::NoTopic(topic));
         }
