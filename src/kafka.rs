@@ -17,20 +17,35 @@ pub fn client_config(kafka: &KafkaSettings) -> ClientConfig {
     config
 }
 
-/// Creates the topics that do not exist yet (for the processor's internal topics).
+/// The largest record the processor writes to its internal topics (parked and redelivery
+/// records embed an event of up to `max_event_bytes`, plus attempts), for the producers'
+/// `message.max.bytes` and the topics' `max.message.bytes`. Both defaults (about 1 MB) are
+/// below what an event at the limit needs, and a record the broker refuses could never be
+/// written: its partition would stall.
+pub fn internal_record_limit(max_event_bytes: usize) -> usize {
+    (2 * max_event_bytes + 64 * 1024).max(1 << 20)
+}
+
+/// Creates the topics that do not exist yet (for the processor's internal topics), with
+/// room for records of `max_record_bytes`.
 pub async fn ensure_topics(
     kafka: &KafkaSettings,
     topics: &[String],
     partitions: i32,
+    max_record_bytes: usize,
 ) -> Result<(), rdkafka::error::KafkaError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
 
     let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
+    let limit = max_record_bytes.to_string();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
+        .map(|t| {
+            NewTopic::new(t, partitions, TopicReplication::Fixed(-1))
+                .set("max.message.bytes", &limit)
+        })
         .collect();
     let options = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(30)));
     for result in admin.create_topics(&new, &options).await? {

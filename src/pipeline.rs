@@ -31,7 +31,7 @@ use crate::domain::payload;
 use crate::domain::replay::ReplayRecord;
 use crate::domain::time::rfc3339_millis;
 use crate::join::{join, ConfigFollower, ConfigStore, StoreError};
-use crate::kafka::ensure_topics;
+use crate::kafka::{ensure_topics, internal_record_limit};
 use crate::observe::{metrics, server, Health};
 use crate::record::{RecordError, Recorder};
 use crate::settings::Settings;
@@ -107,9 +107,15 @@ pub async fn run(
     let replay_topic = settings.replay_topic();
     let mut internal = tiers.clone();
     internal.push(replay_topic.clone());
-    ensure_topics(&settings.kafka, &internal, settings.kafka.retry_partitions)
-        .await
-        .map_err(PipelineError::Topics)?;
+    let record_limit = internal_record_limit(settings.delivery.max_event_bytes);
+    ensure_topics(
+        &settings.kafka,
+        &internal,
+        settings.kafka.retry_partitions,
+        record_limit,
+    )
+    .await
+    .map_err(PipelineError::Topics)?;
 
     let policy = Arc::new(settings.address_policy().map_err(PipelineError::Settings)?);
     if !policy.allow.is_empty() {
@@ -141,7 +147,7 @@ pub async fn run(
     let context = Arc::new(Context {
         store,
         deliverer,
-        recorder: Recorder::new(&settings.kafka, tiers.clone())?,
+        recorder: Recorder::new(&settings.kafka, tiers.clone(), record_limit)?,
         max_event_bytes: settings.delivery.max_event_bytes,
         stopping: stopping.clone(),
     });

@@ -27,7 +27,7 @@ use crate::domain::replay::{
     SelectionError, Tally, Window,
 };
 use crate::domain::time::rfc3339_millis;
-use crate::kafka::{client_config, ensure_topics, partition_ids};
+use crate::kafka::{client_config, ensure_topics, internal_record_limit, partition_ids};
 use crate::settings::Settings;
 
 /// The header that carries the replay id on redelivery records.
@@ -413,7 +413,9 @@ struct Queue {
 
 impl Queue {
     fn new(settings: &Settings, topic: String) -> Result<Self, ReplayError> {
+        let limit = internal_record_limit(settings.delivery.max_event_bytes);
         let producer = client_config(&settings.kafka)
+            .set("message.max.bytes", limit.to_string())
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "20")
@@ -745,6 +747,7 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> Result<(), ReplayErr
         &settings.kafka,
         std::slice::from_ref(&topic),
         settings.kafka.retry_partitions,
+        internal_record_limit(settings.delivery.max_event_bytes),
     )
     .await?;
     let done = already_queued(settings, &topic, &id)?;

@@ -29,8 +29,14 @@ pub struct Recorder {
 
 impl Recorder {
     /// `tier_topics`: the retry tiers' topics, shortest first (see [`crate::domain::parked`]).
-    pub fn new(kafka: &KafkaSettings, tier_topics: Vec<String>) -> Result<Self, RecordError> {
+    /// `max_record_bytes`: see [`crate::kafka::internal_record_limit`].
+    pub fn new(
+        kafka: &KafkaSettings,
+        tier_topics: Vec<String>,
+        max_record_bytes: usize,
+    ) -> Result<Self, RecordError> {
         let producer: FutureProducer = client_config(kafka)
+            .set("message.max.bytes", max_record_bytes.to_string())
             // Idempotence: broker-side retries cannot duplicate or reorder records.
             .set("enable.idempotence", "true")
             .set("acks", "all")

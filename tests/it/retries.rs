@@ -261,3 +261,24 @@ async fn deleting_the_webhook_ends_a_pending_retry_as_skipped() {
     );
     assert_eq!(receiver.received().len(), 1, "no request after the delete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_at_the_size_limit_can_be_parked_and_retried() {
+    let h = Harness::start("retry-large").await;
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    first_then_ok(&h.receiver, Reply::status(503));
+    let _processor = h.processor("processor");
+    // Just under the default max_event_bytes (1 MiB): its parked record is larger than the
+    // producer's and the broker's default record limit (about 1 MB).
+    let mut event = spec_event("large");
+    let padding = 1_040_000 - serde_json::to_vec(&event).unwrap().len();
+    event["identityMap"]["padding"] = json!([{ "id": "x".repeat(padding) }]);
+    let size = serde_json::to_vec(&event).unwrap().len();
+    assert!((1_030_000..1 << 20).contains(&size), "{size}");
+    h.producer.send_json(&h.topics.input, None, &event).await;
+
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    let outcome = outcomes.wait_for(1)[0].clone();
+    assert_eq!(outcome["status"], "delivered", "{outcome}");
+    assert_eq!(statuses(&outcome), [json!(503), json!(200)]);
+}
