@@ -190,8 +190,8 @@ pub async fn run(
             name: "retry",
             group: &retry_group,
             topics: &tiers,
-            // Parked records embed an event, so they may be a little larger than one.
-            max_record_bytes: settings.delivery.max_event_bytes * 2,
+            // Parked records embed an event and its attempts.
+            max_record_bytes: record_limit,
             revoke_grace,
         },
     )?;
@@ -202,7 +202,7 @@ pub async fn run(
             name: "replay",
             group: &replay_group,
             topics: std::slice::from_ref(&replay_topic),
-            max_record_bytes: settings.delivery.max_event_bytes * 2,
+            max_record_bytes: record_limit,
             revoke_grace,
         },
     )?;
@@ -217,7 +217,7 @@ pub async fn run(
                     consumer: &input,
                     limit: settings.delivery.max_in_flight,
                     drain,
-                    held_gauge: None,
+                    in_flight_gauge: None,
                 },
                 &context,
                 stopping.clone(),
@@ -229,7 +229,7 @@ pub async fn run(
                     consumer: &retries,
                     limit: settings.delivery.max_retrying,
                     drain,
-                    held_gauge: Some(&metrics().retries_pending),
+                    in_flight_gauge: Some(&metrics().retries_pending),
                 },
                 &context,
                 stopping.clone(),
@@ -242,7 +242,7 @@ pub async fn run(
                     consumer: &replays,
                     limit: settings.replay.max_in_flight,
                     drain,
-                    held_gauge: None,
+                    in_flight_gauge: None,
                 },
                 &context,
                 stopping.clone(),
@@ -308,7 +308,7 @@ async fn consume<F, Fut>(
         consumer,
         limit,
         drain,
-        held_gauge,
+        in_flight_gauge,
     } = l;
     let permits = Arc::new(Semaphore::new(limit));
     // Commit points reached by completed records, to store for the next commit.
@@ -332,15 +332,15 @@ async fn consume<F, Fut>(
             drop(permit);
         });
     };
-    let held_count = |permits: &Semaphore| {
-        if let Some(gauge) = held_gauge {
+    let count_in_flight = |permits: &Semaphore| {
+        if let Some(gauge) = in_flight_gauge {
             gauge.set((limit - permits.available_permits()) as i64);
         }
     };
 
     while !*stopping.borrow() {
         // Start held records while there is room; drop those whose partition moved away.
-        held_count(&permits);
+        count_in_flight(&permits);
         while let Some(record) = held.pop_front() {
             if !record.is_current() {
                 continue;
@@ -417,12 +417,12 @@ async fn consume<F, Fut>(
     while let Ok((key, generation, next)) = done_rx.try_recv() {
         consumer.store(&key, generation, next);
     }
-    held_count(&permits);
+    count_in_flight(&permits);
 }
 
 /// One consumer loop's parts.
 struct Loop<'a> {
-    /// `input` or `retry`, for logs.
+    /// `input`, `retry` or `replay`, for logs.
     name: &'static str,
     consumer: &'a InputConsumer,
     /// Records processed at once.
@@ -430,7 +430,7 @@ struct Loop<'a> {
     /// How long shutdown waits for records under way.
     drain: Duration,
     /// Set to the number of records under way (the retry loop's pending retries).
-    held_gauge: Option<&'a prometheus::IntGauge>,
+    in_flight_gauge: Option<&'a prometheus::IntGauge>,
 }
 
 /// Marks the processor ready once the input consumer has joined its group, or after a while

@@ -305,7 +305,7 @@ fn range_segments(
     Ok(segments)
 }
 
-/// Reads every record of `segments`, calling `visit(topic, partition, offset, message)`.
+/// Reads every record of `segments`, calling `visit` with each.
 fn scan(
     consumer: &BaseConsumer,
     segments: &[Segment],
@@ -529,13 +529,16 @@ enum Plan {
     },
 }
 
-/// Counts what a replay selects (the dry run), without queueing anything.
-fn count(
+/// Plans a replay and counts what it selects (the dry run), without queueing anything.
+/// Input windows are only counted when `count_input` (the count is wanted before queueing);
+/// outcome windows are always read, since that is how their events are chosen.
+fn plan(
     settings: &Settings,
     consumer: &BaseConsumer,
     args: &ReplayArgs,
     window: Window,
     ranges: &[OffsetRange],
+    count_input: bool,
     tally: &mut Tally,
 ) -> Result<(Plan, u64), ReplayError> {
     let filters = args.filters();
@@ -547,6 +550,9 @@ fn count(
             } else {
                 range_segments(consumer, ranges)?
             };
+            if !count_input {
+                return Ok((Plan::Input { segments }, 0));
+            }
             let total = segments.iter().map(|s| (s.end - s.start) as u64).sum();
             let mut progress = Progress::new(total, "counting");
             scan(consumer, &segments, |m| {
@@ -603,14 +609,14 @@ fn count(
     Ok((plan, unreadable))
 }
 
-/// Reads the planned events again and hands each to `sink`.
+/// Reads the planned events and hands each to `sink`; returns how many there were.
 fn read_plan(
     settings: &Settings,
     consumer: &BaseConsumer,
     filters: &Filters,
     plan: &Plan,
     sink: &mut dyn FnMut(Chosen) -> Result<(), ReplayError>,
-) -> Result<(), ReplayError> {
+) -> Result<u64, ReplayError> {
     let segments = match plan {
         Plan::Input { segments } => segments.clone(),
         Plan::Records { wanted } => {
@@ -679,7 +685,7 @@ fn read_plan(
             eprintln!("replay: {gone} event(s) are no longer retained in the input topics");
         }
     }
-    failure.map_or(Ok(()), Err)
+    failure.map_or(Ok(progress.matched), Err)
 }
 
 /// Runs the replay; prints the id first and a summary last.
@@ -723,8 +729,12 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> Result<(), ReplayErr
     let consumer = reader(settings, "scan")?;
 
     // 1. Count what the replay selects: the dry run, and what a confirmation is asked for.
+    // With --yes an input window is read once, while queueing.
+    let counted = args.dry_run || !args.yes || source == ReplaySource::Outcomes;
     let mut tally = Tally::default();
-    let (plan, unreadable) = count(settings, &consumer, args, window, &ranges, &mut tally)?;
+    let (plan, unreadable) = plan(
+        settings, &consumer, args, window, &ranges, counted, &mut tally,
+    )?;
     let matched = tally.total();
     if args.dry_run {
         print!("{}", tally.render());
@@ -733,7 +743,7 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> Result<(), ReplayErr
         );
         return Ok(());
     }
-    if matched == 0 {
+    if counted && matched == 0 {
         println!("replay {id}: nothing matched; nothing queued");
         return Ok(());
     }
@@ -753,7 +763,7 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> Result<(), ReplayErr
     let done = already_queued(settings, &topic, &id)?;
     let mut queue = Queue::new(settings, topic.clone())?;
     let (mut queued, mut skipped) = (0u64, 0u64);
-    read_plan(
+    let matched = read_plan(
         settings,
         &consumer,
         &args.filters(),

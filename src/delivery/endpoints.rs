@@ -183,18 +183,6 @@ impl Endpoints {
             .collect();
         (counts, named)
     }
-
-    pub fn open_count(&self) -> usize {
-        let map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        map.values()
-            .filter(|e| {
-                !matches!(
-                    e.breaker.lock().map(|b| b.state()),
-                    Ok(crate::domain::breaker::State::Closed { .. })
-                )
-            })
-            .count()
-    }
 }
 
 #[cfg(test)]
@@ -278,7 +266,9 @@ mod tests {
             Err(Refusal::Open(wait)) => assert!(wait > Duration::from_secs(29)),
             other => panic!("expected an open breaker, got {:?}", other.err()),
         }
-        assert_eq!(e.open_count(), 1);
         assert!(e.admit("b").await.is_ok());
+        let (counts, named) = e.breaker_states(5);
+        assert_eq!(counts, [1, 1, 0], "b is known and closed, a is open");
+        assert_eq!(named, vec![("a".to_owned(), "open")]);
     }
 }

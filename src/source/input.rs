@@ -387,10 +387,6 @@ impl InputConsumer {
         }
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.tracker.lock().map(|t| t.in_flight()).unwrap_or(0)
-    }
-
     /// Commits the stored offsets synchronously (at shutdown).
     pub fn commit(&self) -> Result<(), InputError> {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {

@@ -126,8 +126,10 @@ fn start_load(
     })
 }
 
-/// Reads outcomes until every id has one, or fails after `patience`.
-fn wait_for_outcomes(outcomes: &mut Reader, ids: &[String], patience: Duration) {
+/// Reads the outcome topic until every id has an outcome (failing after `patience`), and
+/// a little longer, so that outcomes written twice are in the report too.
+fn outcomes_of(h: &Harness, ids: &[String], patience: Duration) -> Reader {
+    let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
     let until = Instant::now() + patience;
     loop {
         outcomes.poll_for(Duration::from_millis(500));
@@ -138,7 +140,7 @@ fn wait_for_outcomes(outcomes: &mut Reader, ids: &[String], patience: Duration) 
             .collect();
         let missing = ids.iter().filter(|id| !done.contains(id.as_str())).count();
         if missing == 0 {
-            return;
+            break;
         }
         assert!(
             Instant::now() < until,
@@ -146,6 +148,8 @@ fn wait_for_outcomes(outcomes: &mut Reader, ids: &[String], patience: Duration) 
             ids.len()
         );
     }
+    outcomes.poll_for(Duration::from_secs(2));
+    outcomes
 }
 
 /// What a scenario's run shows about the guarantees.
@@ -359,9 +363,7 @@ async fn scale_1_to_3_to_1_while_events_flow() {
         sleep_secs(5).await;
     }
     let ids = load.await.expect("load");
-    let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
-    wait_for_outcomes(&mut outcomes, &ids, Duration::from_secs(180));
-    outcomes.poll_for(Duration::from_secs(2));
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(180));
     a.stop();
     let report = Report::build(
         "scale 1→3→1",
@@ -402,9 +404,7 @@ async fn kill_9_repeatedly_during_load() {
         victim.start();
     }
     let ids = load.await.expect("load");
-    let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
-    wait_for_outcomes(&mut outcomes, &ids, Duration::from_secs(240));
-    outcomes.poll_for(Duration::from_secs(2));
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240));
     instances.iter_mut().for_each(Instance::stop);
     let name = format!("kill -9 ×{kills}");
     Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started).check();
@@ -429,9 +429,7 @@ async fn receiver_down_then_back() {
     sleep_secs(down).await;
     h.receiver.come_back().await;
     let ids = load.await.expect("load");
-    let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
-    wait_for_outcomes(&mut outcomes, &ids, Duration::from_secs(180));
-    outcomes.poll_for(Duration::from_secs(2));
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(180));
     a.stop();
     let name = format!("receiver down {down} s");
     Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started).check();
@@ -498,9 +496,7 @@ async fn broker_stop_and_start_during_load() {
     sleep_secs(down).await;
     broker.script("start");
     let ids = load.await.expect("load");
-    let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
-    wait_for_outcomes(&mut outcomes, &ids, Duration::from_secs(240));
-    outcomes.poll_for(Duration::from_secs(2));
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240));
     a.stop();
     b.stop();
     let name = format!("broker down {down} s");

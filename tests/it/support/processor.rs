@@ -39,6 +39,9 @@ pub fn env_for(topics: &Topics, store: &Path, ca: &Path) -> Vec<(String, String)
         ),
         // Several processors run at once: each takes a free port for its metrics and probes.
         ("FW_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+        // One partition per retry tier and for the redelivery topic: every test has its
+        // own, and they add up on the local broker.
+        ("FW_KAFKA__RETRY_PARTITIONS".into(), "1".into()),
         ("FW_LOG__FORMAT".into(), "json".into()),
         ("FW_LOG__FILTER".into(), "info".into()),
     ]
