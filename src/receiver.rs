@@ -165,11 +165,17 @@ async fn answer(
     handler: Handler,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = match body.collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            // The sender went away mid-request (a crash, a timeout): nothing was delivered,
+            // so nothing is recorded or printed.
+            debug!(error = %e, "request body cut off");
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+            return Ok(response);
+        }
+    };
     let received = Received {
         at: SystemTime::now(),
         method: parts.method.to_string(),
