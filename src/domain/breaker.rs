@@ -86,6 +86,17 @@ impl Breaker {
         }
     }
 
+    /// The probe of a half-open breaker ended without a verdict (it was never sent, or it
+    /// failed for reasons that are not the destination's): the next request probes again.
+    pub fn abandon_probe(&mut self, now: Instant) {
+        if let State::HalfOpen { cooldown } = self.state {
+            self.state = State::Open {
+                until: now,
+                cooldown,
+            };
+        }
+    }
+
     /// Records the result of a request: `healthy` is false for transport errors, timeouts,
     /// 408, 429 and 5xx (the answers that are retried), true for any other answer.
     pub fn record(&mut self, now: Instant, healthy: bool) {
@@ -202,6 +213,23 @@ mod tests {
         assert_eq!(b.rejects(later), None, "due for a probe");
         assert_eq!(b.admit(later), Admission::Probe);
         assert!(b.rejects(later).is_some(), "one probe at a time");
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_request_probe() {
+        let t = Instant::now();
+        let mut b = Breaker::new(policy());
+        for _ in 0..3 {
+            b.record(t, false);
+        }
+        let later = t + Duration::from_secs(10);
+        assert_eq!(b.admit(later), Admission::Probe);
+        b.abandon_probe(later);
+        assert_eq!(b.admit(later), Admission::Probe);
+        // Only a half-open breaker has a probe to abandon.
+        let mut closed = Breaker::new(policy());
+        closed.abandon_probe(later);
+        assert_eq!(closed.admit(later), Admission::Allow);
     }
 
     #[test]

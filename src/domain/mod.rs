@@ -3,8 +3,10 @@
 
 pub mod address;
 pub mod breaker;
+pub mod concurrency;
 pub mod config;
 pub mod event;
+pub mod host_schedule;
 pub mod matching;
 pub mod outcome;
 pub mod parked;

@@ -1,0 +1,287 @@
+//! Adaptive concurrency: how many requests a destination may have in flight, found by
+//! additive increase and multiplicative decrease (AIMD), as TCP congestion control, Vector's
+//! adaptive request concurrency and Netflix's concurrency-limits do.
+//!
+//! The limit grows by one after each window of answers in which it was reached and nothing
+//! went wrong; it shrinks by a factor when a window's latency grew well past its baseline, and
+//! at once when the destination signals overload (429, 503, timeouts). Time is passed in as
+//! measured latencies, so the controller is tested without clocks.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimitPolicy {
+    pub initial: usize,
+    pub min: usize,
+    pub max: usize,
+    /// Factor applied when a window's latency grew past `latency_tolerance` × the baseline.
+    pub latency_decrease: f64,
+    /// Factor applied on an explicit overload signal.
+    pub overload_decrease: f64,
+    /// A window whose mean latency exceeds this multiple of the baseline is congested.
+    pub latency_tolerance: f64,
+    /// ... and also exceeds the baseline by at least this much: on loopback or a LAN,
+    /// sub-millisecond latencies double from scheduling noise alone.
+    pub latency_slack: Duration,
+}
+
+impl LimitPolicy {
+    /// A fixed limit (initial = max), as tests and operators who know their host want.
+    pub fn fixed(limit: usize) -> Self {
+        let limit = limit.max(1);
+        LimitPolicy {
+            initial: limit,
+            min: limit,
+            max: limit,
+            ..LimitPolicy::adaptive(limit, limit)
+        }
+    }
+
+    pub fn adaptive(initial: usize, max: usize) -> Self {
+        let max = max.max(1);
+        LimitPolicy {
+            initial: initial.clamp(1, max),
+            min: 1,
+            max,
+            latency_decrease: 0.9,
+            overload_decrease: 0.5,
+            latency_tolerance: 2.0,
+            latency_slack: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What one finished request says about its destination.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    /// Answered in this time. `latency` is relative where the caller normalises it (see
+    /// [`Limit::on_sample`]).
+    Answered { latency: Duration },
+    /// The destination said it is overloaded (429, 503), or did not answer in time.
+    Overload,
+    /// Says nothing about load (a request that was never sent, a config error).
+    Neutral,
+}
+
+/// The current limit of one destination and the window it is measuring.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    policy: LimitPolicy,
+    limit: f64,
+    /// Long-run latency when not congested (seconds), the yardstick for a window.
+    baseline: Option<f64>,
+    window: Window,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Window {
+    answers: usize,
+    latency_sum: f64,
+    /// The limit was reached at some point during the window: only then is growing useful.
+    saturated: bool,
+}
+
+/// Weight of a slower window in the baseline (see [`Limit::close_window`]).
+const BASELINE_WEIGHT: f64 = 0.1;
+
+impl Limit {
+    pub fn new(policy: LimitPolicy) -> Self {
+        Limit {
+            policy,
+            limit: policy.initial as f64,
+            baseline: None,
+            window: Window::default(),
+        }
+    }
+
+    /// Requests that may be in flight now.
+    pub fn current(&self) -> usize {
+        (self.limit as usize).clamp(self.policy.min, self.policy.max)
+    }
+
+    /// Notes that the destination had `in_flight` requests at once.
+    pub fn observe_in_flight(&mut self, in_flight: usize) {
+        if in_flight >= self.current() {
+            self.window.saturated = true;
+        }
+    }
+
+    /// Takes one finished request into account.
+    pub fn on_sample(&mut self, sample: Sample) {
+        match sample {
+            Sample::Neutral => {}
+            Sample::Overload => {
+                self.decrease(self.policy.overload_decrease);
+            }
+            Sample::Answered { latency } => {
+                self.window.answers += 1;
+                self.window.latency_sum += latency.as_secs_f64();
+                if self.window.answers >= self.current() {
+                    self.close_window();
+                }
+            }
+        }
+    }
+
+    fn close_window(&mut self) {
+        let w = std::mem::take(&mut self.window);
+        let mean = w.latency_sum / w.answers.max(1) as f64;
+        let baseline = *self.baseline.get_or_insert(mean);
+        let congested = mean > baseline * self.policy.latency_tolerance
+            && mean - baseline > self.policy.latency_slack.as_secs_f64();
+        let at_minimum = self.current() <= self.policy.min;
+        if congested && !at_minimum {
+            self.decrease(self.policy.latency_decrease);
+            return;
+        }
+        // A faster window lowers the yardstick at once. A slower one moves it only when the
+        // latency is not of our making: the limit was not reached, or it is already at its
+        // minimum (the destination became slower for good).
+        self.baseline = Some(if mean < baseline {
+            mean
+        } else if !w.saturated || at_minimum {
+            baseline + (mean - baseline) * BASELINE_WEIGHT
+        } else {
+            baseline
+        });
+        if congested {
+            return;
+        }
+        if w.saturated {
+            self.limit = (self.limit + 1.0).min(self.policy.max as f64);
+        }
+    }
+
+    fn decrease(&mut self, factor: f64) {
+        self.limit = (self.limit * factor).max(self.policy.min as f64);
+        // The window measured the old limit; start afresh.
+        self.window = Window::default();
+    }
+}
+
+/// A destination's usual latency: a slow moving average, so that a destination that is always
+/// slow is not taken for a congested one, while a sudden slowdown stands out for a while.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline(Option<f64>);
+
+/// Weight of one answer in a [`Baseline`].
+const SAMPLE_WEIGHT: f64 = 0.02;
+
+impl Baseline {
+    /// Takes `latency` into account and returns it relative to the baseline before it
+    /// (1.0: as usual).
+    pub fn observe(&mut self, latency: Duration) -> f64 {
+        let l = latency.as_secs_f64().max(1e-6);
+        let base = *self.0.get_or_insert(l);
+        self.0 = Some(base + (l - base) * SAMPLE_WEIGHT);
+        l / base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_baseline_takes_steady_slowness_as_usual_and_a_jump_as_unusual() {
+        let mut slow = Baseline::default();
+        for _ in 0..100 {
+            slow.observe(Duration::from_secs(9));
+        }
+        assert!((slow.observe(Duration::from_secs(9)) - 1.0).abs() < 1e-9);
+        let mut fast = Baseline::default();
+        for _ in 0..100 {
+            fast.observe(Duration::from_millis(2));
+        }
+        assert!(fast.observe(Duration::from_millis(20)) > 9.0);
+    }
+
+    fn ms(n: u64) -> Sample {
+        Sample::Answered {
+            latency: Duration::from_millis(n),
+        }
+    }
+
+    /// Runs `windows` full windows at the current limit with the latency `latency`.
+    fn run(limit: &mut Limit, windows: usize, latency: impl Fn(usize) -> u64) {
+        for _ in 0..windows {
+            let n = limit.current();
+            limit.observe_in_flight(n);
+            for _ in 0..n {
+                let l = latency(n);
+                limit.on_sample(ms(l));
+            }
+        }
+    }
+
+    #[test]
+    fn grows_by_one_per_saturated_window_up_to_the_maximum() {
+        let mut l = Limit::new(LimitPolicy::adaptive(4, 10));
+        run(&mut l, 3, |_| 5);
+        assert_eq!(l.current(), 7);
+        run(&mut l, 20, |_| 5);
+        assert_eq!(l.current(), 10, "never above the maximum");
+    }
+
+    #[test]
+    fn does_not_grow_when_the_limit_is_not_reached() {
+        let mut l = Limit::new(LimitPolicy::adaptive(4, 10));
+        for _ in 0..40 {
+            l.on_sample(ms(5));
+        }
+        assert_eq!(l.current(), 4);
+    }
+
+    #[test]
+    fn settles_where_latency_starts_to_grow() {
+        // A destination that serves 20 at once in 10 ms, and queues beyond that.
+        let service = |n: usize| if n <= 20 { 10 } else { 10 * n as u64 / 10 };
+        let mut l = Limit::new(LimitPolicy::adaptive(4, 500));
+        run(&mut l, 2_000, service);
+        let settled = l.current();
+        assert!(
+            (15..=45).contains(&settled),
+            "settled at {settled}, not near the destination's capacity of 20"
+        );
+    }
+
+    #[test]
+    fn a_destination_that_became_slower_for_good_is_learnt() {
+        let mut l = Limit::new(LimitPolicy::adaptive(8, 64));
+        run(&mut l, 5, |_| 10);
+        // 100 ms at any load from now on: the limit drops, then the new latency is the norm
+        // and the limit grows again.
+        run(&mut l, 200, |_| 100);
+        assert!(l.current() > 8, "limit {}", l.current());
+    }
+
+    #[test]
+    fn overload_halves_at_once_and_never_below_the_minimum() {
+        let mut l = Limit::new(LimitPolicy::adaptive(32, 64));
+        l.on_sample(Sample::Overload);
+        assert_eq!(l.current(), 16);
+        for _ in 0..20 {
+            l.on_sample(Sample::Overload);
+        }
+        assert_eq!(l.current(), 1);
+        l.on_sample(Sample::Neutral);
+        assert_eq!(l.current(), 1);
+    }
+
+    #[test]
+    fn small_latency_noise_on_fast_links_is_not_congestion() {
+        let mut l = Limit::new(LimitPolicy::adaptive(8, 64));
+        // 1 ms then 3 ms: three times the baseline but only 2 ms more.
+        run(&mut l, 1, |_| 1);
+        run(&mut l, 10, |_| 3);
+        assert!(l.current() > 8, "limit {}", l.current());
+    }
+
+    #[test]
+    fn a_fixed_policy_never_moves() {
+        let mut l = Limit::new(LimitPolicy::fixed(8));
+        run(&mut l, 10, |_| 1);
+        l.on_sample(Sample::Overload);
+        assert_eq!(l.current(), 8);
+    }
+}

@@ -1,0 +1,746 @@
+//! How one host's capacity is shared among the webhooks on it.
+//!
+//! Many tenants' webhooks often live on one host (an integration platform, an API gateway
+//! with a path per sandbox). The host gets an adaptive concurrency limit (AIMD on latency);
+//! each webhook (org + sandbox) gets a queue, an adaptive limit of its own (shrunk by its
+//! errors and 429s) and a circuit breaker. Waiting webhooks are served round-robin, and while
+//! others wait no webhook holds more than its fair share of the host's slots, so one
+//! webhook's slowness, errors or volume cannot take another's share.
+//!
+//! Which failures count where: an HTTP answer (5xx, 429, 408) is the webhook's, since other
+//! paths of the same host may be fine; a failure to connect (refused, TLS, DNS) is the host's
+//! as well. A request that timed out after connecting is the webhook's.
+//!
+//! The state machine is pure: the caller passes the time, owns the waiters (`T`) and wakes
+//! them; `delivery/endpoints.rs` does that with channels.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::breaker::{Admission, Breaker, BreakerPolicy, State};
+use super::concurrency::{Baseline, Limit, LimitPolicy, Sample};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedulePolicy {
+    pub host_limit: LimitPolicy,
+    pub webhook_limit: LimitPolicy,
+    pub webhook_breaker: BreakerPolicy,
+    pub host_breaker: BreakerPolicy,
+    /// Events one webhook may have waiting.
+    pub queue_events: usize,
+    /// Bytes of payload one webhook may have waiting (one event always fits an empty queue).
+    pub queue_bytes: usize,
+}
+
+/// Why a request may not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The webhook's breaker is open.
+    WebhookOpen { until: Instant },
+    /// The host's breaker is open (it could not be connected to).
+    HostOpen { until: Instant },
+    /// The webhook's queue is full: the host is busy, nothing failed.
+    Busy,
+}
+
+/// How a request that was let through ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// The host answered with `status` after `latency`.
+    Answered { status: u16, latency: Duration },
+    /// No answer: `connect` when no connection could be made (refused, TLS, DNS).
+    Transport { connect: bool },
+    /// Not sent, for reasons that are not the destination's (a config error).
+    NotSent,
+}
+
+/// The answers that are retried: they count against the webhook.
+pub fn is_failure_status(status: u16) -> bool {
+    matches!(status, 408 | 425 | 429 | 500..=599)
+}
+
+/// What the caller knows of all hosts together. Every event waiting or in flight holds an
+/// input slot; once most slots are taken, each webhook is held to its fair share of them, so
+/// slow hosts cannot take every input slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Events waiting or in flight across all hosts reached the cap.
+    pub over: bool,
+    /// Events (waiting or in flight) each active webhook may have while `over`.
+    pub fair_share: usize,
+}
+
+impl Budget {
+    pub const UNLIMITED: Budget = Budget {
+        over: false,
+        fair_share: usize::MAX,
+    };
+}
+
+/// Admission of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Send now: the slot is taken.
+    Now,
+    /// Wait: the caller must [`HostSchedule::enqueue`] it. `patient` is false when the
+    /// webhook is over its fair share of all input slots: such an event should wait only
+    /// briefly before it is parked, so that its slot goes back to the input.
+    Wait { patient: bool },
+}
+
+struct Waiting<T> {
+    id: u64,
+    bytes: usize,
+    waiter: T,
+}
+
+struct Webhook<T> {
+    queue: VecDeque<Waiting<T>>,
+    queued_bytes: usize,
+    in_flight: usize,
+    limit: Limit,
+    breaker: Breaker,
+    latency: Baseline,
+    last_active: Instant,
+}
+
+impl<T> Webhook<T> {
+    fn load(&self) -> usize {
+        self.in_flight + self.queue.len()
+    }
+}
+
+/// The schedule of one host.
+pub struct HostSchedule<T> {
+    policy: SchedulePolicy,
+    limit: Limit,
+    breaker: Breaker,
+    in_flight: usize,
+    webhooks: HashMap<Arc<str>, Webhook<T>>,
+    /// Webhooks with waiting events, in round-robin order.
+    ring: VecDeque<Arc<str>>,
+    /// Webhooks with events waiting or in flight: the divisor of the fair share.
+    active: usize,
+    queued: usize,
+    queued_bytes: usize,
+}
+
+/// A waiter taken off the queue, with the bytes it held.
+pub struct Dequeued<T> {
+    pub webhook: Arc<str>,
+    pub waiter: T,
+    pub bytes: usize,
+}
+
+/// The unit in which latencies relative to each webhook's usual latency are fed to the host's
+/// limit (1.0 = usual is 100 ms).
+const RELATIVE_UNIT: f64 = 0.1;
+
+impl<T> HostSchedule<T> {
+    pub fn new(policy: SchedulePolicy) -> Self {
+        HostSchedule {
+            limit: Limit::new(policy.host_limit),
+            breaker: Breaker::new(policy.host_breaker),
+            policy,
+            in_flight: 0,
+            webhooks: HashMap::new(),
+            ring: VecDeque::new(),
+            active: 0,
+            queued: 0,
+            queued_bytes: 0,
+        }
+    }
+
+    /// The host's current concurrency limit.
+    pub fn limit(&self) -> usize {
+        self.limit.current()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Webhooks with events waiting or in flight.
+    pub fn active_webhooks(&self) -> usize {
+        self.active
+    }
+
+    pub fn queued(&self) -> (usize, usize) {
+        (self.queued, self.queued_bytes)
+    }
+
+    /// Slots `w` may hold now: its own limit, and its fair share of the host while others
+    /// wait (so a slow webhook cannot collect the slots that fast ones keep freeing).
+    fn cap(&self, w: &Webhook<T>, contended: bool) -> usize {
+        let host = self.limit.current();
+        let share = if contended {
+            host.div_ceil(self.active.max(1)).max(1)
+        } else {
+            host
+        };
+        w.limit.current().min(share)
+    }
+
+    fn webhook(&mut self, key: &str, now: Instant) -> &mut Webhook<T> {
+        if !self.webhooks.contains_key(key) {
+            let w = Webhook {
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                in_flight: 0,
+                limit: Limit::new(self.policy.webhook_limit),
+                breaker: Breaker::new(self.policy.webhook_breaker),
+                latency: Baseline::default(),
+                last_active: now,
+            };
+            self.webhooks.insert(Arc::from(key), w);
+        }
+        let w = self.webhooks.get_mut(key).expect("inserted above");
+        w.last_active = now;
+        w
+    }
+
+    /// Asks to send one request of `bytes` for `webhook`.
+    pub fn admit(
+        &mut self,
+        webhook: &str,
+        bytes: usize,
+        now: Instant,
+        budget: Budget,
+    ) -> Result<Admitted, Refusal> {
+        let policy = self.policy;
+        let w = self.webhook(webhook, now);
+        if let Some(until) = w.breaker.rejects(now) {
+            return Err(Refusal::WebhookOpen { until });
+        }
+        if let Admission::Reject { until } = self.breaker.admit(now) {
+            return Err(Refusal::HostOpen { until });
+        }
+        let contended = !self.ring.is_empty();
+        let host_room = self.in_flight < self.limit.current();
+        let w = self.webhooks.get_mut(webhook).expect("made above");
+        // Not rejected above, so a closed breaker or the probe of a half-open one.
+        w.breaker.admit(now);
+        let (queue_len, queued_bytes, in_flight) = (w.queue.len(), w.queued_bytes, w.in_flight);
+        let over_share = budget.over && w.load() >= budget.fair_share;
+        let w = &self.webhooks[webhook];
+        if !over_share && queue_len == 0 && host_room && in_flight < self.cap(w, contended) {
+            self.start(webhook);
+            return Ok(Admitted::Now);
+        }
+        let full = queue_len >= policy.queue_events
+            || (queue_len > 0 && queued_bytes + bytes > policy.queue_bytes);
+        if full {
+            self.abandon_probes(webhook, now);
+            return Err(Refusal::Busy);
+        }
+        Ok(Admitted::Wait {
+            patient: !over_share,
+        })
+    }
+
+    /// Queues a waiter admitted with [`Admitted::Wait`].
+    pub fn enqueue(&mut self, webhook: &str, id: u64, bytes: usize, waiter: T) {
+        let Some(w) = self.webhooks.get_mut(webhook) else {
+            return;
+        };
+        let was_idle = w.load() == 0;
+        let was_empty = w.queue.is_empty();
+        w.queue.push_back(Waiting { id, bytes, waiter });
+        w.queued_bytes += bytes;
+        self.queued += 1;
+        self.queued_bytes += bytes;
+        if was_idle {
+            self.active += 1;
+        }
+        if was_empty {
+            if let Some((key, _)) = self.webhooks.get_key_value(webhook) {
+                self.ring.push_back(key.clone());
+            }
+        }
+    }
+
+    /// Removes a waiter that stopped waiting; `None` when it was already let through or
+    /// refused (its answer is then on its way).
+    pub fn cancel(&mut self, webhook: &str, id: u64, now: Instant) -> Option<T> {
+        let w = self.webhooks.get_mut(webhook)?;
+        let at = w.queue.iter().position(|x| x.id == id)?;
+        let gone = w.queue.remove(at)?;
+        w.queued_bytes -= gone.bytes;
+        let idle = w.load() == 0;
+        if w.queue.is_empty() {
+            self.ring.retain(|k| &**k != webhook);
+        }
+        self.queued -= 1;
+        self.queued_bytes -= gone.bytes;
+        if idle {
+            self.active -= 1;
+        }
+        self.abandon_probes(webhook, now);
+        Some(gone.waiter)
+    }
+
+    fn abandon_probes(&mut self, webhook: &str, now: Instant) {
+        self.breaker.abandon_probe(now);
+        if let Some(w) = self.webhooks.get_mut(webhook) {
+            w.breaker.abandon_probe(now);
+        }
+    }
+
+    fn start(&mut self, webhook: &str) {
+        let Some(w) = self.webhooks.get_mut(webhook) else {
+            return;
+        };
+        if w.load() == 0 {
+            self.active += 1;
+        }
+        w.in_flight += 1;
+        w.limit.observe_in_flight(w.in_flight);
+        self.in_flight += 1;
+        self.limit.observe_in_flight(self.in_flight);
+    }
+
+    /// The next waiter to let through, if the host has a free slot and a waiting webhook is
+    /// under its cap. Its slot is taken; call again until `None`.
+    pub fn next_ready(&mut self) -> Option<Dequeued<T>> {
+        if self.in_flight >= self.limit.current() {
+            return None;
+        }
+        let contended = self.ring.len() > 1;
+        for _ in 0..self.ring.len() {
+            let key = self.ring.pop_front()?;
+            let Some(w) = self.webhooks.get(&key) else {
+                continue;
+            };
+            if w.queue.is_empty() {
+                continue;
+            }
+            if w.in_flight >= self.cap(w, contended) {
+                self.ring.push_back(key);
+                continue;
+            }
+            let w = self.webhooks.get_mut(&key).expect("present above");
+            let waiting = w.queue.pop_front().expect("not empty above");
+            w.queued_bytes -= waiting.bytes;
+            let more = !w.queue.is_empty();
+            // Still active: it moves from waiting to in flight.
+            w.in_flight += 1;
+            w.limit.observe_in_flight(w.in_flight);
+            self.in_flight += 1;
+            self.limit.observe_in_flight(self.in_flight);
+            self.queued -= 1;
+            self.queued_bytes -= waiting.bytes;
+            if more {
+                self.ring.push_back(key.clone());
+            }
+            return Some(Dequeued {
+                webhook: key,
+                waiter: waiting.waiter,
+                bytes: waiting.bytes,
+            });
+        }
+        None
+    }
+
+    /// Releases a slot and learns from how the request ended. Returns the waiters refused
+    /// because a breaker opened: they would only be refused later.
+    pub fn finish(
+        &mut self,
+        webhook: &str,
+        finished: Finished,
+        now: Instant,
+    ) -> Vec<(Dequeued<T>, Refusal)> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let Some(w) = self.webhooks.get_mut(webhook) else {
+            return Vec::new();
+        };
+        w.in_flight = w.in_flight.saturating_sub(1);
+        w.last_active = now;
+        if w.load() == 0 {
+            self.active = self.active.saturating_sub(1);
+        }
+        match finished {
+            Finished::Answered { status, latency } => {
+                self.breaker.record(now, true);
+                let failed = is_failure_status(status);
+                w.breaker.record(now, !failed);
+                if failed {
+                    w.limit.on_sample(Sample::Overload);
+                } else {
+                    w.limit.on_sample(Sample::Answered { latency });
+                    // Relative to the webhook's usual latency, so a webhook that is always
+                    // slow does not make the host look congested.
+                    let relative = w.latency.observe(latency);
+                    self.limit.on_sample(Sample::Answered {
+                        latency: Duration::from_secs_f64(RELATIVE_UNIT * relative.min(1e6)),
+                    });
+                }
+            }
+            Finished::Transport { connect } => {
+                w.breaker.record(now, false);
+                w.limit.on_sample(Sample::Overload);
+                if connect {
+                    self.breaker.record(now, false);
+                    self.limit.on_sample(Sample::Overload);
+                }
+            }
+            Finished::NotSent => {
+                w.breaker.abandon_probe(now);
+                self.breaker.abandon_probe(now);
+            }
+        }
+        if let State::Open { until, .. } = self.breaker.state() {
+            let keys: Vec<Arc<str>> = self.ring.drain(..).collect();
+            let mut refused = Vec::new();
+            for key in keys {
+                refused.extend(
+                    self.drain(&key)
+                        .into_iter()
+                        .map(|d| (d, Refusal::HostOpen { until })),
+                );
+            }
+            return refused;
+        }
+        let webhook_open = match self.webhooks.get(webhook).map(|w| w.breaker.state()) {
+            Some(State::Open { until, .. }) => Some(until),
+            _ => None,
+        };
+        match webhook_open {
+            Some(until) => {
+                self.ring.retain(|k| &**k != webhook);
+                self.drain(webhook)
+                    .into_iter()
+                    .map(|d| (d, Refusal::WebhookOpen { until }))
+                    .collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Takes every waiter of `webhook` off its queue (the caller fixes the ring).
+    fn drain(&mut self, webhook: &str) -> Vec<Dequeued<T>> {
+        let Some((key, w)) = self.webhooks.get_key_value(webhook) else {
+            return Vec::new();
+        };
+        let key = key.clone();
+        let w_queue_len = w.queue.len();
+        if w_queue_len == 0 {
+            return Vec::new();
+        }
+        let w = self.webhooks.get_mut(webhook).expect("present above");
+        let drained: Vec<Waiting<T>> = w.queue.drain(..).collect();
+        w.queued_bytes = 0;
+        let idle = w.in_flight == 0;
+        if idle {
+            self.active = self.active.saturating_sub(1);
+        }
+        self.queued -= drained.len();
+        drained
+            .into_iter()
+            .map(|x| {
+                self.queued_bytes -= x.bytes;
+                Dequeued {
+                    webhook: key.clone(),
+                    waiter: x.waiter,
+                    bytes: x.bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets webhooks idle for `idle` with nothing in flight or waiting and a closed
+    /// breaker. Returns whether the whole host is idle and can be forgotten.
+    pub fn prune(&mut self, now: Instant, idle: Duration) -> bool {
+        self.webhooks.retain(|_, w| {
+            w.load() > 0
+                || !matches!(w.breaker.state(), State::Closed { .. })
+                || now.saturating_duration_since(w.last_active) < idle
+        });
+        self.webhooks.is_empty()
+            && self.in_flight == 0
+            && matches!(self.breaker.state(), State::Closed { .. })
+    }
+
+    /// Breakers by state (closed, open, half-open), this host's and its webhooks', and
+    /// whether any is not closed.
+    pub fn breaker_counts(&self) -> ([usize; 3], bool) {
+        let mut counts = [0; 3];
+        let states = std::iter::once(self.breaker.state())
+            .chain(self.webhooks.values().map(|w| w.breaker.state()));
+        for state in states {
+            match state {
+                State::Closed { .. } => counts[0] += 1,
+                State::Open { .. } => counts[1] += 1,
+                State::HalfOpen { .. } => counts[2] += 1,
+            }
+        }
+        (counts, counts[1] + counts[2] > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(host: usize) -> SchedulePolicy {
+        SchedulePolicy {
+            host_limit: LimitPolicy::fixed(host),
+            webhook_limit: LimitPolicy::fixed(host),
+            webhook_breaker: BreakerPolicy {
+                failures_to_open: 3,
+                open_for: Duration::from_secs(30),
+                max_open_for: Duration::from_secs(60),
+            },
+            host_breaker: BreakerPolicy {
+                failures_to_open: 3,
+                open_for: Duration::from_secs(1),
+                max_open_for: Duration::from_secs(5),
+            },
+            queue_events: 100,
+            queue_bytes: 10_000,
+        }
+    }
+
+    fn ok(ms: u64) -> Finished {
+        Finished::Answered {
+            status: 200,
+            latency: Duration::from_millis(ms),
+        }
+    }
+
+    /// Admits and queues `n` requests for `webhook`; returns how many went through at once.
+    fn offer(s: &mut HostSchedule<u64>, webhook: &str, n: u64, t: Instant) -> usize {
+        let mut now = 0;
+        for i in 0..n {
+            match s.admit(webhook, 10, t, Budget::UNLIMITED).unwrap() {
+                Admitted::Now => now += 1,
+                Admitted::Wait { .. } => s.enqueue(webhook, i, 10, i),
+            }
+        }
+        now
+    }
+
+    #[test]
+    fn waiting_webhooks_are_served_round_robin() {
+        let t = Instant::now();
+        let mut s = HostSchedule::new(policy(2));
+        assert_eq!(offer(&mut s, "a", 10, t), 2, "a takes the free slots");
+        offer(&mut s, "b", 3, t);
+        offer(&mut s, "c", 3, t);
+        // As requests finish (oldest first), the slots go round the waiting webhooks, not
+        // to a's long queue.
+        let mut in_flight = VecDeque::from(["a".to_string(), "a".to_string()]);
+        let mut order = Vec::new();
+        while order.len() < 6 {
+            let done = in_flight.pop_front().expect("something in flight");
+            s.finish(&done, ok(1), t);
+            while let Some(next) = s.next_ready() {
+                order.push(next.webhook.to_string());
+                in_flight.push_back(next.webhook.to_string());
+            }
+        }
+        assert_eq!(order, ["b", "c", "a", "b", "c", "a"]);
+    }
+
+    #[test]
+    fn a_slow_webhook_holds_no_more_than_its_share_while_others_wait() {
+        let t = Instant::now();
+        let mut s = HostSchedule::new(policy(10));
+        // "slow" fills the host while alone.
+        assert_eq!(offer(&mut s, "slow", 30, t), 10);
+        offer(&mut s, "fast", 30, t);
+        // Requests of "slow" never finish; as the first five end (say, at their timeout),
+        // the freed slots go to "fast", and "slow" gets none back while above its share.
+        for _ in 0..5 {
+            s.finish("slow", Finished::Transport { connect: false }, t);
+        }
+        let mut got = Vec::new();
+        while let Some(d) = s.next_ready() {
+            got.push(d.webhook.to_string());
+        }
+        assert_eq!(got, vec!["fast"; 5]);
+        // "fast" keeps its share as its requests complete; "slow" stays at 5.
+        for _ in 0..50 {
+            s.finish("fast", ok(1), t);
+            if let Some(d) = s.next_ready() {
+                assert_eq!(&*d.webhook, "fast");
+            }
+        }
+    }
+
+    #[test]
+    fn an_uncontended_webhook_may_use_the_whole_host() {
+        let t = Instant::now();
+        let mut s = HostSchedule::new(policy(8));
+        assert_eq!(offer(&mut s, "a", 20, t), 8);
+        s.finish("a", ok(1), t);
+        assert!(s.next_ready().is_some());
+        assert_eq!(s.in_flight(), 8);
+    }
+
+    #[test]
+    fn http_failures_open_only_the_webhooks_breaker_and_refuse_its_waiters() {
+        let t = Instant::now();
+        let mut s = HostSchedule::new(policy(3));
+        offer(&mut s, "bad", 5, t);
+        offer(&mut s, "good", 2, t);
+        let mut refused = Vec::new();
+        for _ in 0..3 {
+            refused.extend(s.finish(
+                "bad",
+                Finished::Answered {
+                    status: 503,
+                    latency: Duration::from_millis(1),
+                },
+                t,
+            ));
+        }
+        assert_eq!(
+            refused.len(),
+            2,
+            "bad's remaining waiters are refused at once"
+        );
+        assert!(refused
+            .iter()
+            .all(|(d, r)| &*d.webhook == "bad" && matches!(r, Refusal::WebhookOpen { .. })));
+        assert!(matches!(
+            s.admit("bad", 1, t, Budget::UNLIMITED),
+            Err(Refusal::WebhookOpen { .. })
+        ));
+        // The host and the other webhook are untouched.
+        let mut good = 0;
+        while let Some(d) = s.next_ready() {
+            assert_eq!(&*d.webhook, "good");
+            good += 1;
+        }
+        assert_eq!(good, 2);
+        assert!(s.admit("good", 1, t, Budget::UNLIMITED).is_ok());
+    }
+
+    #[test]
+    fn connect_failures_open_the_host_for_a_short_while() {
+        let t = Instant::now();
+        let mut s = HostSchedule::new(policy(4));
+        offer(&mut s, "a", 3, t);
+        offer(&mut s, "b", 1, t);
+        for w in ["a", "b", "a"] {
+            s.finish(w, Finished::Transport { connect: true }, t);
+        }
+        assert!(matches!(
+            s.admit("c", 1, t, Budget::UNLIMITED),
+            Err(Refusal::HostOpen { .. })
+        ));
+        // The host's cool-down is short; then one probe goes through.
+        let later = t + Duration::from_secs(1);
+        assert_eq!(s.admit("c", 1, later, Budget::UNLIMITED), Ok(Admitted::Now));
+        assert!(matches!(
+            s.admit("d", 1, later, Budget::UNLIMITED),
+            Err(Refusal::HostOpen { .. })
+        ));
+        s.finish("c", ok(1), later);
+        assert_eq!(s.admit("d", 1, later, Budget::UNLIMITED), Ok(Admitted::Now));
+    }
+
+    #[test]
+    fn timeouts_after_connecting_are_the_webhooks_not_the_hosts() {
+        let t = Instant::now();
+        let mut s = HostSchedule::new(policy(10));
+        offer(&mut s, "hang", 5, t);
+        for _ in 0..5 {
+            s.finish("hang", Finished::Transport { connect: false }, t);
+        }
+        assert!(matches!(
+            s.admit("hang", 1, t, Budget::UNLIMITED),
+            Err(Refusal::WebhookOpen { .. })
+        ));
+        assert_eq!(s.admit("other", 1, t, Budget::UNLIMITED), Ok(Admitted::Now));
+    }
+
+    #[test]
+    fn queues_are_bounded_in_events_and_bytes() {
+        let t = Instant::now();
+        let mut p = policy(1);
+        p.queue_events = 3;
+        p.queue_bytes = 25;
+        let mut s = HostSchedule::<u64>::new(p);
+        let wait = Ok(Admitted::Wait { patient: true });
+        assert_eq!(s.admit("a", 10, t, Budget::UNLIMITED), Ok(Admitted::Now));
+        for i in 0..2 {
+            assert_eq!(s.admit("a", 10, t, Budget::UNLIMITED), wait);
+            s.enqueue("a", i, 10, i);
+        }
+        assert_eq!(
+            s.admit("a", 10, t, Budget::UNLIMITED),
+            Err(Refusal::Busy),
+            "bytes"
+        );
+        // One event always fits an empty queue.
+        assert_eq!(s.admit("b", 30, t, Budget::UNLIMITED), wait);
+        s.enqueue("b", 9, 30, 9);
+        for i in 3..5 {
+            assert_eq!(s.admit("c", 1, t, Budget::UNLIMITED), wait);
+            s.enqueue("c", i, 1, i);
+        }
+        assert_eq!(s.admit("c", 1, t, Budget::UNLIMITED), wait);
+        s.enqueue("c", 5, 1, 5);
+        assert_eq!(
+            s.admit("c", 1, t, Budget::UNLIMITED),
+            Err(Refusal::Busy),
+            "events"
+        );
+        assert_eq!(s.queued(), (6, 53));
+        assert_eq!(s.cancel("a", 1, t), Some(1));
+        assert_eq!(s.cancel("a", 1, t), None);
+        assert_eq!(s.queued(), (5, 43));
+    }
+
+    #[test]
+    fn over_its_fair_share_a_webhook_waits_briefly_even_when_its_host_has_room() {
+        let t = Instant::now();
+        let mut s = HostSchedule::<u64>::new(policy(10));
+        let tight = Budget {
+            over: true,
+            fair_share: 2,
+        };
+        assert_eq!(s.admit("a", 1, t, tight), Ok(Admitted::Now));
+        assert_eq!(s.admit("a", 1, t, tight), Ok(Admitted::Now));
+        assert_eq!(
+            s.admit("a", 1, t, tight),
+            Ok(Admitted::Wait { patient: false })
+        );
+        assert_eq!(s.admit("b", 1, t, tight), Ok(Admitted::Now));
+        assert_eq!(
+            s.admit("a", 1, t, Budget::UNLIMITED),
+            Ok(Admitted::Now),
+            "under the cap, the host's room is used"
+        );
+    }
+
+    #[test]
+    fn the_host_limit_adapts_and_idle_webhooks_are_forgotten() {
+        let t = Instant::now();
+        let mut p = policy(4);
+        p.host_limit = LimitPolicy::adaptive(4, 64);
+        p.webhook_limit = LimitPolicy::adaptive(64, 64);
+        let mut s = HostSchedule::<u64>::new(p);
+        let mut id = 0;
+        for _ in 0..200 {
+            while let Ok(Admitted::Now) = s.admit("a", 1, t, Budget::UNLIMITED) {}
+            // The last admission asked to wait.
+            id += 1;
+            s.enqueue("a", id, 1, id);
+            let n = s.in_flight();
+            for _ in 0..n {
+                s.finish("a", ok(2), t);
+            }
+            while s.next_ready().is_some() {}
+            let n = s.in_flight();
+            for _ in 0..n {
+                s.finish("a", ok(2), t);
+            }
+        }
+        assert!(s.limit() > 20, "limit {}", s.limit());
+        assert!(!s.prune(t + Duration::from_secs(1), Duration::from_secs(60)));
+        assert!(s.prune(t + Duration::from_secs(61), Duration::from_secs(60)));
+    }
+}
