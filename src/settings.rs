@@ -9,9 +9,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::endpoints::WaitLimits;
 use crate::domain::address::AddressPolicy;
 use crate::domain::breaker::BreakerPolicy;
+use crate::domain::concurrency::LimitPolicy;
 use crate::domain::config::Rules;
+use crate::domain::host_schedule::SchedulePolicy;
 use crate::domain::retry::RetryPolicy;
 use crate::domain::secret::SealingKey;
 
@@ -140,9 +143,26 @@ pub struct DeliverySettings {
     pub max_in_flight: usize,
     /// Parked events held by this instance at once (each waits for its due time).
     pub max_retrying: usize,
-    /// Requests in flight to one endpoint; beyond it events are parked, not queued.
-    pub endpoint_concurrency: usize,
-    /// Consecutive failures that open an endpoint's circuit breaker.
+    /// Most requests in flight to one host (URL origin). The host's limit adapts below it:
+    /// it starts at `host_concurrency_initial`, grows while latency holds, shrinks when it
+    /// grows. Equal values fix the limit.
+    pub host_concurrency_max: usize,
+    pub host_concurrency_initial: usize,
+    /// First limit of one webhook's requests in flight (it grows while the webhook answers
+    /// well, and halves on its errors, 429s and timeouts).
+    pub webhook_concurrency_initial: usize,
+    /// Events one webhook may have waiting for its host, and their payload bytes; beyond
+    /// either, further events are parked (and re-read after a back-off).
+    pub queue_max_events: usize,
+    pub queue_max_bytes: usize,
+    /// Longest wait in a queue before the event is parked instead.
+    pub queue_max_wait_ms: u64,
+    /// Longest wait of an event whose webhook is over its fair share of the input's slots
+    /// (once ¾ of them are held): long enough for a fast host to take it, short enough that
+    /// slow hosts give the slots back.
+    pub queue_overflow_wait_ms: u64,
+    /// Consecutive failures that open a webhook's circuit breaker (and, counting only
+    /// failures to connect, its host's).
     pub breaker_failures: u32,
     /// First cool-down of an open breaker, doubled per failed probe up to the maximum.
     pub breaker_open_secs: u64,
@@ -204,7 +224,13 @@ impl Default for DeliverySettings {
             request_timeout_ms: 10_000,
             max_in_flight: 1_024,
             max_retrying: 10_000,
-            endpoint_concurrency: 32,
+            host_concurrency_max: 256,
+            host_concurrency_initial: 32,
+            webhook_concurrency_initial: 8,
+            queue_max_events: 256,
+            queue_max_bytes: 8 << 20,
+            queue_max_wait_ms: 30_000,
+            queue_overflow_wait_ms: 200,
             breaker_failures: breaker.failures_to_open,
             breaker_open_secs: breaker.open_for.as_secs(),
             breaker_max_open_secs: breaker.max_open_for.as_secs(),
@@ -262,10 +288,20 @@ impl Settings {
         if self.replay.max_in_flight == 0 {
             return bad("replay.max_in_flight must be at least 1");
         }
-        if self.delivery.endpoint_concurrency == 0 || self.delivery.breaker_failures == 0 {
-            return bad(
-                "delivery.endpoint_concurrency and delivery.breaker_failures must be at least 1",
-            );
+        let d = &self.delivery;
+        if [
+            d.host_concurrency_max,
+            d.host_concurrency_initial,
+            d.webhook_concurrency_initial,
+            d.queue_max_events,
+            d.queue_max_bytes,
+            d.breaker_failures as usize,
+        ]
+        .contains(&0)
+        {
+            return bad("delivery.host_concurrency_max, host_concurrency_initial, \
+                 webhook_concurrency_initial, queue_max_events, queue_max_bytes and \
+                 breaker_failures must be at least 1");
         }
         self.address_policy()?;
         if self.kafka.retry_partitions < 1 {
@@ -351,6 +387,42 @@ impl Settings {
             failures_to_open: d.breaker_failures,
             open_for: Duration::from_secs(d.breaker_open_secs),
             max_open_for: Duration::from_secs(d.breaker_max_open_secs.max(d.breaker_open_secs)),
+        }
+    }
+
+    /// How hosts' capacity is shared among webhooks (`domain/host_schedule.rs`).
+    pub fn schedule_policy(&self) -> SchedulePolicy {
+        let d = &self.delivery;
+        let webhook_breaker = self.breaker_policy();
+        SchedulePolicy {
+            host_limit: LimitPolicy::adaptive(d.host_concurrency_initial, d.host_concurrency_max),
+            webhook_limit: LimitPolicy::adaptive(
+                d.webhook_concurrency_initial,
+                d.host_concurrency_max,
+            ),
+            // A host that cannot be connected to is left alone briefly: its webhooks'
+            // breakers hold the long cool-downs.
+            host_breaker: BreakerPolicy {
+                failures_to_open: d.breaker_failures,
+                open_for: Duration::from_secs(1).min(webhook_breaker.open_for),
+                max_open_for: Duration::from_secs(30).min(webhook_breaker.max_open_for),
+            },
+            webhook_breaker,
+            queue_events: d.queue_max_events,
+            queue_bytes: d.queue_max_bytes,
+        }
+    }
+
+    /// Limits of waiting across all hosts: once three quarters of the input's slots are
+    /// held by events waiting or in flight, each webhook is held to its fair share of them
+    /// (beyond it, an event waits at most `queue_overflow_wait_ms` before it is parked), so
+    /// slow hosts leave slots for the others.
+    pub fn wait_limits(&self) -> WaitLimits {
+        let d = &self.delivery;
+        WaitLimits {
+            max_wait: Duration::from_millis(d.queue_max_wait_ms),
+            max_held: (d.max_in_flight * 3 / 4).max(1),
+            overflow_wait: Duration::from_millis(d.queue_overflow_wait_ms),
         }
     }
 

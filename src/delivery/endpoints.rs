@@ -1,54 +1,115 @@
-//! Isolation between endpoints: each endpoint (a webhook's URL origin) has its own
-//! concurrency limit and circuit breaker. An event may wait a little for a free slot of its
-//! endpoint, but only a few events per endpoint may wait, and not for long; past that, or
-//! while the breaker is open, the caller parks the event. So a dead, slow or rate-limiting
-//! endpoint can hold at most its own small share of the workers.
+//! Where an event waits for its turn to be sent: one schedule per host (a URL origin), with
+//! a queue, an adaptive limit and a breaker per webhook on it (`domain/host_schedule.rs`).
+//!
+//! An event that finds its host busy waits here, in memory, bounded per webhook in events
+//! and bytes and across all hosts in events; it is parked through the retry topics only when
+//! its queue is full or it waited longer than `max_wait`. Breakers refuse at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
-use crate::domain::breaker::{Admission, Breaker, BreakerPolicy};
+use crate::domain::host_schedule::{
+    Admitted, Budget, Dequeued, Finished, HostSchedule, Refusal as ScheduleRefusal, SchedulePolicy,
+};
 
-struct Endpoint {
-    permits: Arc<Semaphore>,
-    /// Events waiting for one of `permits`.
-    waiting: AtomicUsize,
-    breaker: Mutex<Breaker>,
-}
-
-/// Waiters per request slot of an endpoint.
-const WAITERS_PER_SLOT: usize = 4;
-
-/// Permission to send one request; dropping it frees the endpoint's slot.
-pub struct Pass {
-    _permit: OwnedSemaphorePermit,
-}
-
+/// Why an event cannot be sent now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The endpoint's breaker is open: try again after this long.
-    Open(Duration),
-    /// The endpoint has its maximum of requests in flight and of events waiting, or the
-    /// wait was too long.
+    /// The webhook's breaker is open: an attempt that was not made.
+    WebhookOpen(Duration),
+    /// The host could not be connected to lately: an attempt that was not made.
+    HostOpen(Duration),
+    /// The webhook's queue is full, or the event waited too long: nothing failed.
     Busy,
 }
 
-pub struct Endpoints {
-    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
-    concurrency: usize,
-    policy: BreakerPolicy,
-    /// Longest wait for a free slot before the event is parked instead.
-    max_wait: Duration,
+impl Refusal {
+    fn from_schedule(r: ScheduleRefusal, now: Instant) -> Self {
+        match r {
+            ScheduleRefusal::WebhookOpen { until } => {
+                Refusal::WebhookOpen(until.saturating_duration_since(now))
+            }
+            ScheduleRefusal::HostOpen { until } => {
+                Refusal::HostOpen(until.saturating_duration_since(now))
+            }
+            ScheduleRefusal::Busy => Refusal::Busy,
+        }
+    }
 }
 
-/// The endpoint key of a URL: its origin. Webhooks of several tenants on one host share it,
-/// which is what protects that host.
+/// Limits of waiting, across all hosts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WaitLimits {
+    /// Longest wait in a queue before the event is parked instead.
+    pub max_wait: Duration,
+    /// Events waiting or in flight across all hosts (each holds an input slot) beyond which
+    /// each webhook is held to its fair share of them.
+    pub max_held: usize,
+    /// Longest wait of an event over its webhook's fair share.
+    pub overflow_wait: Duration,
+}
+
+type Waiter = oneshot::Sender<Result<Pass, ScheduleRefusal>>;
+
+struct Host {
+    /// The origin, for logs and metrics (never a path: it may carry a tenant's token).
+    key: String,
+    schedule: Mutex<HostSchedule<Waiter>>,
+    /// Its webhooks with events waiting or in flight, and its requests in flight, as last
+    /// added to `Totals` (changed only under the schedule's lock).
+    active_webhooks: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+impl Host {
+    /// Brings the global counts up to date with `schedule`.
+    fn sync(&self, schedule: &HostSchedule<Waiter>, totals: &Totals) {
+        let update = |mine: &AtomicUsize, total: &AtomicUsize, now: usize| {
+            let before = mine.swap(now, Ordering::Relaxed);
+            if now > before {
+                total.fetch_add(now - before, Ordering::Relaxed);
+            } else {
+                total.fetch_sub(before - now, Ordering::Relaxed);
+            }
+        };
+        update(
+            &self.active_webhooks,
+            &totals.active_webhooks,
+            schedule.active_webhooks(),
+        );
+        update(&self.in_flight, &totals.in_flight, schedule.in_flight());
+    }
+}
+
+/// Waiting across all hosts.
+#[derive(Default)]
+struct Totals {
+    queued: AtomicUsize,
+    queued_bytes: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// Webhooks with events waiting or in flight: the fair share's divisor.
+    active_webhooks: AtomicUsize,
+}
+
+pub struct Endpoints {
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    policy: SchedulePolicy,
+    limits: WaitLimits,
+    totals: Arc<Totals>,
+    ids: AtomicU64,
+    last_prune: Mutex<Instant>,
+}
+
+/// Hosts and webhooks unused this long are forgotten (their breakers are closed).
+const IDLE: Duration = Duration::from_secs(600);
+
+/// The endpoint key of a URL: its origin. Webhooks of several tenants on one host share it.
 pub fn endpoint_key(url: &str) -> String {
-    match reqwest::Url::parse(url) {
+    match url::Url::parse(url) {
         Ok(u) => format!(
             "{}://{}:{}",
             u.scheme(),
@@ -59,135 +120,262 @@ pub fn endpoint_key(url: &str) -> String {
     }
 }
 
+/// Permission to send one request. Report how it ended with [`Pass::finish`]; dropping it
+/// unreported frees the slot without a verdict.
+pub struct Pass {
+    host: Option<Arc<Host>>,
+    webhook: Arc<str>,
+    totals: Arc<Totals>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pass {
+    pub fn finish(mut self, finished: Finished) {
+        if let Some(host) = self.host.take() {
+            release(&host, &self.webhook, finished, &self.totals);
+        }
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if let Some(host) = self.host.take() {
+            release(&host, &self.webhook, Finished::NotSent, &self.totals);
+        }
+    }
+}
+
+/// Frees a slot, then hands free slots to waiters and refuses those a breaker shut out.
+fn release(host: &Arc<Host>, webhook: &str, finished: Finished, totals: &Arc<Totals>) {
+    let mut schedule = lock(&host.schedule);
+    let before = schedule.breaker_counts().1;
+    let refused = schedule.finish(webhook, finished, Instant::now());
+    let after = schedule.breaker_counts().1;
+    let mut handed: Vec<(Dequeued<Waiter>, Result<(), ScheduleRefusal>)> =
+        refused.into_iter().map(|(d, r)| (d, Err(r))).collect();
+    while let Some(d) = schedule.next_ready() {
+        handed.push((d, Ok(())));
+    }
+    let mut unsent = Vec::new();
+    for (d, verdict) in handed {
+        totals.queued.fetch_sub(1, Ordering::Relaxed);
+        totals.queued_bytes.fetch_sub(d.bytes, Ordering::Relaxed);
+        let answer = verdict.map(|()| Pass {
+            host: Some(host.clone()),
+            webhook: d.webhook.clone(),
+            totals: totals.clone(),
+        });
+        // A waiter that gave up a moment ago: its slot goes back (after the lock is released).
+        if let Err(Ok(mut pass)) = d.waiter.send(answer) {
+            pass.host = None;
+            unsent.push(pass.webhook.clone());
+        }
+    }
+    for w in unsent {
+        schedule.finish(&w, Finished::NotSent, Instant::now());
+        while let Some(d) = schedule.next_ready() {
+            totals.queued.fetch_sub(1, Ordering::Relaxed);
+            totals.queued_bytes.fetch_sub(d.bytes, Ordering::Relaxed);
+            let pass = Pass {
+                host: Some(host.clone()),
+                webhook: d.webhook.clone(),
+                totals: totals.clone(),
+            };
+            if let Err(Ok(mut pass)) = d.waiter.send(Ok(pass)) {
+                // Rare twice over; the next release serves the queue.
+                pass.host = None;
+                schedule.finish(&d.webhook, Finished::NotSent, Instant::now());
+            }
+        }
+    }
+    host.sync(&schedule, totals);
+    drop(schedule);
+    // Breaker transitions are logged with the host's origin only.
+    match (before, after) {
+        (false, true) => tracing::warn!(endpoint = host.key, "a circuit breaker opened"),
+        (true, false) => tracing::info!(endpoint = host.key, "circuit breakers closed"),
+        _ => {}
+    }
+}
+
 impl Endpoints {
-    pub fn new(concurrency: usize, policy: BreakerPolicy, max_wait: Duration) -> Self {
+    pub fn new(policy: SchedulePolicy, limits: WaitLimits) -> Self {
         Endpoints {
-            endpoints: Mutex::new(HashMap::new()),
-            concurrency,
+            hosts: Mutex::new(HashMap::new()),
             policy,
-            max_wait,
+            limits,
+            totals: Arc::new(Totals::default()),
+            ids: AtomicU64::new(0),
+            last_prune: Mutex::new(Instant::now()),
         }
     }
 
-    fn endpoint(&self, key: &str) -> Arc<Endpoint> {
-        let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(key.to_owned())
+    fn host(&self, key: &str) -> Arc<Host> {
+        let mut hosts = lock(&self.hosts);
+        let now = Instant::now();
+        {
+            let mut last = lock(&self.last_prune);
+            if now.saturating_duration_since(*last) > Duration::from_secs(60) {
+                *last = now;
+                hosts.retain(|_, h| !lock(&h.schedule).prune(now, IDLE));
+            }
+        }
+        hosts
+            .entry(key.to_owned())
             .or_insert_with(|| {
-                Arc::new(Endpoint {
-                    permits: Arc::new(Semaphore::new(self.concurrency)),
-                    waiting: AtomicUsize::new(0),
-                    breaker: Mutex::new(Breaker::new(self.policy)),
+                Arc::new(Host {
+                    key: key.to_owned(),
+                    schedule: Mutex::new(HostSchedule::new(self.policy)),
+                    active_webhooks: AtomicUsize::new(0),
+                    in_flight: AtomicUsize::new(0),
                 })
             })
             .clone()
     }
 
-    /// Asks to send one request to `key`, waiting a bounded time for a free slot.
-    pub async fn admit(&self, key: &str) -> Result<Pass, Refusal> {
-        let endpoint = self.endpoint(key);
-        let rejects = |e: &Endpoint| {
-            e.breaker
-                .lock()
-                .map(|b| b.rejects(Instant::now()))
-                .unwrap_or(None)
-        };
-        if let Some(until) = rejects(&endpoint) {
-            return Err(Refusal::Open(
-                until.saturating_duration_since(Instant::now()),
-            ));
+    fn budget(&self) -> Budget {
+        let held = self.totals.queued.load(Ordering::Relaxed)
+            + self.totals.in_flight.load(Ordering::Relaxed);
+        let webhooks = self.totals.active_webhooks.load(Ordering::Relaxed).max(1);
+        Budget {
+            over: held >= self.limits.max_held,
+            fair_share: (self.limits.max_held / webhooks).max(1),
         }
-        let permit = match endpoint.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+    }
+
+    /// Asks to send one request of `bytes` for `webhook` (org + sandbox) on `host`, waiting
+    /// in the webhook's queue for a bounded time.
+    pub async fn admit(&self, host: &str, webhook: &str, bytes: usize) -> Result<Pass, Refusal> {
+        let cell = self.host(host);
+        let pass = |webhook: &str| Pass {
+            host: Some(cell.clone()),
+            webhook: Arc::from(webhook),
+            totals: self.totals.clone(),
+        };
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = oneshot::channel();
+        let patience = {
+            let now = Instant::now();
+            let mut schedule = lock(&cell.schedule);
+            let patience = match schedule.admit(webhook, bytes, now, self.budget()) {
+                Ok(Admitted::Now) => {
+                    cell.sync(&schedule, &self.totals);
+                    return Ok(pass(webhook));
+                }
+                Ok(Admitted::Wait { patient: true }) => self.limits.max_wait,
+                Ok(Admitted::Wait { patient: false }) => self.limits.overflow_wait,
+                Err(r) => return Err(Refusal::from_schedule(r, now)),
+            };
+            schedule.enqueue(webhook, id, bytes, tx);
+            self.totals.queued.fetch_add(1, Ordering::Relaxed);
+            self.totals.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+            cell.sync(&schedule, &self.totals);
+            patience
+        };
+        match tokio::time::timeout(patience, &mut rx).await {
+            Ok(Ok(answer)) => answer.map_err(|r| Refusal::from_schedule(r, Instant::now())),
+            // The host was dropped with the waiter still queued: cannot happen while queued
+            // (pruning keeps hosts with waiters), so treat it as busy.
+            Ok(Err(_)) => Err(Refusal::Busy),
             Err(_) => {
-                let limit = self.concurrency * WAITERS_PER_SLOT;
-                if endpoint.waiting.fetch_add(1, Ordering::SeqCst) >= limit {
-                    endpoint.waiting.fetch_sub(1, Ordering::SeqCst);
+                let cancelled = {
+                    let mut schedule = lock(&cell.schedule);
+                    let cancelled = schedule.cancel(webhook, id, Instant::now());
+                    cell.sync(&schedule, &self.totals);
+                    cancelled
+                };
+                if cancelled.is_some() {
+                    self.totals.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.totals.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                     return Err(Refusal::Busy);
                 }
-                let free = endpoint.permits.clone().acquire_owned();
-                let waited = tokio::time::timeout(self.max_wait, free).await;
-                endpoint.waiting.fetch_sub(1, Ordering::SeqCst);
-                match waited {
-                    Ok(Ok(permit)) => permit,
-                    _ => return Err(Refusal::Busy),
+                // Let through (or refused) just as the wait ended: take the answer.
+                match rx.try_recv() {
+                    Ok(answer) => answer.map_err(|r| Refusal::from_schedule(r, Instant::now())),
+                    Err(_) => Err(Refusal::Busy),
                 }
             }
-        };
-        let now = Instant::now();
-        let admission = endpoint
-            .breaker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(now);
-        match admission {
-            Admission::Allow | Admission::Probe => Ok(Pass { _permit: permit }),
-            Admission::Reject { until } => Err(Refusal::Open(until.saturating_duration_since(now))),
         }
     }
 
-    /// Reports how a request to `key` went (see [`Breaker::record`]).
-    pub fn report(&self, key: &str, healthy: bool) {
-        use crate::domain::breaker::State;
-        let endpoint = self.endpoint(key);
-        let (before, after) = {
-            let mut breaker = endpoint.breaker.lock().unwrap_or_else(|e| e.into_inner());
-            let before = breaker.state();
-            breaker.record(Instant::now(), healthy);
-            (before, breaker.state())
-        };
-        // Transitions are logged with the endpoint's origin (never a path or query, which
-        // may carry tokens); the metrics only name a bounded few.
-        match (before, after) {
-            (State::Closed { .. } | State::HalfOpen { .. }, State::Open { cooldown, .. }) => {
-                tracing::warn!(
-                    endpoint = key,
-                    cooldown_secs = cooldown.as_secs(),
-                    "circuit breaker opened"
-                )
-            }
-            (State::Open { .. } | State::HalfOpen { .. }, State::Closed { .. }) => {
-                tracing::info!(endpoint = key, "circuit breaker closed")
-            }
-            _ => {}
-        }
+    /// Events and bytes waiting across all hosts.
+    pub fn queued(&self) -> (usize, usize) {
+        (
+            self.totals.queued.load(Ordering::Relaxed),
+            self.totals.queued_bytes.load(Ordering::Relaxed),
+        )
     }
 
-    /// Endpoints by breaker state (closed, open, half-open), and up to `limit` endpoints
-    /// whose breaker is not closed, longest cool-down first, with their state.
-    pub fn breaker_states(&self, limit: usize) -> ([usize; 3], Vec<(String, &'static str)>) {
-        use crate::domain::breaker::State;
-        let map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+    /// Breakers (hosts' and webhooks') by state (closed, open, half-open), and up to `limit`
+    /// hosts with a breaker that is not closed, by their origin.
+    pub fn breaker_states(&self, limit: usize) -> ([usize; 3], Vec<String>) {
+        let hosts = lock(&self.hosts);
         let mut counts = [0; 3];
-        let mut open = Vec::new();
-        for (key, endpoint) in map.iter() {
-            let Ok(state) = endpoint.breaker.lock().map(|b| b.state()) else {
-                continue;
-            };
-            match state {
-                State::Closed { .. } => counts[0] += 1,
-                State::Open { cooldown, .. } => {
-                    counts[1] += 1;
-                    open.push((cooldown, key.clone(), "open"));
-                }
-                State::HalfOpen { cooldown } => {
-                    counts[2] += 1;
-                    open.push((cooldown, key.clone(), "half_open"));
-                }
+        let mut named = Vec::new();
+        for (key, host) in hosts.iter() {
+            let (c, any_open) = lock(&host.schedule).breaker_counts();
+            for (total, n) in counts.iter_mut().zip(c) {
+                *total += n;
+            }
+            if any_open {
+                named.push(key.clone());
             }
         }
-        open.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let named = open
-            .into_iter()
-            .take(limit)
-            .map(|(_, key, state)| (key, state))
-            .collect();
+        named.sort();
+        named.truncate(limit);
         (counts, named)
+    }
+
+    /// Concurrency limits of the known hosts (for the metrics).
+    pub fn host_limits(&self) -> Vec<usize> {
+        lock(&self.hosts)
+            .values()
+            .map(|h| lock(&h.schedule).limit())
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::breaker::BreakerPolicy;
+    use crate::domain::concurrency::LimitPolicy;
+
+    fn endpoints(host_limit: usize, max_wait: Duration, max_held: usize) -> Arc<Endpoints> {
+        let breaker = BreakerPolicy {
+            failures_to_open: 3,
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(60),
+        };
+        Arc::new(Endpoints::new(
+            SchedulePolicy {
+                host_limit: LimitPolicy::fixed(host_limit),
+                webhook_limit: LimitPolicy::fixed(host_limit),
+                webhook_breaker: breaker,
+                host_breaker: BreakerPolicy {
+                    open_for: Duration::from_secs(1),
+                    ..breaker
+                },
+                queue_events: 1_000,
+                queue_bytes: 1 << 20,
+            },
+            WaitLimits {
+                max_wait,
+                max_held,
+                overflow_wait: Duration::from_secs(1),
+            },
+        ))
+    }
+
+    fn ok() -> Finished {
+        Finished::Answered {
+            status: 200,
+            latency: Duration::from_millis(5),
+        }
+    }
 
     #[test]
     fn keys_are_origins() {
@@ -201,74 +389,120 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn concurrency_is_limited_per_endpoint_and_waits_are_bounded() {
-        let e = Arc::new(Endpoints::new(
-            2,
-            BreakerPolicy::default(),
-            Duration::from_millis(50),
-        ));
-        let a1 = e.admit("a").await.unwrap();
-        let _a2 = e.admit("a").await.unwrap();
-        // A third waits, then gives up.
-        assert_eq!(e.admit("a").await.err(), Some(Refusal::Busy));
-        assert!(
-            e.admit("b").await.is_ok(),
-            "another endpoint is not affected"
-        );
-        // A waiter gets the slot freed while it waits.
+    #[tokio::test(start_paused = true)]
+    async fn busy_is_a_wait_not_a_failure() {
+        let e = endpoints(2, Duration::from_secs(30), 100);
+        let a = e.admit("h", "w1", 10).await.unwrap();
+        let _b = e.admit("h", "w1", 10).await.unwrap();
         let waiter = tokio::spawn({
             let e = e.clone();
-            async move { e.admit("a").await.is_ok() }
+            async move { e.admit("h", "w1", 10).await.map(|p| p.finish(ok())) }
         });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(e.queued(), (1, 10), "the third waits in memory");
+        a.finish(ok());
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(e.queued(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_wait_ends_busy_and_frees_its_place() {
+        let e = endpoints(1, Duration::from_secs(30), 100);
+        let _held = e.admit("h", "w1", 10).await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(e.admit("h", "w1", 10).await.err(), Some(Refusal::Busy));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(30) && waited < Duration::from_secs(31));
+        assert_eq!(e.queued(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_webhook_does_not_delay_another_on_the_same_host() {
+        let e = endpoints(8, Duration::from_secs(30), 100);
+        // "hang" fills the host with requests that end only at a 10 s timeout.
+        let mut hanging = Vec::new();
+        for _ in 0..8 {
+            let e = e.clone();
+            hanging.push(tokio::spawn(async move {
+                let pass = e.admit("h", "hang", 10).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                if let Ok(p) = pass {
+                    p.finish(Finished::Transport { connect: false });
+                }
+            }));
+        }
+        // ... and keeps queueing more.
+        for _ in 0..20 {
+            let e = e.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = e.admit("h", "hang", 10).await {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    p.finish(Finished::Transport { connect: false });
+                }
+            });
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        drop(a1);
-        assert!(waiter.await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn only_a_few_may_wait() {
-        let e = Arc::new(Endpoints::new(
-            1,
-            BreakerPolicy::default(),
-            Duration::from_secs(5),
-        ));
-        let _held = e.admit("a").await.unwrap();
-        let waiters: Vec<_> = (0..WAITERS_PER_SLOT)
-            .map(|_| {
-                let e = e.clone();
-                tokio::spawn(async move { e.admit("a").await.map(|_| ()) })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let started = Instant::now();
-        assert_eq!(e.admit("a").await.err(), Some(Refusal::Busy));
+        // A healthy webhook on the same host: its events get through once the first hanging
+        // requests time out, and from then on "hang" holds no more than its share.
+        let started = tokio::time::Instant::now();
+        let mut delivered = 0;
+        while delivered < 100 {
+            let pass = e.admit("h", "fine", 10).await.expect("never refused");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            pass.finish(ok());
+            delivered += 1;
+        }
+        // 10 s until the first slot frees, then 100 × 5 ms; "hang" is shut out by its
+        // breaker after 3 timeouts and its waiters are refused.
         assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "refused at once, not after a wait"
+            started.elapsed() < Duration::from_secs(11),
+            "took {:?}",
+            started.elapsed()
         );
-        for w in waiters {
-            w.abort();
+        for h in hanging {
+            h.await.unwrap();
         }
+        assert!(matches!(
+            e.admit("h", "hang", 10).await.err(),
+            Some(Refusal::WebhookOpen(_))
+        ));
     }
 
-    #[tokio::test]
-    async fn an_open_breaker_refuses_with_the_wait() {
-        let policy = BreakerPolicy {
-            failures_to_open: 2,
-            open_for: Duration::from_secs(30),
-            max_open_for: Duration::from_secs(60),
-        };
-        let e = Endpoints::new(8, policy, Duration::from_secs(1));
-        e.report("a", false);
-        e.report("a", false);
-        match e.admit("a").await {
-            Err(Refusal::Open(wait)) => assert!(wait > Duration::from_secs(29)),
-            other => panic!("expected an open breaker, got {:?}", other.err()),
+    #[tokio::test(start_paused = true)]
+    async fn slow_hosts_leave_input_slots_for_the_others() {
+        // Slots for 6 events in all; two slow hosts that never finish.
+        let e = endpoints(8, Duration::from_secs(300), 6);
+        let mut held = Vec::new();
+        for (host, w) in [("slow1", "a"), ("slow2", "b")] {
+            for _ in 0..3 {
+                held.push(e.admit(host, w, 1).await.expect("room at first"));
+            }
         }
-        assert!(e.admit("b").await.is_ok());
+        // Six held: each slow webhook has its fair share (3), so a seventh waits only
+        // briefly, then is parked and its input slot freed.
+        let started = tokio::time::Instant::now();
+        assert_eq!(e.admit("slow1", "a", 1).await.err(), Some(Refusal::Busy));
+        assert!(started.elapsed() <= Duration::from_millis(1_100));
+        // Another webhook, under its share, still gets through at once.
+        let fast = e.admit("fast", "c", 1).await.expect("fast goes through");
+        fast.finish(ok());
+        assert_eq!(e.queued(), (0, 0));
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_pass_frees_its_slot_for_the_next_waiter() {
+        let e = endpoints(1, Duration::from_secs(30), 100);
+        let held = e.admit("h", "w", 1).await.unwrap();
+        let next = tokio::spawn({
+            let e = e.clone();
+            async move { e.admit("h", "w", 1).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drop(held);
+        assert!(next.await.unwrap());
         let (counts, named) = e.breaker_states(5);
-        assert_eq!(counts, [1, 1, 0], "b is known and closed, a is open");
-        assert_eq!(named, vec![("a".to_owned(), "open")]);
+        assert_eq!(counts, [2, 0, 0], "the host's and the webhook's, closed");
+        assert!(named.is_empty());
     }
 }

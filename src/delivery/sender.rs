@@ -43,6 +43,10 @@ pub struct InvalidHeaders(pub String);
 pub struct AttemptReport {
     pub result: AttemptResult,
     pub attempt: Attempt,
+    /// How long the attempt took, precisely (the attempt record has milliseconds).
+    pub elapsed: std::time::Duration,
+    /// No connection could be made (refused, DNS, TLS): the host's failure, not a path's.
+    pub connect_failed: bool,
 }
 
 #[derive(Clone)]
@@ -154,13 +158,9 @@ impl Sender {
                 } else {
                     AttemptResult::Transport
                 };
-                Ok(report(
-                    started_at,
-                    started,
-                    result,
-                    None,
-                    Some(describe(&e)),
-                ))
+                let mut report = report(started_at, started, result, None, Some(describe(&e)));
+                report.connect_failed = e.is_connect();
+                Ok(report)
             }
         }
     }
@@ -192,6 +192,8 @@ fn report(
 ) -> AttemptReport {
     AttemptReport {
         result,
+        elapsed: started.elapsed(),
+        connect_failed: false,
         attempt: Attempt {
             at: rfc3339_millis(at),
             http_status,

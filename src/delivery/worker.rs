@@ -12,12 +12,49 @@ use super::endpoints::{endpoint_key, Endpoints, Refusal};
 use super::sender::{DeliveryIds, Sender};
 use crate::domain::config::{self, Rules, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
+use crate::domain::host_schedule::Finished;
 use crate::domain::outcome::{Attempt, Reason, WebhookRef};
 use crate::domain::retry::{classify, AttemptResult, RetryPolicy, Verdict};
 use crate::domain::time::unix_seconds;
 
-/// How long an event waits when its endpoint already has all the requests it may have.
+/// First delay of an event parked because its webhook's queue was full; doubled for each
+/// such park in a row, up to `BUSY_WAIT_MAX`, with jitter.
 const BUSY_WAIT: Duration = Duration::from_secs(1);
+const BUSY_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// The delay of the `parks`-th busy park in a row (1-based), with `random` in [0, 1) as jitter.
+pub fn busy_delay(parks: u32, jitter: f64, random: f64) -> Duration {
+    let base = BUSY_WAIT
+        .checked_mul(
+            1u32.checked_shl(parks.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        )
+        .unwrap_or(BUSY_WAIT_MAX)
+        .min(BUSY_WAIT_MAX);
+    let factor = 1.0 + jitter.clamp(0.0, 1.0) * (2.0 * random.clamp(0.0, 1.0) - 1.0);
+    base.mul_f64(factor.max(0.0))
+}
+
+/// What the outcome's attempt list shows for an attempt a breaker refused.
+fn not_sent(refusal: Refusal) -> Attempt {
+    let why = match refusal {
+        Refusal::HostOpen(_) => {
+            "not sent: the host's circuit breaker is open (it could not be connected to)"
+        }
+        _ => "not sent: the webhook's circuit breaker is open",
+    };
+    Attempt {
+        at: crate::domain::time::rfc3339_millis(SystemTime::now()),
+        http_status: None,
+        error: Some(why.to_owned()),
+        duration_ms: 0,
+    }
+}
+
+/// The webhook's scheduling key: one webhook per org + sandbox.
+fn webhook_key(w: &WebhookConfig) -> String {
+    format!("{}/{}", w.ims_org, w.sandbox.id)
+}
 
 /// Where a delivery step leaves the event.
 #[derive(Debug)]
@@ -28,11 +65,13 @@ pub enum Step {
         webhook: WebhookRef,
         attempts: Vec<Attempt>,
     },
-    /// Try again after `delay`.
+    /// Try again after `delay`. `busy` when no attempt was made because the webhook's
+    /// queue was full (such parks back off on their own).
     Park {
         webhook: WebhookRef,
         attempts: Vec<Attempt>,
         delay: Duration,
+        busy: bool,
     },
 }
 
@@ -80,7 +119,9 @@ impl Deliverer {
     }
 
     /// Makes the next attempt for `event` with the current `webhook`. `attempts` are the
-    /// earlier ones; `first_seen_ms` is when the event was first handled.
+    /// earlier ones; `first_seen_ms` is when the event was first handled; `busy_parks` how
+    /// many times in a row it found its webhook's queue full.
+    #[allow(clippy::too_many_arguments)]
     pub async fn step(
         &self,
         event: &FeedbackEvent,
@@ -88,6 +129,7 @@ impl Deliverer {
         body: Bytes,
         mut attempts: Vec<Attempt>,
         first_seen_ms: u64,
+        busy_parks: u32,
         replay_id: Option<&str>,
     ) -> Step {
         let used = webhook_ref(webhook);
@@ -103,18 +145,20 @@ impl Deliverer {
         let elapsed =
             Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
         let key = endpoint_key(&webhook.url);
-        let _pass = match self.endpoints.admit(&key).await {
+        let pass = match self
+            .endpoints
+            .admit(&key, &webhook_key(webhook), body.len())
+            .await
+        {
             Ok(pass) => pass,
-            Err(refusal) => {
-                let wait = match refusal {
-                    Refusal::Open(wait) => wait.max(BUSY_WAIT),
-                    Refusal::Busy => BUSY_WAIT,
-                };
+            Err(Refusal::Busy) => {
+                let parks = busy_parks.saturating_add(1);
+                let wait = busy_delay(parks, self.policy.jitter, rand::random::<f64>());
                 debug!(
                     event_id = event.id,
                     endpoint = key,
-                    ?refusal,
-                    "endpoint unavailable; parking"
+                    parks,
+                    "webhook queue full; parking"
                 );
                 if !self.policy.within_max_age(elapsed, wait) {
                     return done(Some(Reason::RetriesExhausted), attempts);
@@ -123,7 +167,24 @@ impl Deliverer {
                     webhook: used.clone(),
                     attempts,
                     delay: wait,
+                    busy: true,
                 };
+            }
+            Err(refusal) => {
+                // A refusal by an open breaker is an attempt that was not made: the schedule
+                // goes on, so an endpoint that stays down ends the event on the schedule.
+                debug!(
+                    event_id = event.id,
+                    endpoint = key,
+                    ?refusal,
+                    "breaker open"
+                );
+                crate::observe::metrics()
+                    .attempts
+                    .with_label_values(&["breaker_open"])
+                    .inc();
+                attempts.push(not_sent(refusal));
+                return self.after_failure(used, attempts, first_seen_ms, None);
             }
         };
         let at = SystemTime::now();
@@ -133,8 +194,8 @@ impl Deliverer {
         {
             Ok(security) => security,
             Err(e) => {
-                // Not the endpoint's fault; report it so a half-open breaker is not left waiting.
-                self.endpoints.report(&key, true);
+                // Not the endpoint's fault: the pass is dropped without a verdict.
+                drop(pass);
                 warn!(event_id = event.id, error = %e, "webhook security settings cannot be applied");
                 return done(Some(Reason::ConfigInvalid), attempts);
             }
@@ -156,14 +217,22 @@ impl Deliverer {
         {
             Ok(report) => report,
             Err(e) => {
-                // Not the endpoint's fault; report it so a half-open breaker is not left waiting.
-                self.endpoints.report(&key, true);
+                drop(pass);
                 warn!(event_id = event.id, error = %e, "webhook headers cannot be sent");
                 return done(Some(Reason::ConfigInvalid), attempts);
             }
         };
         let verdict = classify(&report.result);
-        self.endpoints.report(&key, verdict != Verdict::Retry);
+        pass.finish(match &report.result {
+            AttemptResult::Response { status, .. } => Finished::Answered {
+                status: *status,
+                latency: report.elapsed,
+            },
+            AttemptResult::Transport => Finished::Transport {
+                connect: report.connect_failed,
+            },
+            AttemptResult::Blocked => Finished::NotSent,
+        });
         let retry_after = match &report.result {
             AttemptResult::Response { retry_after, .. } => *retry_after,
             _ => None,
@@ -179,23 +248,53 @@ impl Deliverer {
                 };
                 done(Some(reason), attempts)
             }
-            Verdict::Retry => {
-                let elapsed =
-                    Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
-                match self.policy.next_delay(
-                    attempts.len(),
-                    elapsed,
-                    retry_after,
-                    rand::random::<f64>(),
-                ) {
-                    Some(delay) => Step::Park {
-                        webhook: used.clone(),
-                        attempts,
-                        delay,
-                    },
-                    None => done(Some(Reason::RetriesExhausted), attempts),
-                }
-            }
+            Verdict::Retry => self.after_failure(used, attempts, first_seen_ms, retry_after),
         }
+    }
+
+    /// The step after a failed (or refused) attempt: park until the schedule's next delay,
+    /// or end when the schedule is used up.
+    fn after_failure(
+        &self,
+        webhook: WebhookRef,
+        attempts: Vec<Attempt>,
+        first_seen_ms: u64,
+        retry_after: Option<Duration>,
+    ) -> Step {
+        let elapsed =
+            Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
+        match self
+            .policy
+            .next_delay(attempts.len(), elapsed, retry_after, rand::random::<f64>())
+        {
+            Some(delay) => Step::Park {
+                webhook,
+                attempts,
+                delay,
+                busy: false,
+            },
+            None => Step::Done {
+                reason: Some(Reason::RetriesExhausted),
+                webhook,
+                attempts,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_parks_back_off_with_jitter_up_to_a_minute() {
+        assert_eq!(busy_delay(1, 0.0, 0.5), Duration::from_secs(1));
+        assert_eq!(busy_delay(3, 0.0, 0.5), Duration::from_secs(4));
+        assert_eq!(busy_delay(40, 0.0, 0.5), Duration::from_secs(60));
+        assert_eq!(busy_delay(u32::MAX, 0.0, 0.5), Duration::from_secs(60));
+        let low = busy_delay(2, 0.2, 0.0);
+        let high = busy_delay(2, 0.2, 0.999_999);
+        assert!(low >= Duration::from_millis(1_599) && low <= Duration::from_millis(1_601));
+        assert!(high > Duration::from_millis(2_399) && high <= Duration::from_millis(2_400));
     }
 }

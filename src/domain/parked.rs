@@ -52,9 +52,17 @@ pub struct Parked {
     pub first_seen_ms: u64,
     /// When the next attempt is due (Unix ms).
     pub due_ms: u64,
+    /// Parks in a row because the webhook's queue was full, not because an attempt failed:
+    /// such parks back off on their own (1 s, doubling, up to a minute).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub busy_parks: u32,
     /// The replay redelivering the event, if any: its outcome and requests carry its id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<super::outcome::Replay>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Parked {
@@ -99,6 +107,7 @@ mod tests {
             }],
             first_seen_ms: 1,
             due_ms: 2,
+            busy_parks: 0,
             replay: None,
         };
         let json: Value = serde_json::from_slice(&parked.to_json()).unwrap();

@@ -36,10 +36,17 @@ pub struct Metrics {
     pub retries_parked: IntCounterVec,
     /// HTTP requests to webhooks under way.
     pub deliveries_in_flight: IntGauge,
-    /// Endpoints known to this instance, by breaker state (`closed`, `open`, `half_open`).
+    /// Circuit breakers (one per host, one per webhook) by state (`closed`, `open`,
+    /// `half_open`).
     pub circuit_breakers: IntGaugeVec,
-    /// 1 for each endpoint whose breaker is open or half-open (at most [`MAX_OPEN_SERIES`]).
+    /// 1 for each host (origin) with a breaker, its own or a webhook's, that is open or
+    /// half-open (at most [`MAX_OPEN_SERIES`]).
     pub circuit_open: IntGaugeVec,
+    /// Events waiting in memory for their host, and their payload bytes.
+    pub deliveries_queued: IntGauge,
+    pub deliveries_queued_bytes: IntGauge,
+    /// The hosts' adaptive concurrency limits: `min`, `median` and `max` over known hosts.
+    pub host_concurrency_limit: IntGaugeVec,
     /// Config records read, by result: `applied`, `deleted`, `refused`.
     pub config_records: IntCounterVec,
     /// Records in the local config cache (RocksDB's estimate).
@@ -136,14 +143,30 @@ impl Metrics {
             circuit_breakers: gauge_vec(
                 &r,
                 "circuit_breakers",
-                "Endpoints known to this instance, by circuit-breaker state",
+                "Circuit breakers (hosts' and webhooks') known to this instance, by state",
                 &["state"],
             ),
             circuit_open: gauge_vec(
                 &r,
                 "circuit_open",
-                "1 per endpoint (origin) whose breaker is open or half-open, at most 20",
-                &["endpoint", "state"],
+                "1 per host (origin) with an open or half-open breaker, its own or a webhook's; at most 20",
+                &["endpoint"],
+            ),
+            deliveries_queued: gauge(
+                &r,
+                "deliveries_queued",
+                "Events waiting in memory for a free request slot of their host",
+            ),
+            deliveries_queued_bytes: gauge(
+                &r,
+                "deliveries_queued_bytes",
+                "Payload bytes of the events waiting for their host",
+            ),
+            host_concurrency_limit: gauge_vec(
+                &r,
+                "host_concurrency_limit",
+                "Adaptive concurrency limits of the known hosts: min, median, max",
+                &["stat"],
             ),
             config_records: counter(
                 &r,
@@ -219,8 +242,10 @@ mod tests {
         m.attempt_seconds.observe(0.1);
         m.circuit_breakers.with_label_values(&["open"]).set(1);
         m.circuit_open
-            .with_label_values(&["https://a.example:443", "open"])
+            .with_label_values(&["https://a.example:443"])
             .set(1);
+        m.deliveries_queued.set(2);
+        m.host_concurrency_limit.with_label_values(&["max"]).set(32);
         m.config_records.with_label_values(&["applied"]).inc();
         m.consumer_lag
             .with_label_values(&["input", "t", "0"])

@@ -7,6 +7,7 @@
 //! their completed work reached is committed before the partitions are handed over. What is
 //! still unfinished then is released, and the next owner processes it again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,11 +43,15 @@ pub struct InputRecord {
 }
 
 impl InputRecord {
-    /// Whether the record's partition is still this instance's (and not being revoked).
+    /// Whether the record's partition is still this instance's (and not being revoked),
+    /// and the record was not given back to be fetched again (see [`InputConsumer::defer`]).
     pub fn is_current(&self) -> bool {
         self.tracker
             .lock()
-            .map(|t| t.generation(&self.key) == Some(self.generation))
+            .map(|t| {
+                t.generation(&self.key) == Some(self.generation)
+                    && t.tracks(&self.key, self.generation, self.offset)
+            })
             .unwrap_or(false)
     }
 
@@ -248,6 +253,8 @@ pub struct InputConsumer {
     consumer: StreamConsumer<InputContext>,
     tracker: Arc<Mutex<OffsetTracker>>,
     joined: Arc<AtomicBool>,
+    /// Partitions paused until their next record is due, with their generation.
+    deferred: Mutex<HashMap<PartitionKey, u64>>,
 }
 
 /// How a consumer joins its group.
@@ -308,6 +315,7 @@ impl InputConsumer {
             consumer,
             tracker,
             joined,
+            deferred: Mutex::new(HashMap::new()),
         })
     }
 
@@ -379,12 +387,100 @@ impl InputConsumer {
         }
     }
 
+    /// Resumes every assigned partition except those deferred until a record is due.
     pub fn resume(&self) {
-        if let Ok(assignment) = self.consumer.assignment() {
-            if let Err(e) = self.consumer.resume(&assignment) {
-                warn!(error = %e, "resume failed");
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let deferred = self.deferred.lock().map(|d| d.clone()).unwrap_or_default();
+        let current = |key: &PartitionKey, generation: u64| {
+            self.tracker
+                .lock()
+                .map(|t| t.generation(key) == Some(generation))
+                .unwrap_or(false)
+        };
+        let mut tpl = TopicPartitionList::new();
+        for e in assignment.elements() {
+            let key = PartitionKey {
+                topic: e.topic().to_owned(),
+                partition: e.partition(),
+            };
+            if !deferred.get(&key).is_some_and(|g| current(&key, *g)) {
+                tpl.add_partition(e.topic(), e.partition());
             }
         }
+        if let Err(e) = self.consumer.resume(&tpl) {
+            warn!(error = %e, "resume failed");
+        }
+    }
+
+    /// Gives `record` back unstarted and stops fetching its partition, rewound to it, until
+    /// [`InputConsumer::resume_deferred`]: a retry tier's head record that is not due yet is
+    /// fetched again when it is, instead of being held (with its payload and a task) while
+    /// it waits. Records of the partition received after it are given back too. Returns
+    /// `false`, changing nothing, when that cannot be done (a later record already started,
+    /// the partition moved); the caller then handles the record as usual.
+    pub fn defer(&self, record: &InputRecord) -> bool {
+        let (key, generation, offset) = (&record.key, record.generation, record.offset);
+        let can = self
+            .tracker
+            .lock()
+            .map(|t| t.can_rewind(key, generation, offset))
+            .unwrap_or(false);
+        if !can {
+            return false;
+        }
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(&key.topic, key.partition, Offset::Offset(offset))
+            .is_err()
+        {
+            return false;
+        }
+        if let Err(e) = self.consumer.pause(&tpl) {
+            warn!(topic = key.topic, partition = key.partition, error = %e, "pause failed");
+            return false;
+        }
+        // Asynchronous (no wait): librdkafka drops what it prefetched for the partition and
+        // fetches from `offset` once resumed.
+        if let Err(e) = self.consumer.seek_partitions(tpl, Duration::ZERO) {
+            warn!(topic = key.topic, partition = key.partition, error = %e, "seek failed");
+            let _ = self.consumer.resume(&self.one(key));
+            return false;
+        }
+        let rewound = self
+            .tracker
+            .lock()
+            .map(|mut t| t.rewind(key, generation, offset))
+            .unwrap_or(false);
+        if let Ok(mut d) = self.deferred.lock() {
+            d.insert(key.clone(), generation);
+        }
+        rewound
+    }
+
+    /// Fetches a deferred partition again, if it is still the same assignment.
+    pub fn resume_deferred(&self, key: &PartitionKey, generation: u64) {
+        let was = self.deferred.lock().ok().and_then(|mut d| d.remove(key));
+        let current = self
+            .tracker
+            .lock()
+            .map(|mut t| {
+                t.refetch(key, generation);
+                t.generation(key) == Some(generation)
+            })
+            .unwrap_or(false);
+        if was == Some(generation) && current {
+            if let Err(e) = self.consumer.resume(&self.one(key)) {
+                warn!(topic = key.topic, partition = key.partition, error = %e, "resume failed");
+            }
+        }
+    }
+
+    fn one(&self, key: &PartitionKey) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&key.topic, key.partition);
+        tpl
     }
 
     /// Commits the stored offsets synchronously (at shutdown).

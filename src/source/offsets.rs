@@ -28,16 +28,20 @@ pub struct PartitionOffsets {
     in_flight: VecDeque<(i64, Mark)>,
     /// The last commit point the completed prefix reached.
     committable: Option<i64>,
+    /// Rewound and not yet fetched again: records arriving meanwhile were prefetched
+    /// before the rewind and come again later, so they are refused.
+    rewound: bool,
 }
 
 impl PartitionOffsets {
     /// Records that `offset` was handed out. Offsets must increase; a repeat or an older
     /// offset (a re-fetch after a seek) is ignored and reported with `false`.
     pub fn begin(&mut self, offset: i64) -> bool {
-        if self
-            .in_flight
-            .back()
-            .is_some_and(|(last, _)| *last >= offset)
+        if self.rewound
+            || self
+                .in_flight
+                .back()
+                .is_some_and(|(last, _)| *last >= offset)
         {
             return false;
         }
@@ -85,6 +89,42 @@ impl PartitionOffsets {
         }
         *entry = mark;
         Some(())
+    }
+
+    /// Whether the records from `offset` on are all received and none has started, so the
+    /// partition can be fetched again from `offset` (see [`PartitionOffsets::rewind`]).
+    pub fn can_rewind(&self, offset: i64) -> bool {
+        self.in_flight
+            .iter()
+            .any(|(o, m)| *o == offset && *m == Mark::Queued)
+            && self
+                .in_flight
+                .iter()
+                .filter(|(o, _)| *o >= offset)
+                .all(|(_, m)| *m == Mark::Queued)
+    }
+
+    /// Forgets the records from `offset` on, which will be fetched again (after a seek back
+    /// to `offset`). Only when [`PartitionOffsets::can_rewind`].
+    pub fn rewind(&mut self, offset: i64) -> bool {
+        if !self.can_rewind(offset) {
+            return false;
+        }
+        self.in_flight.retain(|(o, _)| *o < offset);
+        self.rewound = true;
+        true
+    }
+
+    /// The partition is fetched again from where it was rewound to.
+    pub fn refetch(&mut self) {
+        self.rewound = false;
+    }
+
+    /// Whether `offset` is received and not yet completed or released.
+    pub fn tracks(&self, offset: i64) -> bool {
+        self.in_flight
+            .binary_search_by_key(&offset, |(o, _)| *o)
+            .is_ok_and(|i| matches!(self.in_flight[i].1, Mark::Queued | Mark::Open))
     }
 
     /// Records whose work has started and not ended.
@@ -200,6 +240,38 @@ impl OffsetTracker {
                 a.offsets.release(offset);
             }
         }
+    }
+
+    /// See [`PartitionOffsets::can_rewind`]; `false` for another generation.
+    pub fn can_rewind(&self, key: &PartitionKey, generation: u64, offset: i64) -> bool {
+        self.partitions
+            .get(key)
+            .is_some_and(|a| a.generation == generation && a.offsets.can_rewind(offset))
+    }
+
+    /// See [`PartitionOffsets::rewind`]; `false` (nothing changed) for another generation.
+    pub fn rewind(&mut self, key: &PartitionKey, generation: u64, offset: i64) -> bool {
+        match self.partitions.get_mut(key) {
+            Some(a) if a.generation == generation => a.offsets.rewind(offset),
+            _ => false,
+        }
+    }
+
+    /// See [`PartitionOffsets::refetch`].
+    pub fn refetch(&mut self, key: &PartitionKey, generation: u64) {
+        if let Some(a) = self.partitions.get_mut(key) {
+            if a.generation == generation {
+                a.offsets.refetch();
+            }
+        }
+    }
+
+    /// Whether `offset` of this generation is received and not yet finished: a record
+    /// forgotten by a rewind is not (it will come again).
+    pub fn tracks(&self, key: &PartitionKey, generation: u64, offset: i64) -> bool {
+        self.partitions
+            .get(key)
+            .is_some_and(|a| a.generation == generation && a.offsets.tracks(offset))
     }
 
     /// The current generation of a partition, if it is assigned and not being revoked.
@@ -321,6 +393,26 @@ mod tests {
         assert_eq!(p.complete(0), None);
         assert_eq!(p.open(), 0);
         assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn a_rewind_forgets_waiting_records_so_they_can_be_fetched_again() {
+        let mut p = PartitionOffsets::default();
+        for o in 10..15 {
+            assert!(p.begin(o));
+        }
+        p.start(10);
+        assert!(!p.can_rewind(10), "10 is under way");
+        assert!(!p.can_rewind(9), "not received");
+        assert!(p.rewind(12));
+        assert!(p.tracks(11) && !p.tracks(12) && !p.tracks(14));
+        assert!(!p.begin(13), "prefetched before the rewind: it comes again");
+        p.refetch();
+        // Fetched again from 12, in order.
+        assert!(p.begin(12));
+        assert_eq!(p.complete(10), Some(11));
+        assert_eq!(p.complete(11), Some(12));
+        assert_eq!(p.complete(12), Some(13), "the commit point never skips 12");
     }
 
     #[test]

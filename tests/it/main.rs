@@ -15,3 +15,4 @@ mod replay;
 mod restart;
 mod retries;
 mod security;
+mod shared_host;

@@ -8,7 +8,7 @@ use feedback_webhooks::receiver::Reply;
 use crate::support::kafka::Reader;
 use crate::support::*;
 
-async fn get(addr: &str, path: &str) -> (u16, String) {
+pub async fn get(addr: &str, path: &str) -> (u16, String) {
     // Plain HTTP, but reqwest still wants a TLS provider chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let response = reqwest::get(format!("http://{addr}{path}"))
@@ -19,7 +19,7 @@ async fn get(addr: &str, path: &str) -> (u16, String) {
 }
 
 /// The value of the sample `series` (name with its labels, as exposed), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
@@ -88,10 +88,12 @@ async fn metrics_and_probes_describe_the_work_done() {
             "feedback_webhooks_config_records_total{result=\"applied\"}".into(),
             2.0,
         ),
+        // The host's breaker and its one webhook's.
         (
             "feedback_webhooks_circuit_breakers{state=\"closed\"}".into(),
-            1.0,
+            2.0,
         ),
+        ("feedback_webhooks_deliveries_queued".into(), 0.0),
         ("feedback_webhooks_deliveries_in_flight".into(), 0.0),
         ("feedback_webhooks_retries_pending".into(), 0.0),
     ];

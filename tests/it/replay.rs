@@ -256,8 +256,8 @@ async fn a_large_replay_does_not_hold_back_live_events() {
     let mut env = h.env.clone();
     // One replayed event at a time: the replay's share of this instance.
     env.push(("FW_REPLAY__MAX_IN_FLIGHT".into(), "1".into()));
-    // Two requests at once to the endpoint: a replay taking both would hold live events.
-    env.push(("FW_DELIVERY__ENDPOINT_CONCURRENCY".into(), "2".into()));
+    // Two requests at once to the host: a replay taking both would hold live events.
+    env.push(("FW_DELIVERY__HOST_CONCURRENCY_MAX".into(), "2".into()));
     let mut processor =
         crate::support::processor::Processor::start(&env, h.dir.path().join("p.log"));
     let from = at(-2);

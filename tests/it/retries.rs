@@ -176,7 +176,7 @@ async fn a_dead_endpoint_does_not_hold_back_another_tenant() {
     );
     set(&mut h.env, "FW_DELIVERY__REQUEST_TIMEOUT_MS", "5000");
     set(&mut h.env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[30]");
-    set(&mut h.env, "FW_DELIVERY__ENDPOINT_CONCURRENCY", "8");
+    set(&mut h.env, "FW_DELIVERY__HOST_CONCURRENCY_MAX", "8");
     set(&mut h.env, "FW_DELIVERY__MAX_IN_FLIGHT", "64");
     // The dead endpoint hangs on every request.
     dead.respond(|_| Reply {

@@ -1,0 +1,315 @@
+//! The processor: source → join → deliver → record, with acknowledgements that tie each
+//! consumed offset to completed work.
+//!
+//! Three consumer loops run side by side (`consume`). The input loop turns each feedback
+//! event into an outcome, or, when its first attempt must be retried, into a parked record
+//! on a retry tier. The retry loop reads the tiers, waits for each record's due time, joins
+//! the event with the *current* config and attempts again. The replay loop delivers
+//! operators' redelivery requests. What happens to one record is in `handlers`; this file
+//! wires the parts together. Either way a record's offset may advance once what it became
+//! (outcome or parked record) is acknowledged by the broker.
+
+mod consume;
+mod handlers;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use self::consume::{consume, Loop};
+use self::handlers::{handle_input, handle_parked, handle_replay, parked_due};
+use crate::delivery::auth::Auth;
+use crate::delivery::secrets::Secrets;
+use crate::delivery::{
+    build_client, client::ClientOptions, ClientError, Deliverer, Endpoints, Sender,
+};
+use crate::domain::parked::tier_topics;
+use crate::join::{ConfigFollower, ConfigStore, StoreError};
+use crate::kafka::{ensure_topics, internal_record_limit};
+use crate::observe::{metrics, server, Health};
+use crate::record::{RecordError, Recorder};
+use crate::settings::Settings;
+use crate::source::{InputConsumer, InputError, Subscription};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Follower(#[from] crate::join::follower::FollowerError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("retry topics: {0}")]
+    Topics(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Settings(crate::settings::SettingsError),
+    #[error("the config follower stopped; see the log above")]
+    FollowerStopped,
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+}
+
+/// What every record task needs.
+pub(crate) struct Context {
+    pub(crate) store: ConfigStore,
+    pub(crate) deliverer: Deliverer,
+    pub(crate) recorder: Recorder,
+    pub(crate) max_event_bytes: usize,
+    /// Becomes `true` at shutdown: parked records still waiting are left for a restart.
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+/// Runs the processor until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PipelineError> {
+    tokio::pin!(shutdown);
+    if settings.delivery.allow_http {
+        warn!("DEVELOPMENT SETTING delivery.allow_http is on: webhook URLs may use plain http");
+    }
+    let health = Arc::new(Health::default());
+    // Served from the start: liveness holds while the cache catches up, readiness does not.
+    let _server = match settings.http.listen.as_str() {
+        "" => None,
+        addr => Some(server::start(addr, health.clone()).await?),
+    };
+    let store = ConfigStore::open(&settings.store.path)?;
+    {
+        let store = store.clone();
+        metrics().on_scrape(move |m| {
+            m.config_cache_entries
+                .set(store.estimated_entries().try_into().unwrap_or(i64::MAX))
+        });
+    }
+    let mut follower = ConfigFollower::start(&settings.kafka, store.clone(), settings.rules())?;
+    tokio::select! {
+        caught_up = follower.wait_caught_up() => if !caught_up {
+            return Err(PipelineError::FollowerStopped);
+        },
+        () = &mut shutdown => {
+            info!("shutdown before the config cache caught up");
+            return Ok(());
+        }
+    }
+    health.set_caught_up();
+    let tiers = tier_topics(&settings.retry_topic_prefix());
+    let replay_topic = settings.replay_topic();
+    let mut internal = tiers.clone();
+    internal.push(replay_topic.clone());
+    let record_limit = internal_record_limit(settings.delivery.max_event_bytes);
+    ensure_topics(
+        &settings.kafka,
+        &internal,
+        settings.kafka.retry_partitions,
+        record_limit,
+    )
+    .await
+    .map_err(PipelineError::Topics)?;
+
+    let policy = Arc::new(settings.address_policy().map_err(PipelineError::Settings)?);
+    if !policy.allow.is_empty() {
+        warn!(allow = ?settings.delivery.allow_cidrs, "destination guard opened for these ranges");
+    }
+    let client = build_client(&ClientOptions {
+        connect_timeout: Duration::from_millis(settings.delivery.connect_timeout_ms),
+        request_timeout: Duration::from_millis(settings.delivery.request_timeout_ms),
+        extra_ca_file: settings.delivery.extra_ca_file.as_deref(),
+        policy: policy.clone(),
+    })?;
+    let endpoints = Endpoints::new(settings.schedule_policy(), settings.wait_limits());
+    let auth = Auth::new(Secrets::new(
+        settings.sealing_key().map_err(PipelineError::Settings)?,
+    ));
+    let (stop_tx, stopping) = watch::channel(false);
+    let deliverer = Deliverer::new(
+        Sender::new(client, policy),
+        auth,
+        settings.retry_policy(),
+        endpoints,
+        settings.rules(),
+    );
+    let context = Arc::new(Context {
+        store,
+        deliverer,
+        recorder: Recorder::new(&settings.kafka, tiers.clone(), record_limit)?,
+        max_event_bytes: settings.delivery.max_event_bytes,
+        stopping: stopping.clone(),
+    });
+    {
+        let context = context.clone();
+        metrics().on_scrape(move |m| {
+            let (counts, named) = context
+                .deliverer
+                .endpoints()
+                .breaker_states(crate::observe::metrics::MAX_OPEN_SERIES);
+            for (state, n) in ["closed", "open", "half_open"].iter().zip(counts) {
+                m.circuit_breakers
+                    .with_label_values(&[state])
+                    .set(n.try_into().unwrap_or(i64::MAX));
+            }
+            m.circuit_open.reset();
+            for endpoint in named {
+                m.circuit_open
+                    .with_label_values(&[endpoint.as_str()])
+                    .set(1);
+            }
+            let (queued, queued_bytes) = context.deliverer.endpoints().queued();
+            m.deliveries_queued
+                .set(queued.try_into().unwrap_or(i64::MAX));
+            m.deliveries_queued_bytes
+                .set(queued_bytes.try_into().unwrap_or(i64::MAX));
+            let mut limits = context.deliverer.endpoints().host_limits();
+            limits.sort_unstable();
+            m.host_concurrency_limit.reset();
+            if let (Some(min), Some(max)) = (limits.first(), limits.last()) {
+                let median = limits[limits.len() / 2];
+                for (stat, v) in [("min", min), ("median", &median), ("max", max)] {
+                    m.host_concurrency_limit
+                        .with_label_values(&[stat])
+                        .set((*v).try_into().unwrap_or(i64::MAX));
+                }
+            }
+        });
+    }
+    let kafka = &settings.kafka;
+    let revoke_grace = Duration::from_secs(settings.shutdown.revoke_grace_secs);
+    let input = InputConsumer::subscribe(
+        kafka,
+        Subscription {
+            name: "input",
+            group: &kafka.group_id,
+            topics: &kafka.input_topics,
+            max_record_bytes: settings.delivery.max_event_bytes,
+            revoke_grace,
+        },
+    )?;
+    let retry_group = format!("{}-retry", kafka.group_id);
+    let retries = InputConsumer::subscribe(
+        kafka,
+        Subscription {
+            name: "retry",
+            group: &retry_group,
+            topics: &tiers,
+            // Parked records embed an event and its attempts.
+            max_record_bytes: record_limit,
+            revoke_grace,
+        },
+    )?;
+    let replay_group = format!("{}-replay", kafka.group_id);
+    let replays = InputConsumer::subscribe(
+        kafka,
+        Subscription {
+            name: "replay",
+            group: &replay_group,
+            topics: std::slice::from_ref(&replay_topic),
+            max_record_bytes: record_limit,
+            revoke_grace,
+        },
+    )?;
+    info!(topics = ?kafka.input_topics, group = kafka.group_id, "processing input");
+
+    let drain = Duration::from_secs(settings.shutdown.drain_deadline_secs);
+    let loops = async {
+        tokio::join!(
+            consume(
+                Loop {
+                    name: "input",
+                    consumer: &input,
+                    limit: settings.delivery.max_in_flight,
+                    drain,
+                    in_flight_gauge: None,
+                    due: None,
+                },
+                &context,
+                stopping.clone(),
+                handle_input
+            ),
+            consume(
+                Loop {
+                    name: "retry",
+                    consumer: &retries,
+                    limit: settings.delivery.max_retrying,
+                    drain,
+                    in_flight_gauge: Some(&metrics().retries_pending),
+                    due: Some(parked_due),
+                },
+                &context,
+                stopping.clone(),
+                handle_parked
+            ),
+            // Replays run beside live input with a bounded share of their own.
+            consume(
+                Loop {
+                    name: "replay",
+                    consumer: &replays,
+                    limit: settings.replay.max_in_flight,
+                    drain,
+                    in_flight_gauge: None,
+                    due: None,
+                },
+                &context,
+                stopping.clone(),
+                handle_replay
+            ),
+            ready_when_joined(&input, &health, stopping.clone()),
+        )
+    };
+    tokio::pin!(loops);
+    let mut failed = None;
+    tokio::select! {
+        _ = &mut loops => {}
+        () = &mut shutdown => {}
+        () = follower_stopped(&follower) => failed = Some(PipelineError::FollowerStopped),
+    }
+    info!(
+        deadline_secs = drain.as_secs(),
+        "shutting down: draining deliveries under way"
+    );
+    health.set_stopping();
+    let _ = stop_tx.send(true);
+    (&mut loops).await;
+    context.recorder.flush(Duration::from_secs(10))?;
+    // Offsets are committed while the partitions are still ours, then the group is left.
+    for consumer in [&input, &retries, &replays] {
+        if let Err(e) = consumer.commit() {
+            warn!(error = %e, "final commit failed; the last records may be processed again");
+        }
+        consumer.unsubscribe();
+    }
+    follower.stop();
+    info!("stopped");
+    failed.map_or(Ok(()), Err)
+}
+
+/// Resolves if the follower thread has ended (it only does on a cache write failure).
+async fn follower_stopped(follower: &ConfigFollower) {
+    while follower.is_running() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Marks the processor ready once the input consumer has joined its group, or after a while
+/// without an assignment (more members than partitions: idle, but ready).
+async fn ready_when_joined(
+    input: &InputConsumer,
+    health: &Health,
+    mut stopping: watch::Receiver<bool>,
+) {
+    const IDLE_READY_AFTER: Duration = Duration::from_secs(30);
+    let started = tokio::time::Instant::now();
+    while !input.joined() && started.elapsed() < IDLE_READY_AFTER {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+    }
+    health.set_joined();
+}

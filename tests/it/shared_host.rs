@@ -1,0 +1,257 @@
+//! Many webhooks on one host: each webhook's errors, slowness and retries stay its own, and
+//! an endpoint that stays down ends its events on the retry schedule.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use feedback_webhooks::receiver::Reply;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::observe::{get, sample};
+use crate::support::kafka::Reader;
+use crate::support::*;
+
+fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    env.retain(|(k, _)| k != key);
+    env.push((key.into(), value.into()));
+}
+
+fn event(org: &str, id: &str) -> Value {
+    let mut e = spec_event(id);
+    e["imsOrg"] = json!(org);
+    e
+}
+
+fn at(s: &Value) -> OffsetDateTime {
+    OffsetDateTime::parse(s.as_str().expect("a time"), &Rfc3339).expect("RFC 3339")
+}
+
+fn count(h: &Harness, path: &str) -> usize {
+    h.receiver
+        .received()
+        .iter()
+        .filter(|r| r.path == path)
+        .count()
+}
+
+async fn wait_count(h: &Harness, path: &str, n: usize) {
+    let until = Instant::now() + PATIENCE;
+    while count(h, path) < n {
+        assert!(
+            Instant::now() < until,
+            "{path}: {} of {n} requests",
+            count(h, path)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_webhook_on_a_shared_host_does_not_hold_back_another() {
+    const EACH: usize = 300;
+    let mut h = Harness::start("shared-failing").await;
+    set(&mut h.env, "FW_DELIVERY__REQUEST_TIMEOUT_MS", "2000");
+    set(&mut h.env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[60]");
+    set(&mut h.env, "FW_DELIVERY__MAX_IN_FLIGHT", "64");
+    // Its first 30 requests answer 503, then the bad webhook's path hangs.
+    let bad_calls = Arc::new(AtomicUsize::new(0));
+    h.receiver.respond(move |r| {
+        if r.path != "/bad" {
+            return Reply::status(200);
+        }
+        if bad_calls.fetch_add(1, Ordering::SeqCst) < 30 {
+            Reply::status(503)
+        } else {
+            Reply {
+                delay: Some(Duration::from_secs(60)),
+                ..Reply::status(200)
+            }
+        }
+    });
+    h.configure("orgBad", &h.receiver.url("/bad")).await;
+    h.configure("orgGood", &h.receiver.url("/good")).await;
+    let _processor = h.processor("processor");
+
+    for i in 0..EACH {
+        h.producer
+            .send_json(&h.topics.input, None, &event("orgBad", &format!("bad-{i}")))
+            .await;
+    }
+    wait_count(&h, "/bad", 10).await;
+    let started = Instant::now();
+    for i in 0..EACH {
+        h.producer
+            .send_json(
+                &h.topics.input,
+                None,
+                &event("orgGood", &format!("good-{i}")),
+            )
+            .await;
+    }
+    wait_count(&h, "/good", EACH).await;
+    let took = started.elapsed();
+    // A breaker for the whole host would park the good webhook's events for its 30 s
+    // cool-down; a shared slot pool would make them wait for the hanging requests (2 s).
+    assert!(took < Duration::from_secs(5), "good webhook took {took:?}");
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    outcomes.wait_for(EACH);
+    let by_id = outcomes.by_event_id();
+    for i in 0..EACH {
+        assert_eq!(by_id[&format!("good-{i}")]["status"], "delivered");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_that_stays_down_ends_its_events_on_the_schedule() {
+    const EVENTS: usize = 6;
+    let mut h = Harness::start("stays-down").await;
+    set(&mut h.env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[1, 1, 1]");
+    set(&mut h.env, "FW_DELIVERY__RETRY_JITTER", "0");
+    // The breaker opens after two failures and stays open far longer than the schedule.
+    set(&mut h.env, "FW_DELIVERY__BREAKER_FAILURES", "2");
+    set(&mut h.env, "FW_DELIVERY__BREAKER_OPEN_SECS", "600");
+    h.receiver.respond(|_| Reply::status(503));
+    h.configure(ORG, &h.receiver.url("/down")).await;
+    let _processor = h.processor("processor");
+    for i in 0..EVENTS {
+        h.producer
+            .send_json(&h.topics.input, None, &spec_event(&format!("down-{i}")))
+            .await;
+    }
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    let outcomes = outcomes.wait_for(EVENTS).to_vec();
+    let mut refused = 0;
+    for o in &outcomes {
+        assert_eq!(o["status"], "failed", "{o:#}");
+        assert_eq!(o["reason"], "retries_exhausted");
+        let attempts = o["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 4, "the first try and three retries: {o:#}");
+        for a in attempts {
+            if a["httpStatus"].is_null() {
+                assert!(
+                    a["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("circuit breaker is open"),
+                    "{a}"
+                );
+                refused += 1;
+            } else {
+                assert_eq!(a["httpStatus"], 503);
+            }
+        }
+        // Three 1 s delays, not the breaker's 600 s cool-down nor the 24 h maximum age.
+        let took = at(&o["completedAt"]) - at(&attempts[0]["at"]);
+        assert!(
+            took < time::Duration::seconds(10),
+            "ended {took} after the first attempt"
+        );
+    }
+    assert!(refused > 0, "some attempts met the open breaker");
+    // Only two requests reached the endpoint before its breaker opened.
+    assert!(count(&h, "/down") < 2 + EVENTS, "{}", count(&h, "/down"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pile_of_parked_retries_does_not_delay_another_tenants_retry() {
+    const DEAD: usize = 60;
+    let mut h = Harness::start("retry-budget").await;
+    // A small budget of parked records held at once, and long second delays: each dead
+    // event ends up waiting an hour in a tier.
+    set(&mut h.env, "FW_DELIVERY__MAX_RETRYING", "20");
+    set(&mut h.env, "FW_DELIVERY__RETRY_SCHEDULE_SECS", "[1, 3600]");
+    set(&mut h.env, "FW_DELIVERY__RETRY_JITTER", "0");
+    set(&mut h.env, "FW_DELIVERY__BREAKER_FAILURES", "1000");
+    let other_calls = Arc::new(AtomicUsize::new(0));
+    h.receiver.respond(move |r| match r.path.as_str() {
+        "/other" if other_calls.fetch_add(1, Ordering::SeqCst) > 0 => Reply::status(200),
+        _ => Reply::status(503),
+    });
+    h.configure("orgDead", &h.receiver.url("/dead")).await;
+    h.configure("orgOther", &h.receiver.url("/other")).await;
+    let mut processor = h.processor("processor");
+    for i in 0..DEAD {
+        h.producer
+            .send_json(
+                &h.topics.input,
+                None,
+                &event("orgDead", &format!("dead-{i}")),
+            )
+            .await;
+    }
+    // Every dead event has had its retry and is now parked for an hour.
+    wait_count(&h, "/dead", 2 * DEAD).await;
+    h.producer
+        .send_json(&h.topics.input, None, &event("orgOther", "other"))
+        .await;
+    wait_count(&h, "/other", 2).await;
+    let other: Vec<_> = h
+        .receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/other")
+        .collect();
+    let gap = other[1].at.duration_since(other[0].at).unwrap();
+    // Its retry is due after 1 s; holding a task for each hour-long wait would have taken
+    // the whole budget of 20 and left it waiting an hour.
+    assert!(gap < Duration::from_secs(4), "retry after {gap:?}");
+    // What this instance holds for its parked records stays within half its budget.
+    let addr = processor.http_addr();
+    let (_, text) = get(&addr, "/metrics").await;
+    let pending = sample(&text, "feedback_webhooks_retries_pending").expect("gauge");
+    assert!(pending <= 11.0, "{pending} parked records held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_but_successful_webhooks_leave_input_slots_for_the_others() {
+    const SLOW_EACH: usize = 30;
+    const FAST: usize = 50;
+    let mut h = Harness::start("slow-hosts").await;
+    set(&mut h.env, "FW_DELIVERY__MAX_IN_FLIGHT", "32");
+    set(&mut h.env, "FW_DELIVERY__REQUEST_TIMEOUT_MS", "20000");
+    h.receiver.respond(|r| {
+        if r.path.starts_with("/slow") {
+            Reply {
+                delay: Some(Duration::from_secs(8)),
+                ..Reply::status(200)
+            }
+        } else {
+            Reply::status(200)
+        }
+    });
+    for s in 0..3 {
+        h.configure(
+            &format!("orgSlow{s}"),
+            &h.receiver.url(&format!("/slow{s}")),
+        )
+        .await;
+    }
+    h.configure("orgFast", &h.receiver.url("/fast")).await;
+    let _processor = h.processor("processor");
+    for i in 0..SLOW_EACH {
+        for s in 0..3 {
+            let org = format!("orgSlow{s}");
+            h.producer
+                .send_json(&h.topics.input, None, &event(&org, &format!("slow{s}-{i}")))
+                .await;
+        }
+    }
+    wait_count(&h, "/slow0", 1).await;
+    let started = Instant::now();
+    for i in 0..FAST {
+        h.producer
+            .send_json(
+                &h.topics.input,
+                None,
+                &event("orgFast", &format!("fast-{i}")),
+            )
+            .await;
+    }
+    wait_count(&h, "/fast", FAST).await;
+    let took = started.elapsed();
+    // If the slow webhooks held all 32 input slots, the fast one would wait 8 s.
+    assert!(took < Duration::from_secs(5), "fast webhook took {took:?}");
+}
