@@ -33,6 +33,38 @@ enum Scenario {
     RateLimited,
     /// The events are all produced before the processor starts (memory figure).
     Backlog,
+    /// `--shared-tenants` webhooks that are paths on ONE host, every one answering 200.
+    SharedHost,
+    /// As `shared-host`, but tenant 0's path answers 503.
+    SharedHostFailing,
+    /// As `shared-host`, but tenant 0's path never answers (requests time out).
+    SharedHostHanging,
+    /// As `shared-host`, with events produced at `--paced-rate` per second (latency figure).
+    Paced,
+}
+
+impl Scenario {
+    /// Webhooks are paths on one host.
+    fn shared(self) -> bool {
+        matches!(
+            self,
+            Scenario::SharedHost
+                | Scenario::SharedHostFailing
+                | Scenario::SharedHostHanging
+                | Scenario::Paced
+        )
+    }
+
+    /// Tenant 0 (on the shared host) or endpoint 0 (on ten hosts) is not healthy.
+    fn has_sick(self) -> bool {
+        matches!(
+            self,
+            Scenario::Timeout
+                | Scenario::RateLimited
+                | Scenario::SharedHostFailing
+                | Scenario::SharedHostHanging
+        )
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -50,6 +82,15 @@ struct Args {
     tenants: usize,
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
+    /// Tenants of the shared-host scenarios (each a path on the one host).
+    #[arg(long, default_value_t = 10)]
+    shared_tenants: usize,
+    /// Events per second of the paced scenario.
+    #[arg(long, default_value_t = 2_000)]
+    paced_rate: usize,
+    /// Extra processor settings, as FW_* variables: `--set DELIVERY__HOST_CONCURRENCY_MAX=512`.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
     /// The processor's delivery.max_in_flight (also the raw POST concurrency).
@@ -63,6 +104,11 @@ struct Args {
     /// Compression of the event producer: none, gzip, snappy, lz4, zstd.
     #[arg(long, default_value = "lz4")]
     producer_compression: String,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
+    Ok((format!("FW_{k}"), v.to_owned()))
 }
 
 const SANDBOX: &str = "bench-sandbox";
@@ -115,12 +161,16 @@ impl Drop for Receivers {
     }
 }
 
+/// `endpoints` receivers on hosts of their own, or, for the shared-host scenarios, one host
+/// with a path per tenant (`/t0`, `/t1`, …; tenant 0's is the sick one).
 async fn start_receivers(
     dir: &Path,
     endpoints: usize,
     scenario: Scenario,
     events: usize,
+    shared_tenants: usize,
 ) -> Receivers {
+    let endpoints = if scenario.shared() { 1 } else { endpoints };
     let ca = LocalCa::generate(&["localhost", "127.0.0.1"]).expect("local CA");
     let ca_file = dir.join("bench-ca.pem");
     std::fs::write(&ca_file, &ca.ca_pem).expect("write CA");
@@ -132,29 +182,48 @@ async fn start_receivers(
             .await
             .expect("bind");
         let receipts = receipts.clone();
-        let sick = e == 0;
-        let handler = Arc::new(move |r: &Received| match (scenario, sick) {
-            (Scenario::Timeout, true) => Reply {
-                delay: Some(Duration::from_secs(3600)),
-                ..Reply::status(200)
-            },
-            (Scenario::RateLimited, true) => Reply {
-                headers: vec![("retry-after".into(), "5".into())],
-                ..Reply::status(429)
-            },
-            _ => {
-                receipts.record(r);
-                Reply::status(200)
-            }
+        let sick_endpoint = e == 0;
+        let handler = Arc::new(move |r: &Received| {
+            let sick = if scenario.shared() {
+                r.path == "/t0"
+            } else {
+                sick_endpoint
+            };
+            reply(scenario, sick, r, &receipts)
         });
         tasks.push(tokio::spawn(serve(listener, ca.tls.clone(), handler)));
-        urls.push(format!("https://localhost:{}/hook", addr.port()));
+        if scenario.shared() {
+            for t in 0..shared_tenants {
+                urls.push(format!("https://localhost:{}/t{t}", addr.port()));
+            }
+        } else {
+            urls.push(format!("https://localhost:{}/hook", addr.port()));
+        }
     }
     Receivers {
         urls,
         ca_file,
         receipts,
         tasks,
+    }
+}
+
+/// A receiver's answer in `scenario`; healthy answers record the receipt.
+fn reply(scenario: Scenario, sick: bool, r: &Received, receipts: &Receipts) -> Reply {
+    match (scenario, sick) {
+        (Scenario::Timeout | Scenario::SharedHostHanging, true) => Reply {
+            delay: Some(Duration::from_secs(3600)),
+            ..Reply::status(200)
+        },
+        (Scenario::SharedHostFailing, true) => Reply::status(503),
+        (Scenario::RateLimited, true) => Reply {
+            headers: vec![("retry-after".into(), "5".into())],
+            ..Reply::status(429)
+        },
+        _ => {
+            receipts.record(r);
+            Reply::status(200)
+        }
     }
 }
 
@@ -256,17 +325,31 @@ fn event_producer(args: &Args) -> FutureProducer {
         .expect("producer")
 }
 
-/// Produces `n` events round-robin over tenants; returns each event's produce time.
+/// Produces `n` events round-robin over tenants, as fast as possible or at `pace` per
+/// second; returns each event's produce time.
 async fn produce(
     producer: &FutureProducer,
     topic: &str,
     n: usize,
     tenants: usize,
     run: &str,
+    pace: Option<usize>,
 ) -> Vec<Instant> {
     let mut sent = Vec::with_capacity(n);
     let mut pending = FuturesUnordered::new();
+    let begun = Instant::now();
     for i in 0..n {
+        if let Some(rate) = pace {
+            // Sent at its slot in the pace, in small bursts of what is due.
+            let due = begun + Duration::from_secs_f64(i as f64 / rate.max(1) as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                while let Some(Some(r)) = futures::FutureExt::now_or_never(pending.next()) {
+                    let r: Result<(), rdkafka::error::KafkaError> = r;
+                    r.expect("event produced");
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
         let value = event(i, i % tenants, run);
         let key = format!("{run}-{i}");
         sent.push(Instant::now());
@@ -302,7 +385,14 @@ struct Processor {
 }
 
 impl Processor {
-    fn start(bin: &Path, topics: &Topics, dir: &Path, ca: &Path, max_in_flight: usize) -> Self {
+    fn start(
+        bin: &Path,
+        topics: &Topics,
+        dir: &Path,
+        ca: &Path,
+        max_in_flight: usize,
+        settings: &[(String, String)],
+    ) -> Self {
         let log = std::fs::File::create(dir.join("processor.log")).expect("log file");
         let child = Command::new(bin)
             .arg("run")
@@ -318,6 +408,7 @@ impl Processor {
             .env("FW_DELIVERY__ALLOW_CIDRS", "[127.0.0.1/32]")
             .env("FW_LOG__FILTER", "warn,feedback_webhooks::pipeline=info")
             .env("FW_HTTP__LISTEN", "127.0.0.1:0")
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .env_remove("FW_CONFIG_FILE")
             .stdout(Stdio::null())
             .stderr(log)
@@ -397,39 +488,53 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let topics = create_topics(&args.bootstrap, &format!("{scenario:?}").to_lowercase()).await;
-    let receivers = start_receivers(dir.path(), args.endpoints, scenario, events).await;
+    let tenants = if scenario.shared() {
+        args.shared_tenants
+    } else {
+        args.tenants
+    };
+    let receivers = start_receivers(
+        dir.path(),
+        args.endpoints,
+        scenario,
+        events,
+        args.shared_tenants,
+    )
+    .await;
     let producer = event_producer(args);
-    publish_config(&producer, &topics, args.tenants, &receivers.urls).await;
+    publish_config(&producer, &topics, tenants, &receivers.urls).await;
     let run = topics.group.clone();
-    // Events to sick endpoint 0 are excluded from the healthy-endpoint figures.
+    // Events to the sick endpoint (or the sick tenant's path) are excluded from the
+    // healthy figures.
     let sick = |i: usize| {
-        scenario != Scenario::Healthy
-            && scenario != Scenario::Backlog
-            && (i % args.tenants).is_multiple_of(args.endpoints)
+        let tenant = i % tenants;
+        scenario.has_sick()
+            && if scenario.shared() {
+                tenant == 0
+            } else {
+                tenant.is_multiple_of(args.endpoints)
+            }
     };
     let expected = (0..events).filter(|&i| !sick(i)).count();
-
+    let start = || {
+        Processor::start(
+            bin,
+            &topics,
+            dir.path(),
+            &receivers.ca_file,
+            args.max_in_flight,
+            &args.settings,
+        )
+    };
     let (processor, sent, started) = if scenario == Scenario::Backlog {
-        let sent = produce(&producer, &topics.input, events, args.tenants, &run).await;
+        let sent = produce(&producer, &topics.input, events, tenants, &run, None).await;
         let started = Instant::now();
-        let p = Processor::start(
-            bin,
-            &topics,
-            dir.path(),
-            &receivers.ca_file,
-            args.max_in_flight,
-        );
-        (p, sent, started)
+        (start(), sent, started)
     } else {
-        let p = Processor::start(
-            bin,
-            &topics,
-            dir.path(),
-            &receivers.ca_file,
-            args.max_in_flight,
-        );
+        let p = start();
         let started = Instant::now();
-        let sent = produce(&producer, &topics.input, events, args.tenants, &run).await;
+        let pace = (scenario == Scenario::Paced).then_some(args.paced_rate);
+        let sent = produce(&producer, &topics.input, events, tenants, &run, pace).await;
         (p, sent, started)
     };
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -474,7 +579,15 @@ fn loopback_policy() -> feedback_webhooks::domain::address::AddressPolicy {
 async fn raw_consume(args: &Args) -> f64 {
     let topics = create_topics(&args.bootstrap, "raw-consume").await;
     let producer = event_producer(args);
-    produce(&producer, &topics.input, args.events, args.tenants, "raw").await;
+    produce(
+        &producer,
+        &topics.input,
+        args.events,
+        args.tenants,
+        "raw",
+        None,
+    )
+    .await;
     let consumer: StreamConsumer = client(&args.bootstrap)
         .set("group.id", &topics.group)
         .set("enable.auto.commit", "true")
@@ -497,20 +610,33 @@ async fn raw_consume(args: &Args) -> f64 {
     n as f64 / started.map_or(1.0, |s| s.elapsed().as_secs_f64())
 }
 
-/// Raw POST rate: the processor's HTTP client, same receivers, same concurrency, no Kafka.
+/// Raw POST rate: the processor's HTTP client, same receivers, no Kafka: 32 requests at once
+/// per host for the ten hosts, 64 to the one shared host (as `wrk -c 64` would).
 /// The best of three rounds of at least 50k requests, so that connection set-up and noise
 /// do not flatter the processor's ratio.
-async fn raw_post(args: &Args) -> f64 {
+async fn raw_post(args: &Args, shared: bool) -> f64 {
     let mut best: f64 = 0.0;
     for _ in 0..3 {
-        best = best.max(raw_post_round(args, args.events.max(50_000)).await);
+        best = best.max(raw_post_round(args, args.events.max(50_000), shared).await);
     }
     best
 }
 
-async fn raw_post_round(args: &Args, requests: usize) -> f64 {
+async fn raw_post_round(args: &Args, requests: usize, shared: bool) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let receivers = start_receivers(dir.path(), args.endpoints, Scenario::Healthy, requests).await;
+    let scenario = if shared {
+        Scenario::SharedHost
+    } else {
+        Scenario::Healthy
+    };
+    let receivers = start_receivers(
+        dir.path(),
+        args.endpoints,
+        scenario,
+        requests,
+        args.shared_tenants,
+    )
+    .await;
     let policy = std::sync::Arc::new(loopback_policy());
     let client = build_client(&ClientOptions {
         connect_timeout: Duration::from_secs(5),
@@ -521,8 +647,11 @@ async fn raw_post_round(args: &Args, requests: usize) -> f64 {
     .expect("client");
     let sender = Sender::new(client, policy);
     let body = bytes::Bytes::from(event(0, 0, "raw"));
-    // The processor sends at most endpoint_concurrency (32) at once to each endpoint.
-    let concurrency = args.max_in_flight.min(32 * args.endpoints);
+    let concurrency = if shared {
+        64
+    } else {
+        args.max_in_flight.min(32 * args.endpoints)
+    };
     let started = Instant::now();
     let mut pending = FuturesUnordered::new();
     for i in 0..requests {
@@ -566,46 +695,73 @@ async fn main() {
     );
 
     let consume = raw_consume(&args).await;
-    let post = raw_post(&args).await;
-    let limit = consume.min(post);
+    let any = |f: fn(Scenario) -> bool| args.scenario.iter().any(|s| f(*s));
+    let post = if any(|s| !s.shared()) {
+        raw_post(&args, false).await
+    } else {
+        0.0
+    };
+    let post_shared = if any(Scenario::shared) {
+        raw_post(&args, true).await
+    } else {
+        0.0
+    };
     println!(
         "machine: {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "events={} tenants={} endpoints={} max_in_flight={} producer batch={} B compression={}",
+        "events={} tenants={} endpoints={} shared-host tenants={} max_in_flight={} producer batch={} B compression={} settings={:?}",
         args.events,
         args.tenants,
         args.endpoints,
+        args.shared_tenants,
         args.max_in_flight,
         args.producer_batch_bytes,
-        args.producer_compression
+        args.producer_compression,
+        args.settings,
     );
-    println!("raw consume rate: {consume:>10.0} events/s");
-    println!("raw POST rate:    {post:>10.0} requests/s");
+    println!("raw consume rate:             {consume:>10.0} events/s");
+    println!("raw POST rate, ten hosts:     {post:>10.0} requests/s");
+    println!("raw POST rate, one host:      {post_shared:>10.0} requests/s");
     let mut healthy_rate = None;
+    let mut shared_rate = None;
     for &scenario in &args.scenario {
         let r = run_scenario(&args, scenario, &bin).await;
+        let limit = if scenario.shared() {
+            consume.min(post_shared)
+        } else {
+            consume.min(post)
+        };
+        let keep = |base: Option<f64>, n: usize| match base {
+            // The healthy webhooks' share of the healthy run's rate.
+            Some(h) => {
+                let share = h * (n - 1) as f64 / n as f64;
+                format!(
+                    "healthy webhooks keep {:.0}% of their healthy rate",
+                    100.0 * r.rate / share
+                )
+            }
+            None => "run the healthy scenario of its shape first for the comparison".into(),
+        };
         let note = match scenario {
             Scenario::Healthy => {
                 healthy_rate = Some(r.healthy_rate);
                 format!("ratio to the lower raw limit: {:.2}", r.rate / limit)
             }
-            Scenario::Timeout | Scenario::RateLimited => match healthy_rate {
-                // The healthy endpoints' share of the healthy run's rate.
-                Some(h) => {
-                    let share = h * (args.endpoints - 1) as f64 / args.endpoints as f64;
-                    format!(
-                        "healthy endpoints keep {:.0}% of their healthy rate",
-                        100.0 * r.rate / share
-                    )
-                }
-                None => "run with the healthy scenario first for the comparison".into(),
-            },
+            Scenario::SharedHost => {
+                shared_rate = Some(r.healthy_rate);
+                format!("ratio to the lower raw limit: {:.2}", r.rate / limit)
+            }
+            Scenario::Timeout | Scenario::RateLimited => keep(healthy_rate, args.endpoints),
+            Scenario::SharedHostFailing | Scenario::SharedHostHanging => {
+                keep(shared_rate, args.shared_tenants)
+            }
             Scenario::Backlog => format!("ratio to the lower raw limit: {:.2}", r.rate / limit),
+            Scenario::Paced => format!("paced at {}/s", args.paced_rate),
         };
         println!(
-            "{:<12} deliveries/s {:>8.0}  latency p50 {:>7.0} ms  p99 {:>7.0} ms  peak RSS {:>6.1} MB  CPU {:>5.3} s/1k events  {note}",
+            "{:<18} deliveries/s {:>8.0}  latency p50 {:>7.0} ms  p99 {:>7.0} ms  peak RSS {:>6.1} MB  CPU {:>5.3} ms/delivery  {note}",
             format!("{scenario:?}"),
             r.rate,
             r.p50.as_secs_f64() * 1000.0,
