@@ -157,9 +157,9 @@ pub struct DeliverySettings {
     pub queue_max_bytes: usize,
     /// Longest wait in a queue before the event is parked instead.
     pub queue_max_wait_ms: u64,
-    /// Longest wait of an event whose webhook is over its fair share of the input's slots
-    /// (once ¾ of them are held): long enough for a fast host to take it, short enough that
-    /// slow hosts give the slots back.
+    /// Once ¾ of the input's slots are held, an event whose webhook is over its fair share
+    /// of them and would wait longer than this (by the webhook's usual latency and queue) is
+    /// parked at once, so that slow hosts give slots back while fast ones keep theirs.
     pub queue_overflow_wait_ms: u64,
     /// Consecutive failures that open a webhook's circuit breaker (and, counting only
     /// failures to connect, its host's).
@@ -230,7 +230,7 @@ impl Default for DeliverySettings {
             queue_max_events: 256,
             queue_max_bytes: 8 << 20,
             queue_max_wait_ms: 30_000,
-            queue_overflow_wait_ms: 200,
+            queue_overflow_wait_ms: 3_000,
             breaker_failures: breaker.failures_to_open,
             breaker_open_secs: breaker.open_for.as_secs(),
             breaker_max_open_secs: breaker.max_open_for.as_secs(),
@@ -395,7 +395,11 @@ impl Settings {
         let d = &self.delivery;
         let webhook_breaker = self.breaker_policy();
         SchedulePolicy {
-            host_limit: LimitPolicy::adaptive(d.host_concurrency_initial, d.host_concurrency_max),
+            host_limit: LimitPolicy::relative(
+                d.host_concurrency_initial,
+                d.host_concurrency_max,
+                crate::domain::host_schedule::RELATIVE_UNIT,
+            ),
             webhook_limit: LimitPolicy::adaptive(
                 d.webhook_concurrency_initial,
                 d.host_concurrency_max,
@@ -415,8 +419,8 @@ impl Settings {
 
     /// Limits of waiting across all hosts: once three quarters of the input's slots are
     /// held by events waiting or in flight, each webhook is held to its fair share of them
-    /// (beyond it, an event waits at most `queue_overflow_wait_ms` before it is parked), so
-    /// slow hosts leave slots for the others.
+    /// (beyond it, an event that would wait longer than `queue_overflow_wait_ms` is parked),
+    /// so slow hosts leave slots for the others.
     pub fn wait_limits(&self) -> WaitLimits {
         let d = &self.delivery;
         WaitLimits {

@@ -91,6 +91,9 @@ struct Args {
     /// Extra processor settings, as FW_* variables: `--set DELIVERY__HOST_CONCURRENCY_MAX=512`.
     #[arg(long = "set", value_parser = parse_setting)]
     settings: Vec<(String, String)>,
+    /// Also print the processor's scheduling metrics after each scenario.
+    #[arg(long)]
+    verbose: bool,
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
     /// The processor's delivery.max_in_flight (also the raw POST concurrency).
@@ -406,7 +409,11 @@ impl Processor {
             .env("FW_DELIVERY__MAX_IN_FLIGHT", max_in_flight.to_string())
             .env("FW_DELIVERY__REQUEST_TIMEOUT_MS", "5000")
             .env("FW_DELIVERY__ALLOW_CIDRS", "[127.0.0.1/32]")
-            .env("FW_LOG__FILTER", "warn,feedback_webhooks::pipeline=info")
+            .env("FW_LOG__FORMAT", "json")
+            .env(
+                "FW_LOG__FILTER",
+                "warn,feedback_webhooks::pipeline=info,feedback_webhooks::observe=info",
+            )
             .env("FW_HTTP__LISTEN", "127.0.0.1:0")
             .envs(settings.iter().map(|(k, v)| (k, v)))
             .env_remove("FW_CONFIG_FILE")
@@ -428,6 +435,39 @@ impl Processor {
             std::thread::sleep(Duration::from_millis(50));
         }
         p
+    }
+
+    /// The processor's own account of the run: the scheduling and retry series of its
+    /// `/metrics` (what limited the figures).
+    fn scheduling_metrics(&self, dir: &Path) -> Vec<String> {
+        use std::io::{Read, Write};
+        let log = std::fs::read_to_string(dir.join("processor.log")).unwrap_or_default();
+        let Some(addr) = log
+            .lines()
+            .filter(|l| l.contains("serving /metrics"))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| v["fields"]["addr"].as_str().map(str::to_owned))
+        else {
+            return vec!["(no metrics address in the log)".into()];
+        };
+        let mut text = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&addr) {
+            let _ = write!(
+                stream,
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.read_to_string(&mut text);
+        }
+        let wanted = [
+            "concurrency_limit",
+            "retries_parked_total",
+            "delivery_attempts_total",
+            "circuit_breakers{",
+        ];
+        text.lines()
+            .filter(|l| !l.starts_with('#') && wanted.iter().any(|w| l.contains(w)))
+            .map(|l| l.trim_start_matches("feedback_webhooks_").to_owned())
+            .collect()
     }
 
     /// (peak RSS in MB, CPU seconds so far) from /proc.
@@ -477,6 +517,8 @@ struct Run {
     p99: Duration,
     rss_mb: f64,
     cpu_per_1k: f64,
+    /// Series of the processor's metrics (see [`Processor::scheduling_metrics`]).
+    scheduling: Vec<String>,
 }
 
 /// One scenario: returns its figures.
@@ -544,6 +586,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
     }
     let elapsed = started.elapsed();
     let (rss_mb, cpu) = processor.usage();
+    let scheduling = processor.scheduling_metrics(dir.path());
     drop(processor);
 
     let times = receivers
@@ -565,6 +608,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         p99: percentile(&latencies, 0.99),
         rss_mb,
         cpu_per_1k: cpu / (events as f64 / 1000.0),
+        scheduling,
     }
 }
 
@@ -769,5 +813,10 @@ async fn main() {
             r.rss_mb,
             r.cpu_per_1k,
         );
+        if args.verbose {
+            for line in &r.scheduling {
+                println!("    {line}");
+            }
+        }
     }
 }

@@ -23,6 +23,9 @@ pub struct LimitPolicy {
     /// ... and also exceeds the baseline by at least this much: on loopback or a LAN,
     /// sub-millisecond latencies double from scheduling noise alone.
     pub latency_slack: Duration,
+    /// A known baseline, for latencies already measured against each destination's usual
+    /// one (1.0 = usual); `None` learns it from the fastest windows.
+    pub fixed_baseline: Option<Duration>,
 }
 
 impl LimitPolicy {
@@ -47,6 +50,17 @@ impl LimitPolicy {
             overload_decrease: 0.5,
             latency_tolerance: 2.0,
             latency_slack: Duration::from_millis(20),
+            fixed_baseline: None,
+        }
+    }
+
+    /// As [`LimitPolicy::adaptive`], for samples given relative to a usual latency of
+    /// `unit`: congestion is a window whose mean is `latency_tolerance` times the usual.
+    pub fn relative(initial: usize, max: usize, unit: Duration) -> Self {
+        LimitPolicy {
+            latency_slack: Duration::ZERO,
+            fixed_baseline: Some(unit),
+            ..LimitPolicy::adaptive(initial, max)
         }
     }
 }
@@ -89,7 +103,7 @@ impl Limit {
         Limit {
             policy,
             limit: policy.initial as f64,
-            baseline: None,
+            baseline: policy.fixed_baseline.map(|d| d.as_secs_f64()),
             window: Window::default(),
         }
     }
@@ -136,8 +150,10 @@ impl Limit {
         }
         // A faster window lowers the yardstick at once. A slower one moves it only when the
         // latency is not of our making: the limit was not reached, or it is already at its
-        // minimum (the destination became slower for good).
-        self.baseline = Some(if mean < baseline {
+        // minimum (the destination became slower for good). A fixed one never moves.
+        self.baseline = Some(if self.policy.fixed_baseline.is_some() {
+            baseline
+        } else if mean < baseline {
             mean
         } else if !w.saturated || at_minimum {
             baseline + (mean - baseline) * BASELINE_WEIGHT
@@ -168,6 +184,11 @@ pub struct Baseline(Option<f64>);
 const SAMPLE_WEIGHT: f64 = 0.02;
 
 impl Baseline {
+    /// The usual latency, once there is one.
+    pub fn value(&self) -> Option<Duration> {
+        self.0.map(Duration::from_secs_f64)
+    }
+
     /// Takes `latency` into account and returns it relative to the baseline before it
     /// (1.0: as usual).
     pub fn observe(&mut self, latency: Duration) -> f64 {
@@ -275,6 +296,19 @@ mod tests {
         run(&mut l, 1, |_| 1);
         run(&mut l, 10, |_| 3);
         assert!(l.current() > 8, "limit {}", l.current());
+    }
+
+    #[test]
+    fn relative_samples_are_judged_against_the_usual() {
+        let unit = Duration::from_millis(100);
+        let mut l = Limit::new(LimitPolicy::relative(8, 64, unit));
+        // Noise around the usual latency: the limit grows.
+        run(&mut l, 20, |n| if n % 2 == 0 { 80 } else { 150 });
+        assert!(l.current() > 20, "limit {}", l.current());
+        let before = l.current();
+        // Three times the usual: it shrinks.
+        run(&mut l, 3, |_| 300);
+        assert!(l.current() < before);
     }
 
     #[test]

@@ -69,12 +69,16 @@ pub struct Budget {
     pub over: bool,
     /// Events (waiting or in flight) each active webhook may have while `over`.
     pub fair_share: usize,
+    /// Beyond its fair share, an event that would wait longer than this (by its webhook's
+    /// usual latency and queue) is refused as busy, so its slot goes back to the input.
+    pub overflow_wait: Duration,
 }
 
 impl Budget {
     pub const UNLIMITED: Budget = Budget {
         over: false,
         fair_share: usize::MAX,
+        overflow_wait: Duration::MAX,
     };
 }
 
@@ -83,10 +87,8 @@ impl Budget {
 pub enum Admitted {
     /// Send now: the slot is taken.
     Now,
-    /// Wait: the caller must [`HostSchedule::enqueue`] it. `patient` is false when the
-    /// webhook is over its fair share of all input slots: such an event should wait only
-    /// briefly before it is parked, so that its slot goes back to the input.
-    Wait { patient: bool },
+    /// Wait: the caller must [`HostSchedule::enqueue`] it.
+    Wait,
 }
 
 struct Waiting<T> {
@@ -134,8 +136,8 @@ pub struct Dequeued<T> {
 }
 
 /// The unit in which latencies relative to each webhook's usual latency are fed to the host's
-/// limit (1.0 = usual is 100 ms).
-const RELATIVE_UNIT: f64 = 0.1;
+/// limit (1.0 = usual is 100 ms); its policy must be [`LimitPolicy::relative`] to it.
+pub const RELATIVE_UNIT: Duration = Duration::from_millis(100);
 
 impl<T> HostSchedule<T> {
     pub fn new(policy: SchedulePolicy) -> Self {
@@ -159,6 +161,11 @@ impl<T> HostSchedule<T> {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// The current limits of this host's webhooks.
+    pub fn webhook_limits(&self) -> impl Iterator<Item = usize> + '_ {
+        self.webhooks.values().map(|w| w.limit.current())
     }
 
     /// Webhooks with events waiting or in flight.
@@ -223,20 +230,24 @@ impl<T> HostSchedule<T> {
         w.breaker.admit(now);
         let (queue_len, queued_bytes, in_flight) = (w.queue.len(), w.queued_bytes, w.in_flight);
         let over_share = budget.over && w.load() >= budget.fair_share;
+        let usual = w.latency.value().unwrap_or(Duration::ZERO);
         let w = &self.webhooks[webhook];
-        if !over_share && queue_len == 0 && host_room && in_flight < self.cap(w, contended) {
-            self.start(webhook);
-            return Ok(Admitted::Now);
-        }
+        let cap = self.cap(w, contended);
+        // Rounds of requests before this one is sent, each taking the webhook's usual time.
+        let rounds = u32::try_from(queue_len / cap.max(1) + 1).unwrap_or(u32::MAX);
+        let long_wait = usual.saturating_mul(rounds) > budget.overflow_wait;
         let full = queue_len >= policy.queue_events
-            || (queue_len > 0 && queued_bytes + bytes > policy.queue_bytes);
+            || (queue_len > 0 && queued_bytes + bytes > policy.queue_bytes)
+            || (over_share && long_wait);
         if full {
             self.abandon_probes(webhook, now);
             return Err(Refusal::Busy);
         }
-        Ok(Admitted::Wait {
-            patient: !over_share,
-        })
+        if queue_len == 0 && host_room && in_flight < cap {
+            self.start(webhook);
+            return Ok(Admitted::Now);
+        }
+        Ok(Admitted::Wait)
     }
 
     /// Queues a waiter admitted with [`Admitted::Wait`].
@@ -372,7 +383,7 @@ impl<T> HostSchedule<T> {
                     // slow does not make the host look congested.
                     let relative = w.latency.observe(latency);
                     self.limit.on_sample(Sample::Answered {
-                        latency: Duration::from_secs_f64(RELATIVE_UNIT * relative.min(1e6)),
+                        latency: RELATIVE_UNIT.mul_f64(relative.min(1e6)),
                     });
                 }
             }
@@ -514,7 +525,7 @@ mod tests {
         for i in 0..n {
             match s.admit(webhook, 10, t, Budget::UNLIMITED).unwrap() {
                 Admitted::Now => now += 1,
-                Admitted::Wait { .. } => s.enqueue(webhook, i, 10, i),
+                Admitted::Wait => s.enqueue(webhook, i, 10, i),
             }
         }
         now
@@ -663,7 +674,7 @@ mod tests {
         p.queue_events = 3;
         p.queue_bytes = 25;
         let mut s = HostSchedule::<u64>::new(p);
-        let wait = Ok(Admitted::Wait { patient: true });
+        let wait = Ok(Admitted::Wait);
         assert_eq!(s.admit("a", 10, t, Budget::UNLIMITED), Ok(Admitted::Now));
         for i in 0..2 {
             assert_eq!(s.admit("a", 10, t, Budget::UNLIMITED), wait);
@@ -695,25 +706,32 @@ mod tests {
     }
 
     #[test]
-    fn over_its_fair_share_a_webhook_waits_briefly_even_when_its_host_has_room() {
+    fn over_its_fair_share_a_slow_webhook_is_busy_and_a_fast_one_is_not() {
         let t = Instant::now();
         let mut s = HostSchedule::<u64>::new(policy(10));
         let tight = Budget {
             over: true,
             fair_share: 2,
+            overflow_wait: Duration::from_secs(1),
         };
-        assert_eq!(s.admit("a", 1, t, tight), Ok(Admitted::Now));
-        assert_eq!(s.admit("a", 1, t, tight), Ok(Admitted::Now));
-        assert_eq!(
-            s.admit("a", 1, t, tight),
-            Ok(Admitted::Wait { patient: false })
-        );
-        assert_eq!(s.admit("b", 1, t, tight), Ok(Admitted::Now));
-        assert_eq!(
-            s.admit("a", 1, t, Budget::UNLIMITED),
-            Ok(Admitted::Now),
-            "under the cap, the host's room is used"
-        );
+        let latency = |ms| Finished::Answered {
+            status: 200,
+            latency: Duration::from_millis(ms),
+        };
+        // "slow" usually takes 8 s, "fast" 5 ms.
+        for (w, ms) in [("slow", 8_000), ("fast", 5)] {
+            assert_eq!(s.admit(w, 1, t, Budget::UNLIMITED), Ok(Admitted::Now));
+            s.finish(w, latency(ms), t);
+        }
+        for w in ["slow", "fast"] {
+            for _ in 0..2 {
+                assert_eq!(s.admit(w, 1, t, tight), Ok(Admitted::Now));
+            }
+        }
+        assert_eq!(s.admit("slow", 1, t, tight), Err(Refusal::Busy));
+        assert_eq!(s.admit("fast", 1, t, tight), Ok(Admitted::Now));
+        // Under the cap, the slow webhook may use its host's room.
+        assert_eq!(s.admit("slow", 1, t, Budget::UNLIMITED), Ok(Admitted::Now));
     }
 
     #[test]

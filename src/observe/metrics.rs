@@ -47,6 +47,8 @@ pub struct Metrics {
     pub deliveries_queued_bytes: IntGauge,
     /// The hosts' adaptive concurrency limits: `min`, `median` and `max` over known hosts.
     pub host_concurrency_limit: IntGaugeVec,
+    /// The same over the webhooks on them.
+    pub webhook_concurrency_limit: IntGaugeVec,
     /// Config records read, by result: `applied`, `deleted`, `refused`.
     pub config_records: IntCounterVec,
     /// Records in the local config cache (RocksDB's estimate).
@@ -166,6 +168,12 @@ impl Metrics {
                 &r,
                 "host_concurrency_limit",
                 "Adaptive concurrency limits of the known hosts: min, median, max",
+                &["stat"],
+            ),
+            webhook_concurrency_limit: gauge_vec(
+                &r,
+                "webhook_concurrency_limit",
+                "Adaptive concurrency limits of the known webhooks: min, median, max",
                 &["stat"],
             ),
             config_records: counter(

@@ -166,15 +166,20 @@ pub async fn run(
                 .set(queued.try_into().unwrap_or(i64::MAX));
             m.deliveries_queued_bytes
                 .set(queued_bytes.try_into().unwrap_or(i64::MAX));
-            let mut limits = context.deliverer.endpoints().host_limits();
-            limits.sort_unstable();
-            m.host_concurrency_limit.reset();
-            if let (Some(min), Some(max)) = (limits.first(), limits.last()) {
-                let median = limits[limits.len() / 2];
-                for (stat, v) in [("min", min), ("median", &median), ("max", max)] {
-                    m.host_concurrency_limit
-                        .with_label_values(&[stat])
-                        .set((*v).try_into().unwrap_or(i64::MAX));
+            let (hosts, webhooks) = context.deliverer.endpoints().limits();
+            for (gauge, mut limits) in [
+                (&m.host_concurrency_limit, hosts),
+                (&m.webhook_concurrency_limit, webhooks),
+            ] {
+                limits.sort_unstable();
+                gauge.reset();
+                if let (Some(min), Some(max)) = (limits.first(), limits.last()) {
+                    let median = limits[limits.len() / 2];
+                    for (stat, v) in [("min", *min), ("median", median), ("max", *max)] {
+                        gauge
+                            .with_label_values(&[stat])
+                            .set(v.try_into().unwrap_or(i64::MAX));
+                    }
                 }
             }
         });
