@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod domain;
 pub mod join;
 pub mod kafka;
+pub mod memory;
 pub mod observe;
 pub mod pipeline;
 pub mod receiver;

@@ -229,7 +229,7 @@ impl Default for DeliverySettings {
             webhook_concurrency_initial: 8,
             queue_max_events: 256,
             queue_max_bytes: 8 << 20,
-            queue_max_wait_ms: 30_000,
+            queue_max_wait_ms: 10_000,
             queue_overflow_wait_ms: 3_000,
             breaker_failures: breaker.failures_to_open,
             breaker_open_secs: breaker.open_for.as_secs(),
@@ -414,6 +414,8 @@ impl Settings {
             webhook_breaker,
             queue_events: d.queue_max_events,
             queue_bytes: d.queue_max_bytes,
+            // A quarter of the input's slots, or four per request slot of the host.
+            host_queue_events: (d.max_in_flight / 4).max(1),
         }
     }
 

@@ -156,7 +156,7 @@ fn release(host: &Arc<Host>, webhook: &str, finished: Finished, totals: &Arc<Tot
     let after = schedule.breaker_counts().1;
     let mut handed: Vec<(Dequeued<Waiter>, Result<(), ScheduleRefusal>)> =
         refused.into_iter().map(|(d, r)| (d, Err(r))).collect();
-    while let Some(d) = schedule.next_ready() {
+    while let Some(d) = schedule.next_ready(Instant::now()) {
         handed.push((d, Ok(())));
     }
     let mut unsent = Vec::new();
@@ -176,7 +176,7 @@ fn release(host: &Arc<Host>, webhook: &str, finished: Finished, totals: &Arc<Tot
     }
     for w in unsent {
         schedule.finish(&w, Finished::NotSent, Instant::now());
-        while let Some(d) = schedule.next_ready() {
+        while let Some(d) = schedule.next_ready(Instant::now()) {
             totals.queued.fetch_sub(1, Ordering::Relaxed);
             totals.queued_bytes.fetch_sub(d.bytes, Ordering::Relaxed);
             let pass = Pass {
@@ -258,46 +258,60 @@ impl Endpoints {
         };
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
-        let patience = {
+        let started = tokio::time::Instant::now();
+        let over_share = {
             let now = Instant::now();
             let mut schedule = lock(&cell.schedule);
-            let patience = match schedule.admit(webhook, bytes, now, self.budget()) {
+            let over_share = match schedule.admit(webhook, bytes, now, self.budget()) {
                 Ok(Admitted::Now) => {
                     cell.sync(&schedule, &self.totals);
                     return Ok(pass(webhook));
                 }
-                Ok(Admitted::Wait) => self.limits.max_wait,
+                Ok(Admitted::Wait { over_share }) => over_share,
                 Err(r) => return Err(Refusal::from_schedule(r, now)),
             };
             schedule.enqueue(webhook, id, bytes, tx);
             self.totals.queued.fetch_add(1, Ordering::Relaxed);
             self.totals.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
             cell.sync(&schedule, &self.totals);
-            patience
+            over_share
         };
-        match tokio::time::timeout(patience, &mut rx).await {
-            Ok(Ok(answer)) => answer.map_err(|r| Refusal::from_schedule(r, Instant::now())),
-            // The host was dropped with the waiter still queued: cannot happen while queued
-            // (pruning keeps hosts with waiters), so treat it as busy.
-            Ok(Err(_)) => Err(Refusal::Busy),
-            Err(_) => {
-                let cancelled = {
-                    let mut schedule = lock(&cell.schedule);
-                    let cancelled = schedule.cancel(webhook, id, Instant::now());
-                    cell.sync(&schedule, &self.totals);
-                    cancelled
-                };
-                if cancelled.is_some() {
-                    self.totals.queued.fetch_sub(1, Ordering::Relaxed);
-                    self.totals.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                    return Err(Refusal::Busy);
+        let deadline = started + self.limits.max_wait;
+        // Over its fair share, a waiter looks again after `overflow_wait`: if its webhook
+        // turned out slow, it gives its input slot back.
+        let mut check = over_share.then(|| started + self.limits.overflow_wait);
+        loop {
+            let until = check.map_or(deadline, |c| c.min(deadline));
+            match tokio::time::timeout_at(until, &mut rx).await {
+                Ok(Ok(answer)) => {
+                    return answer.map_err(|r| Refusal::from_schedule(r, Instant::now()))
                 }
-                // Let through (or refused) just as the wait ended: take the answer.
-                match rx.try_recv() {
-                    Ok(answer) => answer.map_err(|r| Refusal::from_schedule(r, Instant::now())),
-                    Err(_) => Err(Refusal::Busy),
-                }
+                // The host was dropped with the waiter still queued: cannot happen while
+                // queued (pruning keeps hosts with waiters), so treat it as busy.
+                Ok(Err(_)) => return Err(Refusal::Busy),
+                Err(_) => {}
             }
+            let mut schedule = lock(&cell.schedule);
+            let now = Instant::now();
+            let give_up = tokio::time::Instant::now() >= deadline
+                || schedule.is_slow(webhook, now, self.limits.overflow_wait);
+            if !give_up {
+                check = None;
+                continue;
+            }
+            let cancelled = schedule.cancel(webhook, id, now);
+            cell.sync(&schedule, &self.totals);
+            drop(schedule);
+            if cancelled.is_some() {
+                self.totals.queued.fetch_sub(1, Ordering::Relaxed);
+                self.totals.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                return Err(Refusal::Busy);
+            }
+            // Let through (or refused) just as the wait ended: take the answer.
+            return match rx.try_recv() {
+                Ok(answer) => answer.map_err(|r| Refusal::from_schedule(r, Instant::now())),
+                Err(_) => Err(Refusal::Busy),
+            };
         }
     }
 
@@ -366,6 +380,7 @@ mod tests {
                 },
                 queue_events: 1_000,
                 queue_bytes: 1 << 20,
+                host_queue_events: 1_000,
             },
             WaitLimits {
                 max_wait,
@@ -432,7 +447,10 @@ mod tests {
                 let pass = e.admit("h", "hang", 10).await;
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 if let Ok(p) = pass {
-                    p.finish(Finished::Transport { connect: false });
+                    p.finish(Finished::Transport {
+                        connect: false,
+                        elapsed: Duration::from_secs(10),
+                    });
                 }
             }));
         }
@@ -442,7 +460,10 @@ mod tests {
             tokio::spawn(async move {
                 if let Ok(p) = e.admit("h", "hang", 10).await {
                     tokio::time::sleep(Duration::from_secs(10)).await;
-                    p.finish(Finished::Transport { connect: false });
+                    p.finish(Finished::Transport {
+                        connect: false,
+                        elapsed: Duration::from_secs(10),
+                    });
                 }
             });
         }

@@ -230,6 +230,7 @@ impl Deliverer {
             },
             AttemptResult::Transport => Finished::Transport {
                 connect: report.connect_failed,
+                elapsed: report.elapsed,
             },
             AttemptResult::Blocked => Finished::NotSent,
         });

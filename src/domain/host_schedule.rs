@@ -31,7 +31,13 @@ pub struct SchedulePolicy {
     pub queue_events: usize,
     /// Bytes of payload one webhook may have waiting (one event always fits an empty queue).
     pub queue_bytes: usize,
+    /// Events all the host's webhooks may have waiting: this, or four per request the host
+    /// may have in flight if that is more. A hanging host holds no more input slots.
+    pub host_queue_events: usize,
 }
+
+/// Waiting events per request slot of a host, beyond `host_queue_events`.
+const WAITERS_PER_SLOT: usize = 4;
 
 /// Why a request may not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +55,9 @@ pub enum Refusal {
 pub enum Finished {
     /// The host answered with `status` after `latency`.
     Answered { status: u16, latency: Duration },
-    /// No answer: `connect` when no connection could be made (refused, TLS, DNS).
-    Transport { connect: bool },
+    /// No answer after `elapsed`: `connect` when no connection could be made (refused, TLS,
+    /// DNS); otherwise it was reset or timed out.
+    Transport { connect: bool, elapsed: Duration },
     /// Not sent, for reasons that are not the destination's (a config error).
     NotSent,
 }
@@ -87,8 +94,10 @@ impl Budget {
 pub enum Admitted {
     /// Send now: the slot is taken.
     Now,
-    /// Wait: the caller must [`HostSchedule::enqueue`] it.
-    Wait,
+    /// Wait: the caller must [`HostSchedule::enqueue`] it. `over_share` when the webhook is
+    /// over its fair share of the input's slots: the caller should not wait longer than
+    /// the budget's `overflow_wait` while [`HostSchedule::is_slow`] says so.
+    Wait { over_share: bool },
 }
 
 struct Waiting<T> {
@@ -105,12 +114,24 @@ struct Webhook<T> {
     breaker: Breaker,
     latency: Baseline,
     last_active: Instant,
+    /// Since when the webhook has had requests in flight without any answer: a lower
+    /// bound on its latency before the first answer or timeout says more.
+    waiting_since: Option<Instant>,
 }
 
 impl<T> Webhook<T> {
     fn load(&self) -> usize {
         self.in_flight + self.queue.len()
     }
+}
+
+/// How long a request of `w` takes by what is known at `now`: its usual latency, at least
+/// as long as its requests have now gone unanswered.
+fn usual_latency<T>(w: &Webhook<T>, now: Instant) -> Duration {
+    let stalled = w
+        .waiting_since
+        .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+    w.latency.value().unwrap_or(Duration::ZERO).max(stalled)
 }
 
 /// The schedule of one host.
@@ -199,6 +220,7 @@ impl<T> HostSchedule<T> {
                 breaker: Breaker::new(self.policy.webhook_breaker),
                 latency: Baseline::default(),
                 last_active: now,
+                waiting_since: None,
             };
             self.webhooks.insert(Arc::from(key), w);
         }
@@ -230,24 +252,36 @@ impl<T> HostSchedule<T> {
         w.breaker.admit(now);
         let (queue_len, queued_bytes, in_flight) = (w.queue.len(), w.queued_bytes, w.in_flight);
         let over_share = budget.over && w.load() >= budget.fair_share;
-        let usual = w.latency.value().unwrap_or(Duration::ZERO);
         let w = &self.webhooks[webhook];
         let cap = self.cap(w, contended);
         // Rounds of requests before this one is sent, each taking the webhook's usual time.
         let rounds = u32::try_from(queue_len / cap.max(1) + 1).unwrap_or(u32::MAX);
-        let long_wait = usual.saturating_mul(rounds) > budget.overflow_wait;
+        let long_wait = usual_latency(w, now).saturating_mul(rounds) >= budget.overflow_wait;
+        let host_queue = policy
+            .host_queue_events
+            .max(WAITERS_PER_SLOT * self.limit.current());
         let full = queue_len >= policy.queue_events
             || (queue_len > 0 && queued_bytes + bytes > policy.queue_bytes)
+            || self.queued >= host_queue
             || (over_share && long_wait);
         if full {
             self.abandon_probes(webhook, now);
             return Err(Refusal::Busy);
         }
         if queue_len == 0 && host_room && in_flight < cap {
-            self.start(webhook);
+            self.start(webhook, now);
             return Ok(Admitted::Now);
         }
-        Ok(Admitted::Wait)
+        Ok(Admitted::Wait { over_share })
+    }
+
+    /// Whether `webhook` takes `limit` or longer per request by what is known now: its
+    /// usual latency, or how long its requests have gone unanswered. A waiter over its fair
+    /// share asks again after waiting that long, and gives up its input slot if so.
+    pub fn is_slow(&self, webhook: &str, now: Instant, limit: Duration) -> bool {
+        self.webhooks
+            .get(webhook)
+            .is_some_and(|w| usual_latency(w, now) >= limit)
     }
 
     /// Queues a waiter admitted with [`Admitted::Wait`].
@@ -298,12 +332,15 @@ impl<T> HostSchedule<T> {
         }
     }
 
-    fn start(&mut self, webhook: &str) {
+    fn start(&mut self, webhook: &str, now: Instant) {
         let Some(w) = self.webhooks.get_mut(webhook) else {
             return;
         };
         if w.load() == 0 {
             self.active += 1;
+        }
+        if w.in_flight == 0 {
+            w.waiting_since = Some(now);
         }
         w.in_flight += 1;
         w.limit.observe_in_flight(w.in_flight);
@@ -313,7 +350,7 @@ impl<T> HostSchedule<T> {
 
     /// The next waiter to let through, if the host has a free slot and a waiting webhook is
     /// under its cap. Its slot is taken; call again until `None`.
-    pub fn next_ready(&mut self) -> Option<Dequeued<T>> {
+    pub fn next_ready(&mut self, now: Instant) -> Option<Dequeued<T>> {
         if self.in_flight >= self.limit.current() {
             return None;
         }
@@ -335,6 +372,9 @@ impl<T> HostSchedule<T> {
             w.queued_bytes -= waiting.bytes;
             let more = !w.queue.is_empty();
             // Still active: it moves from waiting to in flight.
+            if w.in_flight == 0 {
+                w.waiting_since = Some(now);
+            }
             w.in_flight += 1;
             w.limit.observe_in_flight(w.in_flight);
             self.in_flight += 1;
@@ -367,6 +407,7 @@ impl<T> HostSchedule<T> {
         };
         w.in_flight = w.in_flight.saturating_sub(1);
         w.last_active = now;
+        w.waiting_since = (w.in_flight > 0).then_some(now);
         if w.load() == 0 {
             self.active = self.active.saturating_sub(1);
         }
@@ -387,9 +428,14 @@ impl<T> HostSchedule<T> {
                     });
                 }
             }
-            Finished::Transport { connect } => {
+            Finished::Transport { connect, elapsed } => {
                 w.breaker.record(now, false);
                 w.limit.on_sample(Sample::Overload);
+                // A timeout says how long the webhook keeps a request: its usual latency for
+                // the purpose of judging waits.
+                if !connect {
+                    w.latency.observe(elapsed);
+                }
                 if connect {
                     self.breaker.record(now, false);
                     self.limit.on_sample(Sample::Overload);
@@ -509,6 +555,7 @@ mod tests {
             },
             queue_events: 100,
             queue_bytes: 10_000,
+            host_queue_events: 1_000,
         }
     }
 
@@ -525,7 +572,7 @@ mod tests {
         for i in 0..n {
             match s.admit(webhook, 10, t, Budget::UNLIMITED).unwrap() {
                 Admitted::Now => now += 1,
-                Admitted::Wait => s.enqueue(webhook, i, 10, i),
+                Admitted::Wait { .. } => s.enqueue(webhook, i, 10, i),
             }
         }
         now
@@ -545,7 +592,7 @@ mod tests {
         while order.len() < 6 {
             let done = in_flight.pop_front().expect("something in flight");
             s.finish(&done, ok(1), t);
-            while let Some(next) = s.next_ready() {
+            while let Some(next) = s.next_ready(t) {
                 order.push(next.webhook.to_string());
                 in_flight.push_back(next.webhook.to_string());
             }
@@ -563,17 +610,24 @@ mod tests {
         // Requests of "slow" never finish; as the first five end (say, at their timeout),
         // the freed slots go to "fast", and "slow" gets none back while above its share.
         for _ in 0..5 {
-            s.finish("slow", Finished::Transport { connect: false }, t);
+            s.finish(
+                "slow",
+                Finished::Transport {
+                    connect: false,
+                    elapsed: Duration::from_secs(10),
+                },
+                t,
+            );
         }
         let mut got = Vec::new();
-        while let Some(d) = s.next_ready() {
+        while let Some(d) = s.next_ready(t) {
             got.push(d.webhook.to_string());
         }
         assert_eq!(got, vec!["fast"; 5]);
         // "fast" keeps its share as its requests complete; "slow" stays at 5.
         for _ in 0..50 {
             s.finish("fast", ok(1), t);
-            if let Some(d) = s.next_ready() {
+            if let Some(d) = s.next_ready(t) {
                 assert_eq!(&*d.webhook, "fast");
             }
         }
@@ -585,7 +639,7 @@ mod tests {
         let mut s = HostSchedule::new(policy(8));
         assert_eq!(offer(&mut s, "a", 20, t), 8);
         s.finish("a", ok(1), t);
-        assert!(s.next_ready().is_some());
+        assert!(s.next_ready(t).is_some());
         assert_eq!(s.in_flight(), 8);
     }
 
@@ -620,7 +674,7 @@ mod tests {
         ));
         // The host and the other webhook are untouched.
         let mut good = 0;
-        while let Some(d) = s.next_ready() {
+        while let Some(d) = s.next_ready(t) {
             assert_eq!(&*d.webhook, "good");
             good += 1;
         }
@@ -635,7 +689,14 @@ mod tests {
         offer(&mut s, "a", 3, t);
         offer(&mut s, "b", 1, t);
         for w in ["a", "b", "a"] {
-            s.finish(w, Finished::Transport { connect: true }, t);
+            s.finish(
+                w,
+                Finished::Transport {
+                    connect: true,
+                    elapsed: Duration::from_millis(1),
+                },
+                t,
+            );
         }
         assert!(matches!(
             s.admit("c", 1, t, Budget::UNLIMITED),
@@ -658,7 +719,14 @@ mod tests {
         let mut s = HostSchedule::new(policy(10));
         offer(&mut s, "hang", 5, t);
         for _ in 0..5 {
-            s.finish("hang", Finished::Transport { connect: false }, t);
+            s.finish(
+                "hang",
+                Finished::Transport {
+                    connect: false,
+                    elapsed: Duration::from_secs(10),
+                },
+                t,
+            );
         }
         assert!(matches!(
             s.admit("hang", 1, t, Budget::UNLIMITED),
@@ -674,7 +742,7 @@ mod tests {
         p.queue_events = 3;
         p.queue_bytes = 25;
         let mut s = HostSchedule::<u64>::new(p);
-        let wait = Ok(Admitted::Wait);
+        let wait = Ok(Admitted::Wait { over_share: false });
         assert_eq!(s.admit("a", 10, t, Budget::UNLIMITED), Ok(Admitted::Now));
         for i in 0..2 {
             assert_eq!(s.admit("a", 10, t, Budget::UNLIMITED), wait);
@@ -751,7 +819,7 @@ mod tests {
             for _ in 0..n {
                 s.finish("a", ok(2), t);
             }
-            while s.next_ready().is_some() {}
+            while s.next_ready(t).is_some() {}
             let n = s.in_flight();
             for _ in 0..n {
                 s.finish("a", ok(2), t);

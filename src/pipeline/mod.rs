@@ -81,6 +81,8 @@ pub async fn run(
         "" => None,
         addr => Some(server::start(addr, health.clone()).await?),
     };
+    // Freed C-heap memory (librdkafka's decompression buffers) goes back to the system.
+    let trimmer = crate::memory::spawn_trimmer();
     let store = ConfigStore::open(&settings.store.path)?;
     {
         let store = store.clone();
@@ -290,6 +292,7 @@ pub async fn run(
         consumer.unsubscribe();
     }
     follower.stop();
+    trimmer.abort();
     info!("stopped");
     failed.map_or(Ok(()), Err)
 }

@@ -212,6 +212,7 @@ async fn slow_but_successful_webhooks_leave_input_slots_for_the_others() {
     let mut h = Harness::start("slow-hosts").await;
     set(&mut h.env, "FW_DELIVERY__MAX_IN_FLIGHT", "32");
     set(&mut h.env, "FW_DELIVERY__REQUEST_TIMEOUT_MS", "20000");
+    set(&mut h.env, "FW_DELIVERY__QUEUE_OVERFLOW_WAIT_MS", "1000");
     h.receiver.respond(|r| {
         if r.path.starts_with("/slow") {
             Reply {
