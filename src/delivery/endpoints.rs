@@ -128,6 +128,11 @@ pub struct Pass {
     totals: Arc<Totals>,
 }
 
+/// The time, from tokio's clock (which tests can pause and advance).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -152,11 +157,11 @@ impl Drop for Pass {
 fn release(host: &Arc<Host>, webhook: &str, finished: Finished, totals: &Arc<Totals>) {
     let mut schedule = lock(&host.schedule);
     let before = schedule.breaker_counts().1;
-    let refused = schedule.finish(webhook, finished, Instant::now());
+    let refused = schedule.finish(webhook, finished, now());
     let after = schedule.breaker_counts().1;
     let mut handed: Vec<(Dequeued<Waiter>, Result<(), ScheduleRefusal>)> =
         refused.into_iter().map(|(d, r)| (d, Err(r))).collect();
-    while let Some(d) = schedule.next_ready(Instant::now()) {
+    while let Some(d) = schedule.next_ready(now()) {
         handed.push((d, Ok(())));
     }
     let mut unsent = Vec::new();
@@ -175,8 +180,8 @@ fn release(host: &Arc<Host>, webhook: &str, finished: Finished, totals: &Arc<Tot
         }
     }
     for w in unsent {
-        schedule.finish(&w, Finished::NotSent, Instant::now());
-        while let Some(d) = schedule.next_ready(Instant::now()) {
+        schedule.finish(&w, Finished::NotSent, now());
+        while let Some(d) = schedule.next_ready(now()) {
             totals.queued.fetch_sub(1, Ordering::Relaxed);
             totals.queued_bytes.fetch_sub(d.bytes, Ordering::Relaxed);
             let pass = Pass {
@@ -187,7 +192,7 @@ fn release(host: &Arc<Host>, webhook: &str, finished: Finished, totals: &Arc<Tot
             if let Err(Ok(mut pass)) = d.waiter.send(Ok(pass)) {
                 // Rare twice over; the next release serves the queue.
                 pass.host = None;
-                schedule.finish(&d.webhook, Finished::NotSent, Instant::now());
+                schedule.finish(&d.webhook, Finished::NotSent, now());
             }
         }
     }
@@ -209,13 +214,13 @@ impl Endpoints {
             limits,
             totals: Arc::new(Totals::default()),
             ids: AtomicU64::new(0),
-            last_prune: Mutex::new(Instant::now()),
+            last_prune: Mutex::new(now()),
         }
     }
 
     fn host(&self, key: &str) -> Arc<Host> {
         let mut hosts = lock(&self.hosts);
-        let now = Instant::now();
+        let now = now();
         {
             let mut last = lock(&self.last_prune);
             if now.saturating_duration_since(*last) > Duration::from_secs(60) {
@@ -260,7 +265,7 @@ impl Endpoints {
         let (tx, mut rx) = oneshot::channel();
         let started = tokio::time::Instant::now();
         let over_share = {
-            let now = Instant::now();
+            let now = now();
             let mut schedule = lock(&cell.schedule);
             let over_share = match schedule.admit(webhook, bytes, now, self.budget()) {
                 Ok(Admitted::Now) => {
@@ -283,16 +288,14 @@ impl Endpoints {
         loop {
             let until = check.map_or(deadline, |c| c.min(deadline));
             match tokio::time::timeout_at(until, &mut rx).await {
-                Ok(Ok(answer)) => {
-                    return answer.map_err(|r| Refusal::from_schedule(r, Instant::now()))
-                }
+                Ok(Ok(answer)) => return answer.map_err(|r| Refusal::from_schedule(r, now())),
                 // The host was dropped with the waiter still queued: cannot happen while
                 // queued (pruning keeps hosts with waiters), so treat it as busy.
                 Ok(Err(_)) => return Err(Refusal::Busy),
                 Err(_) => {}
             }
             let mut schedule = lock(&cell.schedule);
-            let now = Instant::now();
+            let now = now();
             let give_up = tokio::time::Instant::now() >= deadline
                 || schedule.is_slow(webhook, now, self.limits.overflow_wait);
             if !give_up {
@@ -309,7 +312,7 @@ impl Endpoints {
             }
             // Let through (or refused) just as the wait ended: take the answer.
             return match rx.try_recv() {
-                Ok(answer) => answer.map_err(|r| Refusal::from_schedule(r, Instant::now())),
+                Ok(answer) => answer.map_err(|r| Refusal::from_schedule(r, now)),
                 Err(_) => Err(Refusal::Busy),
             };
         }
@@ -521,6 +524,27 @@ mod tests {
         // Another webhook, under its share, still gets through at once.
         let fast = e.admit("fast", "c", 1).await.expect("fast goes through");
         fast.finish(ok());
+        assert_eq!(e.queued(), (0, 0));
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_over_its_share_gives_its_slot_back_when_its_webhook_stalls() {
+        // Slots for 4 in all; webhook "a" has no latency known yet, and its requests hang.
+        let e = endpoints(2, Duration::from_secs(300), 4);
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(e.admit("h", "a", 1).await.unwrap());
+        }
+        for _ in 0..2 {
+            held.push(e.admit("other", "b", 1).await.unwrap());
+        }
+        // Over the cap and over its share: it may wait, but after `overflow_wait` (1 s) its
+        // webhook has gone unanswered that long, so it gives up.
+        let started = tokio::time::Instant::now();
+        assert_eq!(e.admit("h", "a", 1).await.err(), Some(Refusal::Busy));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(2));
         assert_eq!(e.queued(), (0, 0));
         drop(held);
     }

@@ -39,6 +39,10 @@ pub struct SchedulePolicy {
 /// Waiting events per request slot of a host, beyond `host_queue_events`.
 const WAITERS_PER_SLOT: usize = 4;
 
+/// A host with requests in flight and no answer for this long is stalled (see
+/// [`HostSchedule::is_stalled`]).
+const HOST_STALL: Duration = Duration::from_secs(1);
+
 /// Why a request may not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -147,6 +151,10 @@ pub struct HostSchedule<T> {
     active: usize,
     queued: usize,
     queued_bytes: usize,
+    /// The host has answered at least once.
+    answered: bool,
+    /// Since when the host has had requests in flight without any answer.
+    waiting_since: Option<Instant>,
 }
 
 /// A waiter taken off the queue, with the bytes it held.
@@ -172,7 +180,19 @@ impl<T> HostSchedule<T> {
             active: 0,
             queued: 0,
             queued_bytes: 0,
+            answered: false,
+            waiting_since: None,
         }
+    }
+
+    /// A host that never answered, or whose requests have gone unanswered for a while: its
+    /// webhooks' waiting events are bounded by `host_queue_events` in all. A host that
+    /// answers (a healthy one under a burst) may queue as many as its webhooks may.
+    fn is_stalled(&self, now: Instant) -> bool {
+        !self.answered
+            || self
+                .waiting_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= HOST_STALL)
     }
 
     /// The host's current concurrency limit.
@@ -262,7 +282,7 @@ impl<T> HostSchedule<T> {
             .max(WAITERS_PER_SLOT * self.limit.current());
         let full = queue_len >= policy.queue_events
             || (queue_len > 0 && queued_bytes + bytes > policy.queue_bytes)
-            || self.queued >= host_queue
+            || (self.queued >= host_queue && self.is_stalled(now))
             || (over_share && long_wait);
         if full {
             self.abandon_probes(webhook, now);
@@ -344,6 +364,9 @@ impl<T> HostSchedule<T> {
         }
         w.in_flight += 1;
         w.limit.observe_in_flight(w.in_flight);
+        if self.in_flight == 0 {
+            self.waiting_since = Some(now);
+        }
         self.in_flight += 1;
         self.limit.observe_in_flight(self.in_flight);
     }
@@ -377,6 +400,9 @@ impl<T> HostSchedule<T> {
             }
             w.in_flight += 1;
             w.limit.observe_in_flight(w.in_flight);
+            if self.in_flight == 0 {
+                self.waiting_since = Some(now);
+            }
             self.in_flight += 1;
             self.limit.observe_in_flight(self.in_flight);
             self.queued -= 1;
@@ -402,6 +428,12 @@ impl<T> HostSchedule<T> {
         now: Instant,
     ) -> Vec<(Dequeued<T>, Refusal)> {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if matches!(finished, Finished::Answered { .. }) {
+            self.answered = true;
+            self.waiting_since = (self.in_flight > 0).then_some(now);
+        } else if self.in_flight == 0 {
+            self.waiting_since = None;
+        }
         let Some(w) = self.webhooks.get_mut(webhook) else {
             return Vec::new();
         };
@@ -771,6 +803,37 @@ mod tests {
         assert_eq!(s.cancel("a", 1, t), Some(1));
         assert_eq!(s.cancel("a", 1, t), None);
         assert_eq!(s.queued(), (5, 43));
+    }
+
+    #[test]
+    fn only_a_stalled_host_has_its_waiting_events_bounded() {
+        let t = Instant::now();
+        // One request at a time, so the host's bound is four waiting events.
+        let mut s = HostSchedule::<u64>::new(SchedulePolicy {
+            host_queue_events: 1,
+            ..policy(1)
+        });
+        let offer = |s: &mut HostSchedule<u64>, w: &str, id: u64, at: Instant| {
+            let r = s.admit(w, 1, at, Budget::UNLIMITED);
+            if r.is_ok() {
+                s.enqueue(w, id, 1, id);
+            }
+            r
+        };
+        // Never answered: four may wait, then busy.
+        assert_eq!(s.admit("a", 1, t, Budget::UNLIMITED), Ok(Admitted::Now));
+        for (i, w) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            assert!(offer(&mut s, w, i as u64, t).is_ok());
+        }
+        assert_eq!(offer(&mut s, "e", 10, t), Err(Refusal::Busy));
+        // It answers, and keeps answering: a burst may queue more.
+        s.finish("a", ok(1), t);
+        assert!(s.next_ready(t).is_some());
+        assert!(offer(&mut s, "e", 11, t).is_ok());
+        assert!(offer(&mut s, "f", 12, t).is_ok());
+        // No answer for a second: bounded again.
+        let later = t + Duration::from_secs(1);
+        assert_eq!(offer(&mut s, "g", 13, later), Err(Refusal::Busy));
     }
 
     #[test]
