@@ -12,9 +12,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use super::Context;
 use crate::delivery::unix_ms;
-use crate::source::{InputConsumer, InputRecord, PartitionKey};
+use crate::source::{InputRecord, PartitionKey, RecordSource};
 
 /// One consumer loop: each record becomes a task, at most `limit` at once.
 ///
@@ -24,13 +23,14 @@ use crate::source::{InputConsumer, InputRecord, PartitionKey};
 /// member stays in its group; it resumes once half the slots are free. Pausing makes
 /// librdkafka drop and later re-fetch its prefetch, which is why it is not the first resort.
 /// Returns after `stopping` turns true and tasks have drained (up to the drain deadline).
-pub(super) async fn consume<F, Fut>(
-    l: Loop<'_>,
-    context: &Arc<Context>,
+pub(super) async fn consume<S, C, F, Fut>(
+    l: Loop<'_, S>,
+    context: &Arc<C>,
     mut stopping: watch::Receiver<bool>,
     handler: F,
 ) where
-    F: Fn(Arc<Context>, InputRecord) -> Fut,
+    S: RecordSource,
+    F: Fn(Arc<C>, InputRecord) -> Fut,
     Fut: Future<Output = bool> + Send + 'static,
 {
     const PAUSE_AFTER: Duration = Duration::from_secs(30);
@@ -138,7 +138,7 @@ pub(super) async fn consume<F, Fut>(
                         // task, permit or memory, and other partitions keep their share.
                         let count = waiting.entry(record.key.clone()).or_default().clone();
                         // Half the budget stays free for records that are due.
-                        let scarce = permits.available_permits() < limit.div_ceil(2);
+                        let scarce = permits.available_permits() <= limit / 2;
                         if (scarce || count.load(Ordering::Relaxed) >= LOOKAHEAD)
                             && consumer.defer(&record)
                         {
@@ -188,10 +188,10 @@ pub(super) async fn consume<F, Fut>(
 }
 
 /// One consumer loop's parts.
-pub(super) struct Loop<'a> {
+pub(super) struct Loop<'a, S> {
     /// `input`, `retry` or `replay`, for logs.
     pub(super) name: &'static str,
-    pub(super) consumer: &'a InputConsumer,
+    pub(super) consumer: &'a S,
     /// Records processed at once.
     pub(super) limit: usize,
     /// How long shutdown waits for records under way.
@@ -232,4 +232,235 @@ impl Drop for Waiting {
 fn not_due_for(due_ms: Option<u64>) -> Option<Duration> {
     let wait = Duration::from_millis(due_ms?.checked_sub(unix_ms(SystemTime::now()))?);
     (wait > DEFER_AFTER).then_some(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop against an in-memory source, on a paused clock.
+
+    use std::sync::Mutex;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::source::{InputError, OffsetTracker};
+
+    /// Records of one partition, handed out in order; a deferred record comes again once
+    /// its partition is resumed.
+    #[derive(Default)]
+    struct FakeSource {
+        tracker: Arc<Mutex<OffsetTracker>>,
+        queue: Mutex<VecDeque<(i64, Vec<u8>)>>,
+        arrived: Notify,
+        stored: Mutex<Vec<i64>>,
+        deferred: Mutex<Vec<(i64, Vec<u8>)>>,
+        resumed: Mutex<Vec<u64>>,
+    }
+
+    fn key() -> PartitionKey {
+        PartitionKey {
+            topic: "t".into(),
+            partition: 0,
+        }
+    }
+
+    impl FakeSource {
+        fn push(&self, offset: i64, payload: &str) {
+            self.queue
+                .lock()
+                .unwrap()
+                .push_back((offset, payload.as_bytes().to_vec()));
+            self.arrived.notify_one();
+        }
+    }
+
+    impl RecordSource for FakeSource {
+        async fn next(&self) -> Result<Option<InputRecord>, InputError> {
+            loop {
+                let next = self.queue.lock().unwrap().pop_front();
+                if let Some((offset, payload)) = next {
+                    return Ok(InputRecord::received(
+                        &self.tracker,
+                        key(),
+                        offset,
+                        Some(payload),
+                    ));
+                }
+                self.arrived.notified().await;
+            }
+        }
+
+        fn store(&self, _: &PartitionKey, _: u64, next: i64) {
+            self.stored.lock().unwrap().push(next);
+        }
+
+        fn pause(&self) {}
+
+        fn resume(&self) {}
+
+        fn defer(&self, record: &InputRecord) -> bool {
+            let mut tracker = self.tracker.lock().unwrap();
+            if !tracker.rewind(&record.key, record.generation, record.offset) {
+                return false;
+            }
+            // Later records go back too: the partition is fetched again from here.
+            let mut queue = self.queue.lock().unwrap();
+            let mut again: Vec<_> = queue.drain(..).collect();
+            again.insert(
+                0,
+                (record.offset, record.payload.clone().unwrap_or_default()),
+            );
+            *self.deferred.lock().unwrap() = again;
+            true
+        }
+
+        fn resume_deferred(&self, key: &PartitionKey, generation: u64) {
+            self.tracker.lock().unwrap().refetch(key, generation);
+            self.resumed.lock().unwrap().push(generation);
+            let again = std::mem::take(&mut *self.deferred.lock().unwrap());
+            let mut queue = self.queue.lock().unwrap();
+            for r in again.into_iter().rev() {
+                queue.push_front(r);
+            }
+            self.arrived.notify_one();
+        }
+    }
+
+    fn a_loop(source: &FakeSource, limit: usize) -> Loop<'_, FakeSource> {
+        Loop {
+            name: "test",
+            consumer: source,
+            limit,
+            drain: Duration::from_secs(1),
+            in_flight_gauge: None,
+            due: None,
+        }
+    }
+
+    /// Runs `l` with `handler` until `stop` is sent.
+    fn run<F, Fut>(
+        l: Loop<'static, FakeSource>,
+        handler: F,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>)
+    where
+        F: Fn(Arc<()>, InputRecord) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(async move { consume(l, &Arc::new(()), stopping, handler).await });
+        (stop, task)
+    }
+
+    fn leak(source: FakeSource) -> &'static FakeSource {
+        Box::leak(Box::new(source))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_commit_point_follows_the_completed_prefix() {
+        let source = leak(FakeSource::default());
+        for (offset, ms) in [(0, 300), (1, 100), (2, 200)] {
+            source.push(offset, &ms.to_string());
+        }
+        let (stop, task) = run(a_loop(source, 8), |_, r| async move {
+            let ms: u64 = String::from_utf8(r.payload.unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            true
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            source.stored.lock().unwrap().is_empty(),
+            "1 is done, 0 is not"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*source.stored.lock().unwrap(), [3], "0, 1 and 2 are done");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_its_limit_the_loop_takes_no_more_records() {
+        let source = leak(FakeSource::default());
+        for offset in 0..5 {
+            source.push(offset, "");
+        }
+        let started = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Notify::new());
+        let (stop, task) = run(a_loop(source, 2), {
+            let (started, release) = (started.clone(), release.clone());
+            move |_, _| {
+                let (started, release) = (started.clone(), release.clone());
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    release.notified().await;
+                    true
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            source.queue.lock().unwrap().len(),
+            3,
+            "a full loop reads nothing more"
+        );
+        release.notify_one();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 3);
+        stop.send(true).unwrap();
+        release.notify_waiters();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_not_due_wait_as_tasks_then_are_deferred_until_due() {
+        // Due times are wall-clock Unix ms; the test's clock is tokio's, paused: a record's
+        // payload says when it is due in seconds of the test's clock.
+        static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(tokio::time::Instant::now);
+        let source = leak(FakeSource::default());
+        // Due in 10 s each; a budget of 4 keeps half for records that are due.
+        for offset in 0..4 {
+            source.push(offset, "10");
+        }
+        let handled = Arc::new(Mutex::new(Vec::new()));
+        let mut l = a_loop(source, 4);
+        l.due = Some(|r: &InputRecord| {
+            let secs: u64 = std::str::from_utf8(r.payload.as_deref()?)
+                .ok()?
+                .parse()
+                .ok()?;
+            let elapsed = START.get()?.elapsed().as_millis() as u64;
+            Some(unix_ms(SystemTime::now()) + (secs * 1000).saturating_sub(elapsed))
+        });
+        let (stop, task) = run(l, {
+            let handled = handled.clone();
+            move |_, r| {
+                let handled = handled.clone();
+                async move {
+                    // A parked record's handler waits for its due time itself.
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    handled.lock().unwrap().push(r.offset);
+                    true
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Two wait as tasks (half the budget stays for records that are due); the third is
+        // given back, and the fourth with it.
+        assert_eq!(source.deferred.lock().unwrap().len(), 2);
+        assert!(source.resumed.lock().unwrap().is_empty());
+        // When it is due, its partition is fetched again from it.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(source.resumed.lock().unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let mut done = handled.lock().unwrap().clone();
+        done.sort_unstable();
+        assert_eq!(done, [0, 1, 2, 3], "each handled once");
+        assert_eq!(source.stored.lock().unwrap().last(), Some(&4));
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
 }

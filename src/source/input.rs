@@ -43,6 +43,24 @@ pub struct InputRecord {
 }
 
 impl InputRecord {
+    /// A record just received, now tracked; `None` when it is a re-delivery of one already
+    /// in flight (after a seek: its first copy completes it) or fetched again too early.
+    pub fn received(
+        tracker: &Arc<Mutex<OffsetTracker>>,
+        key: PartitionKey,
+        offset: i64,
+        payload: Option<Vec<u8>>,
+    ) -> Option<InputRecord> {
+        let generation = tracker.lock().ok()?.begin(&key, offset)?;
+        Some(InputRecord {
+            key,
+            offset,
+            payload,
+            generation,
+            tracker: tracker.clone(),
+        })
+    }
+
     /// Whether the record's partition is still this instance's (and not being revoked),
     /// and the record was not given back to be fetched again (see [`InputConsumer::defer`]).
     pub fn is_current(&self) -> bool {
@@ -330,22 +348,13 @@ impl InputConsumer {
             .events_consumed
             .with_label_values(&[key.topic.as_str()])
             .inc();
-        let offset = message.offset();
-        let generation = match self.tracker.lock() {
-            Ok(mut tracker) => tracker.begin(&key, offset),
-            Err(_) => None,
-        };
-        let Some(generation) = generation else {
-            // Already in flight here (re-fetched after a seek): its first copy completes it.
-            return Ok(None);
-        };
-        Ok(Some(InputRecord {
+        let payload = message.payload().map(<[u8]>::to_vec);
+        Ok(InputRecord::received(
+            &self.tracker,
             key,
-            offset,
-            payload: message.payload().map(<[u8]>::to_vec),
-            generation,
-            tracker: self.tracker.clone(),
-        }))
+            message.offset(),
+            payload,
+        ))
     }
 
     /// Stores a partition's new commit point (from [`Lease::complete`]) for the next
@@ -494,5 +503,49 @@ impl InputConsumer {
 
     pub fn unsubscribe(&self) {
         self.consumer.unsubscribe();
+    }
+}
+
+/// What a consumer loop needs of its source of records: the Kafka consumer in production,
+/// an in-memory fake in the loop's unit tests.
+pub trait RecordSource: Sync {
+    /// The next record; `Ok(None)` when one was received but is not to be handled again.
+    fn next(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Option<InputRecord>, InputError>> + Send;
+    /// Stores a partition's commit point (from [`Lease::complete`]).
+    fn store(&self, key: &PartitionKey, generation: u64, next: i64);
+    /// Stops / resumes fetching every partition (the loop is full for long).
+    fn pause(&self);
+    fn resume(&self);
+    /// See [`InputConsumer::defer`].
+    fn defer(&self, record: &InputRecord) -> bool;
+    /// See [`InputConsumer::resume_deferred`].
+    fn resume_deferred(&self, key: &PartitionKey, generation: u64);
+}
+
+impl RecordSource for InputConsumer {
+    async fn next(&self) -> Result<Option<InputRecord>, InputError> {
+        InputConsumer::next(self).await
+    }
+
+    fn store(&self, key: &PartitionKey, generation: u64, next: i64) {
+        InputConsumer::store(self, key, generation, next)
+    }
+
+    fn pause(&self) {
+        InputConsumer::pause(self)
+    }
+
+    fn resume(&self) {
+        InputConsumer::resume(self)
+    }
+
+    fn defer(&self, record: &InputRecord) -> bool {
+        InputConsumer::defer(self, record)
+    }
+
+    fn resume_deferred(&self, key: &PartitionKey, generation: u64) {
+        InputConsumer::resume_deferred(self, key, generation)
     }
 }

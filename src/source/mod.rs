@@ -4,5 +4,5 @@
 pub mod input;
 pub mod offsets;
 
-pub use input::{InputConsumer, InputError, InputRecord, Lease, Subscription};
+pub use input::{InputConsumer, InputError, InputRecord, Lease, RecordSource, Subscription};
 pub use offsets::{OffsetTracker, PartitionKey};
