@@ -638,7 +638,7 @@ async fn raw_consume(args: &Args) -> f64 {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.max.messages.kbytes", "4096")
         .set("queued.min.messages", "10000")
         .create()
         .expect("consumer");
