@@ -221,30 +221,36 @@ impl<T> HostSchedule<T> {
     /// Slots `w` may hold now: its own limit, and its fair share of the host while others
     /// wait (so a slow webhook cannot collect the slots that fast ones keep freeing).
     fn cap(&self, w: &Webhook<T>, contended: bool) -> usize {
+        self.cap_of(w.limit.current(), contended)
+    }
+
+    /// [`HostSchedule::cap`] of a webhook whose own limit is `limit`.
+    fn cap_of(&self, limit: usize, contended: bool) -> usize {
         let host = self.limit.current();
         let share = if contended {
             host.div_ceil(self.active.max(1)).max(1)
         } else {
             host
         };
-        w.limit.current().min(share)
+        limit.min(share)
     }
 
+    /// The state of webhook `key`, made on first use.
     fn webhook(&mut self, key: &str, now: Instant) -> &mut Webhook<T> {
-        if !self.webhooks.contains_key(key) {
-            let w = Webhook {
+        let policy = self.policy;
+        let w = self
+            .webhooks
+            .entry(Arc::from(key))
+            .or_insert_with(|| Webhook {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 in_flight: 0,
-                limit: Limit::new(self.policy.webhook_limit),
-                breaker: Breaker::new(self.policy.webhook_breaker),
+                limit: Limit::new(policy.webhook_limit),
+                breaker: Breaker::new(policy.webhook_breaker),
                 latency: Baseline::default(),
                 last_active: now,
                 waiting_since: None,
-            };
-            self.webhooks.insert(Arc::from(key), w);
-        }
-        let w = self.webhooks.get_mut(key).expect("inserted above");
+            });
         w.last_active = now;
         w
     }
@@ -267,16 +273,19 @@ impl<T> HostSchedule<T> {
         }
         let contended = !self.ring.is_empty();
         let host_room = self.in_flight < self.limit.current();
-        let w = self.webhooks.get_mut(webhook).expect("made above");
+        let Some(w) = self.webhooks.get_mut(webhook) else {
+            return Err(Refusal::Busy); // made just above
+        };
         // Not rejected above, so a closed breaker or the probe of a half-open one.
         w.breaker.admit(now);
         let (queue_len, queued_bytes, in_flight) = (w.queue.len(), w.queued_bytes, w.in_flight);
         let over_share = budget.over && w.load() >= budget.fair_share;
-        let w = &self.webhooks[webhook];
-        let cap = self.cap(w, contended);
+        let usual = usual_latency(w, now);
+        let limit = w.limit.current();
+        let cap = self.cap_of(limit, contended);
         // Rounds of requests before this one is sent, each taking the webhook's usual time.
         let rounds = u32::try_from(queue_len / cap.max(1) + 1).unwrap_or(u32::MAX);
-        let long_wait = usual_latency(w, now).saturating_mul(rounds) >= budget.overflow_wait;
+        let long_wait = usual.saturating_mul(rounds) >= budget.overflow_wait;
         let host_queue = policy
             .host_queue_events
             .max(WAITERS_PER_SLOT * self.limit.current());
@@ -352,13 +361,19 @@ impl<T> HostSchedule<T> {
         }
     }
 
+    /// Sends a request of `webhook` now, which was not waiting.
     fn start(&mut self, webhook: &str, now: Instant) {
+        if self.webhooks.get(webhook).is_some_and(|w| w.load() == 0) {
+            self.active += 1;
+        }
+        self.take_slot(webhook, now);
+    }
+
+    /// Counts one more request in flight for `webhook` and the host.
+    fn take_slot(&mut self, webhook: &str, now: Instant) {
         let Some(w) = self.webhooks.get_mut(webhook) else {
             return;
         };
-        if w.load() == 0 {
-            self.active += 1;
-        }
         if w.in_flight == 0 {
             w.waiting_since = Some(now);
         }
@@ -390,21 +405,16 @@ impl<T> HostSchedule<T> {
                 self.ring.push_back(key);
                 continue;
             }
-            let w = self.webhooks.get_mut(&key).expect("present above");
-            let waiting = w.queue.pop_front().expect("not empty above");
+            let Some(w) = self.webhooks.get_mut(&key) else {
+                continue;
+            };
+            let Some(waiting) = w.queue.pop_front() else {
+                continue;
+            };
             w.queued_bytes -= waiting.bytes;
             let more = !w.queue.is_empty();
             // Still active: it moves from waiting to in flight.
-            if w.in_flight == 0 {
-                w.waiting_since = Some(now);
-            }
-            w.in_flight += 1;
-            w.limit.observe_in_flight(w.in_flight);
-            if self.in_flight == 0 {
-                self.waiting_since = Some(now);
-            }
-            self.in_flight += 1;
-            self.limit.observe_in_flight(self.in_flight);
+            self.take_slot(&key, now);
             self.queued -= 1;
             self.queued_bytes -= waiting.bytes;
             if more {
@@ -508,15 +518,15 @@ impl<T> HostSchedule<T> {
 
     /// Takes every waiter of `webhook` off its queue (the caller fixes the ring).
     fn drain(&mut self, webhook: &str) -> Vec<Dequeued<T>> {
-        let Some((key, w)) = self.webhooks.get_key_value(webhook) else {
+        let Some(key) = self.webhooks.get_key_value(webhook).map(|(k, _)| k.clone()) else {
             return Vec::new();
         };
-        let key = key.clone();
-        let w_queue_len = w.queue.len();
-        if w_queue_len == 0 {
+        let Some(w) = self.webhooks.get_mut(webhook) else {
+            return Vec::new();
+        };
+        if w.queue.is_empty() {
             return Vec::new();
         }
-        let w = self.webhooks.get_mut(webhook).expect("present above");
         let drained: Vec<Waiting<T>> = w.queue.drain(..).collect();
         w.queued_bytes = 0;
         let idle = w.in_flight == 0;
