@@ -235,24 +235,28 @@ impl<T> HostSchedule<T> {
         limit.min(share)
     }
 
-    /// The state of webhook `key`, made on first use.
-    fn webhook(&mut self, key: &str, now: Instant) -> &mut Webhook<T> {
-        let policy = self.policy;
-        let w = self
-            .webhooks
-            .entry(Arc::from(key))
-            .or_insert_with(|| Webhook {
-                queue: VecDeque::new(),
-                queued_bytes: 0,
-                in_flight: 0,
-                limit: Limit::new(policy.webhook_limit),
-                breaker: Breaker::new(policy.webhook_breaker),
-                latency: Baseline::default(),
-                last_active: now,
-                waiting_since: None,
-            });
+    /// The state of webhook `key`, made on first use (the key is allocated only then: this
+    /// runs for every event).
+    fn webhook(&mut self, key: &str, now: Instant) -> Option<&mut Webhook<T>> {
+        if !self.webhooks.contains_key(key) {
+            let policy = self.policy;
+            self.webhooks.insert(
+                Arc::from(key),
+                Webhook {
+                    queue: VecDeque::new(),
+                    queued_bytes: 0,
+                    in_flight: 0,
+                    limit: Limit::new(policy.webhook_limit),
+                    breaker: Breaker::new(policy.webhook_breaker),
+                    latency: Baseline::default(),
+                    last_active: now,
+                    waiting_since: None,
+                },
+            );
+        }
+        let w = self.webhooks.get_mut(key)?;
         w.last_active = now;
-        w
+        Some(w)
     }
 
     /// Asks to send one request of `bytes` for `webhook`.
@@ -264,7 +268,9 @@ impl<T> HostSchedule<T> {
         budget: Budget,
     ) -> Result<Admitted, Refusal> {
         let policy = self.policy;
-        let w = self.webhook(webhook, now);
+        let Some(w) = self.webhook(webhook, now) else {
+            return Err(Refusal::Busy); // cannot happen: made on first use
+        };
         if let Some(until) = w.breaker.rejects(now) {
             return Err(Refusal::WebhookOpen { until });
         }
@@ -274,7 +280,7 @@ impl<T> HostSchedule<T> {
         let contended = !self.ring.is_empty();
         let host_room = self.in_flight < self.limit.current();
         let Some(w) = self.webhooks.get_mut(webhook) else {
-            return Err(Refusal::Busy); // made just above
+            return Err(Refusal::Busy); // cannot happen: made just above
         };
         // Not rejected above, so a closed breaker or the probe of a half-open one.
         w.breaker.admit(now);
