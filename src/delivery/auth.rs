@@ -1,12 +1,14 @@
 //! The security headers of a request: `Authorization: Bearer <JWT>` for webhooks with JWT
 //! authentication, and `webhook-signature` for webhooks with signing secrets.
 //!
-//! Tokens are cached per webhook and reused until shortly before they expire. The cache key
-//! includes a digest of the authentication settings and of the key bytes, so an edit of the
-//! key or the claims takes effect on the next request.
+//! A webhook's settings are parsed once per config version (the config-topic partition and
+//! offset its record was read at): algorithm, claims and secret sources, with sealed and
+//! environment secrets resolved then. Key files are re-read when they change. Tokens are
+//! kept with the parsed settings and reused until shortly before they expire, so an edit of
+//! the record (a new version) or of a key file takes effect on the next request.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -18,6 +20,7 @@ use crate::domain::config::{Authentication, WebhookConfig};
 use crate::domain::secret::{SecretError, SecretSource};
 use crate::domain::signature;
 use crate::domain::time::unix_seconds;
+use crate::join::Version;
 
 /// Why a webhook's security settings cannot be applied. Never carries secret material.
 #[derive(Debug, thiserror::Error)]
@@ -39,126 +42,232 @@ pub struct SecurityHeaders {
     pub signature: Option<String>,
 }
 
+/// A secret's bytes: resolved when the settings were parsed, or a file read at use (and
+/// re-read when it changes).
+enum Material {
+    Resolved(Vec<u8>),
+    File(SecretSource),
+}
+
+/// The JWT settings of one config version.
+struct JwtSettings {
+    algorithm: Algorithm,
+    issuer: String,
+    subject: String,
+    audience: String,
+    lifetime: u64,
+    claims: Map<String, Value>,
+    key: Material,
+    /// The last token, with the digest of the key bytes it was signed with.
+    token: Mutex<Option<([u8; 32], Cached)>>,
+}
+
 struct Cached {
     token: String,
     expires_at: u64,
     renew_at: u64,
 }
 
-pub struct Auth {
-    secrets: Secrets,
-    tokens: Mutex<HashMap<(String, [u8; 32]), Cached>>,
+/// A webhook's security settings, parsed.
+struct Prepared {
+    jwt: Option<JwtSettings>,
+    /// Signing keys: decoded when resolved at parse time; files are decoded at use.
+    signing: Vec<Material>,
 }
 
-fn settings_str<'a>(jwt: &'a Value, field: &str) -> Result<&'a str, AuthError> {
+pub struct Auth {
+    secrets: Secrets,
+    /// Per webhook (org/sandbox): the settings of the version last used.
+    prepared: Mutex<HashMap<String, (Version, Arc<Prepared>)>>,
+}
+
+fn settings_str(jwt: &Value, field: &str) -> Result<String, AuthError> {
     jwt.get(field)
         .and_then(Value::as_str)
+        .map(str::to_owned)
         .ok_or_else(|| AuthError::Settings(format!("{field} is missing")))
+}
+
+fn algorithm(name: &str) -> Result<Algorithm, AuthError> {
+    Ok(match name {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "ES256" => Algorithm::ES256,
+        other => {
+            return Err(AuthError::Settings(format!(
+                "algorithm {other:?} is not supported"
+            )))
+        }
+    })
+}
+
+fn encoding_key(algorithm: Algorithm, bytes: &[u8]) -> Result<EncodingKey, AuthError> {
+    match algorithm {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(bytes),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(bytes),
+        _ => EncodingKey::from_secret(bytes),
+    }
+    .map_err(|_| AuthError::Key(algorithm))
+}
+
+fn decode_signing_key(bytes: Vec<u8>) -> Result<Vec<u8>, AuthError> {
+    let text = String::from_utf8(bytes).map_err(|_| signature::SignatureError::BadSecret)?;
+    Ok(signature::decode_secret(&text)?)
 }
 
 impl Auth {
     pub fn new(secrets: Secrets) -> Self {
         Auth {
             secrets,
-            tokens: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The headers for a request to `webhook` with this id, timestamp and body.
+    /// The headers for a request to `webhook` (of config `version`) with this id,
+    /// timestamp and body.
     pub fn headers(
         &self,
         webhook: &WebhookConfig,
+        version: Version,
         webhook_id: &str,
         timestamp: u64,
         body: &[u8],
     ) -> Result<SecurityHeaders, AuthError> {
+        let prepared = self.prepared(webhook, version)?;
         let mut headers = SecurityHeaders::default();
-        if let Authentication::Jwt(jwt) = &webhook.authentication {
-            let key = webhook.key().to_string();
-            headers.authorization = Some(format!("Bearer {}", self.token(&key, jwt)?));
+        if let Some(jwt) = &prepared.jwt {
+            headers.authorization = Some(format!("Bearer {}", self.token(jwt)?));
         }
-        if let Some(signing) = webhook.signing.as_ref().filter(|s| !s.is_null()) {
-            let sources: Vec<&Value> = match (signing.get("secret"), signing.get("secrets")) {
-                (Some(one), _) => vec![one],
-                (None, Some(Value::Array(many))) => many.iter().collect(),
-                _ => return Err(AuthError::Settings("signing has no secret".into())),
-            };
-            let mut keys = Vec::with_capacity(sources.len());
-            for source in sources {
-                let bytes = self.secrets.resolve(&SecretSource::parse(source)?)?;
-                let text =
-                    String::from_utf8(bytes).map_err(|_| signature::SignatureError::BadSecret)?;
-                keys.push(signature::decode_secret(&text)?);
+        if !prepared.signing.is_empty() {
+            let mut keys = Vec::with_capacity(prepared.signing.len());
+            for material in &prepared.signing {
+                keys.push(match material {
+                    Material::Resolved(key) => key.clone(),
+                    Material::File(source) => decode_signing_key(self.secrets.resolve(source)?)?,
+                });
             }
             headers.signature = Some(signature::sign(&keys, webhook_id, timestamp, body));
         }
         Ok(headers)
     }
 
-    fn token(&self, webhook_key: &str, jwt: &Value) -> Result<String, AuthError> {
-        let algorithm = match settings_str(jwt, "algorithm")? {
-            "HS256" => Algorithm::HS256,
-            "HS384" => Algorithm::HS384,
-            "HS512" => Algorithm::HS512,
-            "RS256" => Algorithm::RS256,
-            "ES256" => Algorithm::ES256,
-            other => {
-                return Err(AuthError::Settings(format!(
-                    "algorithm {other:?} is not supported"
-                )))
+    /// The parsed settings of this version of the webhook, parsed now if not yet.
+    fn prepared(
+        &self,
+        webhook: &WebhookConfig,
+        version: Version,
+    ) -> Result<Arc<Prepared>, AuthError> {
+        let key = format!("{}/{}", webhook.ims_org, webhook.sandbox.id);
+        let mut cache = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, prepared)) = cache.get(&key) {
+            if *at == version {
+                return Ok(prepared.clone());
+            }
+        }
+        // Parsed under the lock: a new version is parsed once, not by every request at once.
+        let prepared = Arc::new(self.prepare(webhook)?);
+        cache.insert(key, (version, prepared.clone()));
+        Ok(prepared)
+    }
+
+    fn material(&self, value: Option<&Value>, what: &str) -> Result<Material, AuthError> {
+        let source = SecretSource::parse(
+            value.ok_or_else(|| AuthError::Settings(format!("{what} is missing")))?,
+        )?;
+        Ok(match source {
+            SecretSource::File(_) => Material::File(source),
+            _ => Material::Resolved(self.secrets.resolve(&source)?),
+        })
+    }
+
+    fn prepare(&self, webhook: &WebhookConfig) -> Result<Prepared, AuthError> {
+        let jwt = match &webhook.authentication {
+            Authentication::Jwt(jwt) => {
+                let algorithm = algorithm(&settings_str(jwt, "algorithm")?)?;
+                let key = self.material(jwt.get("key"), "key")?;
+                if let Material::Resolved(bytes) = &key {
+                    // A key that cannot sign is refused now, not at the first token.
+                    encoding_key(algorithm, bytes)?;
+                }
+                let claims = match jwt.get("claims") {
+                    Some(Value::Object(extra)) => extra.clone(),
+                    _ => Map::new(),
+                };
+                Some(JwtSettings {
+                    algorithm,
+                    issuer: settings_str(jwt, "issuer")?,
+                    subject: settings_str(jwt, "subject")?,
+                    audience: settings_str(jwt, "audience")?,
+                    lifetime: jwt
+                        .get("expiresInSeconds")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(300),
+                    claims,
+                    key,
+                    token: Mutex::new(None),
+                })
+            }
+            Authentication::None => None,
+        };
+        let mut signing = Vec::new();
+        if let Some(settings) = webhook.signing.as_ref().filter(|s| !s.is_null()) {
+            let sources: Vec<&Value> = match (settings.get("secret"), settings.get("secrets")) {
+                (Some(one), _) => vec![one],
+                (None, Some(Value::Array(many))) => many.iter().collect(),
+                _ => return Err(AuthError::Settings("signing has no secret".into())),
+            };
+            for source in sources {
+                signing.push(match self.material(Some(source), "secret")? {
+                    Material::Resolved(bytes) => Material::Resolved(decode_signing_key(bytes)?),
+                    file => file,
+                });
+            }
+        }
+        Ok(Prepared { jwt, signing })
+    }
+
+    fn token(&self, jwt: &JwtSettings) -> Result<String, AuthError> {
+        let file_bytes;
+        let key_bytes: &[u8] = match &jwt.key {
+            Material::Resolved(bytes) => bytes,
+            Material::File(source) => {
+                file_bytes = self.secrets.resolve(source)?;
+                &file_bytes
             }
         };
-        let key_bytes = self.secrets.resolve(&SecretSource::parse(
-            jwt.get("key")
-                .ok_or_else(|| AuthError::Settings("key is missing".into()))?,
-        )?)?;
-        let mut digest = Sha256::new();
-        digest.update(serde_json::to_vec(jwt).unwrap_or_default());
-        digest.update(&key_bytes);
-        let cache_key = (webhook_key.to_owned(), <[u8; 32]>::from(digest.finalize()));
-
+        let digest = <[u8; 32]>::from(Sha256::digest(key_bytes));
         let now = unix_seconds(SystemTime::now());
-        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = tokens.get(&cache_key) {
-            if now < cached.renew_at && now < cached.expires_at {
-                return Ok(cached.token.clone());
+        let mut cached = jwt.token.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, token)) = cached.as_ref() {
+            if *at == digest && now < token.renew_at && now < token.expires_at {
+                return Ok(token.token.clone());
             }
         }
-        let lifetime = jwt
-            .get("expiresInSeconds")
-            .and_then(Value::as_u64)
-            .unwrap_or(300);
-        let mut claims = Map::new();
-        if let Some(Value::Object(extra)) = jwt.get("claims") {
-            claims.extend(extra.clone());
-        }
+        let mut claims = jwt.claims.clone();
         // The registered claims are the processor's; extra claims cannot override them.
-        claims.insert("iss".into(), settings_str(jwt, "issuer")?.into());
-        claims.insert("sub".into(), settings_str(jwt, "subject")?.into());
-        claims.insert("aud".into(), settings_str(jwt, "audience")?.into());
+        claims.insert("iss".into(), jwt.issuer.clone().into());
+        claims.insert("sub".into(), jwt.subject.clone().into());
+        claims.insert("aud".into(), jwt.audience.clone().into());
         claims.insert("iat".into(), now.into());
-        claims.insert("exp".into(), (now + lifetime).into());
+        claims.insert("exp".into(), now.saturating_add(jwt.lifetime).into());
         claims.insert("jti".into(), uuid::Uuid::new_v4().to_string().into());
-        let key = match algorithm {
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(&key_bytes),
-            Algorithm::ES256 => EncodingKey::from_ec_pem(&key_bytes),
-            _ => EncodingKey::from_secret(&key_bytes),
-        }
-        .map_err(|_| AuthError::Key(algorithm))?;
-        let token = jsonwebtoken::encode(&Header::new(algorithm), &Value::Object(claims), &key)
-            .map_err(|_| AuthError::Key(algorithm))?;
+        let key = encoding_key(jwt.algorithm, key_bytes)?;
+        let token = jsonwebtoken::encode(&Header::new(jwt.algorithm), &Value::Object(claims), &key)
+            .map_err(|_| AuthError::Key(jwt.algorithm))?;
         // Renew when 80% of the lifetime has passed, at least 10 s before expiry.
-        let renew_at = now + (lifetime * 4 / 5).min(lifetime.saturating_sub(10));
-        // Tokens of earlier settings or keys are never asked for again: drop the expired.
-        tokens.retain(|_, cached| cached.expires_at > now);
-        tokens.insert(
-            cache_key,
+        let lifetime = jwt.lifetime;
+        let renew_at =
+            now.saturating_add((lifetime.saturating_mul(4) / 5).min(lifetime.saturating_sub(10)));
+        *cached = Some((
+            digest,
             Cached {
                 token: token.clone(),
-                expires_at: now + lifetime,
+                expires_at: now.saturating_add(lifetime),
                 renew_at,
             },
-        );
+        ));
         Ok(token)
     }
 }
@@ -169,6 +278,75 @@ mod tests {
     use crate::domain::config::tests::sample_webhook;
     use jsonwebtoken::{decode, DecodingKey, Validation};
     use serde_json::json;
+
+    const V1: Version = Version {
+        partition: 0,
+        offset: 1,
+    };
+    const V2: Version = Version {
+        partition: 0,
+        offset: 2,
+    };
+
+    fn bearer(h: SecurityHeaders) -> String {
+        h.authorization
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap()
+            .to_owned()
+    }
+
+    fn claims(token: &str, key: &[u8]) -> Value {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&["hooks"]);
+        validation.set_issuer(&["feedback"]);
+        decode::<Value>(token, &DecodingKey::from_secret(key).unwrap(), &validation)
+            .unwrap()
+            .claims
+    }
+
+    #[test]
+    fn settings_are_parsed_once_per_config_version() {
+        let sealing = crate::domain::secret::SealingKey::from_base64(
+            &crate::domain::secret::SealingKey::generate_base64(),
+        )
+        .unwrap();
+        let sealed = |key: &[u8]| json!({"encrypted": sealing.seal(key)});
+        let auth = Auth::new(Secrets::new(Some(sealing.clone())));
+        let jwt = |key: Value, tenant: &str| {
+            json!({"type": "jwt", "algorithm": "HS256", "key": key, "issuer": "feedback",
+                   "subject": "org", "audience": "hooks", "claims": {"tenant": tenant}})
+        };
+        let first = webhook_with(jwt(sealed(b"k1"), "one"), Value::Null);
+        let token = bearer(auth.headers(&first, V1, "e1", 1, b"{}").unwrap());
+        assert_eq!(claims(&token, b"k1")["tenant"], "one");
+
+        // The same version is not parsed again (a record's value never changes under its
+        // version): the token of the parsed settings is reused.
+        let edited = webhook_with(jwt(sealed(b"k2"), "two"), Value::Null);
+        assert_eq!(
+            bearer(auth.headers(&edited, V1, "e2", 2, b"{}").unwrap()),
+            token
+        );
+
+        // A new version is parsed, with its key and claims, on its first request.
+        let token2 = bearer(auth.headers(&edited, V2, "e3", 3, b"{}").unwrap());
+        assert_eq!(claims(&token2, b"k2")["tenant"], "two");
+
+        // Settings that cannot work are refused at parse time, without revealing the key.
+        let mut bad = jwt(sealed(b"not-a-pem-SECRETVALUE"), "x");
+        bad["algorithm"] = json!("RS256");
+        let v3 = Version {
+            partition: 0,
+            offset: 3,
+        };
+        let err = auth
+            .headers(&webhook_with(bad, Value::Null), v3, "e4", 4, b"")
+            .err()
+            .unwrap();
+        assert!(matches!(err, AuthError::Key(Algorithm::RS256)), "{err}");
+        assert!(!err.to_string().contains("SECRETVALUE"));
+    }
 
     fn webhook_with(auth: Value, signing: Value) -> WebhookConfig {
         let mut v = sample_webhook();
@@ -193,7 +371,7 @@ mod tests {
             hs256(&key_file, json!({"tenant": "acme", "iss": "forged"})),
             Value::Null,
         );
-        let h1 = auth.headers(&webhook, "e1", 1, b"{}").unwrap();
+        let h1 = auth.headers(&webhook, V1, "e1", 1, b"{}").unwrap();
         let token = h1
             .authorization
             .unwrap()
@@ -218,7 +396,7 @@ mod tests {
             300
         );
 
-        let h2 = auth.headers(&webhook, "e2", 2, b"{}").unwrap();
+        let h2 = auth.headers(&webhook, V1, "e2", 2, b"{}").unwrap();
         assert_eq!(
             h2.authorization.unwrap(),
             format!("Bearer {token}"),
@@ -234,7 +412,7 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
-        let h3 = auth.headers(&webhook, "e3", 3, b"{}").unwrap();
+        let h3 = auth.headers(&webhook, V1, "e3", 3, b"{}").unwrap();
         let token3 = h3
             .authorization
             .unwrap()
@@ -265,6 +443,7 @@ mod tests {
         let h = auth
             .headers(
                 &webhook,
+                V1,
                 "msg_p5jXN8AQM9LWM0D4loKWxJek",
                 1614265330,
                 br#"{"test": 2432232314}"#,
@@ -286,7 +465,7 @@ mod tests {
         jwt["algorithm"] = json!("RS256");
         let auth = Auth::new(Secrets::new(None));
         let err = auth
-            .headers(&webhook_with(jwt, Value::Null), "e", 1, b"")
+            .headers(&webhook_with(jwt, Value::Null), V1, "e", 1, b"")
             .err()
             .unwrap();
         assert!(!err.to_string().contains("SECRETVALUE"), "{err}");

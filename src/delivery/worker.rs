@@ -16,6 +16,7 @@ use crate::domain::host_schedule::Finished;
 use crate::domain::outcome::{Attempt, Reason, WebhookRef};
 use crate::domain::retry::{classify, AttemptResult, RetryPolicy, Verdict};
 use crate::domain::time::unix_seconds;
+use crate::join::Version;
 
 /// First delay of an event parked because its webhook's queue was full; doubled for each
 /// such park in a row, up to `BUSY_WAIT_MAX`, with jitter.
@@ -118,7 +119,8 @@ impl Deliverer {
         &self.endpoints
     }
 
-    /// Makes the next attempt for `event` with the current `webhook`. `attempts` are the
+    /// Makes the next attempt for `event` with the current `webhook` (of config `version`).
+    /// `attempts` are the
     /// earlier ones; `first_seen_ms` is when the event was first handled; `busy_parks` how
     /// many times in a row it found its webhook's queue full.
     #[allow(clippy::too_many_arguments)]
@@ -126,6 +128,7 @@ impl Deliverer {
         &self,
         event: &FeedbackEvent,
         webhook: &WebhookConfig,
+        version: Version,
         body: Bytes,
         mut attempts: Vec<Attempt>,
         first_seen_ms: u64,
@@ -190,7 +193,7 @@ impl Deliverer {
         let at = SystemTime::now();
         let security = match self
             .auth
-            .headers(webhook, &event.id, unix_seconds(at), &body)
+            .headers(webhook, version, &event.id, unix_seconds(at), &body)
         {
             Ok(security) => security,
             Err(e) => {

@@ -2,30 +2,53 @@
 //! local RocksDB cache, and each event looks up its webhook and campaign there.
 
 pub mod follower;
+#[cfg(test)]
+pub mod memory;
 pub mod store;
 
 pub use follower::{ConfigFollower, FollowerStats};
-pub use store::{ConfigStore, StoreError};
+pub use store::{ConfigStore, StoreError, Stored, Version};
 
-use crate::domain::config::WebhookConfig;
+use crate::domain::config::{CampaignConfig, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
 use crate::domain::matching::{decide, Decision};
+
+/// Reads of the current configuration: the RocksDB cache in the processor, an in-memory
+/// map in unit tests. Calls may block briefly (RocksDB's memtable or block cache).
+pub trait ConfigLookup: Send + Sync {
+    fn webhook(
+        &self,
+        ims_org: &str,
+        sandbox_id: &str,
+    ) -> Result<Option<Stored<WebhookConfig>>, StoreError>;
+
+    fn campaign(
+        &self,
+        ims_org: &str,
+        sandbox_id: &str,
+        campaign_id: &str,
+    ) -> Result<Option<Stored<CampaignConfig>>, StoreError>;
+}
 
 /// An event joined with its current configuration.
 #[derive(Debug, Clone)]
 pub struct Joined {
-    pub webhook: Option<WebhookConfig>,
+    pub webhook: Option<Stored<WebhookConfig>>,
     pub decision: Decision,
 }
 
 /// Looks up the event's webhook and campaign opt-in and decides whether it is delivered.
-pub fn join(store: &ConfigStore, event: &FeedbackEvent) -> Result<Joined, StoreError> {
-    let webhook = store.webhook(&event.ims_org, &event.sandbox.id)?;
+pub fn join(config: &dyn ConfigLookup, event: &FeedbackEvent) -> Result<Joined, StoreError> {
+    let webhook = config.webhook(&event.ims_org, &event.sandbox.id)?;
     let campaign = match (&webhook, event.campaign_id()) {
         // No webhook means no delivery whatever the campaign says: skip the second read.
-        (Some(_), Some(id)) => store.campaign(&event.ims_org, &event.sandbox.id, id)?,
+        (Some(_), Some(id)) => config.campaign(&event.ims_org, &event.sandbox.id, id)?,
         _ => None,
     };
-    let decision = decide(event, webhook.as_ref(), campaign.as_ref());
+    let decision = decide(
+        event,
+        webhook.as_ref().map(|w| &w.value),
+        campaign.as_ref().map(|c| &c.value),
+    );
     Ok(Joined { webhook, decision })
 }

@@ -1,11 +1,13 @@
-//! The config cache: every valid config record, keyed as in the topic, and the next offset
-//! of each config-topic partition, written together so they never disagree.
+//! The config cache: every valid config record, keyed as in the topic, with its version
+//! (the config-topic partition and offset it was read at), and the next offset of each
+//! config-topic partition, written together so they never disagree.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{Options, WriteBatch, DB};
 
+use super::ConfigLookup;
 use crate::domain::config::{CampaignConfig, ConfigKey, WebhookConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,32 @@ pub enum StoreError {
 
 const RECORD_PREFIX: &str = "r/";
 const OFFSET_PREFIX: &str = "o/";
+/// The layout of stored values. A cache written with another layout is rebuilt from the
+/// topic (which holds everything it holds).
+const FORMAT_KEY: &str = "format";
+const FORMAT: &[u8] = b"2";
+/// A stored value: the version (partition as 4 bytes, offset as 8, big-endian), then JSON.
+const VERSION_BYTES: usize = 12;
+
+/// Where a config record was read: identifies one version of a key's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.partition, self.offset)
+    }
+}
+
+/// A config record as stored, with its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<T> {
+    pub value: T,
+    pub version: Version,
+}
 
 /// A cheap-to-clone handle on the cache. Calls block briefly (memtable or block cache).
 #[derive(Clone)]
@@ -35,7 +63,14 @@ impl ConfigStore {
         options.set_keep_log_file_num(2);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let db = DB::open(&options, path)?;
-        Ok(ConfigStore { db: Arc::new(db) })
+        let store = ConfigStore { db: Arc::new(db) };
+        if store.db.get(FORMAT_KEY)?.as_deref() != Some(FORMAT) {
+            // Written by an earlier version (or new): clearing the offsets makes the
+            // follower read the topic from the beginning.
+            store.clear()?;
+            store.db.put(FORMAT_KEY, FORMAT)?;
+        }
+        Ok(store)
     }
 
     fn offset_key(topic: &str, partition: i32) -> String {
@@ -65,7 +100,13 @@ impl ConfigStore {
         if let Some((key, value)) = change {
             let record_key = format!("{RECORD_PREFIX}{key}");
             match value {
-                Some(value) => batch.put(record_key, value),
+                Some(value) => {
+                    let mut stored = Vec::with_capacity(VERSION_BYTES + value.len());
+                    stored.extend_from_slice(&partition.to_be_bytes());
+                    stored.extend_from_slice(&offset.to_be_bytes());
+                    stored.extend_from_slice(value);
+                    batch.put(record_key, stored)
+                }
                 None => batch.delete(record_key),
             }
         }
@@ -82,7 +123,9 @@ impl ConfigStore {
         let mut batch = WriteBatch::default();
         for item in self.db.iterator(rocksdb::IteratorMode::Start) {
             let (key, _) = item?;
-            batch.delete(key);
+            if *key != *FORMAT_KEY.as_bytes() {
+                batch.delete(key);
+            }
         }
         self.db.write(batch)?;
         Ok(())
@@ -91,36 +134,18 @@ impl ConfigStore {
     fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         key: &ConfigKey,
-    ) -> Result<Option<T>, StoreError> {
+    ) -> Result<Option<Stored<T>>, StoreError> {
         let record_key = format!("{RECORD_PREFIX}{key}");
-        match self.db.get_pinned(&record_key)? {
-            None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        key: key.to_string(),
-                        reason: e.to_string(),
-                    })
-            }
-        }
-    }
-
-    pub fn webhook(
-        &self,
-        ims_org: &str,
-        sandbox_id: &str,
-    ) -> Result<Option<WebhookConfig>, StoreError> {
-        self.get_json(&ConfigKey::webhook(ims_org, sandbox_id))
-    }
-
-    pub fn campaign(
-        &self,
-        ims_org: &str,
-        sandbox_id: &str,
-        campaign_id: &str,
-    ) -> Result<Option<CampaignConfig>, StoreError> {
-        self.get_json(&ConfigKey::campaign(ims_org, sandbox_id, campaign_id))
+        let Some(bytes) = self.db.get_pinned(&record_key)? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: key.to_string(),
+            reason,
+        };
+        let (version, json) = decode_version(&bytes).ok_or_else(|| corrupt("no version".into()))?;
+        let value = serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))?;
+        Ok(Some(Stored { value, version }))
     }
 
     /// RocksDB's cheap estimate of the keys held (config records and a few offsets), for
@@ -142,6 +167,31 @@ impl ConfigStore {
                     .is_ok_and(|(k, _)| k.starts_with(RECORD_PREFIX.as_bytes()))
             })
             .count()
+    }
+}
+
+fn decode_version(bytes: &[u8]) -> Option<(Version, &[u8])> {
+    let partition = i32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+    let offset = i64::from_be_bytes(bytes.get(4..VERSION_BYTES)?.try_into().ok()?);
+    Some((Version { partition, offset }, bytes.get(VERSION_BYTES..)?))
+}
+
+impl ConfigLookup for ConfigStore {
+    fn webhook(
+        &self,
+        ims_org: &str,
+        sandbox_id: &str,
+    ) -> Result<Option<Stored<WebhookConfig>>, StoreError> {
+        self.get_json(&ConfigKey::webhook(ims_org, sandbox_id))
+    }
+
+    fn campaign(
+        &self,
+        ims_org: &str,
+        sandbox_id: &str,
+        campaign_id: &str,
+    ) -> Result<Option<Stored<CampaignConfig>>, StoreError> {
+        self.get_json(&ConfigKey::campaign(ims_org, sandbox_id, campaign_id))
     }
 }
 
@@ -171,7 +221,14 @@ mod tests {
             .webhook("myImsOrg", "068abf40-575e-11ea-8512-9b1bfdb82603")
             .unwrap()
             .unwrap();
-        assert_eq!(webhook.name, "Order feedback");
+        assert_eq!(webhook.value.name, "Order feedback");
+        assert_eq!(
+            webhook.version,
+            Version {
+                partition: 0,
+                offset: 41
+            }
+        );
         assert_eq!(store.record_count(), 1);
 
         store.apply("cfg", 0, 43, Some((&key, None))).unwrap();
@@ -183,5 +240,27 @@ mod tests {
 
         store.clear().unwrap();
         assert_eq!(store.next_offset("cfg", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_cache_of_an_earlier_layout_is_rebuilt_from_the_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The earlier layout: bare JSON values, no format marker.
+            let db = DB::open_default(dir.path()).unwrap();
+            db.put(
+                "r/webhook/o/s",
+                serde_json::to_vec(&sample_webhook()).unwrap(),
+            )
+            .unwrap();
+            db.put("o/cfg/0", 7i64.to_be_bytes()).unwrap();
+        }
+        let store = ConfigStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_offset("cfg", 0).unwrap(), None, "read again");
+        assert_eq!(store.record_count(), 0);
+        store.apply("cfg", 0, 3, None).unwrap();
+        drop(store);
+        let store = ConfigStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_offset("cfg", 0).unwrap(), Some(4), "kept");
     }
 }

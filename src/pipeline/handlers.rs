@@ -240,7 +240,7 @@ async fn advance(
         replay,
     } = progress;
     let joined = loop {
-        match join(&context.store, event) {
+        match join(&*context.config, event) {
             Ok(joined) => break joined,
             Err(e) => {
                 error!(error = %e, "config cache read failed; retrying");
@@ -249,8 +249,8 @@ async fn advance(
         }
     };
     let webhook_ref = joined.webhook.as_ref().map(|w| WebhookRef {
-        name: w.name.clone(),
-        url: w.url.clone(),
+        name: w.value.name.clone(),
+        url: w.value.url.clone(),
     });
     let (webhook, channel, status) = match (
         joined.decision,
@@ -279,7 +279,8 @@ async fn advance(
         .deliverer
         .step(
             event,
-            &webhook,
+            &webhook.value,
+            webhook.version,
             body,
             attempts,
             first_seen_ms,
@@ -342,4 +343,208 @@ pub(super) fn parked_due(record: &InputRecord) -> Option<u64> {
     serde_json::from_slice::<Due>(record.payload.as_deref()?)
         .ok()
         .map(|d| d.due_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The handlers against an in-memory config and recorder: what each kind of record
+    //! becomes, without a broker.
+
+    use std::sync::Mutex;
+
+    use serde_json::json;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::delivery::auth::Auth;
+    use crate::delivery::client::ClientOptions;
+    use crate::delivery::secrets::Secrets;
+    use crate::delivery::{build_client, Deliverer, Endpoints, Sender};
+    use crate::domain::config::tests::{sample_campaign, sample_webhook};
+    use crate::domain::event::tests::spec_event;
+    use crate::domain::outcome::Status;
+    use crate::join::memory::MemoryConfig;
+    use crate::record::memory::MemoryRecorder;
+    use crate::settings::Settings;
+    use crate::source::{OffsetTracker, PartitionKey};
+
+    struct Fixture {
+        config: Arc<MemoryConfig>,
+        recorder: Arc<MemoryRecorder>,
+        context: Arc<Context>,
+        tracker: Arc<Mutex<OffsetTracker>>,
+        _stop: watch::Sender<bool>,
+    }
+
+    fn fixture() -> Fixture {
+        let settings = Settings::default();
+        let policy = Arc::new(settings.address_policy().unwrap());
+        let client = build_client(&ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            extra_ca_file: None,
+            policy: policy.clone(),
+        })
+        .unwrap();
+        let deliverer = Deliverer::new(
+            Sender::new(client, policy),
+            Auth::new(Secrets::new(None)),
+            settings.retry_policy(),
+            Endpoints::new(settings.schedule_policy(), settings.wait_limits()),
+            settings.rules(),
+        );
+        let config = Arc::new(MemoryConfig::default());
+        let recorder = Arc::new(MemoryRecorder::default());
+        let (stop, stopping) = watch::channel(false);
+        let context = Arc::new(Context {
+            config: config.clone(),
+            deliverer,
+            recorder: recorder.clone(),
+            max_event_bytes: 1 << 20,
+            stopping,
+        });
+        Fixture {
+            config,
+            recorder,
+            context,
+            tracker: Arc::default(),
+            _stop: stop,
+        }
+    }
+
+    impl Fixture {
+        fn record(&self, topic: &str, offset: i64, payload: &[u8]) -> InputRecord {
+            let key = PartitionKey {
+                topic: topic.into(),
+                partition: 3,
+            };
+            InputRecord::received(&self.tracker, key, offset, Some(payload.to_vec())).unwrap()
+        }
+
+        fn outcomes(&self) -> Vec<Outcome> {
+            self.recorder.outcomes.lock().unwrap().clone()
+        }
+
+        fn with_webhook(&self, url: &str) {
+            let mut webhook = sample_webhook();
+            webhook["url"] = json!(url);
+            self.config
+                .put_webhook(serde_json::from_value(webhook).unwrap());
+            self.config
+                .put_campaign(serde_json::from_value(sample_campaign()).unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invalid_event_becomes_an_invalid_outcome_naming_its_source() {
+        let f = fixture();
+        let record = f.record("input", 17, br#"{"_id": "e-1", "not": "an event"}"#);
+        assert!(handle_input(f.context.clone(), record).await);
+        let outcomes = f.outcomes();
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].status, Status::Invalid);
+        assert_eq!(outcomes[0].reason, Some(Reason::InvalidEvent));
+        assert_eq!(outcomes[0].event_id.as_deref(), Some("e-1"));
+        assert_eq!(
+            (outcomes[0].source.partition, outcomes[0].source.offset),
+            (3, 17)
+        );
+        assert!(f.recorder.parked.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_event_without_a_webhook_is_skipped() {
+        let f = fixture();
+        let event = serde_json::to_vec(&spec_event()).unwrap();
+        assert!(handle_input(f.context.clone(), f.record("input", 1, &event)).await);
+        let outcomes = f.outcomes();
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].status, Status::Skipped);
+        assert_eq!(outcomes[0].reason, Some(Reason::NoWebhook));
+        assert!(outcomes[0].attempts.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_campaign_that_has_not_opted_in_is_skipped_with_its_webhook_named() {
+        let f = fixture();
+        f.with_webhook("https://hooks.example.com/feedback");
+        let mut campaign = sample_campaign();
+        campaign["webhooksEnabled"] = json!(false);
+        f.config
+            .put_campaign(serde_json::from_value(campaign).unwrap());
+        let event = serde_json::to_vec(&spec_event()).unwrap();
+        assert!(handle_input(f.context.clone(), f.record("input", 1, &event)).await);
+        let outcomes = f.outcomes();
+        assert_eq!(outcomes[0].reason, Some(Reason::CampaignNotEnabled));
+        assert_eq!(
+            outcomes[0].webhook.as_ref().map(|w| w.name.as_str()),
+            Some("Order feedback")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_destination_in_a_private_range_is_refused_without_a_request() {
+        let f = fixture();
+        f.with_webhook("https://10.1.2.3/feedback");
+        let event = serde_json::to_vec(&spec_event()).unwrap();
+        assert!(handle_input(f.context.clone(), f.record("input", 1, &event)).await);
+        let outcomes = f.outcomes();
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].status, Status::Failed);
+        assert_eq!(outcomes[0].reason, Some(Reason::DestinationBlocked));
+        assert_eq!(outcomes[0].attempts.len(), 1);
+        assert_eq!(outcomes[0].attempts[0].http_status, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_event_waits_until_due_and_is_joined_with_the_current_config() {
+        let f = fixture();
+        // Parked after one failed attempt; its webhook was deleted meanwhile.
+        let earlier = Attempt {
+            at: now(),
+            http_status: Some(503),
+            error: None,
+            duration_ms: 12,
+        };
+        let due_ms = unix_ms(SystemTime::now()) + 5_000;
+        let parked = Parked {
+            kind: "retry".into(),
+            event_id: "5f0c1d2e-0000-4000-8000-000000000001".into(),
+            event: spec_event(),
+            source: Source {
+                topic: "input".into(),
+                partition: 1,
+                offset: 99,
+            },
+            attempts: vec![earlier.clone()],
+            first_seen_ms: unix_ms(SystemTime::now()),
+            due_ms,
+            busy_parks: 0,
+            replay: None,
+        };
+        let record = f.record("retry-5s", 0, &parked.to_json());
+        let handled = tokio::spawn(handle_parked(f.context.clone(), record));
+        tokio::time::sleep(Duration::from_millis(4_000)).await;
+        assert!(f.outcomes().is_empty(), "not before it is due");
+        assert!(handled.await.unwrap());
+        let outcomes = f.outcomes();
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].reason, Some(Reason::NoWebhook));
+        assert_eq!(outcomes[0].attempts, vec![earlier], "earlier attempts kept");
+        assert_eq!(outcomes[0].source.offset, 99, "names the input record");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_parked_record_is_recorded_and_skipped() {
+        let f = fixture();
+        let record = f.record("retry-5s", 4, b"not json");
+        assert!(handle_parked(f.context.clone(), record).await);
+        let outcomes = f.outcomes();
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].status, Status::Invalid);
+        assert_eq!(
+            (outcomes[0].source.topic.as_str(), outcomes[0].source.offset),
+            ("retry-5s", 4)
+        );
+    }
 }

@@ -27,10 +27,10 @@ use crate::delivery::{
     build_client, client::ClientOptions, ClientError, Deliverer, Endpoints, Sender,
 };
 use crate::domain::parked::tier_topics;
-use crate::join::{ConfigFollower, ConfigStore, StoreError};
+use crate::join::{ConfigFollower, ConfigLookup, ConfigStore, StoreError};
 use crate::kafka::{ensure_topics, internal_record_limit};
 use crate::observe::{metrics, server, Health};
-use crate::record::{RecordError, Recorder};
+use crate::record::{RecordError, RecordSink, Recorder};
 use crate::settings::Settings;
 use crate::source::{InputConsumer, InputError, Subscription};
 
@@ -58,9 +58,9 @@ pub enum PipelineError {
 
 /// What every record task needs.
 pub(crate) struct Context {
-    pub(crate) store: ConfigStore,
+    pub(crate) config: Arc<dyn ConfigLookup>,
     pub(crate) deliverer: Deliverer,
-    pub(crate) recorder: Recorder,
+    pub(crate) recorder: Arc<dyn RecordSink>,
     pub(crate) max_event_bytes: usize,
     /// Becomes `true` at shutdown: parked records still waiting are left for a restart.
     pub(crate) stopping: watch::Receiver<bool>,
@@ -138,10 +138,11 @@ pub async fn run(
         endpoints,
         settings.rules(),
     );
+    let recorder = Arc::new(Recorder::new(&settings.kafka, tiers.clone(), record_limit)?);
     let context = Arc::new(Context {
-        store,
+        config: Arc::new(store),
         deliverer,
-        recorder: Recorder::new(&settings.kafka, tiers.clone(), record_limit)?,
+        recorder: recorder.clone(),
         max_event_bytes: settings.delivery.max_event_bytes,
         stopping: stopping.clone(),
     });
@@ -283,7 +284,7 @@ pub async fn run(
     health.set_stopping();
     let _ = stop_tx.send(true);
     (&mut loops).await;
-    context.recorder.flush(Duration::from_secs(10))?;
+    recorder.flush(Duration::from_secs(10))?;
     // Offsets are committed while the partitions are still ours, then the group is left.
     for consumer in [&input, &retries, &replays] {
         if let Err(e) = consumer.commit() {

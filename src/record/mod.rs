@@ -1,6 +1,26 @@
 //! Where an event's result is recorded: its terminal outcome on the outcome topic, or, while
 //! it waits for another attempt, a parked record on a retry-tier topic.
 
+#[cfg(test)]
+pub mod memory;
 pub mod outcomes;
 
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
 pub use outcomes::{RecordError, Recorder};
+
+use crate::domain::outcome::Outcome;
+use crate::domain::parked::Parked;
+
+/// Where the pipeline writes what became of a record: Kafka in the processor, memory in
+/// unit tests. Each call resolves once the write is durable, which is what allows the
+/// offset of the record behind it to be committed.
+pub trait RecordSink: Send + Sync {
+    /// Writes one terminal outcome.
+    fn outcome<'a>(&'a self, outcome: &'a Outcome) -> BoxFuture<'a, ()>;
+
+    /// Parks an event for another attempt after `delay`.
+    fn park<'a>(&'a self, parked: &'a Parked, delay: Duration) -> BoxFuture<'a, ()>;
+}

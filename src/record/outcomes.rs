@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tracing::warn;
 
+use super::RecordSink;
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::TIERS;
 use crate::domain::parked::{tier_for, Parked};
@@ -96,5 +98,15 @@ impl Recorder {
     pub fn flush(&self, timeout: Duration) -> Result<(), RecordError> {
         self.producer.flush(timeout)?;
         Ok(())
+    }
+}
+
+impl RecordSink for Recorder {
+    fn outcome<'a>(&'a self, outcome: &'a Outcome) -> BoxFuture<'a, ()> {
+        Box::pin(Recorder::outcome(self, outcome))
+    }
+
+    fn park<'a>(&'a self, parked: &'a Parked, delay: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(Recorder::park(self, parked, delay))
     }
 }

@@ -1,0 +1,78 @@
+//! An in-memory [`ConfigLookup`] for unit tests of what happens after the join.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{ConfigLookup, StoreError, Stored, Version};
+use crate::domain::config::{CampaignConfig, WebhookConfig};
+
+#[derive(Default)]
+pub struct MemoryConfig {
+    webhooks: Mutex<HashMap<(String, String), Stored<WebhookConfig>>>,
+    campaigns: Mutex<HashMap<(String, String, String), Stored<CampaignConfig>>>,
+    next_offset: Mutex<i64>,
+}
+
+impl MemoryConfig {
+    fn version(&self) -> Version {
+        let mut next = self.next_offset.lock().unwrap();
+        *next += 1;
+        Version {
+            partition: 0,
+            offset: *next,
+        }
+    }
+
+    pub fn put_webhook(&self, webhook: WebhookConfig) {
+        let key = (webhook.ims_org.clone(), webhook.sandbox.id.clone());
+        let version = self.version();
+        self.webhooks.lock().unwrap().insert(
+            key,
+            Stored {
+                value: webhook,
+                version,
+            },
+        );
+    }
+
+    pub fn put_campaign(&self, campaign: CampaignConfig) {
+        let key = (
+            campaign.ims_org.clone(),
+            campaign.sandbox_id.clone(),
+            campaign.campaign_id.clone(),
+        );
+        let version = self.version();
+        self.campaigns.lock().unwrap().insert(
+            key,
+            Stored {
+                value: campaign,
+                version,
+            },
+        );
+    }
+}
+
+impl ConfigLookup for MemoryConfig {
+    fn webhook(
+        &self,
+        ims_org: &str,
+        sandbox_id: &str,
+    ) -> Result<Option<Stored<WebhookConfig>>, StoreError> {
+        let key = (ims_org.to_owned(), sandbox_id.to_owned());
+        Ok(self.webhooks.lock().unwrap().get(&key).cloned())
+    }
+
+    fn campaign(
+        &self,
+        ims_org: &str,
+        sandbox_id: &str,
+        campaign_id: &str,
+    ) -> Result<Option<Stored<CampaignConfig>>, StoreError> {
+        let key = (
+            ims_org.to_owned(),
+            sandbox_id.to_owned(),
+            campaign_id.to_owned(),
+        );
+        Ok(self.campaigns.lock().unwrap().get(&key).cloned())
+    }
+}

@@ -1,0 +1,28 @@
+//! An in-memory [`RecordSink`] for unit tests: keeps what was written, in order.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::RecordSink;
+use crate::domain::outcome::Outcome;
+use crate::domain::parked::Parked;
+
+#[derive(Default)]
+pub struct MemoryRecorder {
+    pub outcomes: Mutex<Vec<Outcome>>,
+    pub parked: Mutex<Vec<(Parked, Duration)>>,
+}
+
+impl RecordSink for MemoryRecorder {
+    fn outcome<'a>(&'a self, outcome: &'a Outcome) -> BoxFuture<'a, ()> {
+        self.outcomes.lock().unwrap().push(outcome.clone());
+        Box::pin(async {})
+    }
+
+    fn park<'a>(&'a self, parked: &'a Parked, delay: Duration) -> BoxFuture<'a, ()> {
+        self.parked.lock().unwrap().push((parked.clone(), delay));
+        Box::pin(async {})
+    }
+}
