@@ -138,6 +138,9 @@ pub async fn serve_until(
         let Ok((tcp, peer)) = accepted else {
             continue;
         };
+        // As web servers do (nginx's `tcp_nodelay on`): small responses are not held back
+        // by Nagle's algorithm waiting for the client's delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let mut stop = stop.clone();

@@ -107,6 +107,10 @@ struct Args {
     /// Compression of the event producer: none, gzip, snappy, lz4, zstd.
     #[arg(long, default_value = "lz4")]
     producer_compression: String,
+    /// Writes each event's produce time (ms since the first) and latency (ms) to this CSV
+    /// file, to see when a latency tail happens (the last scenario run writes it).
+    #[arg(long)]
+    latency_trace: Option<PathBuf>,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -115,6 +119,9 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
 }
 
 const SANDBOX: &str = "bench-sandbox";
+/// The paced scenario's latency is measured after this warm-up (the processor's first
+/// seconds after joining its group: its other consumer groups join, connections open).
+const PACED_WARM_UP: Duration = Duration::from_secs(2);
 const CAMPAIGN: &str = "bench-campaign";
 
 /// Receipt times by event index, from every receiver.
@@ -437,27 +444,51 @@ impl Processor {
         p
     }
 
-    /// The processor's own account of the run: the scheduling and retry series of its
-    /// `/metrics` (what limited the figures).
-    fn scheduling_metrics(&self, dir: &Path) -> Vec<String> {
-        use std::io::{Read, Write};
+    /// The address of the processor's operator port, from its log.
+    fn http_addr(dir: &Path) -> Option<String> {
         let log = std::fs::read_to_string(dir.join("processor.log")).unwrap_or_default();
-        let Some(addr) = log
-            .lines()
+        log.lines()
             .filter(|l| l.contains("serving /metrics"))
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find_map(|v| v["fields"]["addr"].as_str().map(str::to_owned))
-        else {
-            return vec!["(no metrics address in the log)".into()];
-        };
+    }
+
+    /// A GET on the operator port: the response, headers included.
+    fn get(addr: &str, path: &str) -> String {
+        use std::io::{Read, Write};
         let mut text = String::new();
-        if let Ok(mut stream) = std::net::TcpStream::connect(&addr) {
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
             let _ = write!(
                 stream,
-                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
             );
             let _ = stream.read_to_string(&mut text);
         }
+        text
+    }
+
+    /// Waits until `/readyz` answers 200: the cache caught up and the group joined, as a
+    /// processor that is already running when traffic comes.
+    fn wait_ready(&self, dir: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(addr) = Self::http_addr(dir) {
+                if Self::get(&addr, "/readyz").starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "processor did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The processor's own account of the run: the scheduling and retry series of its
+    /// `/metrics` (what limited the figures).
+    fn scheduling_metrics(&self, dir: &Path) -> Vec<String> {
+        let Some(addr) = Self::http_addr(dir) else {
+            return vec!["(no metrics address in the log)".into()];
+        };
+        let text = Self::get(&addr, "/metrics");
         let wanted = [
             "concurrency_limit",
             "retries_parked_total",
@@ -515,6 +546,9 @@ struct Run {
     healthy_rate: f64,
     p50: Duration,
     p99: Duration,
+    /// Paced only: p99 of the events produced in the warm-up (the first seconds after the
+    /// processor became ready), which the p50 and p99 above leave out.
+    warm_up_p99: Option<Duration>,
     rss_mb: f64,
     cpu_per_1k: f64,
     /// Series of the processor's metrics (see [`Processor::scheduling_metrics`]).
@@ -573,7 +607,9 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         let started = Instant::now();
         (start(), sent, started)
     } else {
+        // Traffic meets a running processor: the clock starts once it is ready.
         let p = start();
+        p.wait_ready(dir.path());
         let started = Instant::now();
         let pace = (scenario == Scenario::Paced).then_some(args.paced_rate);
         let sent = produce(&producer, &topics.input, events, tenants, &run, pace).await;
@@ -594,18 +630,44 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         .times
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let mut latencies: Vec<Duration> = times
-        .iter()
-        .zip(&sent)
-        .filter_map(|(got, sent)| got.map(|g| g.saturating_duration_since(*sent)))
-        .collect();
+    if let (Some(path), Some(first)) = (&args.latency_trace, sent.first()) {
+        let mut csv = String::from("sent_ms,latency_ms\n");
+        for (got, sent) in times.iter().zip(&sent) {
+            if let Some(got) = got {
+                csv.push_str(&format!(
+                    "{:.1},{:.1}\n",
+                    sent.duration_since(*first).as_secs_f64() * 1e3,
+                    got.saturating_duration_since(*sent).as_secs_f64() * 1e3
+                ));
+            }
+        }
+        std::fs::write(path, csv).expect("latency trace written");
+    }
+    // The paced figure is steady-state latency: events of the warm-up are reported apart.
+    let warm_up_end = sent
+        .first()
+        .filter(|_| scenario == Scenario::Paced)
+        .map(|first| *first + PACED_WARM_UP);
+    let mut latencies: Vec<Duration> = Vec::with_capacity(sent.len());
+    let mut warm_up: Vec<Duration> = Vec::new();
+    for (got, sent) in times.iter().zip(&sent) {
+        let Some(latency) = got.map(|g| g.saturating_duration_since(*sent)) else {
+            continue;
+        };
+        match warm_up_end {
+            Some(end) if *sent < end => warm_up.push(latency),
+            _ => latencies.push(latency),
+        }
+    }
     latencies.sort();
+    warm_up.sort();
     let rate = expected as f64 / elapsed.as_secs_f64();
     Run {
         rate,
         healthy_rate: rate,
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
+        warm_up_p99: (!warm_up.is_empty()).then(|| percentile(&warm_up, 0.99)),
         rss_mb,
         cpu_per_1k: cpu / (events as f64 / 1000.0),
         scheduling,
@@ -802,7 +864,12 @@ async fn main() {
                 keep(shared_rate, args.shared_tenants)
             }
             Scenario::Backlog => format!("ratio to the lower raw limit: {:.2}", r.rate / limit),
-            Scenario::Paced => format!("paced at {}/s", args.paced_rate),
+            Scenario::Paced => format!(
+                "paced at {}/s; latency after a {} s warm-up (warm-up p99 {:.0} ms)",
+                args.paced_rate,
+                PACED_WARM_UP.as_secs(),
+                r.warm_up_p99.unwrap_or_default().as_secs_f64() * 1e3
+            ),
         };
         println!(
             "{:<18} deliveries/s {:>8.0}  latency p50 {:>7.0} ms  p99 {:>7.0} ms  peak RSS {:>6.1} MB  CPU {:>5.3} ms/delivery  {note}",
