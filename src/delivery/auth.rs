@@ -75,10 +75,13 @@ struct Prepared {
     signing: Vec<Material>,
 }
 
+/// Versions whose settings are kept before the map starts over.
+const MAX_PREPARED: usize = 10_000;
+
 pub struct Auth {
     secrets: Secrets,
-    /// Per webhook (org/sandbox): the settings of the version last used.
-    prepared: Mutex<HashMap<String, (Version, Arc<Prepared>)>>,
+    /// Parsed settings by config version (a version is one record of one webhook).
+    prepared: Mutex<HashMap<Version, Arc<Prepared>>>,
 }
 
 fn settings_str(jwt: &Value, field: &str) -> Result<String, AuthError> {
@@ -159,16 +162,17 @@ impl Auth {
         webhook: &WebhookConfig,
         version: Version,
     ) -> Result<Arc<Prepared>, AuthError> {
-        let key = format!("{}/{}", webhook.ims_org, webhook.sandbox.id);
         let mut cache = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, prepared)) = cache.get(&key) {
-            if *at == version {
-                return Ok(prepared.clone());
-            }
+        if let Some(prepared) = cache.get(&version) {
+            return Ok(prepared.clone());
         }
         // Parsed under the lock: a new version is parsed once, not by every request at once.
         let prepared = Arc::new(self.prepare(webhook)?);
-        cache.insert(key, (version, prepared.clone()));
+        // Earlier versions are never asked for again: start over now and then.
+        if cache.len() >= MAX_PREPARED {
+            cache.clear();
+        }
+        cache.insert(version, prepared.clone());
         Ok(prepared)
     }
 

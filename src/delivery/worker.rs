@@ -2,6 +2,8 @@
 //! failed) or the delay after which it is tried again. Waiting is not done here: the caller
 //! parks the event durably, so no worker is held while an endpoint recovers.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -52,10 +54,20 @@ fn not_sent(refusal: Refusal) -> Attempt {
     }
 }
 
-/// The webhook's scheduling key: one webhook per org + sandbox.
-fn webhook_key(w: &WebhookConfig) -> String {
-    format!("{}/{}", w.ims_org, w.sandbox.id)
+/// What a version of a webhook's record says about where it is delivered, worked out on
+/// its first event rather than on every one.
+struct Target {
+    /// The scheduling key: one webhook per org + sandbox.
+    webhook_key: String,
+    /// The host (URL origin) whose connections it shares.
+    endpoint_key: String,
+    /// The URL passes the current rules (re-validated at use: a record stored under older
+    /// rules must not slip through).
+    url_ok: bool,
 }
+
+/// Versions remembered before the map starts over (old versions are never asked again).
+const MAX_TARGETS: usize = 10_000;
 
 /// Where a delivery step leaves the event.
 #[derive(Debug)]
@@ -82,6 +94,7 @@ pub struct Deliverer {
     policy: RetryPolicy,
     endpoints: Endpoints,
     rules: Rules,
+    targets: Mutex<HashMap<Version, Arc<Target>>>,
 }
 
 fn webhook_ref(w: &WebhookConfig) -> WebhookRef {
@@ -112,7 +125,25 @@ impl Deliverer {
             policy,
             endpoints,
             rules,
+            targets: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn target(&self, webhook: &WebhookConfig, version: Version) -> Arc<Target> {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(target) = targets.get(&version) {
+            return target.clone();
+        }
+        if targets.len() >= MAX_TARGETS {
+            targets.clear();
+        }
+        let target = Arc::new(Target {
+            webhook_key: format!("{}/{}", webhook.ims_org, webhook.sandbox.id),
+            endpoint_key: endpoint_key(&webhook.url),
+            url_ok: config::check_url(&webhook.url, self.rules).is_ok(),
+        });
+        targets.insert(version, target.clone());
+        target
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -141,16 +172,16 @@ impl Deliverer {
             webhook: used.clone(),
             attempts,
         };
-        // Re-validated at use: a record stored under older rules must not slip through.
-        if config::check_url(&webhook.url, self.rules).is_err() {
+        let target = self.target(webhook, version);
+        if !target.url_ok {
             return done(Some(Reason::ConfigInvalid), attempts);
         }
         let elapsed =
             Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
-        let key = endpoint_key(&webhook.url);
+        let key = target.endpoint_key.as_str();
         let pass = match self
             .endpoints
-            .admit(&key, &webhook_key(webhook), body.len())
+            .admit(key, &target.webhook_key, body.len())
             .await
         {
             Ok(pass) => pass,

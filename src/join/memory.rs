@@ -1,15 +1,15 @@
 //! An in-memory [`ConfigLookup`] for unit tests of what happens after the join.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{ConfigLookup, StoreError, Stored, Version};
 use crate::domain::config::{CampaignConfig, WebhookConfig};
 
 #[derive(Default)]
 pub struct MemoryConfig {
-    webhooks: Mutex<HashMap<(String, String), Stored<WebhookConfig>>>,
-    campaigns: Mutex<HashMap<(String, String, String), Stored<CampaignConfig>>>,
+    webhooks: Mutex<HashMap<(String, String), Arc<Stored<WebhookConfig>>>>,
+    campaigns: Mutex<HashMap<(String, String, String), Arc<Stored<CampaignConfig>>>>,
     next_offset: Mutex<i64>,
 }
 
@@ -28,10 +28,10 @@ impl MemoryConfig {
         let version = self.version();
         self.webhooks.lock().unwrap().insert(
             key,
-            Stored {
+            Arc::new(Stored {
                 value: webhook,
                 version,
-            },
+            }),
         );
     }
 
@@ -44,10 +44,10 @@ impl MemoryConfig {
         let version = self.version();
         self.campaigns.lock().unwrap().insert(
             key,
-            Stored {
+            Arc::new(Stored {
                 value: campaign,
                 version,
-            },
+            }),
         );
     }
 }
@@ -57,7 +57,7 @@ impl ConfigLookup for MemoryConfig {
         &self,
         ims_org: &str,
         sandbox_id: &str,
-    ) -> Result<Option<Stored<WebhookConfig>>, StoreError> {
+    ) -> Result<Option<Arc<Stored<WebhookConfig>>>, StoreError> {
         let key = (ims_org.to_owned(), sandbox_id.to_owned());
         Ok(self.webhooks.lock().unwrap().get(&key).cloned())
     }
@@ -67,7 +67,7 @@ impl ConfigLookup for MemoryConfig {
         ims_org: &str,
         sandbox_id: &str,
         campaign_id: &str,
-    ) -> Result<Option<Stored<CampaignConfig>>, StoreError> {
+    ) -> Result<Option<Arc<Stored<CampaignConfig>>>, StoreError> {
         let key = (
             ims_org.to_owned(),
             sandbox_id.to_owned(),

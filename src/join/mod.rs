@@ -2,12 +2,15 @@
 //! local RocksDB cache, and each event looks up its webhook and campaign there.
 
 pub mod follower;
+mod memo;
 #[cfg(test)]
 pub mod memory;
 pub mod store;
 
 pub use follower::{ConfigFollower, FollowerStats};
 pub use store::{ConfigStore, StoreError, Stored, Version};
+
+use std::sync::Arc;
 
 use crate::domain::config::{CampaignConfig, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
@@ -20,20 +23,20 @@ pub trait ConfigLookup: Send + Sync {
         &self,
         ims_org: &str,
         sandbox_id: &str,
-    ) -> Result<Option<Stored<WebhookConfig>>, StoreError>;
+    ) -> Result<Option<Arc<Stored<WebhookConfig>>>, StoreError>;
 
     fn campaign(
         &self,
         ims_org: &str,
         sandbox_id: &str,
         campaign_id: &str,
-    ) -> Result<Option<Stored<CampaignConfig>>, StoreError>;
+    ) -> Result<Option<Arc<Stored<CampaignConfig>>>, StoreError>;
 }
 
 /// An event joined with its current configuration.
 #[derive(Debug, Clone)]
 pub struct Joined {
-    pub webhook: Option<Stored<WebhookConfig>>,
+    pub webhook: Option<Arc<Stored<WebhookConfig>>>,
     pub decision: Decision,
 }
 

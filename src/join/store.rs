@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rocksdb::{Options, WriteBatch, DB};
 
+use super::memo::Memo;
 use super::ConfigLookup;
 use crate::domain::config::{CampaignConfig, ConfigKey, WebhookConfig};
 
@@ -27,7 +28,9 @@ const FORMAT: &[u8] = b"2";
 /// A stored value: the version (partition as 4 bytes, offset as 8, big-endian), then JSON.
 const VERSION_BYTES: usize = 12;
 
-/// Where a config record was read: identifies one version of a key's value.
+/// Where a config record was read: identifies one version of a key's value. Within a
+/// process it names one content for good (the cache is only rebuilt at start), so derived
+/// state can be kept by version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Version {
     pub partition: i32,
@@ -48,9 +51,12 @@ pub struct Stored<T> {
 }
 
 /// A cheap-to-clone handle on the cache. Calls block briefly (memtable or block cache).
+/// Lookups go through a memo of decoded records (`memo.rs`).
 #[derive(Clone)]
 pub struct ConfigStore {
     db: Arc<DB>,
+    webhooks: Arc<Memo<WebhookConfig>>,
+    campaigns: Arc<Memo<CampaignConfig>>,
 }
 
 impl ConfigStore {
@@ -63,7 +69,11 @@ impl ConfigStore {
         options.set_keep_log_file_num(2);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let db = DB::open(&options, path)?;
-        let store = ConfigStore { db: Arc::new(db) };
+        let store = ConfigStore {
+            db: Arc::new(db),
+            webhooks: Arc::default(),
+            campaigns: Arc::default(),
+        };
         if store.db.get(FORMAT_KEY)?.as_deref() != Some(FORMAT) {
             // Written by an earlier version (or new): clearing the offsets makes the
             // follower read the topic from the beginning.
@@ -115,6 +125,18 @@ impl ConfigStore {
             (offset + 1).to_be_bytes(),
         );
         self.db.write(batch)?;
+        match change.map(|(key, _)| key) {
+            Some(ConfigKey::Webhook {
+                ims_org,
+                sandbox_id,
+            }) => self.webhooks.forget(ims_org, sandbox_id, ""),
+            Some(ConfigKey::Campaign {
+                ims_org,
+                sandbox_id,
+                campaign_id,
+            }) => self.campaigns.forget(ims_org, sandbox_id, campaign_id),
+            None => {}
+        }
         Ok(())
     }
 
@@ -128,6 +150,8 @@ impl ConfigStore {
             }
         }
         self.db.write(batch)?;
+        self.webhooks.clear();
+        self.campaigns.clear();
         Ok(())
     }
 
@@ -181,8 +205,10 @@ impl ConfigLookup for ConfigStore {
         &self,
         ims_org: &str,
         sandbox_id: &str,
-    ) -> Result<Option<Stored<WebhookConfig>>, StoreError> {
-        self.get_json(&ConfigKey::webhook(ims_org, sandbox_id))
+    ) -> Result<Option<Arc<Stored<WebhookConfig>>>, StoreError> {
+        self.webhooks.get_or_read(ims_org, sandbox_id, "", || {
+            self.get_json(&ConfigKey::webhook(ims_org, sandbox_id))
+        })
     }
 
     fn campaign(
@@ -190,8 +216,11 @@ impl ConfigLookup for ConfigStore {
         ims_org: &str,
         sandbox_id: &str,
         campaign_id: &str,
-    ) -> Result<Option<Stored<CampaignConfig>>, StoreError> {
-        self.get_json(&ConfigKey::campaign(ims_org, sandbox_id, campaign_id))
+    ) -> Result<Option<Arc<Stored<CampaignConfig>>>, StoreError> {
+        self.campaigns
+            .get_or_read(ims_org, sandbox_id, campaign_id, || {
+                self.get_json(&ConfigKey::campaign(ims_org, sandbox_id, campaign_id))
+            })
     }
 }
 
