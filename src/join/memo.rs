@@ -16,13 +16,15 @@ use super::store::Stored;
 const MAX_ENTRIES: usize = 100_000;
 
 type Level<V> = HashMap<String, V>;
+/// A remembered lookup: the record, or its absence.
+type Entry<T> = Option<Arc<Stored<T>>>;
 
 pub struct Memo<T> {
     inner: Mutex<Inner<T>>,
 }
 
 struct Inner<T> {
-    entries: Level<Level<Level<Option<Arc<Stored<T>>>>>>,
+    entries: Level<Level<Level<Entry<T>>>>,
     len: usize,
 }
 

@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 use super::{ConfigLookup, StoreError, Stored, Version};
 use crate::domain::config::{CampaignConfig, WebhookConfig};
 
+type Records<K, T> = Mutex<HashMap<K, Arc<Stored<T>>>>;
+
 #[derive(Default)]
 pub struct MemoryConfig {
-    webhooks: Mutex<HashMap<(String, String), Arc<Stored<WebhookConfig>>>>,
-    campaigns: Mutex<HashMap<(String, String, String), Arc<Stored<CampaignConfig>>>>,
+    webhooks: Records<(String, String), WebhookConfig>,
+    campaigns: Records<(String, String, String), CampaignConfig>,
     next_offset: Mutex<i64>,
 }
 
