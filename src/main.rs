@@ -162,12 +162,19 @@ async fn main() -> ExitCode {
     let result: Result<(), String> = match cli.command {
         Command::Run => {
             init_logging(&settings);
-            pipeline::run(settings, shutdown_signal())
-                .await
-                .map_err(|e| {
+            // On a worker thread, not the main thread's `block_on`: the consume loops are
+            // woken by record tasks thousands of times a second, and a worker takes those
+            // wake-ups without a cross-thread unpark each time.
+            match tokio::spawn(pipeline::run(settings, shutdown_signal())).await {
+                Ok(result) => result.map_err(|e| {
                     error!(error = %e, "processor stopped");
                     e.to_string()
-                })
+                }),
+                Err(e) => {
+                    error!(error = %e, "processor task failed");
+                    Err(e.to_string())
+                }
+            }
         }
         Command::Replay(args) => replay_cmd::run(&settings, &args)
             .await

@@ -110,7 +110,12 @@ impl std::fmt::Display for Violation {
 ///
 /// Messages name the offending field but never echo its value: a value may be a secret.
 pub fn validate(kind: Kind, instance: &Value) -> Result<(), Violation> {
-    match validator(kind).iter_errors(instance).next() {
+    let validator = validator(kind);
+    // The common case first: `is_valid` stops at the first failure and builds no errors.
+    if validator.is_valid(instance) {
+        return Ok(());
+    }
+    match validator.iter_errors(instance).next() {
         None => Ok(()),
         Some(error) => {
             let path = error.instance_path().to_string();

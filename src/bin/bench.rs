@@ -702,6 +702,7 @@ async fn raw_consume(args: &Args) -> f64 {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("queued.max.messages.kbytes", "4096")
         .set("queued.min.messages", "10000")
+        .set("fetch.queue.backoff.ms", "20")
         .create()
         .expect("consumer");
     consumer.subscribe(&[&topics.input]).expect("subscribe");

@@ -322,6 +322,10 @@ impl InputConsumer {
             // delivered (BENCHMARKS.md).
             .set("queued.max.messages.kbytes", "4096")
             .set("queued.min.messages", "10000")
+            // When that queue was full, librdkafka waits this long before fetching again
+            // (1 s by default): after a burst the queue drains in far less, and the
+            // processor would starve for the rest of the second.
+            .set("fetch.queue.backoff.ms", "20")
             // Per-partition lag for the metrics.
             .set("statistics.interval.ms", "5000")
             .create_with_context(InputContext {
