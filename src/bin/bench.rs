@@ -72,8 +72,9 @@ impl Scenario {
 struct Args {
     #[arg(long, value_enum, num_args = 1.., default_values_t = [Scenario::Healthy, Scenario::Timeout, Scenario::RateLimited])]
     scenario: Vec<Scenario>,
-    /// Events per scenario.
-    #[arg(long, default_value_t = 50_000)]
+    /// Events per scenario. A burst of 200k lasts several seconds, so the first second's
+    /// ramp (connections opening, adaptive limits growing) does not dominate the rate.
+    #[arg(long, default_value_t = 200_000)]
     events: usize,
     /// Events of the backlog scenario.
     #[arg(long, default_value_t = 1_000_000)]
@@ -85,6 +86,9 @@ struct Args {
     /// Tenants of the shared-host scenarios (each a path on the one host).
     #[arg(long, default_value_t = 10)]
     shared_tenants: usize,
+    /// Events of the paced scenario (25 s at 2,000/s).
+    #[arg(long, default_value_t = 50_000)]
+    paced_events: usize,
     /// Events per second of the paced scenario.
     #[arg(long, default_value_t = 2_000)]
     paced_rate: usize,
@@ -557,10 +561,10 @@ struct Run {
 
 /// One scenario: returns its figures.
 async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
-    let events = if scenario == Scenario::Backlog {
-        args.backlog_events
-    } else {
-        args.events
+    let events = match scenario {
+        Scenario::Backlog => args.backlog_events,
+        Scenario::Paced => args.paced_events,
+        _ => args.events,
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let topics = create_topics(&args.bootstrap, &format!("{scenario:?}").to_lowercase()).await;

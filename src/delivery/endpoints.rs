@@ -23,12 +23,15 @@ pub enum Refusal {
     WebhookOpen(Duration),
     /// The host could not be connected to lately: an attempt that was not made.
     HostOpen(Duration),
-    /// The webhook's queue is full, or the event waited too long: nothing failed.
-    Busy,
+    /// The webhook's queue is full, or the event waited too long: nothing failed. With how
+    /// long its queue is expected to take before it has room (see
+    /// [`HostSchedule::expected_wait`](crate::domain::host_schedule::HostSchedule::expected_wait)).
+    Busy(Duration),
 }
 
 impl Refusal {
-    fn from_schedule(r: ScheduleRefusal, now: Instant) -> Self {
+    /// `expected_wait`: for a busy refusal, how long the webhook's queue needs.
+    fn from_schedule(r: ScheduleRefusal, now: Instant, expected_wait: Duration) -> Self {
         match r {
             ScheduleRefusal::WebhookOpen { until } => {
                 Refusal::WebhookOpen(until.saturating_duration_since(now))
@@ -36,7 +39,7 @@ impl Refusal {
             ScheduleRefusal::HostOpen { until } => {
                 Refusal::HostOpen(until.saturating_duration_since(now))
             }
-            ScheduleRefusal::Busy => Refusal::Busy,
+            ScheduleRefusal::Busy => Refusal::Busy(expected_wait),
         }
     }
 }
@@ -273,7 +276,10 @@ impl Endpoints {
                     return Ok(pass(webhook));
                 }
                 Ok(Admitted::Wait { over_share }) => over_share,
-                Err(r) => return Err(Refusal::from_schedule(r, now)),
+                Err(r) => {
+                    let wait = schedule.expected_wait(webhook, now);
+                    return Err(Refusal::from_schedule(r, now, wait));
+                }
             };
             schedule.enqueue(webhook, id, bytes, tx);
             self.totals.queued.fetch_add(1, Ordering::Relaxed);
@@ -288,10 +294,12 @@ impl Endpoints {
         loop {
             let until = check.map_or(deadline, |c| c.min(deadline));
             match tokio::time::timeout_at(until, &mut rx).await {
-                Ok(Ok(answer)) => return answer.map_err(|r| Refusal::from_schedule(r, now())),
+                Ok(Ok(answer)) => {
+                    return answer.map_err(|r| Refusal::from_schedule(r, now(), Duration::ZERO))
+                }
                 // The host was dropped with the waiter still queued: cannot happen while
                 // queued (pruning keeps hosts with waiters), so treat it as busy.
-                Ok(Err(_)) => return Err(Refusal::Busy),
+                Ok(Err(_)) => return Err(Refusal::Busy(Duration::ZERO)),
                 Err(_) => {}
             }
             let mut schedule = lock(&cell.schedule);
@@ -303,17 +311,18 @@ impl Endpoints {
                 continue;
             }
             let cancelled = schedule.cancel(webhook, id, now);
+            let wait = schedule.expected_wait(webhook, now);
             cell.sync(&schedule, &self.totals);
             drop(schedule);
             if cancelled.is_some() {
                 self.totals.queued.fetch_sub(1, Ordering::Relaxed);
                 self.totals.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                return Err(Refusal::Busy);
+                return Err(Refusal::Busy(wait));
             }
             // Let through (or refused) just as the wait ended: take the answer.
             return match rx.try_recv() {
-                Ok(answer) => answer.map_err(|r| Refusal::from_schedule(r, now)),
-                Err(_) => Err(Refusal::Busy),
+                Ok(answer) => answer.map_err(|r| Refusal::from_schedule(r, now, wait)),
+                Err(_) => Err(Refusal::Busy(wait)),
             };
         }
     }
@@ -433,7 +442,10 @@ mod tests {
         let e = endpoints(1, Duration::from_secs(30), 100);
         let _held = e.admit("h", "w1", 10).await.unwrap();
         let started = tokio::time::Instant::now();
-        assert_eq!(e.admit("h", "w1", 10).await.err(), Some(Refusal::Busy));
+        assert!(matches!(
+            e.admit("h", "w1", 10).await.err(),
+            Some(Refusal::Busy(_))
+        ));
         let waited = started.elapsed();
         assert!(waited >= Duration::from_secs(30) && waited < Duration::from_secs(31));
         assert_eq!(e.queued(), (0, 0));
@@ -519,7 +531,10 @@ mod tests {
         // Six held, each slow webhook has its fair share (3): a seventh would wait 8 s, so
         // it is refused at once and its input slot goes back.
         let started = tokio::time::Instant::now();
-        assert_eq!(e.admit("slow1", "a", 1).await.err(), Some(Refusal::Busy));
+        assert!(matches!(
+            e.admit("slow1", "a", 1).await.err(),
+            Some(Refusal::Busy(_))
+        ));
         assert_eq!(started.elapsed(), Duration::ZERO);
         // Another webhook, under its share, still gets through at once.
         let fast = e.admit("fast", "c", 1).await.expect("fast goes through");
@@ -542,7 +557,10 @@ mod tests {
         // Over the cap and over its share: it may wait, but after `overflow_wait` (1 s) its
         // webhook has gone unanswered that long, so it gives up.
         let started = tokio::time::Instant::now();
-        assert_eq!(e.admit("h", "a", 1).await.err(), Some(Refusal::Busy));
+        assert!(matches!(
+            e.admit("h", "a", 1).await.err(),
+            Some(Refusal::Busy(_))
+        ));
         let waited = started.elapsed();
         assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(2));
         assert_eq!(e.queued(), (0, 0));

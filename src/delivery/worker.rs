@@ -25,14 +25,17 @@ use crate::join::Version;
 const BUSY_WAIT: Duration = Duration::from_secs(1);
 const BUSY_WAIT_MAX: Duration = Duration::from_secs(60);
 
-/// The delay of the `parks`-th busy park in a row (1-based), with `random` in [0, 1) as jitter.
-pub fn busy_delay(parks: u32, jitter: f64, random: f64) -> Duration {
+/// The delay of the `parks`-th busy park in a row (1-based), at least `expected` (how long
+/// the webhook's queue is expected to need: coming back sooner only finds it full again),
+/// with `random` in [0, 1) as jitter.
+pub fn busy_delay(parks: u32, expected: Duration, jitter: f64, random: f64) -> Duration {
     let base = BUSY_WAIT
         .checked_mul(
             1u32.checked_shl(parks.saturating_sub(1))
                 .unwrap_or(u32::MAX),
         )
         .unwrap_or(BUSY_WAIT_MAX)
+        .max(expected)
         .min(BUSY_WAIT_MAX);
     let factor = 1.0 + jitter.clamp(0.0, 1.0) * (2.0 * random.clamp(0.0, 1.0) - 1.0);
     base.mul_f64(factor.max(0.0))
@@ -185,9 +188,9 @@ impl Deliverer {
             .await
         {
             Ok(pass) => pass,
-            Err(Refusal::Busy) => {
+            Err(Refusal::Busy(expected)) => {
                 let parks = busy_parks.saturating_add(1);
-                let wait = busy_delay(parks, self.policy.jitter, rand::random::<f64>());
+                let wait = busy_delay(parks, expected, self.policy.jitter, rand::random::<f64>());
                 debug!(
                     event_id = event.id,
                     endpoint = key,
@@ -323,13 +326,26 @@ mod tests {
 
     #[test]
     fn busy_parks_back_off_with_jitter_up_to_a_minute() {
-        assert_eq!(busy_delay(1, 0.0, 0.5), Duration::from_secs(1));
-        assert_eq!(busy_delay(3, 0.0, 0.5), Duration::from_secs(4));
-        assert_eq!(busy_delay(40, 0.0, 0.5), Duration::from_secs(60));
-        assert_eq!(busy_delay(u32::MAX, 0.0, 0.5), Duration::from_secs(60));
-        let low = busy_delay(2, 0.2, 0.0);
-        let high = busy_delay(2, 0.2, 0.999_999);
+        let none = Duration::ZERO;
+        assert_eq!(busy_delay(1, none, 0.0, 0.5), Duration::from_secs(1));
+        assert_eq!(busy_delay(3, none, 0.0, 0.5), Duration::from_secs(4));
+        assert_eq!(busy_delay(40, none, 0.0, 0.5), Duration::from_secs(60));
+        assert_eq!(
+            busy_delay(u32::MAX, none, 0.0, 0.5),
+            Duration::from_secs(60)
+        );
+        let low = busy_delay(2, none, 0.2, 0.0);
+        let high = busy_delay(2, none, 0.2, 0.999_999);
         assert!(low >= Duration::from_millis(1_599) && low <= Duration::from_millis(1_601));
         assert!(high > Duration::from_millis(2_399) && high <= Duration::from_millis(2_400));
+    }
+
+    #[test]
+    fn a_busy_park_lasts_at_least_what_the_queue_is_expected_to_need() {
+        let secs = Duration::from_secs;
+        assert_eq!(busy_delay(1, secs(7), 0.0, 0.5), secs(7));
+        assert_eq!(busy_delay(4, secs(7), 0.0, 0.5), secs(8), "doubling wins");
+        assert_eq!(busy_delay(1, secs(3600), 0.0, 0.5), secs(60), "capped");
+        assert_eq!(busy_delay(1, Duration::from_millis(5), 0.0, 0.5), secs(1));
     }
 }

@@ -310,6 +310,18 @@ impl<T> HostSchedule<T> {
         Ok(Admitted::Wait { over_share })
     }
 
+    /// How long until `webhook`'s queue can take another event, by what is known at `now`:
+    /// the rounds of requests ahead of it, each taking its usual latency (or as long as its
+    /// requests have gone unanswered). An event refused as busy need not come back sooner.
+    pub fn expected_wait(&self, webhook: &str, now: Instant) -> Duration {
+        let Some(w) = self.webhooks.get(webhook) else {
+            return Duration::ZERO;
+        };
+        let cap = self.cap_of(w.limit.current(), !self.ring.is_empty()).max(1);
+        let rounds = u32::try_from(w.queue.len() / cap + 1).unwrap_or(u32::MAX);
+        usual_latency(w, now).saturating_mul(rounds)
+    }
+
     /// Whether `webhook` takes `limit` or longer per request by what is known now: its
     /// usual latency, or how long its requests have gone unanswered. A waiter over its fair
     /// share asks again after waiting that long, and gives up its input slot if so.
@@ -689,6 +701,26 @@ mod tests {
         s.finish("a", ok(1), t);
         assert!(s.next_ready(t).is_some());
         assert_eq!(s.in_flight(), 8);
+    }
+
+    #[test]
+    fn a_busy_webhook_is_expected_to_need_its_queue_s_rounds_of_usual_latency() {
+        let t = Instant::now();
+        let mut s = HostSchedule::new(policy(4));
+        // 4 in flight, 8 waiting: two more rounds before a new event's, three in all.
+        assert_eq!(offer(&mut s, "hung", 12, t), 4);
+        assert_eq!(
+            s.expected_wait("hung", t),
+            Duration::ZERO,
+            "nothing known yet"
+        );
+        let later = t + Duration::from_secs(2);
+        assert_eq!(
+            s.expected_wait("hung", later),
+            Duration::from_secs(6),
+            "unanswered for 2 s: at least 2 s a round"
+        );
+        assert_eq!(s.expected_wait("unknown", later), Duration::ZERO);
     }
 
     #[test]
