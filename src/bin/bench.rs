@@ -108,6 +108,10 @@ struct Args {
     /// default, 1 MB librdkafka's.
     #[arg(long, default_value_t = 16_384)]
     producer_batch_bytes: usize,
+    /// The processor binary to measure (default: the one built beside this harness), to
+    /// compare builds with the same harness.
+    #[arg(long)]
+    processor: Option<PathBuf>,
     /// Compression of the event producer: none, gzip, snappy, lz4, zstd.
     #[arg(long, default_value = "lz4")]
     producer_compression: String,
@@ -797,9 +801,11 @@ async fn raw_post_round(args: &Args, requests: usize, shared: bool) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let bin = std::env::current_exe()
-        .expect("own path")
-        .with_file_name("feedback-webhooks");
+    let bin = args.processor.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("own path")
+            .with_file_name("feedback-webhooks")
+    });
     assert!(
         bin.exists(),
         "build the processor first: cargo build --bins"
