@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod delivery;
 pub mod domain;
+pub mod fatal;
 pub mod join;
 pub mod kafka;
 pub mod memory;

@@ -278,6 +278,11 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), SettingsError> {
+        const YEAR_SECS: u64 = 365 * 24 * 3600;
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        // Kafka's own ceiling on a record is far above any event; 100 MiB keeps sizes
+        // derived from it (fetch sizes, internal records) from overflowing.
+        const MAX_EVENT_BYTES_LIMIT: usize = 100 << 20;
         let bad = |m: &str| Err(SettingsError::Invalid(m.to_owned()));
         if self.kafka.input_topics.is_empty() {
             return bad("kafka.input_topics must name at least one topic");
@@ -314,9 +319,49 @@ impl Settings {
             .delivery
             .retry_schedule_secs
             .iter()
-            .any(|s| !s.is_finite() || *s < 0.0)
+            .any(|s| !s.is_finite() || *s < 0.0 || *s > YEAR_SECS as f64)
         {
-            return bad("delivery.retry_schedule_secs must be non-negative numbers");
+            return bad(
+                "delivery.retry_schedule_secs must be numbers from 0 to one year (31536000)",
+            );
+        }
+        // Times computed from settings must not overflow: bound every duration.
+        for (name, value, max) in [
+            ("delivery.connect_timeout_ms", d.connect_timeout_ms, DAY_MS),
+            ("delivery.request_timeout_ms", d.request_timeout_ms, DAY_MS),
+            ("delivery.queue_max_wait_ms", d.queue_max_wait_ms, DAY_MS),
+            (
+                "delivery.queue_overflow_wait_ms",
+                d.queue_overflow_wait_ms,
+                DAY_MS,
+            ),
+            ("delivery.breaker_open_secs", d.breaker_open_secs, YEAR_SECS),
+            (
+                "delivery.breaker_max_open_secs",
+                d.breaker_max_open_secs,
+                YEAR_SECS,
+            ),
+            (
+                "delivery.retry_after_cap_secs",
+                d.retry_after_cap_secs,
+                YEAR_SECS,
+            ),
+            (
+                "delivery.retry_max_age_secs",
+                d.retry_max_age_secs,
+                YEAR_SECS,
+            ),
+        ] {
+            if value > max {
+                return Err(SettingsError::Invalid(format!(
+                    "{name} is {value}, above its maximum of {max}"
+                )));
+            }
+        }
+        if d.max_event_bytes < 1024 || d.max_event_bytes > MAX_EVENT_BYTES_LIMIT {
+            return Err(SettingsError::Invalid(format!(
+                "delivery.max_event_bytes must be from 1024 to {MAX_EVENT_BYTES_LIMIT}"
+            )));
         }
         if self.log.format != "text" && self.log.format != "json" {
             return bad("log.format must be \"text\" or \"json\"");
@@ -505,5 +550,35 @@ mod tests {
             assert!(err.to_string().contains("retry_jitter"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn durations_and_sizes_that_would_overflow_are_refused() {
+        for (setting, value, named) in [
+            ("retry_schedule_secs", "[1, 1e300]", "retry_schedule_secs"),
+            (
+                "queue_max_wait_ms",
+                "18446744073709551615",
+                "queue_max_wait_ms",
+            ),
+            (
+                "retry_after_cap_secs",
+                "18446744073709551615",
+                "retry_after_cap_secs",
+            ),
+            (
+                "breaker_max_open_secs",
+                "18446744073709551615",
+                "breaker_max_open_secs",
+            ),
+            ("max_event_bytes", "18446744073709551615", "max_event_bytes"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.create_file("fw.toml", &format!("[delivery]\n{setting} = {value}\n"))?;
+                let err = Settings::load(Some(Path::new("fw.toml"))).unwrap_err();
+                assert!(err.to_string().contains(named), "{setting}: {err}");
+                Ok(())
+            });
+        }
     }
 }

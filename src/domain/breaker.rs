@@ -115,7 +115,7 @@ impl Breaker {
             }
             (State::HalfOpen { .. }, true) => State::Closed { failures: 0 },
             (State::HalfOpen { cooldown }, false) => {
-                let cooldown = (cooldown * 2).min(self.policy.max_open_for);
+                let cooldown = cooldown.saturating_mul(2).min(self.policy.max_open_for);
                 State::Open {
                     until: now + cooldown,
                     cooldown,

@@ -126,6 +126,19 @@ pub struct Outcome {
     pub completed_at: String,
 }
 
+/// Longest identity field an outcome carries (and its key): the event schema bounds these
+/// fields to this, and what an invalid record holds is cut to it, so an outcome stays small
+/// whatever the input (a record that could never be written would stall its partition).
+pub const MAX_ID_CHARS: usize = 256;
+
+/// `s` cut to [`MAX_ID_CHARS`] characters.
+pub fn capped(s: &str) -> String {
+    match s.char_indices().nth(MAX_ID_CHARS) {
+        Some((end, _)) => s[..end].to_owned(),
+        None => s.to_owned(),
+    }
+}
+
 impl Outcome {
     /// The outcome of a valid event. `reason` is `None` exactly when it was delivered.
     pub fn for_event(
@@ -136,15 +149,16 @@ impl Outcome {
         source: Source,
         completed_at: String,
     ) -> Self {
+        // The schema bounds these; capping again keeps the outcome's size independent of it.
         Outcome {
-            event_id: Some(event.id.clone()),
-            request_id: Some(event.request_id.clone()),
-            ims_org: Some(event.ims_org.clone()),
-            sandbox_id: Some(event.sandbox.id.clone()),
-            channel: event.channel().map(str::to_owned),
-            feedback_status: event.feedback_status().map(str::to_owned),
-            message_execution_id: Some(event.execution().message_execution_id.clone()),
-            campaign_id: event.campaign_id().map(str::to_owned),
+            event_id: Some(capped(&event.id)),
+            request_id: Some(capped(&event.request_id)),
+            ims_org: Some(capped(&event.ims_org)),
+            sandbox_id: Some(capped(&event.sandbox.id)),
+            channel: event.channel().map(capped),
+            feedback_status: event.feedback_status().map(capped),
+            message_execution_id: Some(capped(&event.execution().message_execution_id)),
+            campaign_id: event.campaign_id().map(capped),
             status: reason.map_or(Status::Delivered, Reason::status),
             reason,
             webhook,
@@ -162,11 +176,12 @@ impl Outcome {
         source: Source,
         completed_at: String,
     ) -> Self {
+        let cap = |v: Option<String>| v.as_deref().map(capped);
         Outcome {
-            event_id: identity.event_id,
-            request_id: identity.request_id,
-            ims_org: identity.ims_org,
-            sandbox_id: identity.sandbox_id,
+            event_id: cap(identity.event_id),
+            request_id: cap(identity.request_id),
+            ims_org: cap(identity.ims_org),
+            sandbox_id: cap(identity.sandbox_id),
             channel: None,
             feedback_status: None,
             message_execution_id: None,
@@ -193,6 +208,17 @@ impl Outcome {
         }
     }
 
+    /// The same outcome without its attempts and webhook: what is written when the broker
+    /// refuses the full one. It still names the event, its status and reason, and where it
+    /// came from.
+    pub fn reduced(&self) -> Outcome {
+        Outcome {
+            webhook: None,
+            attempts: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -210,6 +236,36 @@ mod tests {
             partition: 3,
             offset: 1042,
         }
+    }
+
+    #[test]
+    fn identity_fields_of_an_invalid_record_are_cut_to_256_characters() {
+        let huge = "é".repeat(300_000);
+        let identity = Identity {
+            event_id: Some(huge.clone()),
+            request_id: Some(huge.clone()),
+            ims_org: Some("org".into()),
+            sandbox_id: None,
+        };
+        let at = "2026-11-27T10:15:05.312Z".to_owned();
+        let outcome = Outcome::invalid(identity, Reason::InvalidEvent, source(), at);
+        assert_eq!(
+            outcome.event_id.as_deref().map(|s| s.chars().count()),
+            Some(256)
+        );
+        assert_eq!(outcome.key().chars().count(), 256);
+        assert_eq!(outcome.ims_org.as_deref(), Some("org"));
+        assert!(
+            outcome.to_json().len() < 2_000,
+            "{}",
+            outcome.to_json().len()
+        );
+        assert!(schema::validate(
+            Kind::Outcome,
+            &serde_json::from_slice(&outcome.to_json()).unwrap()
+        )
+        .is_ok());
+        assert_eq!(capped("short"), "short");
     }
 
     #[test]

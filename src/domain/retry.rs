@@ -89,7 +89,8 @@ impl RetryPolicy {
 
     /// Whether an attempt `delay` from now, `elapsed` after the first, is still allowed.
     pub fn within_max_age(&self, elapsed: Duration, delay: Duration) -> bool {
-        self.max_age.is_none_or(|max| elapsed + delay <= max)
+        self.max_age
+            .is_none_or(|max| elapsed.checked_add(delay).is_some_and(|at| at <= max))
     }
 }
 

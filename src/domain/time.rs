@@ -1,6 +1,6 @@
 //! Timestamps in the shapes the contract uses.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -25,6 +25,20 @@ pub fn rfc3339_millis(at: SystemTime) -> String {
     )
 }
 
+/// The longest wait ever computed from input (a parked record's due time, a `Retry-After`):
+/// far beyond any schedule, and small enough that adding it to a clock cannot overflow.
+pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `wait`, at most [`MAX_WAIT`].
+pub fn bounded(wait: Duration) -> Duration {
+    wait.min(MAX_WAIT)
+}
+
+/// `at + delay`, with the delay bounded by [`MAX_WAIT`]: never overflows.
+pub fn after(at: SystemTime, delay: Duration) -> SystemTime {
+    at.checked_add(bounded(delay)).unwrap_or(at)
+}
+
 /// Unix seconds, as sent in `webhook-timestamp`.
 pub fn unix_seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
@@ -37,6 +51,20 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     OffsetDateTime::parse(text, &Rfc3339)
         .ok()
         .map(SystemTime::from)
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn waits_from_input_are_bounded_and_never_overflow() {
+        let now = SystemTime::now();
+        assert_eq!(bounded(Duration::from_secs(5)), Duration::from_secs(5));
+        assert_eq!(bounded(Duration::MAX), MAX_WAIT);
+        assert_eq!(after(now, Duration::MAX), now + MAX_WAIT);
+        let _ = tokio::time::Instant::now() + bounded(Duration::from_millis(u64::MAX));
+    }
 }
 
 #[cfg(test)]

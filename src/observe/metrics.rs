@@ -34,6 +34,9 @@ pub struct Metrics {
     pub retries_pending: IntGauge,
     /// Events parked onto a retry tier, by tier.
     pub retries_parked: IntCounterVec,
+    /// Records the broker refused for good, by what was done instead (`outcome_reduced`,
+    /// `outcome_dropped`, `park_refused`).
+    pub record_write_failures: IntCounterVec,
     /// HTTP requests to webhooks under way.
     pub deliveries_in_flight: IntGauge,
     /// Circuit breakers (one per host, one per webhook) by state (`closed`, `open`,
@@ -140,6 +143,12 @@ impl Metrics {
                 "retries_parked_total",
                 "Events parked onto a retry tier, by tier",
                 &["tier"],
+            ),
+            record_write_failures: counter(
+                &r,
+                "record_write_failures_total",
+                "Records the broker refused for good, by what was done instead",
+                &["action"],
             ),
             deliveries_in_flight: gauge(&r, "deliveries_in_flight", "Webhook requests under way"),
             circuit_breakers: gauge_vec(

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
+
+use crate::fatal::Fatal;
 use tracing::{error, info, warn};
 
 use crate::delivery::unix_ms;
@@ -41,6 +43,7 @@ pub(super) async fn consume<S, C, F, Fut>(
         drain,
         in_flight_gauge,
         due,
+        fatal,
     } = l;
     // Partitions paused until their head record is due: (when, partition, generation).
     let mut deferred: Vec<(tokio::time::Instant, PartitionKey, u64)> = Vec::new();
@@ -118,9 +121,11 @@ pub(super) async fn consume<S, C, F, Fut>(
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
-                    // Only a panic ends a task this way: its offset is never stored, so the
-                    // record is processed again after a restart.
-                    error!(consumer = name, error = %e, "record task failed");
+                    // Only a panic ends a task this way. Its offset is never stored, so the
+                    // partition's commit point could not pass it again: stop the process
+                    // instead, and the record is processed again after the restart.
+                    error!(consumer = name, error = %e, "record task failed; stopping");
+                    fatal.raise(format!("a {name} record task failed: {e}"));
                 }
             }
             _ = permits.acquire(), if full => {}
@@ -200,6 +205,9 @@ pub(super) struct Loop<'a, S> {
     pub(super) in_flight_gauge: Option<&'a prometheus::IntGauge>,
     /// When a record is due (Unix ms), for loops whose records wait (the retry tiers).
     pub(super) due: Option<fn(&InputRecord) -> Option<u64>>,
+    /// Raised when a record task panics: its offset would stay open for good, so the
+    /// process stops and redoes the work after a restart.
+    pub(super) fatal: &'a Fatal,
 }
 
 /// Records due later than this count as waiting (see `LOOKAHEAD`).
@@ -231,7 +239,7 @@ impl Drop for Waiting {
 /// How long until a record due at `due_ms` is due, when that is long enough to defer it.
 fn not_due_for(due_ms: Option<u64>) -> Option<Duration> {
     let wait = Duration::from_millis(due_ms?.checked_sub(unix_ms(SystemTime::now()))?);
-    (wait > DEFER_AFTER).then_some(wait)
+    (wait > DEFER_AFTER).then_some(crate::domain::time::bounded(wait))
 }
 
 #[cfg(test)]
@@ -334,6 +342,7 @@ mod tests {
             drain: Duration::from_secs(1),
             in_flight_gauge: None,
             due: None,
+            fatal: Box::leak(Box::default()),
         }
     }
 
@@ -376,6 +385,28 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(*source.stored.lock().unwrap(), [3], "0, 1 and 2 are done");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_task_that_panics_stops_the_process_instead_of_freezing_its_partition() {
+        let source = leak(FakeSource::default());
+        for offset in 0..3 {
+            source.push(offset, if offset == 1 { "panic" } else { "" });
+        }
+        let l = a_loop(source, 8);
+        let fatal = l.fatal;
+        let (stop, task) = run(l, |_, r| async move {
+            assert!(r.payload.as_deref() != Some(b"panic".as_slice()), "a bug");
+            true
+        });
+        let why = tokio::time::timeout(Duration::from_secs(5), fatal.raised())
+            .await
+            .expect("raised");
+        assert!(why.contains("record task failed"), "{why}");
+        // The commit point never passed the record that did not complete.
+        assert!(source.stored.lock().unwrap().iter().all(|&next| next <= 1));
         stop.send(true).unwrap();
         task.await.unwrap();
     }

@@ -16,7 +16,7 @@ use crate::domain::outcome::{Attempt, Outcome, Reason, Replay, Source, WebhookRe
 use crate::domain::parked::Parked;
 use crate::domain::payload;
 use crate::domain::replay::ReplayRecord;
-use crate::domain::time::rfc3339_millis;
+use crate::domain::time::{after, bounded, rfc3339_millis};
 use crate::join::join;
 use crate::source::InputRecord;
 
@@ -131,8 +131,11 @@ pub(super) async fn handle_parked(context: Arc<Context>, record: InputRecord) ->
     let Some(parked) = read_internal::<Parked>(&context, &record, "parked").await else {
         return true;
     };
+    // Whatever the record says, the wait is bounded (a due time far off cannot overflow).
     let due = tokio::time::Instant::now()
-        + Duration::from_millis(parked.due_ms.saturating_sub(unix_ms(SystemTime::now())));
+        + bounded(Duration::from_millis(
+            parked.due_ms.saturating_sub(unix_ms(SystemTime::now())),
+        ));
     let mut stopping = context.stopping.clone();
     // Waiting ends early at shutdown or when the partition is revoked: the record has not
     // been attempted, so leaving it to the next run or the next owner duplicates nothing.
@@ -303,9 +306,9 @@ async fn advance(
             attempts,
             delay,
             busy,
-            ..
+            webhook,
         } => {
-            let due = SystemTime::now() + delay;
+            let due = after(SystemTime::now(), delay);
             let parked = Parked {
                 kind: "retry".into(),
                 event_id: event.id.clone(),
@@ -328,7 +331,29 @@ async fn advance(
                 attempts = parked.attempts.len(),
                 "parked for retry"
             );
-            context.recorder.park(&parked, delay).await;
+            if context.recorder.park(&parked, delay).await.is_err() {
+                // Never written, so never retried: the event ends here, with its attempts.
+                error!(
+                    event_id = event.id,
+                    "parked record refused by the broker; ending the event"
+                );
+                let Parked {
+                    attempts,
+                    source,
+                    replay,
+                    ..
+                } = parked;
+                let mut outcome = Outcome::for_event(
+                    event,
+                    Some(Reason::RetriesExhausted),
+                    Some(webhook),
+                    attempts,
+                    source,
+                    now(),
+                );
+                outcome.replay = replay;
+                context.recorder.outcome(&outcome).await;
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use self::consume::{consume, Loop};
 use self::handlers::{handle_input, handle_parked, handle_replay, parked_due};
@@ -27,6 +27,7 @@ use crate::delivery::{
     build_client, client::ClientOptions, ClientError, Deliverer, Endpoints, Sender,
 };
 use crate::domain::parked::tier_topics;
+use crate::fatal::Fatal;
 use crate::join::{ConfigFollower, ConfigLookup, ConfigStore, StoreError};
 use crate::kafka::{ensure_topics, internal_record_limit};
 use crate::observe::{metrics, server, Health};
@@ -52,6 +53,8 @@ pub enum PipelineError {
     Settings(crate::settings::SettingsError),
     #[error("the config follower stopped; see the log above")]
     FollowerStopped,
+    #[error("stopping after a fatal error: {0}")]
+    Fatal(String),
     #[error(transparent)]
     Server(#[from] server::ServerError),
 }
@@ -138,7 +141,13 @@ pub async fn run(
         endpoints,
         settings.rules(),
     );
-    let recorder = Arc::new(Recorder::new(&settings.kafka, tiers.clone(), record_limit)?);
+    let fatal = Fatal::default();
+    let recorder = Arc::new(Recorder::new(
+        &settings.kafka,
+        tiers.clone(),
+        record_limit,
+        fatal.clone(),
+    )?);
     let context = Arc::new(Context {
         config: Arc::new(store),
         deliverer,
@@ -235,6 +244,7 @@ pub async fn run(
                     drain,
                     in_flight_gauge: None,
                     due: None,
+                    fatal: &fatal,
                 },
                 &context,
                 stopping.clone(),
@@ -248,6 +258,7 @@ pub async fn run(
                     drain,
                     in_flight_gauge: Some(&metrics().retries_pending),
                     due: Some(parked_due),
+                    fatal: &fatal,
                 },
                 &context,
                 stopping.clone(),
@@ -262,6 +273,7 @@ pub async fn run(
                     drain,
                     in_flight_gauge: None,
                     due: None,
+                    fatal: &fatal,
                 },
                 &context,
                 stopping.clone(),
@@ -276,15 +288,26 @@ pub async fn run(
         _ = &mut loops => {}
         () = &mut shutdown => {}
         () = follower_stopped(&follower) => failed = Some(PipelineError::FollowerStopped),
+        why = fatal.raised() => failed = Some(PipelineError::Fatal(why)),
     }
-    info!(
-        deadline_secs = drain.as_secs(),
-        "shutting down: draining deliveries under way"
-    );
     health.set_stopping();
     let _ = stop_tx.send(true);
-    (&mut loops).await;
-    recorder.flush(Duration::from_secs(10))?;
+    if fatal.is_raised() {
+        // Nothing more completes: what is under way is redone after the restart.
+        error!("fatal error: stopping without draining");
+    } else {
+        info!(
+            deadline_secs = drain.as_secs(),
+            "shutting down: draining deliveries under way"
+        );
+        tokio::select! {
+            _ = &mut loops => {}
+            why = fatal.raised() => failed = Some(PipelineError::Fatal(why)),
+        }
+    }
+    // A flush that times out leaves unacknowledged records uncommitted: the commit below
+    // only covers acknowledged work, so it happens anyway.
+    let flushed = recorder.flush(Duration::from_secs(10));
     // Offsets are committed while the partitions are still ours, then the group is left.
     for consumer in [&input, &retries, &replays] {
         if let Err(e) = consumer.commit() {
@@ -295,7 +318,11 @@ pub async fn run(
     follower.stop();
     trimmer.abort();
     info!("stopped");
-    failed.map_or(Ok(()), Err)
+    if let Some(failed) = failed {
+        return Err(failed);
+    }
+    flushed?;
+    Ok(())
 }
 
 /// Resolves if the follower thread has ended (it only does on a cache write failure).

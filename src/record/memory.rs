@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use super::RecordSink;
+use super::{RecordSink, Refused};
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::Parked;
 
@@ -21,8 +21,12 @@ impl RecordSink for MemoryRecorder {
         Box::pin(async {})
     }
 
-    fn park<'a>(&'a self, parked: &'a Parked, delay: Duration) -> BoxFuture<'a, ()> {
+    fn park<'a>(
+        &'a self,
+        parked: &'a Parked,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), Refused>> {
         self.parked.lock().unwrap().push((parked.clone(), delay));
-        Box::pin(async {})
+        Box::pin(async { Ok(()) })
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use outcomes::{RecordError, Recorder};
+pub use outcomes::{RecordError, Recorder, Refused};
 
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::Parked;
@@ -21,6 +21,11 @@ pub trait RecordSink: Send + Sync {
     /// Writes one terminal outcome.
     fn outcome<'a>(&'a self, outcome: &'a Outcome) -> BoxFuture<'a, ()>;
 
-    /// Parks an event for another attempt after `delay`.
-    fn park<'a>(&'a self, parked: &'a Parked, delay: Duration) -> BoxFuture<'a, ()>;
+    /// Parks an event for another attempt after `delay`; `Err` when the broker refuses the
+    /// parked record for good (the caller ends the event instead).
+    fn park<'a>(
+        &'a self,
+        parked: &'a Parked,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), Refused>>;
 }

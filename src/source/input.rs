@@ -294,7 +294,11 @@ impl InputConsumer {
         let joined = Arc::new(AtomicBool::new(false));
         // Fetch sizes allow the largest event we accept plus headroom, so an oversized event
         // is still read (and recorded as invalid) rather than stalling the partition.
-        let fetch_max = (s.max_record_bytes * 2).max(1 << 20).to_string();
+        let fetch_max = s
+            .max_record_bytes
+            .saturating_mul(2)
+            .max(1 << 20)
+            .to_string();
         let mut config = client_config(kafka);
         // A member that dies without leaving (kill -9, a lost node) holds its partitions
         // until its session times out; librdkafka's 45 s default is a long stall for

@@ -8,6 +8,7 @@ mod config_cli;
 mod crash;
 mod delivery;
 mod faults;
+mod hostile;
 mod invalid;
 mod observe;
 mod packaging;
