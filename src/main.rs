@@ -97,10 +97,14 @@ enum SecretCommand {
     /// secrets.encryption_key_file.
     NewKey,
     /// Print `{"encrypted": ...}` for the exact bytes of FILE (a JWT key, an HS secret, a
-    /// whsec_ signing secret), sealed with secrets.encryption_key_file.
+    /// whsec_ signing secret), sealed with secrets.encryption_key_file for the record that
+    /// will hold it: it opens in no other record.
     Seal {
         #[arg(long)]
         file: PathBuf,
+        /// The record's key: `webhook/{imsOrg}/{sandboxId}`.
+        #[arg(long)]
+        record: String,
     },
 }
 
@@ -213,7 +217,7 @@ async fn main() -> ExitCode {
             println!("{}", SealingKey::generate_base64());
             Ok(())
         }
-        Command::Secret(SecretCommand::Seal { file }) => seal(&settings, &file),
+        Command::Secret(SecretCommand::Seal { file, record }) => seal(&settings, &file, &record),
         Command::Campaign(command) => {
             let (args, enabled) = match command {
                 CampaignCommand::Enable(a) => (a, true),
@@ -234,7 +238,13 @@ async fn main() -> ExitCode {
     }
 }
 
-fn seal(settings: &Settings, file: &std::path::Path) -> Result<(), String> {
+fn seal(settings: &Settings, file: &std::path::Path, record: &str) -> Result<(), String> {
+    // Sealed for a webhook record only: campaigns hold no secrets.
+    if !matches!(ConfigKey::parse(record), Ok(ConfigKey::Webhook { .. })) {
+        return Err(format!(
+            "--record {record:?} is not a webhook record key (webhook/{{imsOrg}}/{{sandboxId}})"
+        ));
+    }
     let key = settings
         .sealing_key()
         .map_err(|e| e.to_string())?
@@ -242,7 +252,7 @@ fn seal(settings: &Settings, file: &std::path::Path) -> Result<(), String> {
     let plaintext = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     println!(
         "{}",
-        serde_json::json!({ "encrypted": key.seal(&plaintext) })
+        serde_json::json!({ "encrypted": key.seal(&plaintext, record) })
     );
     Ok(())
 }

@@ -96,12 +96,31 @@ impl Default for ShutdownSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecretSettings {
     /// File holding the deployment's config-encryption key (base64 of 32 bytes), which
     /// opens `{"encrypted": ...}` secrets and seals them in `secret seal`.
     pub encryption_key_file: Option<PathBuf>,
+    /// Roots of secret files: `{"ref": "file:..."}` of org O resolves only to a regular
+    /// file under `{root}/O/` (after resolving links), of at most 64 KiB.
+    pub file_dirs: Vec<PathBuf>,
+    /// `{"ref": "env:NAME"}` may name only variables starting with this (empty: none).
+    pub env_prefix: String,
+    /// Whether `v1.` sealed values, sealed before values were bound to their record, still
+    /// open. Only for the time it takes to seal them again (`secret seal --record`).
+    pub accept_v1_sealed: bool,
+}
+
+impl Default for SecretSettings {
+    fn default() -> Self {
+        SecretSettings {
+            encryption_key_file: None,
+            file_dirs: vec![PathBuf::from("/etc/feedback-webhooks/jwt-keys")],
+            env_prefix: "WEBHOOK_SECRET_".into(),
+            accept_v1_sealed: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -394,6 +413,15 @@ impl Settings {
     }
 
     /// The config-encryption key, if one is configured.
+    /// What secret references may reach.
+    pub fn secret_scope(&self) -> crate::delivery::secrets::SecretScope {
+        crate::delivery::secrets::SecretScope {
+            file_dirs: self.secrets.file_dirs.clone(),
+            env_prefix: self.secrets.env_prefix.clone(),
+            accept_v1_sealed: self.secrets.accept_v1_sealed,
+        }
+    }
+
     pub fn sealing_key(&self) -> Result<Option<SealingKey>, SettingsError> {
         let Some(path) = &self.secrets.encryption_key_file else {
             return Ok(None);

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::secrets::Secrets;
+use super::secrets::{Owner, Secrets};
 use crate::domain::config::{Authentication, WebhookConfig};
 use crate::domain::secret::{SecretError, SecretSource};
 use crate::domain::signature;
@@ -70,6 +70,9 @@ struct Cached {
 
 /// A webhook's security settings, parsed.
 struct Prepared {
+    /// The record the settings belong to, for the secrets read at use.
+    record_key: String,
+    ims_org: String,
     jwt: Option<JwtSettings>,
     /// Signing keys: decoded when resolved at parse time; files are decoded at use.
     signing: Vec<Material>,
@@ -77,6 +80,15 @@ struct Prepared {
 
 /// Versions whose settings are kept before the map starts over.
 const MAX_PREPARED: usize = 10_000;
+
+impl Prepared {
+    fn owner(&self) -> Owner<'_> {
+        Owner {
+            record_key: &self.record_key,
+            ims_org: &self.ims_org,
+        }
+    }
+}
 
 pub struct Auth {
     secrets: Secrets,
@@ -141,14 +153,16 @@ impl Auth {
         let prepared = self.prepared(webhook, version)?;
         let mut headers = SecurityHeaders::default();
         if let Some(jwt) = &prepared.jwt {
-            headers.authorization = Some(format!("Bearer {}", self.token(jwt)?));
+            headers.authorization = Some(format!("Bearer {}", self.token(jwt, prepared.owner())?));
         }
         if !prepared.signing.is_empty() {
             let mut keys = Vec::with_capacity(prepared.signing.len());
             for material in &prepared.signing {
                 keys.push(match material {
                     Material::Resolved(key) => key.clone(),
-                    Material::File(source) => decode_signing_key(self.secrets.resolve(source)?)?,
+                    Material::File(source) => {
+                        decode_signing_key(self.secrets.resolve(source, prepared.owner())?)?
+                    }
                 });
             }
             headers.signature = Some(signature::sign(&keys, webhook_id, timestamp, body));
@@ -176,21 +190,31 @@ impl Auth {
         Ok(prepared)
     }
 
-    fn material(&self, value: Option<&Value>, what: &str) -> Result<Material, AuthError> {
+    fn material(
+        &self,
+        value: Option<&Value>,
+        what: &str,
+        owner: Owner<'_>,
+    ) -> Result<Material, AuthError> {
         let source = SecretSource::parse(
             value.ok_or_else(|| AuthError::Settings(format!("{what} is missing")))?,
         )?;
         Ok(match source {
             SecretSource::File(_) => Material::File(source),
-            _ => Material::Resolved(self.secrets.resolve(&source)?),
+            _ => Material::Resolved(self.secrets.resolve(&source, owner)?),
         })
     }
 
     fn prepare(&self, webhook: &WebhookConfig) -> Result<Prepared, AuthError> {
+        let record_key = webhook.key().to_string();
+        let owner = Owner {
+            record_key: &record_key,
+            ims_org: &webhook.ims_org,
+        };
         let jwt = match &webhook.authentication {
             Authentication::Jwt(jwt) => {
                 let algorithm = algorithm(&settings_str(jwt, "algorithm")?)?;
-                let key = self.material(jwt.get("key"), "key")?;
+                let key = self.material(jwt.get("key"), "key", owner)?;
                 if let Material::Resolved(bytes) = &key {
                     // A key that cannot sign is refused now, not at the first token.
                     encoding_key(algorithm, bytes)?;
@@ -223,21 +247,26 @@ impl Auth {
                 _ => return Err(AuthError::Settings("signing has no secret".into())),
             };
             for source in sources {
-                signing.push(match self.material(Some(source), "secret")? {
+                signing.push(match self.material(Some(source), "secret", owner)? {
                     Material::Resolved(bytes) => Material::Resolved(decode_signing_key(bytes)?),
                     file => file,
                 });
             }
         }
-        Ok(Prepared { jwt, signing })
+        Ok(Prepared {
+            jwt,
+            signing,
+            ims_org: webhook.ims_org.clone(),
+            record_key,
+        })
     }
 
-    fn token(&self, jwt: &JwtSettings) -> Result<String, AuthError> {
+    fn token(&self, jwt: &JwtSettings, owner: Owner<'_>) -> Result<String, AuthError> {
         let file_bytes;
         let key_bytes: &[u8] = match &jwt.key {
             Material::Resolved(bytes) => bytes,
             Material::File(source) => {
-                file_bytes = self.secrets.resolve(source)?;
+                file_bytes = self.secrets.resolve(source, owner)?;
                 &file_bytes
             }
         };
@@ -279,9 +308,29 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::secrets::SecretScope;
     use crate::domain::config::tests::sample_webhook;
     use jsonwebtoken::{decode, DecodingKey, Validation};
     use serde_json::json;
+
+    /// The sample webhook's record key (the associated data of its sealed values).
+    const RECORD: &str = "webhook/myImsOrg/068abf40-575e-11ea-8512-9b1bfdb82603";
+
+    /// Secrets whose files are under `dir`, in the sample org's folder.
+    fn scoped(dir: &tempfile::TempDir) -> Secrets {
+        let scope = SecretScope {
+            file_dirs: vec![dir.path().to_owned()],
+            ..SecretScope::default()
+        };
+        Secrets::new(None, scope)
+    }
+
+    /// `name` in the sample org's folder under `dir`.
+    fn org_file(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
+        let folder = dir.path().join("myImsOrg");
+        std::fs::create_dir_all(&folder).unwrap();
+        folder.join(name)
+    }
 
     const V1: Version = Version {
         partition: 0,
@@ -315,8 +364,8 @@ mod tests {
             &crate::domain::secret::SealingKey::generate_base64(),
         )
         .unwrap();
-        let sealed = |key: &[u8]| json!({"encrypted": sealing.seal(key)});
-        let auth = Auth::new(Secrets::new(Some(sealing.clone())));
+        let sealed = |key: &[u8]| json!({"encrypted": sealing.seal(key, RECORD)});
+        let auth = Auth::new(Secrets::new(Some(sealing.clone()), SecretScope::default()));
         let jwt = |key: Value, tenant: &str| {
             json!({"type": "jwt", "algorithm": "HS256", "key": key, "issuer": "feedback",
                    "subject": "org", "audience": "hooks", "claims": {"tenant": tenant}})
@@ -368,9 +417,9 @@ mod tests {
     #[test]
     fn jwt_has_the_registered_and_extra_claims_and_is_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("k");
+        let key_file = org_file(&dir, "k");
         std::fs::write(&key_file, "hs-secret").unwrap();
-        let auth = Auth::new(Secrets::new(None));
+        let auth = Auth::new(scoped(&dir));
         let webhook = webhook_with(
             hs256(&key_file, json!({"tenant": "acme", "iss": "forged"})),
             Value::Null,
@@ -407,7 +456,7 @@ mod tests {
             "reused before expiry"
         );
 
-        // A new key takes effect on the next request.
+        // A new key takes effect within a second.
         std::fs::write(&key_file, "rotated").unwrap();
         let later = SystemTime::now() + std::time::Duration::from_secs(5);
         std::fs::File::options()
@@ -416,6 +465,8 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
+        // Files are looked at again at most once a second.
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
         let h3 = auth.headers(&webhook, V1, "e3", 3, b"{}").unwrap();
         let token3 = h3
             .authorization
@@ -438,8 +489,8 @@ mod tests {
             &crate::domain::secret::SealingKey::generate_base64(),
         )
         .unwrap();
-        let sealed = key.seal(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-        let auth = Auth::new(Secrets::new(Some(key)));
+        let sealed = key.seal(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", RECORD);
+        let auth = Auth::new(Secrets::new(Some(key), SecretScope::default()));
         let webhook = webhook_with(
             json!({"type": "none"}),
             json!({"secret": {"encrypted": sealed}}),
@@ -463,11 +514,11 @@ mod tests {
     #[test]
     fn errors_do_not_reveal_secrets() {
         let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("k");
+        let key_file = org_file(&dir, "k");
         std::fs::write(&key_file, "not-a-pem-SECRETVALUE").unwrap();
         let mut jwt = hs256(&key_file, json!({}));
         jwt["algorithm"] = json!("RS256");
-        let auth = Auth::new(Secrets::new(None));
+        let auth = Auth::new(scoped(&dir));
         let err = auth
             .headers(&webhook_with(jwt, Value::Null), V1, "e", 1, b"")
             .err()

@@ -1,17 +1,25 @@
 //! Secret values of config records: never plaintext in the topic. A secret is a reference
-//! (`{"ref":"env:NAME"}`, `{"ref":"file:/path"}`) resolved by the processor, or a value
-//! sealed with the deployment's config-encryption key (`{"encrypted":"..."}`, AES-256-GCM).
-//! Sealing and opening are pure; resolving references reads the environment or a file and
-//! lives in `delivery::secrets`.
+//! (`{"ref":"env:NAME"}`, `{"ref":"file:/path"}`) resolved by the processor within the
+//! scope the deployment allows, or a value sealed with the deployment's config-encryption
+//! key (`{"encrypted":"..."}`, AES-256-GCM).
+//!
+//! Sealed values are bound to the record they belong to: `v2.` values carry the record key
+//! (`webhook/{imsOrg}/{sandboxId}`) as associated data, so a ciphertext copied into another
+//! tenant's record does not open. `v1.` values, sealed before that binding existed, open
+//! only where the deployment still accepts them (`secrets.accept_v1_sealed`) until they
+//! are sealed again. Sealing and opening are pure; resolving references reads the
+//! environment or a file and lives in `delivery::secrets`.
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 
-/// Prefix of sealed values: the format version, so the format can change later.
-const SEALED_PREFIX: &str = "v1.";
+/// Prefix of sealed values bound to their record (associated data: the record key).
+const SEALED_PREFIX: &str = "v2.";
+/// Prefix of values sealed before they were bound to a record.
+const UNBOUND_PREFIX: &str = "v1.";
 const NONCE_LEN: usize = 12;
 
 /// Errors never carry the secret or key material.
@@ -23,16 +31,22 @@ pub enum SecretError {
     BadReference(String),
     #[error("sealed secret is malformed")]
     Malformed,
-    #[error("sealed secret does not open with this deployment's key (wrong key or altered value)")]
+    #[error("sealed secret does not open with this deployment's key for this record (wrong key, altered value, or sealed for another record)")]
     WrongKey,
+    #[error("sealed secret is of the unbound v1 format, which this deployment no longer accepts: seal it again for its record (secret seal --record)")]
+    Unbound,
     #[error("config-encryption key must be 32 bytes, base64-encoded")]
     BadKey,
     #[error("no config-encryption key is configured (secrets.encryption_key_file)")]
     NoKey,
     #[error("environment variable {0} is not set")]
     MissingEnv(String),
+    #[error("environment variable {0} is not one secrets may name (they start with {1:?})")]
+    EnvNotAllowed(String, String),
     #[error("secret file {0}: {1}")]
     File(String, String),
+    #[error("secret file {0} is outside this tenant's secret directories")]
+    FileNotAllowed(String),
 }
 
 /// Where a secret's value comes from.
@@ -90,21 +104,40 @@ impl SealingKey {
         base64::engine::general_purpose::STANDARD.encode(key)
     }
 
-    /// Seals `plaintext`: `v1.` + base64url(nonce ‖ ciphertext+tag).
-    pub fn seal(&self, plaintext: &[u8]) -> String {
+    /// Seals `plaintext` for the record `record_key`: `v2.` + base64url(nonce ‖
+    /// ciphertext+tag), with the record key as associated data.
+    pub fn seal(&self, plaintext: &[u8], record_key: &str) -> String {
         let cipher = Aes256Gcm::new(&self.0);
         let nonce = Aes256Gcm::generate_nonce(OsRng);
+        let payload = Payload {
+            msg: plaintext,
+            aad: record_key.as_bytes(),
+        };
         // Encryption with a valid key and nonce cannot fail for in-memory buffers.
-        let ciphertext = cipher.encrypt(&nonce, plaintext).unwrap_or_default();
+        let ciphertext = cipher.encrypt(&nonce, payload).unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ciphertext);
         format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
     }
 
-    pub fn open(&self, sealed: &str) -> Result<Vec<u8>, SecretError> {
-        let encoded = sealed
-            .strip_prefix(SEALED_PREFIX)
-            .ok_or(SecretError::Malformed)?;
+    /// Opens a value sealed for `record_key`. A `v1.` value (bound to no record) opens only
+    /// when `accept_unbound`.
+    pub fn open(
+        &self,
+        sealed: &str,
+        record_key: &str,
+        accept_unbound: bool,
+    ) -> Result<Vec<u8>, SecretError> {
+        let (encoded, aad) = if let Some(v2) = sealed.strip_prefix(SEALED_PREFIX) {
+            (v2, record_key.as_bytes())
+        } else if let Some(v1) = sealed.strip_prefix(UNBOUND_PREFIX) {
+            if !accept_unbound {
+                return Err(SecretError::Unbound);
+            }
+            (v1, &[][..])
+        } else {
+            return Err(SecretError::Malformed);
+        };
         let bytes = URL_SAFE_NO_PAD
             .decode(encoded)
             .map_err(|_| SecretError::Malformed)?;
@@ -112,9 +145,29 @@ impl SealingKey {
             return Err(SecretError::Malformed);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let payload = Payload {
+            msg: ciphertext,
+            aad,
+        };
         Aes256Gcm::new(&self.0)
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .decrypt(Nonce::from_slice(nonce), payload)
             .map_err(|_| SecretError::WrongKey)
+    }
+
+    /// Whether `sealed` is of the unbound `v1.` format.
+    pub fn is_unbound(sealed: &str) -> bool {
+        sealed.starts_with(UNBOUND_PREFIX)
+    }
+
+    /// A `v1.` value as sealed before values were bound to records (tests of the upgrade).
+    #[cfg(test)]
+    pub fn seal_unbound(&self, plaintext: &[u8]) -> String {
+        let cipher = Aes256Gcm::new(&self.0);
+        let nonce = Aes256Gcm::generate_nonce(OsRng);
+        let ciphertext = cipher.encrypt(&nonce, plaintext).unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ciphertext);
+        format!("{UNBOUND_PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
     }
 }
 
@@ -126,22 +179,56 @@ mod tests {
     #[test]
     fn seal_and_open_round_trip_and_detect_tampering() {
         let key = SealingKey::from_base64(&SealingKey::generate_base64()).unwrap();
-        let sealed = key.seal(b"top secret");
+        let record = "webhook/orgA/prod";
+        let sealed = key.seal(b"top secret", record);
+        assert!(sealed.starts_with("v2."));
         assert!(!sealed.contains("top secret"));
-        assert_eq!(key.open(&sealed).unwrap(), b"top secret");
-        assert_ne!(key.seal(b"top secret"), sealed, "a fresh nonce each time");
+        assert_eq!(key.open(&sealed, record, false).unwrap(), b"top secret");
+        assert_ne!(
+            key.seal(b"top secret", record),
+            sealed,
+            "a fresh nonce each time"
+        );
 
         let mut altered = sealed.clone().into_bytes();
         let last = altered.len() - 2;
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
         assert_eq!(
-            key.open(std::str::from_utf8(&altered).unwrap()),
+            key.open(std::str::from_utf8(&altered).unwrap(), record, false),
             Err(SecretError::WrongKey)
         );
 
         let other = SealingKey::from_base64(&SealingKey::generate_base64()).unwrap();
-        assert_eq!(other.open(&sealed), Err(SecretError::WrongKey));
-        assert_eq!(key.open("plain"), Err(SecretError::Malformed));
+        assert_eq!(
+            other.open(&sealed, record, false),
+            Err(SecretError::WrongKey)
+        );
+        assert_eq!(
+            key.open("plain", record, false),
+            Err(SecretError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_in_the_record_it_was_sealed_for() {
+        let key = SealingKey::from_base64(&SealingKey::generate_base64()).unwrap();
+        let sealed = key.seal(b"B's key", "webhook/orgB/prod");
+        assert_eq!(
+            key.open(&sealed, "webhook/orgA/prod", true),
+            Err(SecretError::WrongKey)
+        );
+    }
+
+    #[test]
+    fn unbound_v1_values_open_only_where_still_accepted() {
+        let key = SealingKey::from_base64(&SealingKey::generate_base64()).unwrap();
+        let old = key.seal_unbound(b"legacy");
+        assert!(SealingKey::is_unbound(&old));
+        assert_eq!(
+            key.open(&old, "webhook/o/s", false),
+            Err(SecretError::Unbound)
+        );
+        assert_eq!(key.open(&old, "webhook/o/s", true).unwrap(), b"legacy");
     }
 
     #[test]

@@ -413,7 +413,7 @@ mod tests {
         .unwrap();
         let deliverer = Deliverer::new(
             Sender::new(client, policy),
-            Auth::new(Secrets::new(None)),
+            Auth::new(Secrets::new(None, settings.secret_scope())),
             settings.retry_policy(),
             Endpoints::new(settings.schedule_policy(), settings.wait_limits()),
             settings.rules(),

@@ -132,7 +132,11 @@ pub async fn run(
     let endpoints = Endpoints::new(settings.schedule_policy(), settings.wait_limits());
     let auth = Auth::new(Secrets::new(
         settings.sealing_key().map_err(PipelineError::Settings)?,
+        settings.secret_scope(),
     ));
+    if settings.secrets.accept_v1_sealed {
+        warn!("secrets.accept_v1_sealed is on: values sealed before they were bound to their record still open; seal them again with `secret seal --record`");
+    }
     let (stop_tx, stopping) = watch::channel(false);
     let deliverer = Deliverer::new(
         Sender::new(client, policy),

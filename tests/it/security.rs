@@ -70,8 +70,15 @@ async fn jwt_and_signatures_verify_independently_and_no_secret_leaks() {
     let ec = rcgen::KeyPair::generate().unwrap();
     std::fs::write(d.join("ec.pem"), ec.serialize_pem()).unwrap();
     std::fs::write(d.join("ec.pub"), ec.public_key_pem()).unwrap();
-    // HS384's key comes from the processor's environment.
-    env.push(("HOOK_HS384_KEY".into(), hs384.clone()));
+    // HS384's key comes from the processor's environment (secrets may name variables with
+    // the configured prefix only).
+    env.push(("WEBHOOK_SECRET_HS384".into(), hs384.clone()));
+    // Secret files are under {root}/{imsOrg}/.
+    let secrets_dir = d.join("secrets");
+    env.push((
+        "FW_SECRETS__FILE_DIRS".into(),
+        format!("[\"{}\"]", secrets_dir.display()),
+    ));
     // HS512's key is sealed with the CLI.
     let (ok, sealed, err) = cli(
         &env,
@@ -80,23 +87,31 @@ async fn jwt_and_signatures_verify_independently_and_no_secret_leaks() {
             "seal",
             "--file",
             d.join("hs512").to_str().unwrap(),
+            "--record",
+            &format!("webhook/orgHS512/{SANDBOX}"),
         ],
     );
     assert!(ok, "{err}");
     let sealed: Value = serde_json::from_str(&sealed).unwrap();
 
-    let file_ref = |name: &str| json!({"ref": format!("file:{}", d.join(name).display())});
+    // A reference to a copy of `name` in the org's folder of secret files.
+    let file_ref = |org: &str, name: &str| {
+        let folder = secrets_dir.join(org);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(d.join(name), folder.join(name)).unwrap();
+        json!({"ref": format!("file:{}", folder.join(name).display())})
+    };
     let tenants: Vec<(&str, &str, Value, String)> = vec![
         (
             "orgHS256",
             "HS256",
-            file_ref("hs256"),
+            file_ref("orgHS256", "hs256"),
             d.join("hs256").display().to_string(),
         ),
         (
             "orgHS384",
             "HS384",
-            json!({"ref": "env:HOOK_HS384_KEY"}),
+            json!({"ref": "env:WEBHOOK_SECRET_HS384"}),
             d.join("hs384").display().to_string(),
         ),
         (
@@ -108,13 +123,13 @@ async fn jwt_and_signatures_verify_independently_and_no_secret_leaks() {
         (
             "orgRS256",
             "RS256",
-            file_ref("rsa.pem"),
+            file_ref("orgRS256", "rsa.pem"),
             d.join("rsa.pub").display().to_string(),
         ),
         (
             "orgES256",
             "ES256",
-            file_ref("ec.pem"),
+            file_ref("orgES256", "ec.pem"),
             d.join("ec.pub").display().to_string(),
         ),
     ];
@@ -136,6 +151,8 @@ async fn jwt_and_signatures_verify_independently_and_no_secret_leaks() {
             "seal",
             "--file",
             d.join("whsec_a").to_str().unwrap(),
+            "--record",
+            &format!("webhook/orgSigned/{SANDBOX}"),
         ],
     );
     assert!(ok, "{err}");
@@ -152,7 +169,7 @@ async fn jwt_and_signatures_verify_independently_and_no_secret_leaks() {
         publish.push((org.to_string(), hook));
     }
     let mut signed = webhook("orgSigned", SANDBOX, &url);
-    signed["signing"] = json!({"secrets": [sealed_a, file_ref("whsec_b")]});
+    signed["signing"] = json!({"secrets": [sealed_a, file_ref("orgSigned", "whsec_b")]});
     publish.push(("orgSigned".into(), signed));
     for (org, hook) in &publish {
         // Published with the CLI, which validates exactly as the processor does.
@@ -428,4 +445,116 @@ async fn an_untrusted_certificate_fails_the_attempt_with_a_clear_error() {
         h.receiver.received().is_empty(),
         "no request completed over an untrusted connection"
     );
+}
+
+/// Secret references reach only what the deployment allows the tenant: another tenant's
+/// key file, an endless device, any environment variable and another record's sealed
+/// value all end the event as `config_invalid`, and nothing else is affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secret_references_are_scoped_to_their_tenant() {
+    let mut h = Harness::start("secret-scope").await;
+    let d = h.dir.path().to_owned();
+    let key_file = d.join("config.key");
+    std::fs::write(&key_file, SealingKey::generate_base64()).unwrap();
+    let sealing = SealingKey::from_base64(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    let secrets_dir = d.join("secrets");
+    std::fs::create_dir_all(secrets_dir.join("orgB")).unwrap();
+    let b_key = random_text(32);
+    std::fs::write(secrets_dir.join("orgB/hs256"), &b_key).unwrap();
+    // A variable of the processor's own environment that no secret may name.
+    let private = random_text(24);
+    for (k, v) in [
+        (
+            "FW_SECRETS__ENCRYPTION_KEY_FILE",
+            key_file.display().to_string(),
+        ),
+        (
+            "FW_SECRETS__FILE_DIRS",
+            format!("[\"{}\"]", secrets_dir.display()),
+        ),
+        ("PRIVATE_SETTING", private.clone()),
+    ] {
+        h.env.push((k.into(), v));
+    }
+    let jwt = |key: Value| {
+        json!({"type": "jwt", "algorithm": "HS256", "key": key, "issuer": "i",
+               "subject": "s", "audience": "a", "expiresInSeconds": 300})
+    };
+    let b_file = secrets_dir.join("orgB/hs256").display().to_string();
+    let sealed_for_b = sealing.seal(b_key.as_bytes(), &webhook_key("orgB", SANDBOX));
+    let url = h.receiver.url("/hook");
+    let cases = [
+        (
+            "orgB",
+            jwt(json!({"ref": format!("file:{b_file}")})),
+            "delivered",
+        ),
+        (
+            "orgSteal",
+            jwt(json!({"ref": format!("file:{b_file}")})),
+            "skipped",
+        ),
+        ("orgZero", jwt(json!({"ref": "file:/dev/zero"})), "skipped"),
+        (
+            "orgOracle",
+            jwt(json!({"ref": "env:PRIVATE_SETTING"})),
+            "skipped",
+        ),
+        (
+            "orgCopy",
+            jwt(json!({"encrypted": sealed_for_b})),
+            "skipped",
+        ),
+        ("orgPlain", json!({"type": "none"}), "delivered"),
+    ];
+    for (org, auth, _) in &cases {
+        let mut hook = webhook(org, SANDBOX, &url);
+        hook["authentication"] = auth.clone();
+        let p = &h.producer;
+        p.send_json(&h.topics.config, Some(&webhook_key(org, SANDBOX)), &hook)
+            .await;
+        p.send_json(
+            &h.topics.config,
+            Some(&campaign_key(org, SANDBOX, CAMPAIGN)),
+            &campaign(org, SANDBOX, CAMPAIGN, true),
+        )
+        .await;
+    }
+    let mut processor = h.processor("processor");
+    for (org, _, _) in &cases {
+        let mut event = spec_event(&format!("evt-{org}"));
+        event["imsOrg"] = json!(org);
+        h.producer.send_json(&h.topics.input, None, &event).await;
+    }
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    outcomes.wait_for(cases.len());
+    let by_id = outcomes.by_event_id();
+    for (org, _, status) in &cases {
+        let o = &by_id[&format!("evt-{org}")];
+        assert_eq!(o["status"], *status, "{org}: {o}");
+        if *status == "skipped" {
+            assert_eq!(o["reason"], "config_invalid", "{org}");
+        }
+    }
+    // B's own requests carry a token signed with its key; nobody else's do.
+    let requests = h.receiver.wait_for(2).await;
+    assert_eq!(requests.len(), 2);
+    // Still healthy and ready.
+    let (status, _) = crate::observe::get(&processor.http_addr(), "/readyz").await;
+    assert_eq!(status, 200);
+    let log = std::fs::read_to_string(d.join("processor.log")).unwrap();
+    for secret in [&b_key, &private] {
+        assert!(!log.contains(secret.as_str()), "a secret value in the log");
+        assert!(!serde_json::to_string(&outcomes.records)
+            .unwrap()
+            .contains(secret.as_str()));
+    }
+    for reason in [
+        "outside this tenant's secret directories",
+        "not one secrets may name",
+        "for this record",
+    ] {
+        assert!(log.contains(reason), "the log says why: {reason}");
+    }
+    assert_eq!(processor.stop().code(), Some(0));
 }
