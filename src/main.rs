@@ -166,6 +166,9 @@ async fn main() -> ExitCode {
     let result: Result<(), String> = match cli.command {
         Command::Run => {
             init_logging(&settings);
+            if !settings.ignored_env.is_empty() {
+                tracing::warn!(variables = ?settings.ignored_env, "FW_* environment variables that name no setting are ignored");
+            }
             // On a worker thread, not the main thread's `block_on`: the consume loops are
             // woken by record tasks thousands of times a second, and a worker takes those
             // wake-ups without a cross-thread unpark each time.

@@ -19,7 +19,7 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::debug;
+use tracing::{debug, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
@@ -130,13 +130,22 @@ pub async fn serve_until(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let mut backoff = crate::observe::server::AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let Ok((tcp, peer)) = accepted else {
-            continue;
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => {
+                backoff.reset();
+                accepted
+            }
+            Err(e) => {
+                warn!(error = %e, "accepting a connection failed; backing off");
+                tokio::time::sleep(backoff.next()).await;
+                continue;
+            }
         };
         // As web servers do (nginx's `tcp_nodelay on`): small responses are not held back
         // by Nagle's algorithm waiting for the client's delayed ACK.

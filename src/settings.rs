@@ -37,6 +37,10 @@ pub struct Settings {
     pub http: HttpSettings,
     pub shutdown: ShutdownSettings,
     pub replay: ReplaySettings,
+    /// `FW_*` environment variables that name no setting: ignored (a platform or wrapper
+    /// may set its own), and reported so that a misspelt setting is noticed.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,13 +291,44 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let settings: Settings = figment
-            // FW_CONFIG_FILE names the file itself; it is not a setting.
-            .merge(Env::prefixed("FW_").ignore(&["CONFIG_FILE"]).split("__"))
+        // Unknown keys in the file are refused; `FW_*` variables that name no setting are
+        // ignored and reported (FW_CONFIG_FILE names the file itself).
+        let ignored = unknown_env(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
+        let mut skip: Vec<&str> = vec!["CONFIG_FILE"];
+        skip.extend(ignored.iter().map(|k| k.trim_start_matches("FW_")));
+        let mut settings: Settings = figment
+            .merge(Env::prefixed("FW_").ignore(&skip).split("__"))
             .extract()
             .map_err(Box::new)?;
         settings.check()?;
+        settings.ignored_env = ignored;
         Ok(settings)
+    }
+
+    /// Every setting's dotted path (`delivery.max_in_flight`), from the defaults.
+    fn known_paths() -> Vec<String> {
+        fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+                    for (k, v) in map {
+                        let path = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&path, v, out);
+                    }
+                }
+                _ => out.push(prefix.to_owned()),
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            "",
+            &serde_json::to_value(Settings::default()).unwrap_or_default(),
+            &mut out,
+        );
+        out
     }
 
     fn check(&self) -> Result<(), SettingsError> {
@@ -520,6 +555,26 @@ impl Settings {
     }
 }
 
+/// The `FW_*` variable names among `names` that name no setting (FW_CONFIG_FILE aside).
+fn unknown_env(names: impl Iterator<Item = String>) -> Vec<String> {
+    let known = Settings::known_paths();
+    let mut unknown: Vec<String> = names
+        .filter(|name| name.starts_with("FW_") && name != "FW_CONFIG_FILE")
+        .filter(|name| {
+            let path = name["FW_".len()..].to_lowercase().replace("__", ".");
+            // A map setting (`kafka.properties`) takes any key below it; a whole table may
+            // be set at once.
+            !known.iter().any(|k| {
+                *k == path
+                    || path.starts_with(&format!("{k}."))
+                    || k.starts_with(&format!("{path}."))
+            })
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 #[cfg(test)]
 // figment's test jail returns its own (large) error type.
 #[allow(clippy::result_large_err)]
@@ -576,6 +631,35 @@ mod tests {
             jail.create_file("fw.toml", "[delivery]\nretry_jitter = 3.0\n")?;
             let err = Settings::load(Some(Path::new("fw.toml"))).unwrap_err();
             assert!(err.to_string().contains("retry_jitter"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fw_variables_that_name_no_setting_are_ignored_and_reported() {
+        let names = [
+            "FW_DELIVERY__MAX_IN_FLIGHT",
+            "FW_KAFKA__PROPERTIES__SECURITY__PROTOCOL",
+            "FW_SECRETS__ENCRYPTION_KEY_FILE",
+            "FW_CONFIG_FILE",
+            "FW_PLATFORM_INJECTED",
+            "FW_DELIVERY__MAX_INFLIGHT",
+            "PATH",
+        ]
+        .map(String::from);
+        assert_eq!(
+            unknown_env(names.into_iter()),
+            ["FW_DELIVERY__MAX_INFLIGHT", "FW_PLATFORM_INJECTED"]
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FW_PLATFORM_INJECTED", "1");
+            jail.set_env("FW_DELIVERY__MAX_IN_FLIGHT", "7");
+            let s = Settings::load(None).unwrap();
+            assert_eq!(s.delivery.max_in_flight, 7);
+            assert_eq!(s.ignored_env, ["FW_PLATFORM_INJECTED"]);
+            // Unknown keys in the file are still refused.
+            jail.create_file("fw.toml", "[delivery]\nmax_inflight = 3\n")?;
+            assert!(Settings::load(Some(Path::new("fw.toml"))).is_err());
             Ok(())
         });
     }

@@ -65,6 +65,9 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if s[..6] == [0, 0, 0, 0, 0, 0] {
         return Some("IPv4-compatible (::/96)");
     }
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return Some("IPv4-translated (::ffff:0:0/96)");
+    }
     if s[0] == 0x64 && s[1] == 0xff9b {
         return Some("NAT64 (64:ff9b::/96, 64:ff9b:1::/48)");
     }
@@ -106,6 +109,13 @@ mod tests {
 
     fn refused(text: &str) -> bool {
         refused_range(text.parse().unwrap()).is_some()
+    }
+
+    #[test]
+    fn ipv4_translated_ipv6_is_refused() {
+        assert!(refused("::ffff:0:a00:1"));
+        assert!(refused("::ffff:0:8.8.8.8"));
+        assert!(refused("::ffff:0:127.0.0.1"));
     }
 
     #[test]

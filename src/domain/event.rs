@@ -229,6 +229,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_id_that_cannot_be_a_header_value_is_invalid() {
+        for id in ["with space", "line\nbreak", "caf\u{e9}", "tab\t"] {
+            let mut v = spec_event();
+            v["_id"] = json!(id);
+            assert!(
+                matches!(parse_value(&v), Err(EventError::Schema(_))),
+                "{id:?}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_kept_not_rejected() {
         let mut v = spec_event();
         v["somethingNew"] = json!({"a": 1});

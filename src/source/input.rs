@@ -302,10 +302,13 @@ impl InputConsumer {
         let mut config = client_config(kafka);
         // A member that dies without leaving (kill -9, a lost node) holds its partitions
         // until its session times out; librdkafka's 45 s default is a long stall for
-        // feedback meant to be real-time. `kafka.properties` may set another value.
+        // feedback meant to be real-time. A new group reads its topics from the start, so
+        // nothing produced before the first deployment is missed. `kafka.properties` may
+        // set other values.
         for (key, value) in [
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "2000"),
+            ("auto.offset.reset", "earliest"),
         ] {
             if !kafka.properties.contains_key(key) {
                 config.set(key, value);
@@ -317,7 +320,6 @@ impl InputConsumer {
             // What a crash makes the next owner repeat: at most this much completed work.
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("max.partition.fetch.bytes", &fetch_max)
             // Bound what librdkafka prefetches, so memory does not grow with the backlog. The
