@@ -94,7 +94,13 @@ pub async fn run(
                 .set(store.estimated_entries().try_into().unwrap_or(i64::MAX))
         });
     }
-    let mut follower = ConfigFollower::start(&settings.kafka, store.clone(), settings.rules())?;
+    // Reads the topic's metadata and watermarks, blocking: off the async workers.
+    let mut follower = {
+        let (kafka, store, rules) = (settings.kafka.clone(), store.clone(), settings.rules());
+        tokio::task::spawn_blocking(move || ConfigFollower::start(&kafka, store, rules))
+            .await
+            .map_err(|e| PipelineError::Fatal(format!("config follower start: {e}")))??
+    };
     tokio::select! {
         caught_up = follower.wait_caught_up() => if !caught_up {
             return Err(PipelineError::FollowerStopped);
@@ -238,58 +244,81 @@ pub async fn run(
     info!(topics = ?kafka.input_topics, group = kafka.group_id, "processing input");
 
     let drain = Duration::from_secs(settings.shutdown.drain_deadline_secs);
-    let loops = async {
-        tokio::join!(
-            consume(
-                Loop {
-                    name: "input",
-                    consumer: &input,
-                    limit: settings.delivery.max_in_flight,
-                    drain,
-                    in_flight_gauge: None,
-                    due: None,
-                    fatal: &fatal,
-                },
-                &context,
+    let (input, retries, replays) = (Arc::new(input), Arc::new(retries), Arc::new(replays));
+    // Each loop is a task of its own: a revocation waiting for its records (up to the grace
+    // period, inside the consumer's poll) holds up only its own loop.
+    let mut loops = tokio::task::JoinSet::new();
+    let spawn_loop =
+        |loops: &mut tokio::task::JoinSet<()>,
+         consumer: &Arc<InputConsumer>,
+         name: &'static str,
+         limit: usize,
+         in_flight_gauge: Option<&'static prometheus::IntGauge>,
+         due: Option<fn(&crate::source::InputRecord) -> Option<u64>>,
+         handler: fn(Arc<Context>, crate::source::InputRecord) -> RecordWork| {
+            let (consumer, context, stopping, fatal) = (
+                consumer.clone(),
+                context.clone(),
                 stopping.clone(),
-                handle_input
-            ),
-            consume(
-                Loop {
-                    name: "retry",
-                    consumer: &retries,
-                    limit: settings.delivery.max_retrying,
+                fatal.clone(),
+            );
+            loops.spawn(async move {
+                let l = Loop {
+                    name,
+                    consumer: &*consumer,
+                    limit,
                     drain,
-                    in_flight_gauge: Some(&metrics().retries_pending),
-                    due: Some(parked_due),
+                    in_flight_gauge,
+                    due,
                     fatal: &fatal,
-                },
-                &context,
-                stopping.clone(),
-                handle_parked
-            ),
-            // Replays run beside live input with a bounded share of their own.
-            consume(
-                Loop {
-                    name: "replay",
-                    consumer: &replays,
-                    limit: settings.replay.max_in_flight,
-                    drain,
-                    in_flight_gauge: None,
-                    due: None,
-                    fatal: &fatal,
-                },
-                &context,
-                stopping.clone(),
-                handle_replay
-            ),
+                };
+                consume(l, &context, stopping, handler).await;
+            });
+        };
+    spawn_loop(
+        &mut loops,
+        &input,
+        "input",
+        settings.delivery.max_in_flight,
+        None,
+        None,
+        |c, r| Box::pin(handle_input(c, r)),
+    );
+    spawn_loop(
+        &mut loops,
+        &retries,
+        "retry",
+        settings.delivery.max_retrying,
+        Some(&metrics().retries_pending),
+        Some(parked_due),
+        |c, r| Box::pin(handle_parked(c, r)),
+    );
+    // Replays run beside live input with a bounded share of their own.
+    spawn_loop(
+        &mut loops,
+        &replays,
+        "replay",
+        settings.replay.max_in_flight,
+        None,
+        None,
+        |c, r| Box::pin(handle_replay(c, r)),
+    );
+    let loops_done = async {
+        let ((), ()) = tokio::join!(
+            async {
+                while let Some(done) = loops.join_next().await {
+                    if let Err(e) = done {
+                        error!(error = %e, "a consumer loop failed");
+                    }
+                }
+            },
             ready_when_joined(&input, &health, stopping.clone()),
-        )
+        );
     };
-    tokio::pin!(loops);
+    let mut loops_done = Box::pin(loops_done);
     let mut failed = None;
     tokio::select! {
-        _ = &mut loops => {}
+        () = &mut loops_done => {}
         () = &mut shutdown => {}
         () = follower_stopped(&follower) => failed = Some(PipelineError::FollowerStopped),
         why = fatal.raised() => failed = Some(PipelineError::Fatal(why)),
@@ -305,15 +334,18 @@ pub async fn run(
             "shutting down: draining deliveries under way"
         );
         tokio::select! {
-            _ = &mut loops => {}
+            () = &mut loops_done => {}
             why = fatal.raised() => failed = Some(PipelineError::Fatal(why)),
         }
     }
+    // Whatever is still under way (after a fatal error) ends here.
+    drop(loops_done);
+    loops.abort_all();
     // A flush that times out leaves unacknowledged records uncommitted: the commit below
     // only covers acknowledged work, so it happens anyway.
     let flushed = recorder.flush(Duration::from_secs(10));
     // Offsets are committed while the partitions are still ours, then the group is left.
-    for consumer in [&input, &retries, &replays] {
+    for consumer in [&*input, &*retries, &*replays] {
         if let Err(e) = consumer.commit() {
             warn!(error = %e, "final commit failed; the last records may be processed again");
         }
@@ -328,6 +360,9 @@ pub async fn run(
     flushed?;
     Ok(())
 }
+
+/// What a handler returns: whether the record completed.
+type RecordWork = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
 /// Resolves if the follower thread has ended (it only does on a cache write failure).
 async fn follower_stopped(follower: &ConfigFollower) {

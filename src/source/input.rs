@@ -129,6 +129,9 @@ pub struct InputContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     revoke_grace: Duration,
     joined: Arc<AtomicBool>,
+    /// Whether the loop has paused consumption: partitions assigned meanwhile are paused
+    /// too, so what is held while full stays bounded.
+    paused: Arc<AtomicBool>,
 }
 
 impl ClientContext for InputContext {
@@ -241,7 +244,7 @@ impl ConsumerContext for InputContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 metrics()
@@ -249,6 +252,11 @@ impl ConsumerContext for InputContext {
                     .with_label_values(&[self.name, "assign"])
                     .inc();
                 self.joined.store(true, Ordering::Relaxed);
+                if self.paused.load(Ordering::Relaxed) {
+                    if let Err(e) = consumer.pause(tpl) {
+                        warn!(consumer = self.name, error = %e, "pausing newly assigned partitions failed");
+                    }
+                }
                 let Ok(mut tracker) = self.tracker.lock() else {
                     return;
                 };
@@ -271,6 +279,8 @@ pub struct InputConsumer {
     consumer: StreamConsumer<InputContext>,
     tracker: Arc<Mutex<OffsetTracker>>,
     joined: Arc<AtomicBool>,
+    /// Shared with the context: see [`InputContext`].
+    paused: Arc<AtomicBool>,
     /// Partitions paused until their next record is due, with their generation.
     deferred: Mutex<HashMap<PartitionKey, u64>>,
 }
@@ -292,6 +302,7 @@ impl InputConsumer {
     pub fn subscribe(kafka: &KafkaSettings, s: Subscription<'_>) -> Result<Self, InputError> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
         let joined = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         // Fetch sizes allow the largest event we accept plus headroom, so an oversized event
         // is still read (and recorded as invalid) rather than stalling the partition.
         let fetch_max = s
@@ -339,6 +350,7 @@ impl InputConsumer {
                 tracker: tracker.clone(),
                 revoke_grace: s.revoke_grace,
                 joined: joined.clone(),
+                paused: paused.clone(),
             })?;
         let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -346,6 +358,7 @@ impl InputConsumer {
             consumer,
             tracker,
             joined,
+            paused,
             deferred: Mutex::new(HashMap::new()),
         })
     }
@@ -402,6 +415,7 @@ impl InputConsumer {
     /// resumes after the last record handed out). Polling goes on, so the group membership
     /// and rebalances are served while paused.
     pub fn pause(&self) {
+        self.paused.store(true, Ordering::Relaxed);
         if let Ok(assignment) = self.consumer.assignment() {
             if let Err(e) = self.consumer.pause(&assignment) {
                 warn!(error = %e, "pause failed");
@@ -411,6 +425,7 @@ impl InputConsumer {
 
     /// Resumes every assigned partition except those deferred until a record is due.
     pub fn resume(&self) {
+        self.paused.store(false, Ordering::Relaxed);
         let Ok(assignment) = self.consumer.assignment() else {
             return;
         };
