@@ -17,6 +17,18 @@ pub fn client_config(kafka: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// librdkafka's name for the Java client's default partitioner (murmur2 of the key): a
+/// key lands in the same partition whoever publishes it, Java tools included. Every
+/// producer of this project uses it.
+pub const JAVA_PARTITIONER: &str = "murmur2_random";
+
+/// A client configuration for a producer: [`client_config`] with [`JAVA_PARTITIONER`].
+pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut config = client_config(kafka);
+    config.set("partitioner", JAVA_PARTITIONER);
+    config
+}
+
 /// The largest record the processor writes to its internal topics (parked and redelivery
 /// records embed an event of up to `max_event_bytes`, plus attempts), for the producers'
 /// `message.max.bytes` and the topics' `max.message.bytes`. Both defaults (about 1 MB) are

@@ -90,7 +90,7 @@ async fn publish(
     value: Option<&[u8]>,
 ) -> Result<(), CommandError> {
     ensure_topic(settings)?;
-    let producer: FutureProducer = client_config(&settings.kafka)
+    let producer: FutureProducer = crate::kafka::producer_config(&settings.kafka)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()?;

@@ -414,7 +414,7 @@ struct Queue {
 impl Queue {
     fn new(settings: &Settings, topic: String) -> Result<Self, ReplayError> {
         let limit = internal_record_limit(settings.delivery.max_event_bytes);
-        let producer = client_config(&settings.kafka)
+        let producer = crate::kafka::producer_config(&settings.kafka)
             .set("message.max.bytes", limit.to_string())
             .set("enable.idempotence", "true")
             .set("acks", "all")

@@ -70,27 +70,44 @@ impl ConfigFollower {
         if partitions.is_empty() {
             return Err(FollowerError::NoTopic(topic));
         }
+        // Tombstones are kept for `delete.retention.ms` only: a cache that has not followed
+        // the topic for longer may have missed a deletion that compaction has since erased,
+        // and would bring a deleted webhook back.
+        let retention = delete_retention(kafka, &topic);
+        let stale = match (store.synced_at()?, retention) {
+            (Some(at), Some(retention)) => {
+                crate::delivery::unix_ms(std::time::SystemTime::now()).saturating_sub(at)
+                    > retention
+            }
+            // Never followed to the end (or by an older version): it cannot be trusted.
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
 
         // End offsets as of start: the cache is "caught up" once it has read up to them.
         let mut targets = HashMap::new();
         let mut lows = HashMap::new();
         let mut stored = HashMap::new();
-        let mut recreated = false;
+        let mut recreated = None;
         for &p in &partitions {
             let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(30))?;
             targets.insert(p, high);
             lows.insert(p, low);
             let next = store.next_offset(&topic, p)?;
             if next.is_some_and(|n| n > high) {
-                recreated = true;
+                recreated = Some("the topic is behind the cache's offsets (recreated?)");
+            }
+            if next.is_some_and(|n| n < low) {
+                recreated = Some("records the cache has not read were deleted from the topic");
             }
             stored.insert(p, next);
         }
-        if recreated {
-            warn!(
-                topic,
-                "config topic is behind the cache's offsets (recreated?): rebuilding the cache"
-            );
+        let resuming = stored.values().any(Option::is_some);
+        if resuming && stale && recreated.is_none() {
+            recreated = Some("the cache is older than the topic's delete.retention.ms");
+        }
+        if let Some(why) = recreated {
+            warn!(topic, why, "rebuilding the config cache from the topic");
             store.clear()?;
             stored.values_mut().for_each(|v| *v = None);
         }
@@ -113,6 +130,7 @@ impl ConfigFollower {
         let stats = Arc::new(FollowerStats::default());
         let (tx, caught_up) = watch::channel(false);
         let state = Loop {
+            last_sync: None,
             consumer,
             store,
             rules,
@@ -164,7 +182,31 @@ impl Drop for ConfigFollower {
     }
 }
 
+/// How often a caught-up follower records that the cache is in step, and looks for
+/// partitions added to the topic.
+const SYNC_EVERY: Duration = Duration::from_secs(30);
+
+/// The topic's `delete.retention.ms`, if the broker says (blocking).
+fn delete_retention(kafka: &KafkaSettings, topic: &str) -> Option<u64> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create().ok()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(
+        admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options),
+    )
+    .ok()?;
+    let config = results.into_iter().next()?.ok()?;
+    config
+        .get("delete.retention.ms")?
+        .value
+        .as_deref()?
+        .parse()
+        .ok()
+}
+
 struct Loop {
+    last_sync: Option<Instant>,
     consumer: BaseConsumer,
     store: ConfigStore,
     rules: Rules,
@@ -204,9 +246,48 @@ impl Loop {
             }
             if !*self.caught_up.borrow() {
                 self.check_caught_up();
+            } else if self.last_sync.is_none_or(|at| at.elapsed() >= SYNC_EVERY) {
+                self.last_sync = Some(Instant::now());
+                self.follow_new_partitions();
+                let now = crate::delivery::unix_ms(std::time::SystemTime::now());
+                if let Err(e) = self.store.mark_synced(now) {
+                    error!(error = %e, "config cache write failed; config follower stops");
+                    return;
+                }
             }
         }
         debug!("config follower stopped");
+    }
+
+    /// Starts reading partitions added to the topic since the follower started.
+    fn follow_new_partitions(&mut self) {
+        let Ok(partitions) = partition_ids(&self.consumer, &self.topic) else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        let added: Vec<i32> = partitions
+            .into_iter()
+            .filter(|p| !self.next.contains_key(p))
+            .collect();
+        for p in added {
+            if tpl
+                .add_partition_offset(&self.topic, p, Offset::Beginning)
+                .is_ok()
+            {
+                self.next.insert(p, 0);
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match self.consumer.incremental_assign(&tpl) {
+            Ok(()) => info!(
+                topic = self.topic,
+                added = tpl.count(),
+                "following partitions added to the config topic"
+            ),
+            Err(e) => warn!(topic = self.topic, error = %e, "cannot follow added partitions"),
+        }
     }
 
     fn apply(

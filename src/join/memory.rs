@@ -13,9 +13,16 @@ pub struct MemoryConfig {
     webhooks: Records<(String, String), WebhookConfig>,
     campaigns: Records<(String, String, String), CampaignConfig>,
     next_offset: Mutex<i64>,
+    /// Orgs whose records read as corrupt.
+    corrupt: Mutex<Vec<String>>,
 }
 
 impl MemoryConfig {
+    /// Makes every lookup of `org` fail as an undecodable record does.
+    pub fn corrupt(&self, org: &str) {
+        self.corrupt.lock().unwrap().push(org.to_owned());
+    }
+
     fn version(&self) -> Version {
         let mut next = self.next_offset.lock().unwrap();
         *next += 1;
@@ -60,6 +67,12 @@ impl ConfigLookup for MemoryConfig {
         ims_org: &str,
         sandbox_id: &str,
     ) -> Result<Option<Arc<Stored<WebhookConfig>>>, StoreError> {
+        if self.corrupt.lock().unwrap().iter().any(|o| o == ims_org) {
+            return Err(StoreError::Corrupt {
+                key: format!("webhook/{ims_org}/{sandbox_id}"),
+                reason: "not JSON".into(),
+            });
+        }
         let key = (ims_org.to_owned(), sandbox_id.to_owned());
         Ok(self.webhooks.lock().unwrap().get(&key).cloned())
     }

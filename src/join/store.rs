@@ -24,6 +24,8 @@ const OFFSET_PREFIX: &str = "o/";
 /// The layout of stored values. A cache written with another layout is rebuilt from the
 /// topic (which holds everything it holds).
 const FORMAT_KEY: &str = "format";
+/// When the cache was last known to hold everything the topic held (Unix ms).
+const SYNCED_KEY: &str = "synced";
 const FORMAT: &[u8] = b"2";
 /// A stored value: the version (partition as 4 bytes, offset as 8, big-endian), then JSON.
 const VERSION_BYTES: usize = 12;
@@ -137,6 +139,20 @@ impl ConfigStore {
             }) => self.campaigns.forget(ims_org, sandbox_id, campaign_id),
             None => {}
         }
+        Ok(())
+    }
+
+    /// When the cache was last known to be in step with the whole topic (Unix ms).
+    pub fn synced_at(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.db.get(SYNCED_KEY)?.and_then(|v| {
+            let bytes: [u8; 8] = v.as_slice().try_into().ok()?;
+            Some(u64::from_be_bytes(bytes))
+        }))
+    }
+
+    /// Records that the cache is in step with the whole topic as of `unix_ms`.
+    pub fn mark_synced(&self, unix_ms: u64) -> Result<(), StoreError> {
+        self.db.put(SYNCED_KEY, unix_ms.to_be_bytes())?;
         Ok(())
     }
 

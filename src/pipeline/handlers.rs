@@ -17,7 +17,7 @@ use crate::domain::parked::Parked;
 use crate::domain::payload;
 use crate::domain::replay::ReplayRecord;
 use crate::domain::time::{after, bounded, rfc3339_millis};
-use crate::join::join;
+use crate::join::{join, StoreError};
 use crate::source::InputRecord;
 
 /// The span of one event's work: its id, org and sandbox (never a secret).
@@ -245,6 +245,21 @@ async fn advance(
     let joined = loop {
         match join(&*context.config, event) {
             Ok(joined) => break joined,
+            // A cached record that no longer decodes will not decode on a retry either.
+            Err(e @ StoreError::Corrupt { .. }) => {
+                error!(error = %e, "cached config record unreadable");
+                let mut outcome = Outcome::for_event(
+                    event,
+                    Some(Reason::ConfigInvalid),
+                    None,
+                    attempts,
+                    source,
+                    now(),
+                );
+                outcome.replay = replay;
+                context.recorder.outcome(&outcome).await;
+                return;
+            }
             Err(e) => {
                 error!(error = %e, "config cache read failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -392,6 +407,8 @@ mod tests {
     use crate::record::memory::MemoryRecorder;
     use crate::settings::Settings;
     use crate::source::{OffsetTracker, PartitionKey};
+
+    const ORG_OF_SPEC_EVENT: &str = "myImsOrg";
 
     struct Fixture {
         config: Arc<MemoryConfig>,
@@ -557,6 +574,18 @@ mod tests {
         assert_eq!(outcomes[0].reason, Some(Reason::NoWebhook));
         assert_eq!(outcomes[0].attempts, vec![earlier], "earlier attempts kept");
         assert_eq!(outcomes[0].source.offset, 99, "names the input record");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_cached_record_ends_the_event_as_config_invalid() {
+        let f = fixture();
+        f.config.corrupt(ORG_OF_SPEC_EVENT);
+        let event = serde_json::to_vec(&spec_event()).unwrap();
+        assert!(handle_input(f.context.clone(), f.record("input", 1, &event)).await);
+        let outcomes = f.outcomes();
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].status, Status::Skipped);
+        assert_eq!(outcomes[0].reason, Some(Reason::ConfigInvalid));
     }
 
     #[tokio::test]

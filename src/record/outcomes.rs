@@ -14,7 +14,7 @@ use crate::domain::outcome::Outcome;
 use crate::domain::parked::TIERS;
 use crate::domain::parked::{tier_for, Parked};
 use crate::fatal::Fatal;
-use crate::kafka::{client_config, KafkaSettings};
+use crate::kafka::KafkaSettings;
 use crate::observe::metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ impl Recorder {
         max_record_bytes: usize,
         fatal: Fatal,
     ) -> Result<Self, RecordError> {
-        let producer: FutureProducer = client_config(kafka)
+        let producer: FutureProducer = crate::kafka::producer_config(kafka)
             .set("message.max.bytes", max_record_bytes.to_string())
             // Idempotence: broker-side retries cannot duplicate or reorder records.
             .set("enable.idempotence", "true")

@@ -120,6 +120,25 @@ impl Producer {
     pub async fn tombstone(&self, topic: &str, key: &str) -> (i32, i64) {
         self.send(topic, Some(key), None).await
     }
+
+    /// Produces one JSON record to a given partition; returns its offset.
+    pub async fn send_json_to(&self, topic: &str, partition: i32, key: &str, value: &Value) -> i64 {
+        let bytes = serde_json::to_vec(value).unwrap();
+        let record = FutureRecord::<str, [u8]>::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(&bytes);
+        self.inner
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}/{partition}: {e}"))
+            .offset
+    }
+}
+
+/// An admin client on the test broker.
+pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    client(bootstrap).create().expect("admin client")
 }
 
 /// Reads an outcome topic from the beginning, keeping what it has seen and checking each
