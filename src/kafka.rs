@@ -38,28 +38,128 @@ pub fn internal_record_limit(max_event_bytes: usize) -> usize {
     (2 * max_event_bytes + 64 * 1024).max(1 << 20)
 }
 
-/// Creates the topics that do not exist yet (for the processor's internal topics), with
-/// room for records of `max_record_bytes`.
+/// How the processor's own topics (retry tiers, redelivery) are made: they hold events whose
+/// input offsets are already committed, so they need the durability of the input itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub partitions: i32,
+    /// Largest record written to them (see [`internal_record_limit`]).
+    pub max_record_bytes: usize,
+    /// Replication factor; 0: 3, or the number of brokers if fewer.
+    pub replication: i32,
+    /// `min.insync.replicas`; 0: 2, or the replication factor if lower.
+    pub min_insync: i32,
+    /// `retention.ms`: longer than any record waits (the retry max age) plus a margin.
+    pub retention_ms: i64,
+}
+
+impl TopicSpec {
+    /// The replication factor and `min.insync.replicas` on a cluster of `brokers`.
+    pub fn durability(&self, brokers: usize) -> (i32, i32) {
+        let brokers = i32::try_from(brokers.max(1)).unwrap_or(i32::MAX);
+        let replication = if self.replication > 0 {
+            self.replication
+        } else {
+            3.min(brokers)
+        };
+        let min_insync = if self.min_insync > 0 {
+            self.min_insync
+        } else {
+            2.min(replication)
+        };
+        (replication, min_insync)
+    }
+}
+
+/// What an existing topic has, as far as [`TopicSpec`] cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicState {
+    pub replication: i32,
+    pub min_insync: Option<i32>,
+    pub retention_ms: Option<i64>,
+    pub max_message_bytes: Option<usize>,
+}
+
+/// Where an existing topic falls short of `spec` on a cluster of `brokers` (empty: fine).
+pub fn shortfalls(state: &TopicState, spec: &TopicSpec, brokers: usize) -> Vec<String> {
+    let (replication, min_insync) = spec.durability(brokers);
+    let mut out = Vec::new();
+    if state.replication < replication {
+        out.push(format!(
+            "replication factor {} < {replication}",
+            state.replication
+        ));
+    }
+    if state.min_insync.unwrap_or(1) < min_insync {
+        out.push(format!(
+            "min.insync.replicas {} < {min_insync}",
+            state.min_insync.unwrap_or(1)
+        ));
+    }
+    // -1: kept for ever.
+    if let Some(retention) = state.retention_ms.filter(|r| *r >= 0) {
+        if retention < spec.retention_ms {
+            out.push(format!(
+                "retention.ms {retention} < {} (the retry max age plus a margin)",
+                spec.retention_ms
+            ));
+        }
+    }
+    if let Some(max) = state.max_message_bytes {
+        if max < spec.max_record_bytes {
+            out.push(format!(
+                "max.message.bytes {max} < {}",
+                spec.max_record_bytes
+            ));
+        }
+    }
+    out
+}
+
+/// The cluster's metadata (brokers, topics), read off the async workers.
+async fn cluster_metadata(
+    kafka: &KafkaSettings,
+) -> Result<rdkafka::metadata::Metadata, rdkafka::error::KafkaError> {
+    let config = client_config(kafka);
+    tokio::task::spawn_blocking(move || {
+        let client: rdkafka::consumer::BaseConsumer = config.create()?;
+        client.fetch_metadata(None, std::time::Duration::from_secs(30))
+    })
+    .await
+    .map_err(|_| rdkafka::error::KafkaError::Canceled)?
+}
+
+/// Creates the topics that do not exist yet (for the processor's internal topics) as
+/// `spec` says, and checks those that exist: a shortfall is logged loudly (an existing
+/// topic is the operator's; the processor does not change it).
 pub async fn ensure_topics(
     kafka: &KafkaSettings,
     topics: &[String],
-    partitions: i32,
-    max_record_bytes: usize,
+    spec: TopicSpec,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::admin::{
+        AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication,
+    };
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
 
     let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
-    let limit = max_record_bytes.to_string();
+    let timeout = std::time::Duration::from_secs(30);
+    let brokers = cluster_metadata(kafka).await?.brokers().len();
+    let (replication, min_insync) = spec.durability(brokers);
+    let limit = spec.max_record_bytes.to_string();
+    let isr = min_insync.to_string();
+    let retention = spec.retention_ms.to_string();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            NewTopic::new(t, partitions, TopicReplication::Fixed(-1))
+            NewTopic::new(t, spec.partitions, TopicReplication::Fixed(replication))
                 .set("max.message.bytes", &limit)
+                .set("min.insync.replicas", &isr)
+                .set("retention.ms", &retention)
         })
         .collect();
-    let options = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(30)));
+    let options = AdminOptions::new().request_timeout(Some(timeout));
     for result in admin.create_topics(&new, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -68,6 +168,34 @@ pub async fn ensure_topics(
                     tracing::error!(topic, error = %code, "cannot create internal topic");
                 })
             }
+        }
+    }
+    // Check what exists (made now or earlier, by us or an operator).
+    let metadata = cluster_metadata(kafka).await?;
+    let specifiers: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let configs = admin.describe_configs(specifiers.iter(), &options).await?;
+    for (topic, config) in topics.iter().zip(configs) {
+        let Ok(config) = config else { continue };
+        let value = |name: &str| config.get(name).and_then(|e| e.value.clone());
+        let state = TopicState {
+            replication: metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic.as_str())
+                .and_then(|t| t.partitions().first())
+                .map_or(0, |p| i32::try_from(p.replicas().len()).unwrap_or(i32::MAX)),
+            min_insync: value("min.insync.replicas").and_then(|v| v.parse().ok()),
+            retention_ms: value("retention.ms").and_then(|v| v.parse().ok()),
+            max_message_bytes: value("max.message.bytes").and_then(|v| v.parse().ok()),
+        };
+        let short = shortfalls(&state, &spec, brokers);
+        if !short.is_empty() {
+            tracing::error!(
+                topic,
+                shortfalls = ?short,
+                "INTERNAL TOPIC IS LESS DURABLE THAN CONFIGURED: parked and redelivery records may be lost or refused; alter the topic"
+            );
         }
     }
     Ok(())
@@ -85,4 +213,57 @@ pub fn partition_ids<C: Consumer>(
         .filter(|t| t.name() == topic && t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TopicSpec {
+        TopicSpec {
+            partitions: 6,
+            max_record_bytes: 2 << 20,
+            replication: 0,
+            min_insync: 0,
+            retention_ms: 8 * 24 * 3_600_000,
+        }
+    }
+
+    #[test]
+    fn durability_defaults_fit_the_cluster() {
+        assert_eq!(spec().durability(1), (1, 1), "a one-broker dev setup");
+        assert_eq!(spec().durability(2), (2, 2));
+        assert_eq!(spec().durability(5), (3, 2), "production");
+        let fixed = TopicSpec {
+            replication: 4,
+            min_insync: 3,
+            ..spec()
+        };
+        assert_eq!(fixed.durability(5), (4, 3));
+    }
+
+    #[test]
+    fn an_existing_topic_is_checked_against_the_spec() {
+        let good = TopicState {
+            replication: 3,
+            min_insync: Some(2),
+            retention_ms: Some(8 * 24 * 3_600_000),
+            max_message_bytes: Some(2 << 20),
+        };
+        assert!(shortfalls(&good, &spec(), 3).is_empty());
+        let forever = TopicState {
+            retention_ms: Some(-1),
+            ..good.clone()
+        };
+        assert!(shortfalls(&forever, &spec(), 3).is_empty());
+        let weak = TopicState {
+            replication: 1,
+            min_insync: None,
+            retention_ms: Some(3_600_000),
+            max_message_bytes: Some(1 << 20),
+        };
+        let short = shortfalls(&weak, &spec(), 3);
+        assert_eq!(short.len(), 4, "{short:?}");
+        assert!(short[2].contains("retry max age"));
+    }
 }

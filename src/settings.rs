@@ -146,6 +146,11 @@ pub struct KafkaSettings {
     pub replay_topic: Option<String>,
     /// Partitions of retry-tier topics the processor creates.
     pub retry_partitions: i32,
+    /// Replication factor of the topics the processor creates (retry tiers, redelivery);
+    /// 0: 3, or the number of brokers if fewer.
+    pub internal_replication_factor: i32,
+    /// Their `min.insync.replicas`; 0: 2, or the replication factor if lower.
+    pub internal_min_insync_replicas: i32,
     /// Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*).
     pub properties: BTreeMap<String, String>,
 }
@@ -225,6 +230,8 @@ impl Default for KafkaSettings {
             retry_topic_prefix: None,
             replay_topic: None,
             retry_partitions: 6,
+            internal_replication_factor: 0,
+            internal_min_insync_replicas: 0,
             properties: BTreeMap::new(),
         }
     }
@@ -365,6 +372,10 @@ impl Settings {
         self.address_policy()?;
         if self.kafka.retry_partitions < 1 {
             return bad("kafka.retry_partitions must be at least 1");
+        }
+        if self.kafka.internal_replication_factor < 0 || self.kafka.internal_min_insync_replicas < 0
+        {
+            return bad("kafka.internal_replication_factor and internal_min_insync_replicas must be 0 (automatic) or more");
         }
         if !(0.0..=1.0).contains(&self.delivery.retry_jitter) {
             return bad("delivery.retry_jitter must be between 0 and 1");
@@ -537,6 +548,24 @@ impl Settings {
             max_wait: Duration::from_millis(d.queue_max_wait_ms),
             max_held: (d.max_in_flight * 3 / 4).max(1),
             overflow_wait: Duration::from_millis(d.queue_overflow_wait_ms),
+        }
+    }
+
+    /// How the processor's own topics are made and checked (`kafka::ensure_topics`).
+    pub fn internal_topics(&self) -> crate::kafka::TopicSpec {
+        // Parked records wait at most the retry max age (a day unless set, the longest tier
+        // 4 h); a week on top covers an outage of the processor.
+        const MARGIN_MS: i64 = 7 * 24 * 3_600_000;
+        let max_age_ms = match self.delivery.retry_max_age_secs {
+            0 => 24 * 3_600_000,
+            secs => i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        };
+        crate::kafka::TopicSpec {
+            partitions: self.kafka.retry_partitions,
+            max_record_bytes: crate::kafka::internal_record_limit(self.delivery.max_event_bytes),
+            replication: self.kafka.internal_replication_factor,
+            min_insync: self.kafka.internal_min_insync_replicas,
+            retention_ms: max_age_ms.saturating_add(MARGIN_MS),
         }
     }
 

@@ -756,8 +756,7 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> Result<(), ReplayErr
     ensure_topics(
         &settings.kafka,
         std::slice::from_ref(&topic),
-        settings.kafka.retry_partitions,
-        internal_record_limit(settings.delivery.max_event_bytes),
+        settings.internal_topics(),
     )
     .await?;
     let done = already_queued(settings, &topic, &id)?;

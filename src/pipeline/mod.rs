@@ -116,14 +116,9 @@ pub async fn run(
     let mut internal = tiers.clone();
     internal.push(replay_topic.clone());
     let record_limit = internal_record_limit(settings.delivery.max_event_bytes);
-    ensure_topics(
-        &settings.kafka,
-        &internal,
-        settings.kafka.retry_partitions,
-        record_limit,
-    )
-    .await
-    .map_err(PipelineError::Topics)?;
+    ensure_topics(&settings.kafka, &internal, settings.internal_topics())
+        .await
+        .map_err(PipelineError::Topics)?;
 
     let policy = Arc::new(settings.address_policy().map_err(PipelineError::Settings)?);
     if !policy.allow.is_empty() {

@@ -8,6 +8,7 @@ mod config_cache;
 mod config_cli;
 mod crash;
 mod delivery;
+mod durability;
 mod faults;
 mod hostile;
 mod invalid;
