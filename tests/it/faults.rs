@@ -321,7 +321,11 @@ impl fmt::Display for Report {
 }
 
 async fn fault_harness(name: &str, bootstrap: &str) -> Harness {
-    let h = Harness::start_on(name, bootstrap).await;
+    replicated_fault_harness(name, bootstrap, 1).await
+}
+
+async fn replicated_fault_harness(name: &str, bootstrap: &str, replication: i32) -> Harness {
+    let h = Harness::start_replicated(name, bootstrap, replication).await;
     // A little latency keeps deliveries under way when a fault strikes.
     h.receiver.respond(|_| Reply {
         delay: Some(Duration::from_millis(5)),
@@ -503,5 +507,98 @@ async fn broker_stop_and_start_during_load() {
     let report = Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started);
     drop(h);
     drop(broker);
+    report.check();
+}
+
+/// A 3-node KRaft cluster of the scenario's own (`scripts/kafka cluster`, ports 19192–19197).
+struct OwnCluster {
+    home: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    const BOOTSTRAP: &str = "127.0.0.1:19192,127.0.0.1:19194,127.0.0.1:19196";
+
+    fn script(&self, args: &[&str]) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut command = Command::new(root.join("scripts/kafka"));
+        command
+            .arg("cluster")
+            .args(args)
+            .env("KAFKA_CLUSTER_PORT", "19192")
+            .env("KAFKA_CLUSTER_DIR", self.home.path());
+        let shared = root.join(".kafka/libs");
+        if shared.join(".complete").exists() {
+            command.env("KAFKA_LIBS", shared);
+        }
+        let status = command.status().expect("scripts/kafka");
+        assert!(status.success(), "scripts/kafka cluster {args:?} failed");
+    }
+
+    fn start() -> Self {
+        // Made first, so that its nodes are stopped even if starting fails half-way.
+        let cluster = OwnCluster {
+            home: tempfile::tempdir().expect("cluster dir"),
+        };
+        cluster.script(&["start"]);
+        cluster
+    }
+
+    /// The node leading partition 0 of `topic`.
+    fn leader_of(topic: &str) -> i32 {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", Self::BOOTSTRAP)
+            .create()
+            .expect("client");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .expect("metadata");
+        metadata.topics()[0]
+            .partitions()
+            .iter()
+            .find(|p| p.id() == 0)
+            .map(|p| p.leader())
+            .expect("partition 0")
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.script(&["stop"]);
+    }
+}
+
+/// With every topic replicated three times (`min.insync.replicas` 2), the broker leading
+/// the input is killed with `kill -9` mid-run and brought back: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_broker_killed_during_load() {
+    let cluster = OwnCluster::start();
+    let h = replicated_fault_harness("cluster", OwnCluster::BOOTSTRAP, 3).await;
+    let started = Instant::now();
+    let down = pick(10, 30);
+    let mut a = Instance::new(&h, "a");
+    let mut b = Instance::new(&h, "b");
+    a.start();
+    b.start();
+    let load = start_load(
+        &h.topics.bootstrap,
+        &h.topics.input,
+        "cluster",
+        100,
+        Duration::from_secs(down + 20),
+    );
+    sleep_secs(6).await;
+    let leader = OwnCluster::leader_of(&h.topics.input);
+    cluster.script(&["kill", &leader.to_string()]);
+    sleep_secs(down).await;
+    cluster.script(&["start-node", &leader.to_string()]);
+    let ids = load.await.expect("load");
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240));
+    a.stop();
+    b.stop();
+    let name = format!("3-node cluster, input leader (node {leader}) killed for {down} s");
+    let report = Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started);
+    drop(h);
+    drop(cluster);
     report.check();
 }

@@ -44,6 +44,12 @@ impl Topics {
 
     /// As [`Topics::create`], on the broker at `bootstrap`.
     pub async fn create_on(name: &str, bootstrap: &str) -> Self {
+        Self::create_replicated(name, bootstrap, 1).await
+    }
+
+    /// As [`Topics::create_on`], each topic with `replication` replicas (and, above one,
+    /// `min.insync.replicas` 2).
+    pub async fn create_replicated(name: &str, bootstrap: &str, replication: i32) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("it-{name}-{}", &id[..8]);
         let topics = Topics {
@@ -55,11 +61,15 @@ impl Topics {
         };
         let admin: AdminClient<DefaultClientContext> =
             client(bootstrap).create().expect("admin client");
-        let input = NewTopic::new(&topics.input, 3, TopicReplication::Fixed(1))
-            .set("max.message.bytes", "4194304");
-        let config = NewTopic::new(&topics.config, 2, TopicReplication::Fixed(1))
-            .set("cleanup.policy", "compact");
-        let outcomes = NewTopic::new(&topics.outcomes, 3, TopicReplication::Fixed(1));
+        let rf = || TopicReplication::Fixed(replication);
+        let isr = if replication > 1 { "2" } else { "1" };
+        let input = NewTopic::new(&topics.input, 3, rf())
+            .set("max.message.bytes", "4194304")
+            .set("min.insync.replicas", isr);
+        let config = NewTopic::new(&topics.config, 2, rf())
+            .set("cleanup.policy", "compact")
+            .set("min.insync.replicas", isr);
+        let outcomes = NewTopic::new(&topics.outcomes, 3, rf()).set("min.insync.replicas", isr);
         let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
         let results = tokio::time::timeout(
             PATIENCE,

@@ -81,8 +81,13 @@ impl Harness {
 
     /// As [`Harness::start`], on the broker at `bootstrap`.
     pub async fn start_on(name: &str, bootstrap: &str) -> Self {
+        Self::start_replicated(name, bootstrap, 1).await
+    }
+
+    /// As [`Harness::start_on`], with topics of `replication` replicas.
+    pub async fn start_replicated(name: &str, bootstrap: &str, replication: i32) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let topics = Topics::create_on(name, bootstrap).await;
+        let topics = Topics::create_replicated(name, bootstrap, replication).await;
         let receiver = TestReceiver::start(dir.path()).await;
         let env = env_for(&topics, &dir.path().join("store"), &receiver.ca_file);
         Harness {
