@@ -4,6 +4,7 @@
 
 mod support;
 
+mod chaos;
 mod config_cache;
 mod config_cli;
 mod crash;

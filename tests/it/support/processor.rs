@@ -72,6 +72,17 @@ impl Processor {
         p
     }
 
+    /// The process's peak resident set size in MB (`VmHWM`), while it runs.
+    pub fn peak_rss_mb(&self) -> f64 {
+        let pid = self.child.as_ref().expect("running").id();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
     /// The address of the processor's metrics and probes port (from its log).
     pub fn http_addr(&mut self) -> String {
         let line = self.wait_log("serving /metrics, /healthz and /readyz", 1);
