@@ -141,3 +141,57 @@ async fn partitions_added_to_the_config_topic_are_followed() {
     assert_eq!(outcomes.records[0]["status"], "delivered");
     assert!(processor.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cached_record_that_no_longer_decodes_ends_its_events_as_config_invalid() {
+    use feedback_webhooks::domain::config::ConfigKey;
+    use feedback_webhooks::join::ConfigStore;
+
+    let h = Harness::start("cache-corrupt").await;
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let mut first = h.processor("first");
+    first.wait_log("config cache caught up", 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(first.stop().success());
+    // While it is down, the cached webhook is overwritten with bytes that are not a record
+    // (as a disk fault or an incompatible writer would leave them).
+    let store_path = h
+        .env
+        .iter()
+        .find(|(k, _)| k == "FW_STORE__PATH")
+        .map(|(_, v)| v.clone())
+        .expect("store path");
+    {
+        let store = ConfigStore::open(std::path::Path::new(&store_path)).unwrap();
+        let key = ConfigKey::webhook(ORG, SANDBOX);
+        let next = (0..2)
+            .filter_map(|p| {
+                store
+                    .next_offset(&h.topics.config, p)
+                    .unwrap()
+                    .map(|n| (p, n))
+            })
+            .next()
+            .expect("an offset");
+        // Keeps the partition's offset where it was: only the value changes.
+        store
+            .apply(
+                &h.topics.config,
+                next.0,
+                next.1 - 1,
+                Some((&key, Some(b"\x00not a record"))),
+            )
+            .unwrap();
+    }
+    let mut second = h.processor("second");
+    let caught_up = second.wait_log("config cache caught up", 1);
+    assert_eq!(caught_up[0]["fields"]["resumed"], true);
+    h.producer
+        .send_json(&h.topics.input, None, &spec_event("on-a-corrupt-record"))
+        .await;
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    outcomes.wait_for(1);
+    assert_eq!(outcomes.records[0]["status"], "skipped");
+    assert_eq!(outcomes.records[0]["reason"], "config_invalid");
+    assert!(second.stop().success());
+}
