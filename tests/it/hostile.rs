@@ -96,3 +96,83 @@ async fn records_with_huge_fields_do_not_stall_their_partition() {
     assert_eq!(duplicates, 0, "duplicate outcomes");
     assert_eq!(processor.stop().code(), Some(0));
 }
+
+/// An outcome the broker refuses for good is written again reduced, and its record
+/// completes: here the outcome topic takes records of at most 1,500 bytes, and a webhook's
+/// 1.9 KB URL (random, so compression cannot shrink it) makes the full outcome larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outcome_refused_for_good_is_written_reduced() {
+    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+
+    let h = Harness::start("hostile-refused").await;
+    let config = AlterConfig::new(ResourceSpecifier::Topic(&h.topics.outcomes))
+        .set("max.message.bytes", "1500");
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    for r in crate::support::kafka::admin(&h.topics.bootstrap)
+        .alter_configs([&config], &options)
+        .await
+        .unwrap()
+    {
+        r.expect("max.message.bytes set");
+    }
+    let path: String = incompressible(1_900)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { 'x' })
+        .collect();
+    h.configure(ORG, &h.receiver.url(&format!("/{path}"))).await;
+    let mut processor = h.processor("processor");
+    let key = Some("one-partition");
+    let (partition, offset) = h
+        .producer
+        .send_json(&h.topics.input, key, &spec_event("refused-outcome"))
+        .await;
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    outcomes.wait_for(1);
+    let o = &outcomes.records[0];
+    assert_eq!(o["eventId"], "refused-outcome");
+    assert_eq!(o["status"], "delivered");
+    assert!(
+        o["webhook"].is_null() && o["attempts"] == json!([]),
+        "reduced: {o}"
+    );
+    assert_eq!(o["source"]["offset"], offset);
+    // The partition moves on.
+    let deadline = Instant::now() + PATIENCE;
+    while committed(&h.topics.bootstrap, &h.topics.group, &h.topics.input)[partition as usize]
+        <= offset
+    {
+        assert!(Instant::now() < deadline, "commit point stuck");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, metrics) = crate::observe::get(&processor.http_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("record_write_failures_total{action=\"outcome_reduced\"} 1"),
+        "{metrics}"
+    );
+    assert!(processor.stop().success());
+}
+
+/// A producer error retrying cannot outlast (here: an outcome topic whose name the broker
+/// refuses) stops the processor with a non-zero status and a clear log line, instead of a
+/// silent spin; the record is not committed, so a restart (once fixed) redoes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fatal_producer_error_stops_the_processor() {
+    let mut h = Harness::start("hostile-fatal").await;
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    h.env.retain(|(k, _)| k != "FW_KAFKA__OUTCOME_TOPIC");
+    h.env.push((
+        "FW_KAFKA__OUTCOME_TOPIC".into(),
+        "not a valid topic name!".into(),
+    ));
+    let mut processor = h.processor("processor");
+    let (partition, _) = h
+        .producer
+        .send_json(&h.topics.input, None, &spec_event("fatal"))
+        .await;
+    let status = processor.wait_exit();
+    assert!(!status.success(), "{status}");
+    let log = std::fs::read_to_string(&processor.log).unwrap();
+    assert!(log.contains("the producer cannot go on; stopping"), "{log}");
+    let offsets = committed(&h.topics.bootstrap, &h.topics.group, &h.topics.input);
+    assert!(offsets[partition as usize] <= 0, "committed {offsets:?}");
+}

@@ -152,6 +152,19 @@ impl Processor {
         }
     }
 
+    /// Waits for the process to exit on its own (failing after `PATIENCE`).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let until = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < until, "processor did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `kill -9`: no drain, no commit.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("running");
