@@ -55,8 +55,17 @@ pub struct Processor {
 impl Processor {
     /// Starts `feedback-webhooks run` and waits until it is processing input.
     pub fn start(env: &[(String, String)], log: PathBuf) -> Self {
+        Self::start_with(env, log, None)
+    }
+
+    /// As [`Processor::start`], with a settings file (`--config`).
+    pub fn start_with(env: &[(String, String)], log: PathBuf, config: Option<&Path>) -> Self {
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .arg("run")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("FW_CONFIG_FILE")
