@@ -283,6 +283,21 @@ async fn create_topics(bootstrap: &str, name: &str) -> Topics {
     t
 }
 
+/// Deletes a scenario's topics and the processor's own (retry tiers, redelivery), so that
+/// runs do not pile up partitions on the broker and slow the next ones.
+async fn delete_topics(bootstrap: &str, t: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().expect("admin");
+    let mut names = vec![t.input.clone(), t.config.clone(), t.outcomes.clone()];
+    names.extend(feedback_webhooks::domain::parked::tier_topics(&format!(
+        "{}-retry",
+        t.group
+    )));
+    names.push(format!("{}-replay", t.group));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Best effort: a topic that was never made is no failure.
+    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+}
+
 fn event(index: usize, tenant: usize, run: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "_id": format!("{run}-{index}"),
@@ -669,6 +684,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
     }
     latencies.sort();
     warm_up.sort();
+    delete_topics(&args.bootstrap, &topics).await;
     let rate = expected as f64 / elapsed.as_secs_f64();
     Run {
         rate,
