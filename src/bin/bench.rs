@@ -647,6 +647,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
     let (rss_mb, cpu) = processor.usage();
     let scheduling = processor.scheduling_metrics(dir.path());
     drop(processor);
+    delete_topics(&args.bootstrap, &topics).await;
 
     let times = receivers
         .receipts
@@ -684,7 +685,6 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
     }
     latencies.sort();
     warm_up.sort();
-    delete_topics(&args.bootstrap, &topics).await;
     let rate = expected as f64 / elapsed.as_secs_f64();
     Run {
         rate,
