@@ -201,6 +201,64 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// The id the cluster gave `topic` when it was created (base64), by the DescribeTopics
+/// admin request on `client` (blocking, up to `timeout`); `None` when the broker does not
+/// say. A topic deleted and made again under the same name has a new id.
+pub fn topic_id<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Option<String> {
+    use rdkafka::bindings as rd;
+    use std::ffi::{CStr, CString};
+    let name = CString::new(topic).ok()?;
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: every pointer comes from librdkafka and is checked for null before use; the
+    // descriptions, their ids and strings are owned by the result event, read before it is
+    // destroyed; the collection and queue are destroyed once, after the request completed.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(client.native_ptr());
+        if queue.is_null() {
+            return None;
+        }
+        let mut names = [name.as_ptr()];
+        let collection = rd::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1);
+        rd::rd_kafka_DescribeTopics(client.native_ptr(), collection, std::ptr::null(), queue);
+        let event = rd::rd_kafka_queue_poll(queue, timeout_ms);
+        let mut id = None;
+        if !event.is_null() {
+            let result = rd::rd_kafka_event_DescribeTopics_result(event);
+            if rd::rd_kafka_event_error(event)
+                == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                && !result.is_null()
+            {
+                let mut count = 0usize;
+                let topics = rd::rd_kafka_DescribeTopics_result_topics(result, &mut count);
+                for i in 0..count {
+                    let description = *topics.add(i);
+                    if description.is_null()
+                        || !rd::rd_kafka_TopicDescription_error(description).is_null()
+                    {
+                        continue;
+                    }
+                    let uuid = rd::rd_kafka_TopicDescription_topic_id(description);
+                    if uuid.is_null() {
+                        continue;
+                    }
+                    let text = rd::rd_kafka_Uuid_base64str(uuid);
+                    if !text.is_null() {
+                        id = Some(CStr::from_ptr(text).to_string_lossy().into_owned());
+                    }
+                }
+            }
+            rd::rd_kafka_event_destroy(event);
+        }
+        rd::rd_kafka_TopicCollection_destroy(collection);
+        rd::rd_kafka_queue_destroy(queue);
+        id
+    }
+}
+
 /// The partition ids of `topic` (empty when it does not exist).
 pub fn partition_ids<C: Consumer>(
     consumer: &C,

@@ -103,6 +103,12 @@ impl ConfigFollower {
             stored.insert(p, next);
         }
         let resuming = stored.values().any(Option::is_some);
+        // A topic deleted and made again has a new id, whatever its offsets say.
+        let id = crate::kafka::topic_id(consumer.client(), &topic, Duration::from_secs(30));
+        let known = store.topic_id()?;
+        if resuming && id.is_some() && known.is_some() && id != known {
+            recreated = Some("the topic was recreated (its id changed)");
+        }
         if resuming && stale && recreated.is_none() {
             recreated = Some("the cache is older than the topic's delete.retention.ms");
         }
@@ -110,6 +116,9 @@ impl ConfigFollower {
             warn!(topic, why, "rebuilding the config cache from the topic");
             store.clear()?;
             stored.values_mut().for_each(|v| *v = None);
+        }
+        if let Some(id) = &id {
+            store.set_topic_id(id)?;
         }
         let resumed = stored.values().any(Option::is_some);
 

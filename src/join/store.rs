@@ -26,6 +26,8 @@ const OFFSET_PREFIX: &str = "o/";
 const FORMAT_KEY: &str = "format";
 /// When the cache was last known to hold everything the topic held (Unix ms).
 const SYNCED_KEY: &str = "synced";
+/// The id of the config topic the cache was read from.
+const TOPIC_ID_KEY: &str = "topic-id";
 const FORMAT: &[u8] = b"2";
 /// A stored value: the version (partition as 4 bytes, offset as 8, big-endian), then JSON.
 const VERSION_BYTES: usize = 12;
@@ -153,6 +155,19 @@ impl ConfigStore {
     /// Records that the cache is in step with the whole topic as of `unix_ms`.
     pub fn mark_synced(&self, unix_ms: u64) -> Result<(), StoreError> {
         self.db.put(SYNCED_KEY, unix_ms.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The id of the topic the cache holds records of, if known.
+    pub fn topic_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .get(TOPIC_ID_KEY)?
+            .and_then(|v| String::from_utf8(v).ok()))
+    }
+
+    pub fn set_topic_id(&self, id: &str) -> Result<(), StoreError> {
+        self.db.put(TOPIC_ID_KEY, id.as_bytes())?;
         Ok(())
     }
 

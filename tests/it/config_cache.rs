@@ -195,3 +195,65 @@ async fn a_cached_record_that_no_longer_decodes_ends_its_events_as_config_invali
     assert_eq!(outcomes.records[0]["reason"], "config_invalid");
     assert!(second.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recreated_config_topic_is_recognised_by_its_id() {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+
+    let h = Harness::start("cache-recreated").await;
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let mut first = h.processor("first");
+    first.wait_log("config cache caught up", 1);
+    assert!(first.stop().success());
+
+    // While it is down, the config topic is deleted and made again under the same name,
+    // and filled with more records than before (so its offsets alone look familiar): ORG's
+    // webhook is not among them.
+    let admin = admin(&h.topics.bootstrap);
+    admin
+        .delete_topics(&[h.topics.config.as_str()], &options())
+        .await
+        .expect("delete");
+    let topic = NewTopic::new(&h.topics.config, 2, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact");
+    let until = std::time::Instant::now() + PATIENCE;
+    loop {
+        let made = admin
+            .create_topics([&topic], &options())
+            .await
+            .expect("create");
+        if made.iter().all(Result::is_ok) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "topic not made again: {made:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for i in 0..10 {
+        h.configure(&format!("other{i}"), &h.receiver.url("/other"))
+            .await;
+    }
+
+    let mut second = h.processor("second");
+    second.wait_log("config cache caught up", 1);
+    let rebuilt = second.messages("rebuilding the config cache from the topic");
+    assert!(
+        rebuilt
+            .first()
+            .and_then(|l| l["fields"]["why"].as_str())
+            .is_some_and(|why| why.contains("its id changed")),
+        "{rebuilt:?}"
+    );
+    h.producer
+        .send_json(&h.topics.input, None, &spec_event("after-recreate"))
+        .await;
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    outcomes.wait_for(1);
+    assert_eq!(
+        outcomes.records[0]["reason"], "no_webhook",
+        "the old webhook is gone"
+    );
+    assert!(second.stop().success());
+}
