@@ -264,7 +264,16 @@ pub fn partition_ids<C: Consumer>(
     consumer: &C,
     topic: &str,
 ) -> Result<Vec<i32>, rdkafka::error::KafkaError> {
-    let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(30))?;
+    partition_ids_within(consumer, topic, std::time::Duration::from_secs(30))
+}
+
+/// As [`partition_ids`], waiting at most `timeout` for the broker.
+pub fn partition_ids_within<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<i32>, rdkafka::error::KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     Ok(metadata
         .topics()
         .iter()

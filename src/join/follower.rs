@@ -270,7 +270,10 @@ impl Loop {
 
     /// Starts reading partitions added to the topic since the follower started.
     fn follow_new_partitions(&mut self) {
-        let Ok(partitions) = partition_ids(&self.consumer, &self.topic) else {
+        // Briefly: the check comes round again, and a stop must not wait on a slow broker.
+        let Ok(partitions) =
+            crate::kafka::partition_ids_within(&self.consumer, &self.topic, Duration::from_secs(2))
+        else {
             return;
         };
         let mut tpl = TopicPartitionList::new();

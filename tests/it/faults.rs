@@ -439,6 +439,10 @@ async fn receiver_down_then_back() {
     Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started).check();
 }
 
+/// Held by the scenarios that run brokers of their own: four more JVMs at once on a small
+/// machine would slow everything past the suite's patience.
+static OWN_BROKERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A broker of the scenario's own (ports 19092/19093), so stopping it disturbs no other test.
 struct OwnBroker {
     home: tempfile::TempDir,
@@ -480,6 +484,7 @@ impl Drop for OwnBroker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_stop_and_start_during_load() {
+    let _alone = OWN_BROKERS.lock().await;
     let broker = OwnBroker::start();
     let h = fault_harness("broker", OwnBroker::BOOTSTRAP).await;
     let started = Instant::now();
@@ -572,6 +577,7 @@ impl Drop for OwnCluster {
 /// the input is killed with `kill -9` mid-run and brought back: nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_broker_killed_during_load() {
+    let _alone = OWN_BROKERS.lock().await;
     let cluster = OwnCluster::start();
     let h = replicated_fault_harness("cluster", OwnCluster::BOOTSTRAP, 3).await;
     let started = Instant::now();
