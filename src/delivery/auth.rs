@@ -1,14 +1,14 @@
 //! The security headers of a request: `Authorization: Bearer <JWT>` for webhooks with JWT
 //! authentication, and `webhook-signature` for webhooks with signing secrets.
 //!
-//! A webhook's settings are parsed once per config version (the config-topic partition and
-//! offset its record was read at): algorithm, claims and secret sources, with sealed and
-//! environment secrets resolved then. Key files are re-read when they change. Tokens are
-//! kept with the parsed settings and reused until shortly before they expire, so an edit of
-//! the record (a new version) or of a key file takes effect on the next request.
+//! [`Auth::prepare`] parses a webhook's settings (algorithm, claims and secret sources, with
+//! sealed and environment secrets resolved then); the caller keeps the result for as long as
+//! the record's version stands (the delivery worker keeps it per config version). Key files
+//! are re-read when they change. Tokens are kept with the parsed settings and reused until
+//! shortly before they expire, so an edit of the record (a new version, prepared anew) or of
+//! a key file takes effect on the next request.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -20,7 +20,6 @@ use crate::domain::config::{Authentication, WebhookConfig};
 use crate::domain::secret::{SecretError, SecretSource};
 use crate::domain::signature;
 use crate::domain::time::unix_seconds;
-use crate::join::Version;
 
 /// Why a webhook's security settings cannot be applied. Never carries secret material.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +67,8 @@ struct Cached {
     renew_at: u64,
 }
 
-/// A webhook's security settings, parsed.
-struct Prepared {
+/// A webhook's security settings, parsed (see [`Auth::prepare`]).
+pub struct Prepared {
     /// The record the settings belong to, for the secrets read at use.
     record_key: String,
     ims_org: String,
@@ -77,9 +76,6 @@ struct Prepared {
     /// Signing keys: decoded when resolved at parse time; files are decoded at use.
     signing: Vec<Material>,
 }
-
-/// Versions whose settings are kept before the map starts over.
-const MAX_PREPARED: usize = 10_000;
 
 impl Prepared {
     fn owner(&self) -> Owner<'_> {
@@ -92,8 +88,6 @@ impl Prepared {
 
 pub struct Auth {
     secrets: Secrets,
-    /// Parsed settings by config version (a version is one record of one webhook).
-    prepared: Mutex<HashMap<Version, Arc<Prepared>>>,
 }
 
 fn settings_str(jwt: &Value, field: &str) -> Result<String, AuthError> {
@@ -134,23 +128,17 @@ fn decode_signing_key(bytes: Vec<u8>) -> Result<Vec<u8>, AuthError> {
 
 impl Auth {
     pub fn new(secrets: Secrets) -> Self {
-        Auth {
-            secrets,
-            prepared: Mutex::new(HashMap::new()),
-        }
+        Auth { secrets }
     }
 
-    /// The headers for a request to `webhook` (of config `version`) with this id,
-    /// timestamp and body.
+    /// The headers for a request with these settings, id, timestamp and body.
     pub fn headers(
         &self,
-        webhook: &WebhookConfig,
-        version: Version,
+        prepared: &Prepared,
         webhook_id: &str,
         timestamp: u64,
         body: &[u8],
     ) -> Result<SecurityHeaders, AuthError> {
-        let prepared = self.prepared(webhook, version)?;
         let mut headers = SecurityHeaders::default();
         if let Some(jwt) = &prepared.jwt {
             headers.authorization = Some(format!("Bearer {}", self.token(jwt, prepared.owner())?));
@@ -170,26 +158,6 @@ impl Auth {
         Ok(headers)
     }
 
-    /// The parsed settings of this version of the webhook, parsed now if not yet.
-    fn prepared(
-        &self,
-        webhook: &WebhookConfig,
-        version: Version,
-    ) -> Result<Arc<Prepared>, AuthError> {
-        let mut cache = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(prepared) = cache.get(&version) {
-            return Ok(prepared.clone());
-        }
-        // Parsed under the lock: a new version is parsed once, not by every request at once.
-        let prepared = Arc::new(self.prepare(webhook)?);
-        // Earlier versions are never asked for again: start over now and then.
-        if cache.len() >= MAX_PREPARED {
-            cache.clear();
-        }
-        cache.insert(version, prepared.clone());
-        Ok(prepared)
-    }
-
     fn material(
         &self,
         value: Option<&Value>,
@@ -205,7 +173,9 @@ impl Auth {
         })
     }
 
-    fn prepare(&self, webhook: &WebhookConfig) -> Result<Prepared, AuthError> {
+    /// Parses `webhook`'s authentication and signing settings, resolving the secrets that
+    /// do not change while the process runs (sealed values, the environment).
+    pub fn prepare(&self, webhook: &WebhookConfig) -> Result<Prepared, AuthError> {
         let record_key = webhook.key().to_string();
         let owner = Owner {
             record_key: &record_key,
@@ -332,14 +302,14 @@ mod tests {
         folder.join(name)
     }
 
-    const V1: Version = Version {
-        partition: 0,
-        offset: 1,
-    };
-    const V2: Version = Version {
-        partition: 0,
-        offset: 2,
-    };
+    /// Prepares `webhook` and makes its headers.
+    fn headers(
+        auth: &Auth,
+        webhook: &WebhookConfig,
+        id: &str,
+    ) -> Result<SecurityHeaders, AuthError> {
+        auth.headers(&auth.prepare(webhook)?, id, 1, b"{}")
+    }
 
     fn bearer(h: SecurityHeaders) -> String {
         h.authorization
@@ -359,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn settings_are_parsed_once_per_config_version() {
+    fn prepared_settings_keep_their_token_and_edits_are_prepared_anew() {
         let sealing = crate::domain::secret::SealingKey::from_base64(
             &crate::domain::secret::SealingKey::generate_base64(),
         )
@@ -371,32 +341,24 @@ mod tests {
                    "subject": "org", "audience": "hooks", "claims": {"tenant": tenant}})
         };
         let first = webhook_with(jwt(sealed(b"k1"), "one"), Value::Null);
-        let token = bearer(auth.headers(&first, V1, "e1", 1, b"{}").unwrap());
+        let prepared = auth.prepare(&first).unwrap();
+        let token = bearer(auth.headers(&prepared, "e1", 1, b"{}").unwrap());
         assert_eq!(claims(&token, b"k1")["tenant"], "one");
-
-        // The same version is not parsed again (a record's value never changes under its
-        // version): the token of the parsed settings is reused.
-        let edited = webhook_with(jwt(sealed(b"k2"), "two"), Value::Null);
+        // The same prepared settings keep their token.
         assert_eq!(
-            bearer(auth.headers(&edited, V1, "e2", 2, b"{}").unwrap()),
+            bearer(auth.headers(&prepared, "e2", 2, b"{}").unwrap()),
             token
         );
 
-        // A new version is parsed, with its key and claims, on its first request.
-        let token2 = bearer(auth.headers(&edited, V2, "e3", 3, b"{}").unwrap());
+        // Edited settings (a new version) are prepared anew, with their key and claims.
+        let edited = webhook_with(jwt(sealed(b"k2"), "two"), Value::Null);
+        let token2 = bearer(headers(&auth, &edited, "e3").unwrap());
         assert_eq!(claims(&token2, b"k2")["tenant"], "two");
 
-        // Settings that cannot work are refused at parse time, without revealing the key.
+        // Settings that cannot work are refused when prepared, without revealing the key.
         let mut bad = jwt(sealed(b"not-a-pem-SECRETVALUE"), "x");
         bad["algorithm"] = json!("RS256");
-        let v3 = Version {
-            partition: 0,
-            offset: 3,
-        };
-        let err = auth
-            .headers(&webhook_with(bad, Value::Null), v3, "e4", 4, b"")
-            .err()
-            .unwrap();
+        let err = auth.prepare(&webhook_with(bad, Value::Null)).err().unwrap();
         assert!(matches!(err, AuthError::Key(Algorithm::RS256)), "{err}");
         assert!(!err.to_string().contains("SECRETVALUE"));
     }
@@ -424,7 +386,8 @@ mod tests {
             hs256(&key_file, json!({"tenant": "acme", "iss": "forged"})),
             Value::Null,
         );
-        let h1 = auth.headers(&webhook, V1, "e1", 1, b"{}").unwrap();
+        let prepared = auth.prepare(&webhook).unwrap();
+        let h1 = auth.headers(&prepared, "e1", 1, b"{}").unwrap();
         let token = h1
             .authorization
             .unwrap()
@@ -449,7 +412,7 @@ mod tests {
             300
         );
 
-        let h2 = auth.headers(&webhook, V1, "e2", 2, b"{}").unwrap();
+        let h2 = auth.headers(&prepared, "e2", 2, b"{}").unwrap();
         assert_eq!(
             h2.authorization.unwrap(),
             format!("Bearer {token}"),
@@ -467,7 +430,7 @@ mod tests {
             .unwrap();
         // Files are looked at again at most once a second.
         std::thread::sleep(std::time::Duration::from_millis(1_100));
-        let h3 = auth.headers(&webhook, V1, "e3", 3, b"{}").unwrap();
+        let h3 = auth.headers(&prepared, "e3", 3, b"{}").unwrap();
         let token3 = h3
             .authorization
             .unwrap()
@@ -497,8 +460,7 @@ mod tests {
         );
         let h = auth
             .headers(
-                &webhook,
-                V1,
+                &auth.prepare(&webhook).unwrap(),
                 "msg_p5jXN8AQM9LWM0D4loKWxJek",
                 1614265330,
                 br#"{"test": 2432232314}"#,
@@ -519,8 +481,8 @@ mod tests {
         let mut jwt = hs256(&key_file, json!({}));
         jwt["algorithm"] = json!("RS256");
         let auth = Auth::new(scoped(&dir));
-        let err = auth
-            .headers(&webhook_with(jwt, Value::Null), V1, "e", 1, b"")
+        // A key file is read at use: the error comes with the first request.
+        let err = headers(&auth, &webhook_with(jwt, Value::Null), "e")
             .err()
             .unwrap();
         assert!(!err.to_string().contains("SECRETVALUE"), "{err}");

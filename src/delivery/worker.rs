@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use super::auth::Auth;
+use super::auth::{Auth, AuthError, Prepared};
 use super::endpoints::{endpoint_key, Endpoints, Refusal};
 use super::sender::{DeliveryIds, Sender};
 use crate::domain::config::{self, Rules, WebhookConfig};
@@ -57,8 +57,8 @@ fn not_sent(refusal: Refusal) -> Attempt {
     }
 }
 
-/// What a version of a webhook's record says about where it is delivered, worked out on
-/// its first event rather than on every one.
+/// What a version of a webhook's record says about where and how it is delivered, worked
+/// out on its first event rather than on every one.
 struct Target {
     /// The scheduling key: one webhook per org + sandbox.
     webhook_key: String,
@@ -67,6 +67,8 @@ struct Target {
     /// The URL passes the current rules (re-validated at use: a record stored under older
     /// rules must not slip through).
     url_ok: bool,
+    /// Its authentication and signing settings, parsed; or why they cannot be applied.
+    security: Result<Prepared, AuthError>,
 }
 
 /// Versions remembered before the map starts over (old versions are never asked again).
@@ -144,6 +146,7 @@ impl Deliverer {
             webhook_key: format!("{}/{}", webhook.ims_org, webhook.sandbox.id),
             endpoint_key: endpoint_key(&webhook.url),
             url_ok: config::check_url(&webhook.url, self.rules).is_ok(),
+            security: self.auth.prepare(webhook),
         });
         targets.insert(version, target.clone());
         target
@@ -225,10 +228,15 @@ impl Deliverer {
             }
         };
         let at = SystemTime::now();
-        let security = match self
-            .auth
-            .headers(webhook, version, &event.id, unix_seconds(at), &body)
-        {
+        let security = match target
+            .security
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                self.auth
+                    .headers(p, &event.id, unix_seconds(at), &body)
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(security) => security,
             Err(e) => {
                 // Not the endpoint's fault: the pass is dropped without a verdict.
@@ -338,6 +346,40 @@ mod tests {
         let high = busy_delay(2, none, 0.2, 0.999_999);
         assert!(low >= Duration::from_millis(1_599) && low <= Duration::from_millis(1_601));
         assert!(high > Duration::from_millis(2_399) && high <= Duration::from_millis(2_400));
+    }
+
+    #[tokio::test]
+    async fn a_version_of_a_webhook_is_worked_out_once() {
+        use crate::delivery::client::ClientOptions;
+        use crate::delivery::secrets::Secrets;
+        use crate::delivery::{build_client, Endpoints};
+        use crate::domain::config::tests::sample_webhook;
+        let settings = crate::settings::Settings::default();
+        let policy = Arc::new(settings.address_policy().unwrap());
+        let client = build_client(&ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            extra_ca_file: None,
+            policy: policy.clone(),
+        })
+        .unwrap();
+        let deliverer = Deliverer::new(
+            Sender::new(client, policy),
+            Auth::new(Secrets::new(None, settings.secret_scope())),
+            settings.retry_policy(),
+            Endpoints::new(settings.schedule_policy(), settings.wait_limits()),
+            settings.rules(),
+        );
+        let webhook: WebhookConfig = serde_json::from_value(sample_webhook()).unwrap();
+        let v = |offset| Version {
+            partition: 0,
+            offset,
+        };
+        let first = deliverer.target(&webhook, v(1));
+        assert!(Arc::ptr_eq(&first, &deliverer.target(&webhook, v(1))));
+        assert!(!Arc::ptr_eq(&first, &deliverer.target(&webhook, v(2))));
+        assert_eq!(first.endpoint_key, "https://hooks.example.com:443");
+        assert!(first.url_ok && first.security.is_ok());
     }
 
     #[test]

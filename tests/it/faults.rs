@@ -439,6 +439,20 @@ async fn receiver_down_then_back() {
     Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started).check();
 }
 
+/// Runs `scripts/kafka ARGS` with `env`, sharing the local broker's jars when installed;
+/// fails the test if it fails.
+fn kafka_script(args: &[&str], env: &[(&str, &str)]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = Command::new(root.join("scripts/kafka"));
+    command.args(args).envs(env.iter().copied());
+    let shared = root.join(".kafka/libs");
+    if shared.join(".complete").exists() {
+        command.env("KAFKA_LIBS", shared);
+    }
+    let status = command.status().expect("scripts/kafka");
+    assert!(status.success(), "scripts/kafka {args:?} failed");
+}
+
 /// Held by the scenarios that run brokers of their own: four more JVMs at once on a small
 /// machine would slow everything past the suite's patience.
 static OWN_BROKERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -452,19 +466,15 @@ impl OwnBroker {
     const BOOTSTRAP: &str = "127.0.0.1:19092";
 
     fn script(&self, action: &str) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut command = Command::new(root.join("scripts/kafka"));
-        command
-            .arg(action)
-            .env("KAFKA_PORT", "19092")
-            .env("KAFKA_CONTROLLER_PORT", "19093")
-            .env("KAFKA_HOME_DIR", self.home.path());
-        let shared = root.join(".kafka/libs");
-        if shared.join(".complete").exists() {
-            command.env("KAFKA_LIBS", shared);
-        }
-        let status = command.status().expect("scripts/kafka");
-        assert!(status.success(), "scripts/kafka {action} failed");
+        let home = self.home.path().display().to_string();
+        kafka_script(
+            &[action],
+            &[
+                ("KAFKA_PORT", "19092"),
+                ("KAFKA_CONTROLLER_PORT", "19093"),
+                ("KAFKA_HOME_DIR", &home),
+            ],
+        );
     }
 
     fn start() -> Self {
@@ -524,19 +534,17 @@ impl OwnCluster {
     const BOOTSTRAP: &str = "127.0.0.1:19192,127.0.0.1:19194,127.0.0.1:19196";
 
     fn script(&self, args: &[&str]) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut command = Command::new(root.join("scripts/kafka"));
-        command
-            .arg("cluster")
-            .args(args)
-            .env("KAFKA_CLUSTER_PORT", "19192")
-            .env("KAFKA_CLUSTER_DIR", self.home.path());
-        let shared = root.join(".kafka/libs");
-        if shared.join(".complete").exists() {
-            command.env("KAFKA_LIBS", shared);
-        }
-        let status = command.status().expect("scripts/kafka");
-        assert!(status.success(), "scripts/kafka cluster {args:?} failed");
+        let home = self.home.path().display().to_string();
+        let args: Vec<&str> = std::iter::once("cluster")
+            .chain(args.iter().copied())
+            .collect();
+        kafka_script(
+            &args,
+            &[
+                ("KAFKA_CLUSTER_PORT", "19192"),
+                ("KAFKA_CLUSTER_DIR", &home),
+            ],
+        );
     }
 
     fn start() -> Self {

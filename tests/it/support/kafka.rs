@@ -169,16 +169,7 @@ impl Reader {
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .expect("metadata");
-        let mut tpl = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                    .unwrap();
-            }
-        }
+        let tpl = partitions(&consumer, topic, Offset::Beginning);
         consumer.assign(&tpl).expect("assign");
         Reader {
             consumer,
@@ -229,6 +220,21 @@ impl Reader {
     }
 }
 
+/// Every partition of `topic`, each at `offset`.
+fn partitions(consumer: &BaseConsumer, topic: &str, offset: Offset) -> TopicPartitionList {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), offset)
+                .expect("partition added");
+        }
+    }
+    tpl
+}
+
 /// The offsets `group` has committed on each partition of `topic` (-1: none), by partition.
 pub fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<i64> {
     let consumer: BaseConsumer = client(bootstrap)
@@ -236,15 +242,7 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<i64> {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition(topic, p.id());
-        }
-    }
+    let tpl = partitions(&consumer, topic, Offset::Invalid);
     let committed = consumer
         .committed_offsets(tpl, Duration::from_secs(30))
         .expect("committed offsets");
