@@ -15,6 +15,7 @@ mod hostile;
 mod invalid;
 mod observe;
 mod packaging;
+mod rebalance;
 mod replay;
 mod restart;
 mod retries;

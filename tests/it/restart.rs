@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::support::kafka::Reader;
+use crate::support::kafka::{self, Reader};
 use crate::support::processor::Processor;
 use crate::support::*;
 
@@ -106,4 +106,93 @@ async fn a_new_group_can_start_at_the_end_of_its_input() {
     assert_eq!(ids.len(), 5, "{ids:?}");
     assert!(ids.iter().all(|id| id.starts_with("after-")), "{ids:?}");
     assert!(processor.stop().success());
+}
+
+/// A stop while outcomes cannot be written (the outcome topic was deleted, and the broker
+/// does not create topics): the processor still stops, commits what the broker acknowledged
+/// and not the event whose outcome is pending; a restart, once the topic is back, redoes
+/// that event. Nothing is lost and nothing acknowledged is redone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_with_outcomes_pending_commits_only_acknowledged_work() {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    use std::time::{Duration, Instant};
+
+    let mut h = Harness::start("stop-pending").await;
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    h.env
+        .push(("FW_SHUTDOWN__DRAIN_DEADLINE_SECS".into(), "2".into()));
+    let admin = kafka::admin(&h.topics.bootstrap);
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let mut first = h.processor("first");
+    let key = Some("one-partition");
+    let mut last = (0, 0);
+    for i in 0..5 {
+        last = h
+            .producer
+            .send_json(&h.topics.input, key, &spec_event(&format!("acked-{i}")))
+            .await;
+    }
+    let (partition, acked_end) = (last.0 as usize, last.1 + 1);
+    Reader::new(&h.topics.outcomes).wait_for(5);
+    for r in admin
+        .delete_topics(&[h.topics.outcomes.as_str()], &options)
+        .await
+        .unwrap()
+    {
+        r.expect("outcome topic deleted");
+    }
+    let (_, pending) = h
+        .producer
+        .send_json(&h.topics.input, key, &spec_event("pending"))
+        .await;
+    h.receiver.wait_for(6).await;
+    assert!(
+        !first.stop().success(),
+        "a stop with an unflushed outcome is not clean"
+    );
+    let log = std::fs::read_to_string(&first.log).unwrap();
+    assert!(log.contains(r#""message":"stopped""#), "{log}");
+    let committed = kafka::committed(&h.topics.bootstrap, &h.topics.group, &h.topics.input);
+    assert_eq!(
+        committed[partition], acked_end,
+        "committed {committed:?}; the pending event is at {pending}"
+    );
+
+    let outcomes = NewTopic::new(&h.topics.outcomes, 3, TopicReplication::Fixed(1));
+    let until = Instant::now() + PATIENCE;
+    loop {
+        // The deletion completes in the background; until then the name is taken.
+        let created = admin.create_topics([&outcomes], &options).await.unwrap();
+        if created.iter().all(Result::is_ok) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "outcome topic not recreated: {created:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut second = h.processor("second");
+    let mut after = Reader::new(&h.topics.outcomes);
+    let redone = after.wait_for(1)[0].clone();
+    assert_eq!(redone["eventId"], "pending", "{redone}");
+    after.poll_for(Duration::from_secs(2));
+    assert_eq!(
+        after.records.len(),
+        1,
+        "acknowledged work redone: {:?}",
+        after.records
+    );
+    let committed = kafka::committed(&h.topics.bootstrap, &h.topics.group, &h.topics.input);
+    assert!(committed[partition] > pending, "committed {committed:?}");
+    let mut requests: HashMap<String, usize> = HashMap::new();
+    for r in h.receiver.received() {
+        *requests
+            .entry(r.header("webhook-id").unwrap().to_owned())
+            .or_default() += 1;
+    }
+    // The pending event's request was sent before the stop and again after: at least once.
+    assert_eq!(requests.remove("pending"), Some(2), "{requests:?}");
+    assert!(requests.values().all(|&n| n == 1), "{requests:?}");
+    assert!(second.stop().success());
 }
