@@ -201,6 +201,27 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// The largest record `topic` takes (its `max.message.bytes`); `None` when the broker does
+/// not say (the topic is missing, or the request failed).
+pub async fn max_message_bytes(kafka: &KafkaSettings, topic: &str) -> Option<usize> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create().ok()?;
+    let options = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(30)));
+    let configs = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .ok()?;
+    let config = configs.into_iter().next()?.ok()?;
+    config
+        .get("max.message.bytes")?
+        .value
+        .as_deref()?
+        .parse()
+        .ok()
+}
+
 /// The id the cluster gave `topic` when it was created (base64), by the DescribeTopics
 /// admin request on `client` (blocking, up to `timeout`); `None` when the broker does not
 /// say. A topic deleted and made again under the same name has a new id.

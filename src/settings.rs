@@ -153,6 +153,29 @@ pub struct KafkaSettings {
     pub internal_min_insync_replicas: i32,
     /// Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*).
     pub properties: BTreeMap<String, String>,
+    /// `exactly_once` (default): outcomes, parked records and the input offsets behind
+    /// them are written in one Kafka transaction, so a `read_committed` reader of the
+    /// outcome topic sees one outcome per input record. `at_least_once`: for brokers
+    /// without transactions; a fault may write an outcome twice.
+    pub processing_guarantee: Guarantee,
+    /// How often completed work is committed (milliseconds): with `exactly_once`, how long
+    /// a transaction stays open (its outcomes become visible to `read_committed` readers
+    /// when it commits); with `at_least_once`, how often offsets are committed.
+    pub commit_interval_ms: u64,
+    /// The transactional id prefix of this instance's producers (`exactly_once`). It must
+    /// differ between instances and stay the same across restarts of one instance (a
+    /// restart then aborts what the previous run left open at once, instead of after the
+    /// transaction timeout). Default: `{group_id}-{host name}-{hash of the store path}`.
+    pub transactional_id: Option<String>,
+}
+
+/// What a fault may cost: see [`KafkaSettings::processing_guarantee`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    #[default]
+    ExactlyOnce,
+    AtLeastOnce,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +256,9 @@ impl Default for KafkaSettings {
             internal_replication_factor: 0,
             internal_min_insync_replicas: 0,
             properties: BTreeMap::new(),
+            processing_guarantee: Guarantee::ExactlyOnce,
+            commit_interval_ms: 100,
+            transactional_id: None,
         }
     }
 }
@@ -373,6 +399,12 @@ impl Settings {
         if self.kafka.retry_partitions < 1 {
             return bad("kafka.retry_partitions must be at least 1");
         }
+        if !(10..=60_000).contains(&self.kafka.commit_interval_ms) {
+            return bad("kafka.commit_interval_ms must be from 10 to 60000");
+        }
+        if self.kafka.transactional_id.as_deref() == Some("") {
+            return bad("kafka.transactional_id must not be empty (leave it out for the default)");
+        }
         if self.kafka.internal_replication_factor < 0 || self.kafka.internal_min_insync_replicas < 0
         {
             return bad("kafka.internal_replication_factor and internal_min_insync_replicas must be 0 (automatic) or more");
@@ -458,7 +490,25 @@ impl Settings {
         Ok(AddressPolicy { allow })
     }
 
-    /// The config-encryption key, if one is configured.
+    /// This instance's transactional id prefix (see [`KafkaSettings::transactional_id`]).
+    pub fn transactional_id(&self) -> String {
+        if let Some(id) = &self.kafka.transactional_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "host".into());
+        let store =
+            std::fs::canonicalize(&self.store.path).unwrap_or_else(|_| self.store.path.clone());
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(store.to_string_lossy().as_bytes());
+        let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{host}-{hash}", self.kafka.group_id)
+    }
+
     /// What secret references may reach.
     pub fn secret_scope(&self) -> crate::delivery::secrets::SecretScope {
         crate::delivery::secrets::SecretScope {
@@ -468,6 +518,7 @@ impl Settings {
         }
     }
 
+    /// The config-encryption key, if one is configured.
     pub fn sealing_key(&self) -> Result<Option<SealingKey>, SettingsError> {
         let Some(path) = &self.secrets.encryption_key_file else {
             return Ok(None);

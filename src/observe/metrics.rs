@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Records the broker refused for good, by what was done instead (`outcome_reduced`,
     /// `outcome_dropped`, `park_refused`).
     pub record_write_failures: IntCounterVec,
+    /// Transactions (exactly once) by how they ended (`committed`, `aborted`).
+    pub transactions: IntCounterVec,
     /// HTTP requests to webhooks under way.
     pub deliveries_in_flight: IntGauge,
     /// Circuit breakers (one per host, one per webhook) by state (`closed`, `open`,
@@ -149,6 +151,12 @@ impl Metrics {
                 "record_write_failures_total",
                 "Records the broker refused for good, by what was done instead",
                 &["action"],
+            ),
+            transactions: counter(
+                &r,
+                "transactions_total",
+                "Transactions of outcomes, parked records and input offsets, by how they ended",
+                &["result"],
             ),
             deliveries_in_flight: gauge(&r, "deliveries_in_flight", "Webhook requests under way"),
             circuit_breakers: gauge_vec(

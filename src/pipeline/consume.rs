@@ -1,5 +1,5 @@
 //! One consumer loop: records become tasks, a bounded number at once, and each partition's
-//! commit point follows its completed records. Retry-tier records that are not due yet are
+//! progress (its completed records) is committed at a steady interval. Retry-tier records that are not due yet are
 //! deferred (their partition paused and rewound) once a few of them wait.
 
 use std::collections::{HashMap, VecDeque};
@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::fatal::Fatal;
 use tracing::{error, info, warn};
 
 use crate::delivery::unix_ms;
+use crate::source::commit::CommitError;
 use crate::source::{InputRecord, PartitionKey, RecordSource};
 
 /// One consumer loop: each record becomes a task, at most `limit` at once.
@@ -44,12 +45,13 @@ pub(super) async fn consume<S, C, F, Fut>(
         in_flight_gauge,
         due,
         fatal,
+        commit_every,
     } = l;
     // Partitions paused until their head record is due: (when, partition, generation).
     let mut deferred: Vec<(tokio::time::Instant, PartitionKey, u64)> = Vec::new();
     let permits = Arc::new(Semaphore::new(limit));
-    // Commit points reached by completed records, to store for the next commit.
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PartitionKey, u64, i64)>();
+    let mut commit_tick = tokio::time::interval(commit_every);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tasks = JoinSet::new();
     // Records received while full (only while paused: newly assigned partitions).
     let mut held: VecDeque<(InputRecord, Option<Waiting>)> = VecDeque::new();
@@ -58,19 +60,27 @@ pub(super) async fn consume<S, C, F, Fut>(
     let mut paused = false;
     let mut full_since: Option<tokio::time::Instant> = None;
     let spawn = |record: InputRecord, permit, waiting: Option<Waiting>, tasks: &mut JoinSet<()>| {
-        let done = done_tx.clone();
         let lease = record.lease();
         let work = handler(context.clone(), record);
         tasks.spawn(async move {
             let _waiting = waiting;
             // An unfinished record (shutdown, panic) drops its lease and is released.
             if work.await {
-                if let Some(point) = lease.complete() {
-                    let _ = done.send(point);
-                }
+                lease.complete();
             }
             drop(permit);
         });
+    };
+    let commit = || match consumer.commit() {
+        Ok(()) => {}
+        Err(e @ (CommitError::Kafka(_) | CommitError::Busy)) => {
+            warn!(consumer = name, error = %e, "commit failed; the next commit covers it")
+        }
+        // Exactly once, a failed commit voids results whose records count as done here.
+        Err(e) => {
+            error!(consumer = name, error = %e, "transaction failed; stopping");
+            fatal.raise(format!("{name} commit: {e}"));
+        }
     };
     let count_in_flight = |permits: &Semaphore| {
         if let Some(gauge) = in_flight_gauge {
@@ -108,7 +118,7 @@ pub(super) async fn consume<S, C, F, Fut>(
         tokio::select! {
             biased;
             _ = stopping.changed() => {}
-            Some((key, generation, next)) = done_rx.recv() => consumer.store(&key, generation, next),
+            _ = commit_tick.tick() => commit(),
             () = tokio::time::sleep_until(next_due.unwrap_or(since)), if next_due.is_some() => {
                 let now = tokio::time::Instant::now();
                 deferred.retain(|(at, key, generation)| {
@@ -171,9 +181,6 @@ pub(super) async fn consume<S, C, F, Fut>(
             if let Err(e) = joined {
                 error!(consumer = name, error = %e, "record task failed");
             }
-            while let Ok((key, generation, next)) = done_rx.try_recv() {
-                consumer.store(&key, generation, next);
-            }
         }
     })
     .await;
@@ -185,9 +192,6 @@ pub(super) async fn consume<S, C, F, Fut>(
         );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-    }
-    while let Ok((key, generation, next)) = done_rx.try_recv() {
-        consumer.store(&key, generation, next);
     }
     count_in_flight(&permits);
 }
@@ -208,6 +212,8 @@ pub(super) struct Loop<'a, S> {
     /// Raised when a record task panics: its offset would stay open for good, so the
     /// process stops and redoes the work after a restart.
     pub(super) fatal: &'a Fatal,
+    /// How often progress is committed.
+    pub(super) commit_every: Duration,
 }
 
 /// Records due later than this count as waiting (see `LOOKAHEAD`).
@@ -298,8 +304,19 @@ mod tests {
             }
         }
 
-        fn store(&self, _: &PartitionKey, _: u64, next: i64) {
-            self.stored.lock().unwrap().push(next);
+        /// Records each new commit point.
+        fn commit(&self) -> Result<(), CommitError> {
+            let next = self
+                .tracker
+                .lock()
+                .unwrap()
+                .progress_of(&key())
+                .map(|p| p.next);
+            let mut stored = self.stored.lock().unwrap();
+            if let Some(next) = next.filter(|n| stored.last() != Some(n)) {
+                stored.push(next);
+            }
+            Ok(())
         }
 
         fn pause(&self) {}
@@ -343,6 +360,7 @@ mod tests {
             in_flight_gauge: None,
             due: None,
             fatal: Box::leak(Box::default()),
+            commit_every: Duration::from_millis(20),
         }
     }
 

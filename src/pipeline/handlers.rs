@@ -46,6 +46,7 @@ fn source_of(record: &InputRecord) -> Source {
 /// its `invalid` outcome here, naming where it came from (and the replay, if any).
 async fn parse_or_record_invalid(
     context: &Context,
+    record: &InputRecord,
     payload: Option<&[u8]>,
     source: &Source,
     replay: &Option<Replay>,
@@ -63,7 +64,7 @@ async fn parse_or_record_invalid(
     let identity = event::identity_of_invalid(payload, context.max_event_bytes);
     let mut outcome = Outcome::invalid(identity, reason, source.clone(), now());
     outcome.replay = replay.clone();
-    context.recorder.outcome(&outcome).await;
+    context.recorder.outcome(record, &outcome).await;
     None
 }
 
@@ -71,7 +72,8 @@ async fn parse_or_record_invalid(
 pub(super) async fn handle_input(context: Arc<Context>, record: InputRecord) -> bool {
     let source = source_of(&record);
     let payload = record.payload.as_deref();
-    let Some(event) = parse_or_record_invalid(&context, payload, &source, &None).await else {
+    let Some(event) = parse_or_record_invalid(&context, &record, payload, &source, &None).await
+    else {
         return true;
     };
     let span = event_span(&event);
@@ -88,7 +90,7 @@ pub(super) async fn handle_input(context: Arc<Context>, record: InputRecord) -> 
             busy_parks: 0,
             replay: None,
         };
-        advance(&context, &event, raw, progress, source).await;
+        advance(&context, &record, &event, raw, progress, source).await;
     }
     .instrument(span)
     .await;
@@ -118,7 +120,7 @@ async fn read_internal<T: serde::de::DeserializeOwned>(
             );
             let source = source_of(record);
             let outcome = Outcome::invalid(Default::default(), Reason::InvalidEvent, source, now());
-            context.recorder.outcome(&outcome).await;
+            context.recorder.outcome(record, &outcome).await;
             None
         }
     }
@@ -160,7 +162,7 @@ pub(super) async fn handle_parked(context: Arc<Context>, record: InputRecord) ->
                 parked.source,
                 now(),
             );
-            context.recorder.outcome(&outcome).await;
+            context.recorder.outcome(&record, &outcome).await;
             return true;
         }
     };
@@ -180,7 +182,7 @@ pub(super) async fn handle_parked(context: Arc<Context>, record: InputRecord) ->
         busy_parks,
         replay,
     };
-    advance(&context, &event, move || raw, progress, source)
+    advance(&context, &record, &event, move || raw, progress, source)
         .instrument(span)
         .await;
     true
@@ -210,7 +212,8 @@ pub(super) async fn handle_replay(context: Arc<Context>, record: InputRecord) ->
     } = request;
     let bytes = serde_json::to_vec(&raw).unwrap_or_default();
     let replay = Some(replay);
-    let Some(event) = parse_or_record_invalid(&context, Some(&bytes), &source, &replay).await
+    let Some(event) =
+        parse_or_record_invalid(&context, &record, Some(&bytes), &source, &replay).await
     else {
         return true;
     };
@@ -221,7 +224,7 @@ pub(super) async fn handle_replay(context: Arc<Context>, record: InputRecord) ->
         busy_parks: 0,
         replay,
     };
-    advance(&context, &event, move || raw, progress, source)
+    advance(&context, &record, &event, move || raw, progress, source)
         .instrument(span)
         .await;
     true
@@ -231,6 +234,7 @@ pub(super) async fn handle_replay(context: Arc<Context>, record: InputRecord) ->
 /// parked record for a later attempt.
 async fn advance(
     context: &Context,
+    record: &InputRecord,
     event: &FeedbackEvent,
     raw_event: impl FnOnce() -> Value,
     progress: Progress,
@@ -257,7 +261,7 @@ async fn advance(
                     now(),
                 );
                 outcome.replay = replay;
-                context.recorder.outcome(&outcome).await;
+                context.recorder.outcome(record, &outcome).await;
                 return;
             }
             Err(e) => {
@@ -288,7 +292,7 @@ async fn advance(
             let mut outcome =
                 Outcome::for_event(event, Some(reason), webhook_ref, attempts, source, now());
             outcome.replay = replay;
-            context.recorder.outcome(&outcome).await;
+            context.recorder.outcome(record, &outcome).await;
             return;
         }
     };
@@ -315,7 +319,7 @@ async fn advance(
             let mut outcome =
                 Outcome::for_event(event, reason, Some(webhook), attempts, source, now());
             outcome.replay = replay;
-            context.recorder.outcome(&outcome).await;
+            context.recorder.outcome(record, &outcome).await;
         }
         Step::Park {
             attempts,
@@ -346,7 +350,7 @@ async fn advance(
                 attempts = parked.attempts.len(),
                 "parked for retry"
             );
-            if context.recorder.park(&parked, delay).await.is_err() {
+            if context.recorder.park(record, &parked, delay).await.is_err() {
                 // Never written, so never retried: the event ends here, with its attempts.
                 error!(
                     event_id = event.id,
@@ -367,7 +371,7 @@ async fn advance(
                     now(),
                 );
                 outcome.replay = replay;
-                context.recorder.outcome(&outcome).await;
+                context.recorder.outcome(record, &outcome).await;
             }
         }
     }
@@ -440,7 +444,7 @@ mod tests {
         let (stop, stopping) = watch::channel(false);
         let context = Arc::new(Context {
             config: config.clone(),
-            deliverer,
+            deliverer: Arc::new(deliverer),
             recorder: recorder.clone(),
             max_event_bytes: 1 << 20,
             stopping,

@@ -29,10 +29,10 @@ use crate::delivery::{
 use crate::domain::parked::tier_topics;
 use crate::fatal::Fatal;
 use crate::join::{ConfigFollower, ConfigLookup, ConfigStore, StoreError};
-use crate::kafka::{ensure_topics, internal_record_limit};
+use crate::kafka::{ensure_topics, internal_record_limit, max_message_bytes};
 use crate::observe::{metrics, server, Health};
-use crate::record::{RecordError, RecordSink, Recorder};
-use crate::settings::Settings;
+use crate::record::{RecordError, RecordSink, Recorder, RecorderOptions};
+use crate::settings::{Guarantee, Settings};
 use crate::source::{InputConsumer, InputError, Subscription};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ pub enum PipelineError {
 /// What every record task needs.
 pub(crate) struct Context {
     pub(crate) config: Arc<dyn ConfigLookup>,
-    pub(crate) deliverer: Deliverer,
+    pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) recorder: Arc<dyn RecordSink>,
     pub(crate) max_event_bytes: usize,
     /// Becomes `true` at shutdown: parked records still waiting are left for a restart.
@@ -139,32 +139,65 @@ pub async fn run(
         warn!("secrets.accept_v1_sealed is on: values sealed before they were bound to their record still open; seal them again with `secret seal --record`");
     }
     let (stop_tx, stopping) = watch::channel(false);
-    let deliverer = Deliverer::new(
+    let deliverer = Arc::new(Deliverer::new(
         Sender::new(client, policy),
         auth,
         settings.retry_policy(),
         endpoints,
         settings.rules(),
-    );
+    ));
     let fatal = Fatal::default();
-    let recorder = Arc::new(Recorder::new(
-        &settings.kafka,
-        tiers.clone(),
-        record_limit,
-        fatal.clone(),
-    )?);
-    let context = Arc::new(Context {
-        config: Arc::new(store),
-        deliverer,
-        recorder: recorder.clone(),
-        max_event_bytes: settings.delivery.max_event_bytes,
-        stopping: stopping.clone(),
-    });
+    let exactly_once = settings.kafka.processing_guarantee == Guarantee::ExactlyOnce;
+    let outcome_limit = max_message_bytes(&settings.kafka, &settings.kafka.outcome_topic)
+        .await
+        .unwrap_or(BROKER_DEFAULT_MAX_MESSAGE_BYTES);
+    let recorder = |transactional_id: Option<String>| {
+        let (kafka, tiers, fatal) = (settings.kafka.clone(), tiers.clone(), fatal.clone());
+        // Registering a transactional id waits for the broker: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let options = RecorderOptions {
+                tier_topics: tiers,
+                max_record_bytes: record_limit,
+                outcome_limit,
+                transactional_id: transactional_id.as_deref(),
+                fatal,
+            };
+            Recorder::new(&kafka, options).map(Arc::new)
+        })
+    };
+    let joined = |r: Result<Result<Arc<Recorder>, RecordError>, tokio::task::JoinError>| {
+        r.map_err(|e| PipelineError::Fatal(format!("producer start: {e}")))?
+            .map_err(PipelineError::from)
+    };
+    // Exactly once, each loop writes in transactions of its own, so a loop that loses its
+    // assignment aborts only its own results.
+    let recorders: [Arc<Recorder>; 3] = if exactly_once {
+        let prefix = settings.transactional_id();
+        info!(transactional_id = prefix, "processing exactly once");
+        [
+            joined(recorder(Some(format!("{prefix}-input"))).await)?,
+            joined(recorder(Some(format!("{prefix}-retry"))).await)?,
+            joined(recorder(Some(format!("{prefix}-replay"))).await)?,
+        ]
+    } else {
+        warn!("processing at least once: a fault may write an outcome twice");
+        let shared = joined(recorder(None).await)?;
+        [shared.clone(), shared.clone(), shared]
+    };
+    let config: Arc<dyn ConfigLookup> = Arc::new(store);
+    let context_for = |recorder: &Arc<Recorder>| {
+        Arc::new(Context {
+            config: config.clone(),
+            deliverer: deliverer.clone(),
+            recorder: recorder.clone(),
+            max_event_bytes: settings.delivery.max_event_bytes,
+            stopping: stopping.clone(),
+        })
+    };
     {
-        let context = context.clone();
+        let deliverer = deliverer.clone();
         metrics().on_scrape(move |m| {
-            let (counts, named) = context
-                .deliverer
+            let (counts, named) = deliverer
                 .endpoints()
                 .breaker_states(crate::observe::metrics::MAX_OPEN_SERIES);
             for (state, n) in ["closed", "open", "half_open"].iter().zip(counts) {
@@ -178,12 +211,12 @@ pub async fn run(
                     .with_label_values(&[endpoint.as_str()])
                     .set(1);
             }
-            let (queued, queued_bytes) = context.deliverer.endpoints().queued();
+            let (queued, queued_bytes) = deliverer.endpoints().queued();
             m.deliveries_queued
                 .set(queued.try_into().unwrap_or(i64::MAX));
             m.deliveries_queued_bytes
                 .set(queued_bytes.try_into().unwrap_or(i64::MAX));
-            let (hosts, webhooks) = context.deliverer.endpoints().limits();
+            let (hosts, webhooks) = deliverer.endpoints().limits();
             for (gauge, mut limits) in [
                 (&m.host_concurrency_limit, hosts),
                 (&m.webhook_concurrency_limit, webhooks),
@@ -203,6 +236,9 @@ pub async fn run(
     }
     let kafka = &settings.kafka;
     let revoke_grace = Duration::from_secs(settings.shutdown.revoke_grace_secs);
+    let transactions = |i: usize| {
+        exactly_once.then(|| recorders[i].clone() as Arc<dyn crate::source::commit::Transactions>)
+    };
     let input = InputConsumer::subscribe(
         kafka,
         Subscription {
@@ -211,6 +247,8 @@ pub async fn run(
             topics: &kafka.input_topics,
             max_record_bytes: settings.delivery.max_event_bytes,
             revoke_grace,
+            transactions: transactions(0),
+            fatal: fatal.clone(),
         },
     )?;
     let retry_group = format!("{}-retry", kafka.group_id);
@@ -223,6 +261,8 @@ pub async fn run(
             // Parked records embed an event and its attempts.
             max_record_bytes: record_limit,
             revoke_grace,
+            transactions: transactions(1),
+            fatal: fatal.clone(),
         },
     )?;
     let replay_group = format!("{}-replay", kafka.group_id);
@@ -234,11 +274,14 @@ pub async fn run(
             topics: std::slice::from_ref(&replay_topic),
             max_record_bytes: record_limit,
             revoke_grace,
+            transactions: transactions(2),
+            fatal: fatal.clone(),
         },
     )?;
     info!(topics = ?kafka.input_topics, group = kafka.group_id, "processing input");
 
     let drain = Duration::from_secs(settings.shutdown.drain_deadline_secs);
+    let commit_every = Duration::from_millis(kafka.commit_interval_ms);
     let (input, retries, replays) = (Arc::new(input), Arc::new(retries), Arc::new(replays));
     // Each loop is a task of its own: a revocation waiting for its records (up to the grace
     // period, inside the consumer's poll) holds up only its own loop.
@@ -246,17 +289,13 @@ pub async fn run(
     let spawn_loop =
         |loops: &mut tokio::task::JoinSet<()>,
          consumer: &Arc<InputConsumer>,
+         context: Arc<Context>,
          name: &'static str,
          limit: usize,
          in_flight_gauge: Option<&'static prometheus::IntGauge>,
          due: Option<fn(&crate::source::InputRecord) -> Option<u64>>,
          handler: fn(Arc<Context>, crate::source::InputRecord) -> RecordWork| {
-            let (consumer, context, stopping, fatal) = (
-                consumer.clone(),
-                context.clone(),
-                stopping.clone(),
-                fatal.clone(),
-            );
+            let (consumer, stopping, fatal) = (consumer.clone(), stopping.clone(), fatal.clone());
             loops.spawn(async move {
                 let l = Loop {
                     name,
@@ -266,6 +305,7 @@ pub async fn run(
                     in_flight_gauge,
                     due,
                     fatal: &fatal,
+                    commit_every,
                 };
                 consume(l, &context, stopping, handler).await;
             });
@@ -273,6 +313,7 @@ pub async fn run(
     spawn_loop(
         &mut loops,
         &input,
+        context_for(&recorders[0]),
         "input",
         settings.delivery.max_in_flight,
         None,
@@ -282,6 +323,7 @@ pub async fn run(
     spawn_loop(
         &mut loops,
         &retries,
+        context_for(&recorders[1]),
         "retry",
         settings.delivery.max_retrying,
         Some(&metrics().retries_pending),
@@ -292,6 +334,7 @@ pub async fn run(
     spawn_loop(
         &mut loops,
         &replays,
+        context_for(&recorders[2]),
         "replay",
         settings.replay.max_in_flight,
         None,
@@ -336,13 +379,28 @@ pub async fn run(
     // Whatever is still under way (after a fatal error) ends here.
     drop(loops_done);
     loops.abort_all();
-    // A flush that times out leaves unacknowledged records uncommitted: the commit below
-    // only covers acknowledged work, so it happens anyway.
-    let flushed = recorder.flush(Duration::from_secs(10));
-    // Offsets are committed while the partitions are still ours, then the group is left.
+    // At least once, a flush that times out leaves unacknowledged records uncommitted: the
+    // commit below only covers acknowledged work, so it happens anyway.
+    let flushed = if exactly_once {
+        Ok(())
+    } else {
+        recorders[0].flush(Duration::from_secs(10))
+    };
+    // Progress is committed while the partitions are still ours (exactly once: with the
+    // last transaction), then the group is left.
+    // After a fatal error, exactly once, the open transactions may hold results whose
+    // records count as done wrongly (a failed commit voided them): nothing more commits.
+    let mut committed = Ok(());
+    let commit = !(exactly_once && fatal.is_raised());
     for consumer in [&*input, &*retries, &*replays] {
-        if let Err(e) = consumer.commit() {
+        let result = if commit {
+            tokio::task::block_in_place(|| consumer.commit())
+        } else {
+            tokio::task::block_in_place(|| consumer.abort())
+        };
+        if let Err(e) = result {
             warn!(error = %e, "final commit failed; the last records may be processed again");
+            committed = Err(PipelineError::Fatal(format!("final commit: {e}")));
         }
         consumer.unsubscribe();
     }
@@ -353,8 +411,11 @@ pub async fn run(
         return Err(failed);
     }
     flushed?;
-    Ok(())
+    committed
 }
+
+/// The broker's default `max.message.bytes`, for when a topic's cannot be read.
+const BROKER_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
 /// What a handler returns: whether the record completed.
 type RecordWork = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;

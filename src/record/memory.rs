@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use super::{RecordSink, Refused};
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::Parked;
+use crate::source::InputRecord;
 
 #[derive(Default)]
 pub struct MemoryRecorder {
@@ -16,13 +17,14 @@ pub struct MemoryRecorder {
 }
 
 impl RecordSink for MemoryRecorder {
-    fn outcome<'a>(&'a self, outcome: &'a Outcome) -> BoxFuture<'a, ()> {
+    fn outcome<'a>(&'a self, _: &'a InputRecord, outcome: &'a Outcome) -> BoxFuture<'a, ()> {
         self.outcomes.lock().unwrap().push(outcome.clone());
         Box::pin(async {})
     }
 
     fn park<'a>(
         &'a self,
+        _: &'a InputRecord,
         parked: &'a Parked,
         delay: Duration,
     ) -> BoxFuture<'a, Result<(), Refused>> {

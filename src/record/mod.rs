@@ -9,22 +9,26 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use outcomes::{RecordError, Recorder, Refused};
+pub use outcomes::{RecordError, Recorder, RecorderOptions, Refused};
 
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::Parked;
+use crate::source::InputRecord;
 
 /// Where the pipeline writes what became of a record: Kafka in the processor, memory in
 /// unit tests. Each call resolves once the write is durable, which is what allows the
-/// offset of the record behind it to be committed.
+/// offset of the record behind it to be committed. `record` is the consumed record the
+/// write is the result of: exactly once, nothing is written for a record that is no longer
+/// this instance's, and the write holds the transaction open until the record settles.
 pub trait RecordSink: Send + Sync {
     /// Writes one terminal outcome.
-    fn outcome<'a>(&'a self, outcome: &'a Outcome) -> BoxFuture<'a, ()>;
+    fn outcome<'a>(&'a self, record: &'a InputRecord, outcome: &'a Outcome) -> BoxFuture<'a, ()>;
 
     /// Parks an event for another attempt after `delay`; `Err` when the broker refuses the
     /// parked record for good (the caller ends the event instead).
     fn park<'a>(
         &'a self,
+        record: &'a InputRecord,
         parked: &'a Parked,
         delay: Duration,
     ) -> BoxFuture<'a, Result<(), Refused>>;

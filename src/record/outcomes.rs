@@ -1,13 +1,17 @@
 //! Produces outcome and parked records and resolves only once the broker has acknowledged
 //! them, which is what allows the offset of the record behind them to be committed.
+//! Exactly once, the records are written in a transaction, which commits them together with
+//! the offsets of the records they are the results of (see [`Transactions`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
-use tracing::{error, warn};
+use tokio::sync::{Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tracing::{debug, error, warn};
 
 use super::RecordSink;
 use crate::domain::outcome::Outcome;
@@ -16,6 +20,9 @@ use crate::domain::parked::{tier_for, Parked};
 use crate::fatal::Fatal;
 use crate::kafka::KafkaSettings;
 use crate::observe::metrics;
+use crate::source::commit::{CommitError, Offsets, Transactions};
+use crate::source::input::Hold;
+use crate::source::InputRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -63,48 +70,199 @@ pub fn classify(error: &KafkaError) -> Failure {
     }
 }
 
-#[derive(Clone)]
 pub struct Recorder {
     producer: FutureProducer,
     outcome_topic: String,
     tier_topics: Vec<String>,
     fatal: Fatal,
+    /// The largest outcome record the outcome topic takes: a larger outcome is written
+    /// reduced straight away (exactly once, a record the broker refuses would void the
+    /// transaction).
+    outcome_limit: usize,
+    /// Exactly once: the open transaction.
+    txn: Option<Arc<Txn>>,
 }
 
+/// The open transaction's bookkeeping.
+#[derive(Debug)]
+struct Txn {
+    /// Writes hold it for reading until their record settles; a commit takes it for
+    /// writing, so it sees every written record's offset as done, and no write is half-way.
+    gate: Arc<RwLock<()>>,
+    /// A commit is waiting for the writes under way: new ones wait until it has the gate.
+    closing: AtomicBool,
+    reopened: Notify,
+    /// Something was written since the last commit.
+    written: AtomicBool,
+    /// A record was given up after its result was written (a shutdown past its drain
+    /// deadline): committing would keep that result without its offset, so the
+    /// transaction is aborted instead.
+    orphaned: AtomicBool,
+    /// How long a commit retries what can be retried.
+    timeout: Duration,
+}
+
+/// What a write inside a transaction holds until its record settles. Dropped otherwise (the
+/// write was abandoned half-way, at shutdown), it marks the transaction orphaned.
+#[derive(Debug)]
+struct TxnHold {
+    _read: OwnedRwLockReadGuard<()>,
+    txn: Arc<Txn>,
+    completed: bool,
+}
+
+impl Hold for TxnHold {
+    fn settle(mut self: Box<Self>, completed: bool) {
+        self.completed = completed;
+    }
+}
+
+impl Drop for TxnHold {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.txn.orphaned.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Txn {
+    /// Waits until no write is under way (holding new ones back meanwhile), for up to
+    /// `wait`. Blocking, and runtime-free: it runs inside consumer callbacks too.
+    fn barrier(&self, wait: Duration) -> Option<OwnedRwLockWriteGuard<()>> {
+        self.closing.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + wait;
+        let barrier = loop {
+            match self.gate.clone().try_write_owned() {
+                Ok(guard) => break Some(guard),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(_) => break None,
+            }
+        };
+        self.closing.store(false, Ordering::SeqCst);
+        self.reopened.notify_waiters();
+        barrier
+    }
+}
+
+/// What the outcome writer needs to know.
+pub struct RecorderOptions<'a> {
+    /// The retry tiers' topics, shortest first (see [`crate::domain::parked`]).
+    pub tier_topics: Vec<String>,
+    /// See [`crate::kafka::internal_record_limit`].
+    pub max_record_bytes: usize,
+    /// The outcome topic's `max.message.bytes`.
+    pub outcome_limit: usize,
+    /// Exactly once: this writer's transactional id.
+    pub transactional_id: Option<&'a str>,
+    /// Raised on a fatal producer error.
+    pub fatal: Fatal,
+}
+
+/// Transaction timeout (librdkafka's default): the broker aborts a transaction left open
+/// longer, e.g. by an instance that died and does not come back.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Recorder {
-    /// `tier_topics`: the retry tiers' topics, shortest first (see [`crate::domain::parked`]).
-    /// `max_record_bytes`: see [`crate::kafka::internal_record_limit`]. A fatal producer
-    /// error raises `fatal`.
-    pub fn new(
-        kafka: &KafkaSettings,
-        tier_topics: Vec<String>,
-        max_record_bytes: usize,
-        fatal: Fatal,
-    ) -> Result<Self, RecordError> {
-        let producer: FutureProducer = crate::kafka::producer_config(kafka)
-            .set("message.max.bytes", max_record_bytes.to_string())
+    /// Creates the producer; exactly once, also registers its transactional id (fencing
+    /// off an earlier run with the same id, and aborting what it left open) and opens the
+    /// first transaction. Blocking.
+    pub fn new(kafka: &KafkaSettings, o: RecorderOptions<'_>) -> Result<Self, RecordError> {
+        let mut config = crate::kafka::producer_config(kafka);
+        config
+            .set("message.max.bytes", o.max_record_bytes.to_string())
             // Idempotence: broker-side retries cannot duplicate or reorder records.
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .create()?;
+            .set("compression.type", "lz4");
+        if let Some(id) = o.transactional_id {
+            let timeout = TRANSACTION_TIMEOUT.as_millis().to_string();
+            config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", &timeout)
+                // A record not delivered within the transaction's lifetime voids it anyway.
+                .set("message.timeout.ms", &timeout);
+        }
+        let producer: FutureProducer = config.create()?;
+        let txn = match o.transactional_id {
+            None => None,
+            Some(_) => {
+                producer.init_transactions(TRANSACTION_TIMEOUT)?;
+                producer.begin_transaction()?;
+                Some(Arc::new(Txn {
+                    gate: Arc::new(RwLock::new(())),
+                    closing: AtomicBool::new(false),
+                    reopened: Notify::new(),
+                    written: AtomicBool::new(false),
+                    orphaned: AtomicBool::new(false),
+                    timeout: TRANSACTION_TIMEOUT,
+                }))
+            }
+        };
         Ok(Recorder {
             producer,
             outcome_topic: kafka.outcome_topic.clone(),
-            tier_topics,
-            fatal,
+            tier_topics: o.tier_topics,
+            fatal: o.fatal,
+            outcome_limit: o.outcome_limit,
+            txn,
         })
     }
 
+    /// Exactly once: waits for the transaction's read barrier, then checks that `record` is
+    /// still this instance's to finish (a result written for a record handed over would be
+    /// committed without its offset). `Err` when it is not: nothing is written.
+    async fn open(&self, record: &InputRecord) -> Result<Option<TxnHold>, ()> {
+        let Some(txn) = &self.txn else {
+            return Ok(None);
+        };
+        loop {
+            // Registered before the check, so a reopening in between is not missed.
+            let reopened = txn.reopened.notified();
+            tokio::pin!(reopened);
+            reopened.as_mut().enable();
+            if !txn.closing.load(Ordering::SeqCst) {
+                break;
+            }
+            reopened.await;
+        }
+        let read = txn.gate.clone().read_owned().await;
+        if !record.is_held() {
+            debug!(
+                topic = record.key.topic,
+                partition = record.key.partition,
+                offset = record.offset,
+                "result not written: the record was handed over"
+            );
+            return Err(());
+        }
+        txn.written.store(true, Ordering::SeqCst);
+        Ok(Some(TxnHold {
+            _read: read,
+            txn: txn.clone(),
+            completed: false,
+        }))
+    }
+
     /// Writes one outcome and waits for the broker's acknowledgement. An outcome the broker
-    /// refuses for good is written again reduced (no attempts, no webhook: still its
-    /// identity, status, reason and source coordinates), so its record still completes.
-    pub async fn outcome(&self, outcome: &Outcome) {
+    /// refuses for good (or that is larger than the outcome topic takes) is written
+    /// reduced (no attempts, no webhook: still its identity, status, reason and source
+    /// coordinates), so its record still completes.
+    pub async fn outcome(&self, record: &InputRecord, outcome: &Outcome) {
+        let Ok(hold) = self.open(record).await else {
+            return;
+        };
         let key = outcome.key();
-        let mut written = self
-            .send(&self.outcome_topic, &key, &outcome.to_json())
-            .await;
+        let full = outcome.to_json();
+        let mut written = if key.len() + full.len() + RECORD_OVERHEAD > self.outcome_limit {
+            Err(Refused(KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
+            )))
+        } else {
+            self.send(&self.outcome_topic, &key, &full).await
+        };
         if let Err(Refused(e)) = &written {
             error!(
                 topic = self.outcome_topic,
@@ -121,6 +279,9 @@ impl Recorder {
             written = self
                 .send(&self.outcome_topic, &key, &reduced.to_json())
                 .await;
+        }
+        if let Some(hold) = hold {
+            record.hold(Box::new(hold));
         }
         if let Err(Refused(e)) = written {
             // Cannot happen with the broker's smallest record limit; never block the
@@ -144,9 +305,18 @@ impl Recorder {
 
     /// Parks an event in the retry tier for `delay`, and waits for the acknowledgement.
     /// `Err` when the broker refuses the parked record for good: the caller ends the event.
-    pub async fn park(&self, parked: &Parked, delay: Duration) -> Result<(), Refused> {
+    /// Nothing is written (`Ok`) for a record handed over meanwhile.
+    pub async fn park(
+        &self,
+        record: &InputRecord,
+        parked: &Parked,
+        delay: Duration,
+    ) -> Result<(), Refused> {
         let index = tier_for(delay).min(self.tier_topics.len().saturating_sub(1));
         let Some(topic) = self.tier_topics.get(index) else {
+            return Ok(());
+        };
+        let Ok(hold) = self.open(record).await else {
             return Ok(());
         };
         if let Err(refused) = self.send(topic, &parked.event_id, &parked.to_json()).await {
@@ -156,26 +326,37 @@ impl Recorder {
                 .inc();
             return Err(refused);
         }
+        if let Some(hold) = hold {
+            record.hold(Box::new(hold));
+        }
         if let Some((_, tier)) = TIERS.get(index) {
             metrics().retries_parked.with_label_values(&[tier]).inc();
         }
         Ok(())
     }
 
-    /// Writes one record. A transient failure is retried with backoff until it succeeds:
-    /// the offset behind it must not move without it. A permanent one is returned. A fatal
-    /// one raises the process's fatal condition and never resolves: the process stops and
-    /// the record is redone after the restart.
+    /// Writes one record. A record the broker will never take is returned. A transient
+    /// failure is retried with backoff until it succeeds (the offset behind it must not move
+    /// without it); exactly once, a failed delivery voids the transaction, so it is fatal.
+    /// A fatal failure raises the process's fatal condition and never resolves: the process
+    /// stops and the record is redone after the restart.
     async fn send(&self, topic: &str, key: &str, value: &[u8]) -> Result<(), Refused> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let record = FutureRecord::to(topic).key(key).payload(value);
-            let e = match self.producer.send(record, Timeout::Never).await {
-                Ok(_) => return Ok(()),
-                Err((e, _)) => e,
+            // Refused before it was queued (too large for the producer, queue full): the
+            // transaction is untouched.
+            let (e, queued) = match self.producer.send_result(record) {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err((e, _))) => (e, true),
+                    Err(_cancelled) => (KafkaError::Canceled, true),
+                },
+                Err((e, _)) => (e, false),
             };
             let failure = match self.producer.client().fatal_error() {
                 Some(_) => Failure::Fatal,
+                None if queued && self.txn.is_some() => Failure::Fatal,
                 None => classify(&e),
             };
             match failure {
@@ -194,24 +375,147 @@ impl Recorder {
         }
     }
 
-    /// Sends what is still queued.
+    /// Sends what is still queued (at least once).
     pub fn flush(&self, timeout: Duration) -> Result<(), RecordError> {
         self.producer.flush(timeout)?;
+        Ok(())
+    }
+
+    /// Runs a transaction step, retrying what can be retried for up to the transaction's
+    /// timeout; a step that requires it aborts the transaction (and opens the next).
+    fn step(
+        &self,
+        txn: &Txn,
+        what: &str,
+        op: impl Fn() -> Result<(), KafkaError>,
+    ) -> Result<(), CommitError> {
+        let started = std::time::Instant::now();
+        loop {
+            let e = match op() {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let fatal = self.producer.client().fatal_error().is_some();
+            match &e {
+                KafkaError::Transaction(t)
+                    if !fatal
+                        && !t.is_fatal()
+                        && t.is_retriable()
+                        && started.elapsed() < txn.timeout =>
+                {
+                    warn!(step = what, error = %e, "transaction step failed; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                KafkaError::Transaction(t) if !fatal && !t.is_fatal() && t.txn_requires_abort() => {
+                    warn!(step = what, error = %e, "transaction aborted");
+                    self.abort_open(txn)?;
+                    return Err(CommitError::Aborted(format!("{what}: {e}")));
+                }
+                _ => return Err(CommitError::Fatal(format!("{what}: {e}"))),
+            }
+        }
+    }
+
+    /// Commits the open transaction with `offsets` (the caller holds the barrier).
+    fn commit_open(&self, txn: &Txn, offsets: Option<Offsets>) -> Result<(), CommitError> {
+        if txn.orphaned.load(Ordering::SeqCst) {
+            self.abort_open(txn)?;
+            return Err(CommitError::Aborted(
+                "a record was given up after its result was written".into(),
+            ));
+        }
+        if offsets.is_none() && !txn.written.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some((tpl, group)) = &offsets {
+            self.step(txn, "send offsets", || {
+                self.producer
+                    .send_offsets_to_transaction(tpl, group, txn.timeout)
+            })?;
+        }
+        self.step(txn, "commit", || {
+            self.producer.commit_transaction(txn.timeout)
+        })?;
+        txn.written.store(false, Ordering::SeqCst);
+        self.producer
+            .begin_transaction()
+            .map_err(|e| CommitError::Fatal(format!("begin: {e}")))?;
+        metrics()
+            .transactions
+            .with_label_values(&["committed"])
+            .inc();
+        Ok(())
+    }
+
+    /// Aborts the open transaction and opens the next.
+    fn abort_open(&self, txn: &Txn) -> Result<(), CommitError> {
+        self.producer
+            .abort_transaction(ABORT_WAIT)
+            .and_then(|()| self.producer.begin_transaction())
+            .map_err(|e| CommitError::Fatal(format!("abort: {e}")))?;
+        txn.written.store(false, Ordering::SeqCst);
+        txn.orphaned.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// How long an abort may take before the producer is given up (and the process restarts).
+const ABORT_WAIT: Duration = Duration::from_secs(15);
+
+/// How long a commit waits for the writes under way.
+const BARRIER_WAIT: Duration = Duration::from_secs(2);
+
+/// Bytes a record takes beyond its key and value (batch and record headers), for the
+/// outcome size check.
+const RECORD_OVERHEAD: usize = 512;
+
+impl Transactions for Recorder {
+    fn commit(
+        &self,
+        offsets: &mut dyn FnMut() -> Option<Offsets>,
+        aborted: &mut dyn FnMut(),
+    ) -> Result<(), CommitError> {
+        let Some(txn) = &self.txn else {
+            return Ok(());
+        };
+        // Every write under way finishes (its record settles) first; new ones wait. A write
+        // that does not finish soon (the broker is away) is waited for by a later commit.
+        let Some(_barrier) = txn.barrier(BARRIER_WAIT) else {
+            return Err(CommitError::Busy);
+        };
+        let result = self.commit_open(txn, offsets());
+        if let Err(CommitError::Aborted(_)) = &result {
+            metrics().transactions.with_label_values(&["aborted"]).inc();
+            // Still behind the barrier: no write starts for a record the abort voided.
+            aborted();
+        }
+        result
+    }
+
+    fn abort(&self) -> Result<(), CommitError> {
+        let Some(txn) = &self.txn else {
+            return Ok(());
+        };
+        // Writes under way are thrown away with the rest: no need to wait long for them.
+        let _barrier = txn.barrier(BARRIER_WAIT);
+        self.abort_open(txn)?;
+        metrics().transactions.with_label_values(&["aborted"]).inc();
         Ok(())
     }
 }
 
 impl RecordSink for Recorder {
-    fn outcome<'a>(&'a self, outcome: &'a Outcome) -> BoxFuture<'a, ()> {
-        Box::pin(Recorder::outcome(self, outcome))
+    fn outcome<'a>(&'a self, record: &'a InputRecord, outcome: &'a Outcome) -> BoxFuture<'a, ()> {
+        Box::pin(Recorder::outcome(self, record, outcome))
     }
 
     fn park<'a>(
         &'a self,
+        record: &'a InputRecord,
         parked: &'a Parked,
         delay: Duration,
     ) -> BoxFuture<'a, Result<(), Refused>> {
-        Box::pin(Recorder::park(self, parked, delay))
+        Box::pin(Recorder::park(self, record, parked, delay))
     }
 }
 

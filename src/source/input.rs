@@ -1,11 +1,14 @@
-//! The input consumer. Offsets are never stored automatically: a record's offset counts as
-//! done once its work is acknowledged (see [`Lease`]), the pipeline stores each partition's
-//! contiguous done prefix, and librdkafka's auto-commit commits what was stored.
+//! The input consumer. A record's offset counts as done once its work is acknowledged (see
+//! [`Lease`]); each partition's progress (its contiguous done prefix, and the records done
+//! after it) is committed periodically (see [`Committer`]), exactly once inside the
+//! transaction that wrote the records' results.
 //!
 //! On revocation (a member joined or left the group) the revoked partitions stop yielding
-//! new work at once; work under way on them gets a grace period to finish, then the point
-//! their completed work reached is committed before the partitions are handed over. What is
-//! still unfinished then is released, and the next owner processes it again.
+//! new work at once; work under way on them gets a grace period to finish, then their
+//! progress is committed before the partitions are handed over. What is still unfinished
+//! then is released, and the next owner processes it again. Whoever is assigned a partition
+//! skips the records its committed progress (or, for a partition this instance held
+//! before, its own durable progress) says are done.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,11 +22,29 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use super::commit::{committed_progress, CommitError, Committer, Transactions};
 use super::offsets::{OffsetTracker, PartitionKey};
+use crate::fatal::Fatal;
 use crate::kafka::{client_config, KafkaSettings};
 use crate::observe::metrics;
+
+/// What a record's result write keeps until the record's offset is settled (exactly once:
+/// the transaction's read barrier, which a commit waits for).
+pub trait Hold: Send + Sync + std::fmt::Debug {
+    /// The record completed (`true`), or was given up after its result was written.
+    fn settle(self: Box<Self>, completed: bool);
+}
+
+type HoldSlot = Arc<Mutex<Option<Box<dyn Hold>>>>;
+
+fn settle(slot: &HoldSlot, completed: bool) {
+    let held = slot.lock().ok().and_then(|mut h| h.take());
+    if let Some(held) = held {
+        held.settle(completed);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -40,6 +61,8 @@ pub struct InputRecord {
     /// Assignment generation the record belongs to (see [`OffsetTracker`]).
     pub generation: u64,
     tracker: Arc<Mutex<OffsetTracker>>,
+    /// Shared with the record's [`Lease`].
+    hold: HoldSlot,
 }
 
 impl InputRecord {
@@ -58,7 +81,25 @@ impl InputRecord {
             payload,
             generation,
             tracker: tracker.clone(),
+            hold: Arc::default(),
         })
+    }
+
+    /// Whether the record is still this instance's to finish: received in this assignment
+    /// of its partition (being revoked included) and neither done nor given up.
+    pub fn is_held(&self) -> bool {
+        self.tracker
+            .lock()
+            .map(|t| t.tracks(&self.key, self.generation, self.offset))
+            .unwrap_or(false)
+    }
+
+    /// Keeps `hold` until the record's lease is settled.
+    pub fn hold(&self, hold: Box<dyn Hold>) {
+        let previous = self.hold.lock().ok().and_then(|mut h| h.replace(hold));
+        if let Some(previous) = previous {
+            previous.settle(true);
+        }
     }
 
     /// Whether the record's partition is still this instance's (and not being revoked),
@@ -86,6 +127,7 @@ impl InputRecord {
             generation: self.generation,
             offset: self.offset,
             settled: false,
+            hold: self.hold.clone(),
         }
     }
 }
@@ -98,18 +140,17 @@ pub struct Lease {
     generation: u64,
     offset: i64,
     settled: bool,
+    hold: HoldSlot,
 }
 
 impl Lease {
-    /// Marks the record done; returns the partition's new commit point if it moved.
-    pub fn complete(mut self) -> Option<(PartitionKey, u64, i64)> {
+    /// Marks the record done (then lets go of what its result write held).
+    pub fn complete(mut self) {
         self.settled = true;
-        let next = self
-            .tracker
-            .lock()
-            .ok()?
-            .complete(&self.key, self.generation, self.offset)?;
-        Some((self.key.clone(), self.generation, next))
+        if let Ok(mut tracker) = self.tracker.lock() {
+            tracker.complete(&self.key, self.generation, self.offset);
+        }
+        settle(&self.hold, true);
     }
 }
 
@@ -119,6 +160,7 @@ impl Drop for Lease {
             if let Ok(mut tracker) = self.tracker.lock() {
                 tracker.release(&self.key, self.generation, self.offset);
             }
+            settle(&self.hold, false);
         }
     }
 }
@@ -132,7 +174,15 @@ pub struct InputContext {
     /// Whether the loop has paused consumption: partitions assigned meanwhile are paused
     /// too, so what is held while full stays bounded.
     paused: Arc<AtomicBool>,
+    committer: Arc<Committer>,
+    /// Raised when a revocation cannot commit exactly once: the open transaction holds
+    /// other partitions' results too, so the process must stop and redo them.
+    fatal: Fatal,
+    deferred: Deferred,
 }
+
+/// Partitions paused until their next record is due, with their generation.
+type Deferred = Arc<Mutex<HashMap<PartitionKey, u64>>>;
 
 impl ClientContext for InputContext {
     fn stats(&self, statistics: Statistics) {
@@ -144,8 +194,9 @@ impl ClientContext for InputContext {
                 }
                 let partition = id.to_string();
                 let labels = [self.name, topic.as_str(), partition.as_str()];
-                if p.consumer_lag >= 0 {
-                    lag.with_label_values(&labels).set(p.consumer_lag);
+                // Measured from the offsets stored at each commit (see `Committer`).
+                if p.consumer_lag_stored >= 0 {
+                    lag.with_label_values(&labels).set(p.consumer_lag_stored);
                 } else {
                     let _ = lag.remove_label_values(&labels);
                 }
@@ -191,27 +242,52 @@ impl InputContext {
             }
         }
         let left = open(&self.tracker);
-        let mut commit = TopicPartitionList::new();
-        if let Ok(mut tracker) = self.tracker.lock() {
-            for key in keys {
-                if let Some(next) = tracker.revoke(key) {
-                    let _ = commit.add_partition_offset(
-                        &key.topic,
-                        key.partition,
-                        Offset::Offset(next),
+        // A lost assignment (the session expired) can no longer be committed: the group
+        // has handed it over already.
+        let lost = consumer.assignment_lost();
+        let mut seeks = Vec::new();
+        let committed = if lost {
+            self.committer.abort()
+        } else {
+            let mut reset = || seeks = reset_tracking(&self.tracker, &self.committer);
+            match self
+                .committer
+                .commit(consumer, CommitMode::Sync, &mut reset)
+            {
+                // The group moved on under the transaction: what the partitions handed over
+                // did since the last commit is redone by their next owner; the others are
+                // fetched again here.
+                Err(CommitError::Aborted(why)) => {
+                    warn!(
+                        consumer = self.name,
+                        error = why,
+                        "transaction aborted on revocation; redoing the work since the last commit"
                     );
+                    seeks.retain(|(k, _)| !keys.contains(k));
+                    let paused = self.paused.load(Ordering::Relaxed);
+                    fetch_again(consumer, &self.deferred, paused, std::mem::take(&mut seeks))
                 }
+                other => other,
+            }
+        };
+        if let Err(e) = committed {
+            if self.committer.exactly_once() {
+                // The open transaction holds results of the partitions handed over: it must
+                // never commit now, and other partitions' work in it is lost with it.
+                error!(consumer = self.name, error = %e, "no commit on revocation; stopping");
+                let _ = self.committer.abort();
+                self.fatal.raise(format!("{} revocation: {e}", self.name));
+            } else {
+                warn!(consumer = self.name, error = %e, "commit on revocation failed; the next owner repeats some records");
             }
         }
-        if commit.count() > 0 {
-            // Stored as well as committed: librdkafka commits the stored offsets of revoked
-            // partitions itself after this callback, and an older stored offset would move
-            // the commit back.
-            if let Err(e) = consumer.store_offsets(&commit) {
-                warn!(consumer = self.name, error = %e, "offsets not stored on revocation");
-            }
-            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
-                warn!(consumer = self.name, error = %e, "commit on revocation failed; the next owner repeats some records");
+        if let Ok(mut tracker) = self.tracker.lock() {
+            for key in keys {
+                let tracked = tracker.revoke(key);
+                if let Some(progress) = self.committer.durable(key, tracked) {
+                    tracker.retain(key.clone(), progress);
+                }
+                self.committer.forget(key);
             }
         }
         for key in keys {
@@ -227,6 +303,7 @@ impl InputContext {
             partitions = keys.len(),
             under_way,
             released = left,
+            lost,
             waited_ms = started.elapsed().as_millis() as u64,
             "partitions revoked"
         );
@@ -257,11 +334,26 @@ impl ConsumerContext for InputContext {
                         warn!(consumer = self.name, error = %e, "pausing newly assigned partitions failed");
                     }
                 }
-                let Ok(mut tracker) = self.tracker.lock() else {
-                    return;
-                };
-                for key in Self::keys(tpl) {
-                    tracker.assign(key);
+                let keys = Self::keys(tpl);
+                if let Ok(mut tracker) = self.tracker.lock() {
+                    for key in &keys {
+                        tracker.assign(key.clone());
+                    }
+                }
+                // What the committed offsets' metadata says is done already is skipped.
+                match consumer
+                    .committed_offsets(TopicPartitionList::clone(tpl), Duration::from_secs(10))
+                {
+                    Ok(committed) => {
+                        if let Ok(mut tracker) = self.tracker.lock() {
+                            for (key, progress) in committed_progress(&committed) {
+                                tracker.resume(&key, &progress);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(consumer = self.name, error = %e, "committed offsets not read; records done after them may be processed again")
+                    }
                 }
                 info!(
                     consumer = self.name,
@@ -278,11 +370,12 @@ impl ConsumerContext for InputContext {
 pub struct InputConsumer {
     consumer: StreamConsumer<InputContext>,
     tracker: Arc<Mutex<OffsetTracker>>,
+    committer: Arc<Committer>,
     joined: Arc<AtomicBool>,
     /// Shared with the context: see [`InputContext`].
     paused: Arc<AtomicBool>,
     /// Partitions paused until their next record is due, with their generation.
-    deferred: Mutex<HashMap<PartitionKey, u64>>,
+    deferred: Deferred,
 }
 
 /// How a consumer joins its group.
@@ -295,12 +388,17 @@ pub struct Subscription<'a> {
     pub max_record_bytes: usize,
     /// How long a revocation waits for work under way on the revoked partitions.
     pub revoke_grace: Duration,
+    /// Exactly once: the transaction the loop's results are written in.
+    pub transactions: Option<Arc<dyn Transactions>>,
+    pub fatal: Fatal,
 }
 
 impl InputConsumer {
     /// Joins the group and subscribes.
     pub fn subscribe(kafka: &KafkaSettings, s: Subscription<'_>) -> Result<Self, InputError> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let committer = Arc::new(Committer::new(tracker.clone(), s.transactions.clone()));
+        let deferred = Deferred::default();
         let joined = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
         // Fetch sizes allow the largest event we accept plus headroom, so an oversized event
@@ -327,10 +425,12 @@ impl InputConsumer {
         }
         let consumer: StreamConsumer<InputContext> = config
             .set("group.id", s.group)
-            .set("enable.auto.commit", "true")
-            // What a crash makes the next owner repeat: at most this much completed work.
-            .set("auto.commit.interval.ms", "500")
+            // Progress is committed by the pipeline (see `Committer`), with its metadata.
+            .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
+            // Parked and redelivery records are written in transactions: an aborted one's
+            // must never be read.
+            .set("isolation.level", "read_committed")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("max.partition.fetch.bytes", &fetch_max)
             // Bound what librdkafka prefetches, so memory does not grow with the backlog. The
@@ -351,15 +451,19 @@ impl InputConsumer {
                 revoke_grace: s.revoke_grace,
                 joined: joined.clone(),
                 paused: paused.clone(),
+                committer: committer.clone(),
+                fatal: s.fatal.clone(),
+                deferred: deferred.clone(),
             })?;
         let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(InputConsumer {
             consumer,
             tracker,
+            committer,
             joined,
             paused,
-            deferred: Mutex::new(HashMap::new()),
+            deferred,
         })
     }
 
@@ -381,29 +485,6 @@ impl InputConsumer {
             message.offset(),
             payload,
         ))
-    }
-
-    /// Stores a partition's new commit point (from [`Lease::complete`]) for the next
-    /// auto-commit, unless the partition moved away meanwhile.
-    pub fn store(&self, key: &PartitionKey, generation: u64, next: i64) {
-        let current = self
-            .tracker
-            .lock()
-            .map(|t| t.generation(key) == Some(generation))
-            .unwrap_or(false);
-        if !current {
-            return; // committed (or handed over) by the revocation
-        }
-        let mut tpl = TopicPartitionList::new();
-        if tpl
-            .add_partition_offset(&key.topic, key.partition, Offset::Offset(next))
-            .is_err()
-        {
-            return;
-        }
-        if let Err(e) = self.consumer.store_offsets(&tpl) {
-            warn!(topic = key.topic, partition = key.partition, error = %e, "offset not stored");
-        }
     }
 
     /// Whether the consumer has been given its share of the group (possibly nothing).
@@ -520,18 +601,105 @@ impl InputConsumer {
         tpl
     }
 
-    /// Commits the stored offsets synchronously (at shutdown).
-    pub fn commit(&self) -> Result<(), InputError> {
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(())
-            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
-            Err(e) => Err(e.into()),
+    /// Commits the progress made since the last commit, and waits for the broker's answer
+    /// (at shutdown). Blocking.
+    pub fn commit(&self) -> Result<(), CommitError> {
+        self.committer
+            .commit(&self.consumer, CommitMode::Sync, &mut || {})
+    }
+
+    /// Exactly once: throws away what was written since the last commit.
+    pub fn abort(&self) -> Result<(), CommitError> {
+        self.committer.abort()
+    }
+
+    /// Commits the progress made since the last commit (periodically): at least once
+    /// without waiting for the answer, exactly once by committing the transaction. A
+    /// failure exactly once voids the transaction's results, so it is fatal.
+    ///
+    /// A transaction aborted by the broker (a rebalance changed the group's generation under
+    /// it) voids the work done since the last commit: every partition is fetched again
+    /// from there, and the records are redone.
+    pub fn commit_now(&self) -> Result<(), CommitError> {
+        let commit = || {
+            let mut seeks = Vec::new();
+            let mut reset = || seeks = self.reset_tracking();
+            match self
+                .committer
+                .commit(&self.consumer, CommitMode::Async, &mut reset)
+            {
+                Err(CommitError::Aborted(why)) => {
+                    warn!(
+                        error = why,
+                        "transaction aborted; redoing the work since the last commit"
+                    );
+                    let paused = self.paused.load(Ordering::Relaxed);
+                    fetch_again(&self.consumer, &self.deferred, paused, seeks)
+                }
+                other => other,
+            }
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(commit),
+            _ => commit(),
         }
+    }
+
+    /// See [`OffsetTracker::reset`]: records under way finish unseen (their results are not
+    /// written, their completions ignored).
+    fn reset_tracking(&self) -> Vec<(PartitionKey, i64)> {
+        reset_tracking(&self.tracker, &self.committer)
     }
 
     pub fn unsubscribe(&self) {
         self.consumer.unsubscribe();
     }
+}
+
+/// See [`InputConsumer::reset_tracking`].
+fn reset_tracking(
+    tracker: &Mutex<OffsetTracker>,
+    committer: &Committer,
+) -> Vec<(PartitionKey, i64)> {
+    tracker
+        .lock()
+        .map(|mut t| t.reset(|key| committer.last(key)))
+        .unwrap_or_default()
+}
+
+/// After an aborted transaction: fetches the partitions again from where
+/// [`OffsetTracker::reset`] says; partitions waiting for a due record are fetched again at
+/// once (unless the loop is paused).
+fn fetch_again<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    deferred: &Deferred,
+    paused: bool,
+    seeks: Vec<(PartitionKey, i64)>,
+) -> Result<(), CommitError> {
+    let mut tpl = TopicPartitionList::new();
+    for (key, offset) in &seeks {
+        tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(*offset))?;
+    }
+    if tpl.count() > 0 {
+        consumer
+            .seek_partitions(tpl, Duration::from_secs(10))
+            .map_err(|e| CommitError::Fatal(format!("seek after an aborted transaction: {e}")))?;
+    }
+    let waiting: Vec<PartitionKey> = deferred
+        .lock()
+        .map(|mut d| d.drain().map(|(k, _)| k).collect())
+        .unwrap_or_default();
+    if !paused {
+        let mut tpl = TopicPartitionList::new();
+        for key in &waiting {
+            tpl.add_partition(&key.topic, key.partition);
+        }
+        if tpl.count() > 0 {
+            consumer.resume(&tpl)?;
+        }
+    }
+    metrics().transactions.with_label_values(&["redone"]).inc();
+    Ok(())
 }
 
 /// What a consumer loop needs of its source of records: the Kafka consumer in production,
@@ -541,8 +709,8 @@ pub trait RecordSource: Sync {
     fn next(
         &self,
     ) -> impl std::future::Future<Output = Result<Option<InputRecord>, InputError>> + Send;
-    /// Stores a partition's commit point (from [`Lease::complete`]).
-    fn store(&self, key: &PartitionKey, generation: u64, next: i64);
+    /// Commits the progress made since the last commit (see [`InputConsumer::commit_now`]).
+    fn commit(&self) -> Result<(), CommitError>;
     /// Stops / resumes fetching every partition (the loop is full for long).
     fn pause(&self);
     fn resume(&self);
@@ -557,8 +725,8 @@ impl RecordSource for InputConsumer {
         InputConsumer::next(self).await
     }
 
-    fn store(&self, key: &PartitionKey, generation: u64, next: i64) {
-        InputConsumer::store(self, key, generation, next)
+    fn commit(&self) -> Result<(), CommitError> {
+        InputConsumer::commit_now(self)
     }
 
     fn pause(&self) {

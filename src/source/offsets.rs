@@ -7,6 +7,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::progress::Progress;
+
 /// What became of a record handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mark {
@@ -31,12 +33,22 @@ pub struct PartitionOffsets {
     /// Rewound and not yet fetched again: records arriving meanwhile were prefetched
     /// before the rewind and come again later, so they are refused.
     rewound: bool,
+    /// What is known to be done from before this assignment (this instance's own earlier
+    /// work, or the committed offset's metadata): such records are not processed again.
+    known: Option<Progress>,
+    /// The first offset received in this assignment.
+    first: Option<i64>,
+    /// What was known when the partition was assigned (see [`OffsetTracker::reset`]).
+    start: Option<Progress>,
 }
 
 impl PartitionOffsets {
     /// Records that `offset` was handed out. Offsets must increase; a repeat or an older
     /// offset (a re-fetch after a seek) is ignored and reported with `false`.
+    /// A record known to be done already is not handed out either (`false`): it counts as
+    /// done at once.
     pub fn begin(&mut self, offset: i64) -> bool {
+        self.first.get_or_insert(offset);
         if self.rewound
             || self
                 .in_flight
@@ -45,8 +57,61 @@ impl PartitionOffsets {
         {
             return false;
         }
+        if let Some(known) = &self.known {
+            if offset < known.next {
+                return false;
+            }
+            if known.is_done(offset) {
+                self.in_flight.push_back((offset, Mark::Done));
+                self.advance();
+                return false;
+            }
+        }
         self.in_flight.push_back((offset, Mark::Queued));
         true
+    }
+
+    /// Adds what is known to be done from elsewhere (see [`PartitionOffsets::known`]).
+    pub fn resume(&mut self, progress: &Progress) {
+        let known = match &self.known {
+            Some(k) => k.merge(progress),
+            None => progress.clone(),
+        };
+        if self.in_flight.is_empty() && self.first.is_none() {
+            self.start = Some(known.clone());
+        }
+        if self.committable.is_none_or(|c| c < known.next) {
+            self.committable = Some(known.next);
+        }
+        self.known = Some(known);
+    }
+
+    /// The commit point and the done records after it; `None` before anything is known.
+    pub fn progress(&self) -> Option<Progress> {
+        let next = self.committable?;
+        let mut ranges: Vec<(i64, i64)> = self
+            .in_flight
+            .iter()
+            .filter(|(o, m)| *m == Mark::Done && *o >= next)
+            .map(|(o, _)| (*o, *o))
+            .collect();
+        if let Some(known) = &self.known {
+            ranges.extend(known.done.iter().copied());
+        }
+        Some(Progress::normalised(next, &mut ranges))
+    }
+
+    /// Moves the commit point over the completed prefix; returns it if it moved.
+    fn advance(&mut self) -> Option<i64> {
+        let mut next = None;
+        while let Some((o, Mark::Done)) = self.in_flight.front().copied() {
+            self.in_flight.pop_front();
+            next = Some(o + 1);
+        }
+        if next.is_some() {
+            self.committable = next;
+        }
+        next
     }
 
     /// Records that work on `offset` has started.
@@ -62,15 +127,7 @@ impl PartitionOffsets {
     /// complete, or one past the last completed) when the committable point moved.
     pub fn complete(&mut self, offset: i64) -> Option<i64> {
         self.mark(offset, Mark::Done)?;
-        let mut next = None;
-        while let Some((o, Mark::Done)) = self.in_flight.front().copied() {
-            self.in_flight.pop_front();
-            next = Some(o + 1);
-        }
-        if next.is_some() {
-            self.committable = next;
-        }
-        next
+        self.advance()
     }
 
     /// Gives `offset` up unfinished: it stops counting as open and is never passed.
@@ -164,22 +221,59 @@ struct Assigned {
 pub struct OffsetTracker {
     partitions: HashMap<PartitionKey, Assigned>,
     next_generation: u64,
+    /// The durable progress of partitions this instance held before: if one comes back, its
+    /// work resumes after what is known to be done, whatever the committed offset says.
+    retained: HashMap<PartitionKey, Progress>,
 }
 
 impl OffsetTracker {
-    /// Starts tracking a newly assigned partition; returns its generation.
+    /// Starts tracking a newly assigned partition; returns its generation. What this
+    /// instance retained of the partition (see [`OffsetTracker::retain`]) is known done.
     pub fn assign(&mut self, key: PartitionKey) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
+        let mut offsets = PartitionOffsets::default();
+        if let Some(progress) = self.retained.get(&key) {
+            offsets.resume(progress);
+        }
         self.partitions.insert(
             key,
             Assigned {
                 generation,
-                offsets: PartitionOffsets::default(),
+                offsets,
                 revoking: false,
             },
         );
         generation
+    }
+
+    /// Adds what the committed offset's metadata says is done (see [`Progress::decode`]).
+    pub fn resume(&mut self, key: &PartitionKey, progress: &Progress) {
+        if let Some(a) = self.partitions.get_mut(key) {
+            a.offsets.resume(progress);
+        }
+    }
+
+    /// Keeps a revoked partition's durable progress for when it comes back.
+    pub fn retain(&mut self, key: PartitionKey, progress: Progress) {
+        let merged = match self.retained.get(&key) {
+            Some(p) => p.merge(&progress),
+            None => progress,
+        };
+        self.retained.insert(key, merged);
+    }
+
+    /// The progress of every partition held (being revoked included) that has any.
+    pub fn progress(&self) -> Vec<(PartitionKey, Progress)> {
+        self.partitions
+            .iter()
+            .filter_map(|(k, a)| Some((k.clone(), a.offsets.progress()?)))
+            .collect()
+    }
+
+    /// The progress of one partition held.
+    pub fn progress_of(&self, key: &PartitionKey) -> Option<Progress> {
+        self.partitions.get(key)?.offsets.progress()
     }
 
     /// First step of a revocation: records of `key` are no longer current (nothing new
@@ -198,10 +292,47 @@ impl OffsetTracker {
             .sum()
     }
 
-    /// Stops tracking a revoked partition; returns the commit point its completed work
-    /// reached, if it moved during this assignment.
-    pub fn revoke(&mut self, key: &PartitionKey) -> Option<i64> {
-        self.partitions.remove(key)?.offsets.committable
+    /// Starts every partition held over as a new assignment, from `committed` (what the
+    /// last commit covered) or, without one, from what was known when it was assigned or the
+    /// first offset received: work done since is void (its transaction was aborted) and is
+    /// redone. Returns where each partition must be fetched from again.
+    pub fn reset(
+        &mut self,
+        committed: impl Fn(&PartitionKey) -> Option<Progress>,
+    ) -> Vec<(PartitionKey, i64)> {
+        let mut seeks = Vec::new();
+        let keys: Vec<PartitionKey> = self.partitions.keys().cloned().collect();
+        for key in keys {
+            let Some(old) = self.partitions.remove(&key) else {
+                continue;
+            };
+            let start = committed(&key).or(old.offsets.start);
+            self.next_generation += 1;
+            let mut offsets = PartitionOffsets::default();
+            match (&start, old.offsets.first) {
+                (Some(p), _) => seeks.push((key.clone(), p.next)),
+                (None, Some(first)) => seeks.push((key.clone(), first)),
+                (None, None) => {}
+            }
+            if let Some(p) = &start {
+                offsets.resume(p);
+            }
+            offsets.start = start;
+            self.partitions.insert(
+                key,
+                Assigned {
+                    generation: self.next_generation,
+                    offsets,
+                    revoking: false,
+                },
+            );
+        }
+        seeks
+    }
+
+    /// Stops tracking a revoked partition; returns its progress, if any.
+    pub fn revoke(&mut self, key: &PartitionKey) -> Option<Progress> {
+        self.partitions.remove(key)?.offsets.progress()
     }
 
     /// Records a received offset; returns the generation to complete it with, or `None`
@@ -381,8 +512,82 @@ mod tests {
         // Offset 4 was never taken up: it does not hold the revocation back.
         assert_eq!(t.open_in(std::slice::from_ref(&key)), 0);
         // The released offset 2 is never passed: its next owner processes it again.
-        assert_eq!(t.revoke(&key), Some(2));
+        // Offset 3 is done: whoever gets the partition next skips it.
+        assert_eq!(
+            t.revoke(&key),
+            Some(Progress {
+                next: 2,
+                done: vec![(3, 3)]
+            })
+        );
         assert_eq!(t.revoke(&key), None);
+    }
+
+    fn key0() -> PartitionKey {
+        PartitionKey {
+            topic: "t".into(),
+            partition: 0,
+        }
+    }
+
+    #[test]
+    fn a_partition_that_comes_back_skips_what_it_knew_was_done() {
+        let (mut t, key) = (OffsetTracker::default(), key0());
+        let g = t.assign(key.clone());
+        for o in 0..6 {
+            t.begin(&key, o);
+            t.start(&key, g, o);
+        }
+        for o in [0, 1, 3, 4] {
+            t.complete(&key, g, o);
+        }
+        let progress = t.revoke(&key).unwrap();
+        assert_eq!(
+            progress,
+            Progress {
+                next: 2,
+                done: vec![(3, 4)]
+            }
+        );
+        t.retain(key.clone(), progress);
+        // The group's committed offset is older (0): what was done is skipped, not redone.
+        let g2 = t.assign(key.clone());
+        let handed: Vec<i64> = (0..7).filter(|o| t.begin(&key, *o).is_some()).collect();
+        assert_eq!(handed, [2, 5, 6]);
+        assert_eq!(
+            t.progress_of(&key),
+            Some(Progress {
+                next: 2,
+                done: vec![(3, 4)]
+            })
+        );
+        t.complete(&key, g2, 2);
+        assert_eq!(t.progress_of(&key), Some(Progress::at(5)));
+    }
+
+    #[test]
+    fn committed_metadata_adds_what_another_owner_did() {
+        let (mut t, key) = (OffsetTracker::default(), key0());
+        let g = t.assign(key.clone());
+        t.resume(
+            &key,
+            &Progress {
+                next: 10,
+                done: vec![(12, 12)],
+            },
+        );
+        let handed: Vec<i64> = (10..14).filter(|o| t.begin(&key, *o).is_some()).collect();
+        assert_eq!(handed, [10, 11, 13]);
+        t.complete(&key, g, 11);
+        assert_eq!(
+            t.progress_of(&key),
+            Some(Progress {
+                next: 10,
+                done: vec![(11, 12)]
+            })
+        );
+        t.complete(&key, g, 10);
+        assert_eq!(t.progress_of(&key), Some(Progress::at(13)));
     }
 
     #[test]

@@ -48,6 +48,15 @@ async fn a_cache_older_than_the_tombstone_retention_is_rebuilt() {
     assert!(second.stop().success());
 
     // Within the retention, the cache is resumed.
+    let config = AlterConfig::new(ResourceSpecifier::Topic(&h.topics.config))
+        .set("delete.retention.ms", "3600000");
+    for r in admin(&h.topics.bootstrap)
+        .alter_configs([&config], &options())
+        .await
+        .expect("alter configs")
+    {
+        r.expect("delete.retention.ms set");
+    }
     let mut third = h.processor("third");
     let caught_up = third.wait_log("config cache caught up", 1);
     assert_eq!(caught_up[0]["fields"]["resumed"], true);

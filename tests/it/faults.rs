@@ -1,8 +1,14 @@
 //! The fault suite: events flow while instances join and leave the group, are killed with
 //! `kill -9`, the broker restarts and the receiver goes down. Each scenario prints an
 //! invariant report and fails unless every input event has a terminal outcome, every
-//! event is delivered, and every `delivered` outcome was received at least once.
-//! Duplicate deliveries are counted and reported, not failed: at-least-once allows them.
+//! event is delivered, and every `delivered` outcome was received at least once; exactly
+//! once (the default; `FAULTS_GUARANTEE=at_least_once` for the other mode), it also fails
+//! on any duplicate committed outcome. Duplicate deliveries are counted and reported beside
+//! the bound they must keep: the requests that can be in flight at each fault.
+//!
+//! The harness acts as the instances' supervisor: one that exits on its own (a fatal
+//! error: its producer was fenced, a transaction could not commit) is started again, and
+//! the report counts it.
 //!
 //! The short variants run with the other tests; `scripts/faults` runs the long ones
 //! (`FAULTS_LONG=1`) and collects the reports (RELIABILITY.md).
@@ -23,6 +29,15 @@ use crate::support::*;
 fn long() -> bool {
     std::env::var("FAULTS_LONG").is_ok_and(|v| v == "1")
 }
+
+/// The processing guarantee under test (`exactly_once` unless `FAULTS_GUARANTEE` says).
+fn guarantee() -> String {
+    std::env::var("FAULTS_GUARANTEE").unwrap_or_else(|_| "exactly_once".into())
+}
+
+/// Requests one instance may have under way (`delivery.max_in_flight` below): what a fault
+/// may make it send again.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// Short or long variant of a figure.
 fn pick<T>(short: T, long_: T) -> T {
@@ -46,7 +61,11 @@ fn fault_env(h: &Harness, instance: &str) -> Vec<(String, String)> {
         ("FW_DELIVERY__RETRY_MAX_AGE_SECS".into(), "900".into()),
         ("FW_DELIVERY__BREAKER_OPEN_SECS".into(), "1".into()),
         ("FW_DELIVERY__BREAKER_MAX_OPEN_SECS".into(), "4".into()),
-        ("FW_DELIVERY__MAX_IN_FLIGHT".into(), "64".into()),
+        (
+            "FW_DELIVERY__MAX_IN_FLIGHT".into(),
+            MAX_IN_FLIGHT.to_string(),
+        ),
+        ("FW_KAFKA__PROCESSING_GUARANTEE".into(), guarantee()),
     ]);
     env
 }
@@ -57,6 +76,8 @@ struct Instance {
     env: Vec<(String, String)>,
     dir: PathBuf,
     runs: usize,
+    /// Times it exited on its own and was started again.
+    restarts: usize,
     process: Option<Processor>,
 }
 
@@ -67,7 +88,18 @@ impl Instance {
             env: fault_env(h, name),
             dir: h.dir.path().to_owned(),
             runs: 0,
+            restarts: 0,
             process: None,
+        }
+    }
+
+    /// Starts the instance again if it exited on its own, as a supervisor would.
+    fn supervise(&mut self) {
+        let exited = self.process.as_mut().and_then(Processor::exited);
+        if let Some(status) = exited {
+            eprintln!("{} exited ({status}); starting it again", self.name);
+            self.restarts += 1;
+            self.start();
         }
     }
 
@@ -128,10 +160,16 @@ fn start_load(
 
 /// Reads the outcome topic until every id has an outcome (failing after `patience`), and
 /// a little longer, so that outcomes written twice are in the report too.
-fn outcomes_of(h: &Harness, ids: &[String], patience: Duration) -> Reader {
+fn outcomes_of(
+    h: &Harness,
+    ids: &[String],
+    patience: Duration,
+    instances: &mut [&mut Instance],
+) -> Reader {
     let mut outcomes = Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
     let until = Instant::now() + patience;
     loop {
+        instances.iter_mut().for_each(|i| i.supervise());
         outcomes.poll_for(Duration::from_millis(500));
         let done: HashSet<&str> = outcomes
             .records
@@ -141,6 +179,9 @@ fn outcomes_of(h: &Harness, ids: &[String], patience: Duration) -> Reader {
         let missing = ids.iter().filter(|id| !done.contains(id.as_str())).count();
         if missing == 0 {
             break;
+        }
+        if Instant::now() >= until {
+            keep_logs(h.dir.path());
         }
         assert!(
             Instant::now() < until,
@@ -152,14 +193,39 @@ fn outcomes_of(h: &Harness, ids: &[String], patience: Duration) -> Reader {
     outcomes
 }
 
+/// Copies the instances' logs to `$FAULTS_LOG_DIR`, if set, before a failure removes them.
+fn keep_logs(dir: &Path) {
+    let Ok(target) = std::env::var("FAULTS_LOG_DIR") else {
+        return;
+    };
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = Path::new(&target).join(name);
+    let _ = std::fs::create_dir_all(&target);
+    for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if file.path().extension().is_some_and(|e| e == "log") {
+            let _ = std::fs::copy(file.path(), target.join(file.file_name()));
+        }
+    }
+    eprintln!("logs kept in {}", target.display());
+}
+
 /// What a scenario's run shows about the guarantees.
 struct Report {
     scenario: String,
+    guarantee: String,
+    /// Faults the scenario caused (kills, broker restarts, members joining or leaving).
+    faults: usize,
+    /// Instances that exited on their own and were started again.
+    restarts: usize,
     events: usize,
     /// Events with at least one terminal outcome.
     with_outcome: usize,
-    /// Events with more than one outcome (a record processed again after a fault).
-    repeated_outcomes: usize,
+    /// Committed outcome records beyond the first of their event (the reader is
+    /// `read_committed`): a record processed again after a fault.
+    duplicate_outcomes: usize,
     statuses: BTreeMap<String, usize>,
     /// Events delivered (per their outcome) that the receiver never saw: must be 0.
     delivered_not_received: usize,
@@ -201,8 +267,11 @@ fn scan_logs(dir: &Path) -> (usize, u64, BTreeMap<String, usize>) {
 }
 
 impl Report {
+    #[allow(clippy::too_many_arguments)]
     fn build(
         scenario: &str,
+        faults: usize,
+        instances: &[&Instance],
         ids: &[String],
         outcomes: &Reader,
         receiver: &TestReceiver,
@@ -241,9 +310,12 @@ impl Report {
         }
         Report {
             scenario: scenario.into(),
+            guarantee: guarantee(),
+            faults,
+            restarts: instances.iter().map(|i| i.restarts).sum(),
             events: ids.len(),
             with_outcome: per_event.len(),
-            repeated_outcomes: per_event.values().filter(|s| s.len() > 1).count(),
+            duplicate_outcomes: per_event.values().map(|s| s.len() - 1).sum(),
             statuses,
             delivered_not_received,
             requests: received.len(),
@@ -252,6 +324,16 @@ impl Report {
             released,
             warnings,
             elapsed: started.elapsed(),
+        }
+    }
+
+    /// Exactly once, a fault makes an instance redo at most what it had in flight.
+    fn check_duplicate_deliveries(&self) {
+        if self.guarantee == "exactly_once" {
+            assert!(
+                self.duplicate_deliveries <= MAX_IN_FLIGHT * self.faults,
+                "more duplicate deliveries than requests in flight at the faults:\n{self}"
+            );
         }
     }
 
@@ -275,6 +357,12 @@ impl Report {
             "not every event was delivered:\n{self}"
         );
         assert_eq!(self.delivered_not_received, 0, "{self}");
+        if self.guarantee == "exactly_once" {
+            assert_eq!(
+                self.duplicate_outcomes, 0,
+                "duplicate committed outcomes exactly once:\n{self}"
+            );
+        }
     }
 }
 
@@ -282,10 +370,16 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "== fault scenario {} ({} variant, {:.0} s) ==",
+            "== fault scenario {} ({}, {} variant, {:.0} s) ==",
             self.scenario,
+            self.guarantee,
             if long() { "long" } else { "short" },
             self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  faults                          {} (instances restarted after exiting: {})",
+            self.faults, self.restarts
         )?;
         writeln!(f, "  input events                    {}", self.events)?;
         writeln!(
@@ -303,13 +397,16 @@ impl fmt::Display for Report {
         writeln!(f, "  requests received               {}", self.requests)?;
         writeln!(
             f,
-            "  duplicate deliveries            {}",
-            self.duplicate_deliveries
+            "  duplicate deliveries            {} (bound: {} in flight × {} faults = {})",
+            self.duplicate_deliveries,
+            MAX_IN_FLIGHT,
+            self.faults,
+            MAX_IN_FLIGHT * self.faults
         )?;
         writeln!(
             f,
-            "  events with repeated outcomes   {}",
-            self.repeated_outcomes
+            "  duplicate committed outcomes    {}",
+            self.duplicate_outcomes
         )?;
         writeln!(
             f,
@@ -335,8 +432,13 @@ async fn replicated_fault_harness(name: &str, bootstrap: &str, replication: i32)
     h
 }
 
-async fn sleep_secs(s: u64) {
-    tokio::time::sleep(Duration::from_secs(s)).await;
+/// Waits `s` seconds, supervising `instances` meanwhile.
+async fn sleep_secs(s: u64, instances: &mut [&mut Instance]) {
+    let until = Instant::now() + Duration::from_secs(s);
+    while Instant::now() < until {
+        instances.iter_mut().for_each(|i| i.supervise());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -356,21 +458,23 @@ async fn scale_1_to_3_to_1_while_events_flow() {
         Duration::from_secs(20 * rounds),
     );
     for _ in 0..rounds {
-        sleep_secs(3).await;
+        sleep_secs(3, &mut [&mut a]).await;
         b.start();
-        sleep_secs(3).await;
+        sleep_secs(3, &mut [&mut a, &mut b]).await;
         c.start();
-        sleep_secs(6).await;
+        sleep_secs(6, &mut [&mut a, &mut b, &mut c]).await;
         c.stop();
-        sleep_secs(3).await;
+        sleep_secs(3, &mut [&mut a, &mut b]).await;
         b.stop();
-        sleep_secs(5).await;
+        sleep_secs(5, &mut [&mut a]).await;
     }
     let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(180));
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(180), &mut [&mut a]);
     a.stop();
     let report = Report::build(
         "scale 1→3→1",
+        4 * rounds as usize,
+        &[&a, &b, &c],
         &ids,
         &outcomes,
         &h.receiver,
@@ -390,9 +494,11 @@ async fn scale_1_to_3_to_1_while_events_flow() {
 async fn kill_9_repeatedly_during_load() {
     let h = fault_harness("kill9", &kafka::bootstrap()).await;
     let started = Instant::now();
-    let kills = pick(3, 10);
-    let mut instances = [Instance::new(&h, "a"), Instance::new(&h, "b")];
-    instances.iter_mut().for_each(Instance::start);
+    let kills = pick(3, 20);
+    let mut a = Instance::new(&h, "a");
+    let mut b = Instance::new(&h, "b");
+    a.start();
+    b.start();
     let load = start_load(
         &h.topics.bootstrap,
         &h.topics.input,
@@ -401,17 +507,29 @@ async fn kill_9_repeatedly_during_load() {
         Duration::from_secs(6 * kills as u64 + 4),
     );
     for k in 0..kills {
-        sleep_secs(5).await;
-        let victim = &mut instances[k % 2];
+        sleep_secs(5, &mut [&mut a, &mut b]).await;
+        let victim = if k % 2 == 0 { &mut a } else { &mut b };
         victim.kill();
         tokio::time::sleep(Duration::from_millis(500)).await;
         victim.start();
     }
     let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240));
-    instances.iter_mut().for_each(Instance::stop);
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240), &mut [&mut a, &mut b]);
+    a.stop();
+    b.stop();
     let name = format!("kill -9 ×{kills}");
-    Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started).check();
+    let report = Report::build(
+        &name,
+        kills,
+        &[&a, &b],
+        &ids,
+        &outcomes,
+        &h.receiver,
+        h.dir.path(),
+        started,
+    );
+    report.check();
+    report.check_duplicate_deliveries();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -428,15 +546,26 @@ async fn receiver_down_then_back() {
         50,
         Duration::from_secs(down + 15),
     );
-    sleep_secs(5).await;
+    sleep_secs(5, &mut [&mut a]).await;
     h.receiver.go_down();
-    sleep_secs(down).await;
+    sleep_secs(down, &mut [&mut a]).await;
     h.receiver.come_back().await;
     let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(180));
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(180), &mut [&mut a]);
     a.stop();
     let name = format!("receiver down {down} s");
-    Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started).check();
+    let report = Report::build(
+        &name,
+        1,
+        &[&a],
+        &ids,
+        &outcomes,
+        &h.receiver,
+        h.dir.path(),
+        started,
+    );
+    report.check();
+    report.check_duplicate_deliveries();
 }
 
 /// Runs `scripts/kafka ARGS` with `env`, sharing the local broker's jars when installed;
@@ -498,7 +627,7 @@ async fn broker_stop_and_start_during_load() {
     let broker = OwnBroker::start();
     let h = fault_harness("broker", OwnBroker::BOOTSTRAP).await;
     let started = Instant::now();
-    let down = pick(10, 30);
+    let (restarts, down) = (pick(1, 3), pick(10, 20));
     let mut a = Instance::new(&h, "a");
     let mut b = Instance::new(&h, "b");
     a.start();
@@ -508,21 +637,34 @@ async fn broker_stop_and_start_during_load() {
         &h.topics.input,
         "broker",
         100,
-        Duration::from_secs(down + 20),
+        Duration::from_secs((down + 15) * restarts as u64 + 5),
     );
-    sleep_secs(6).await;
-    broker.script("stop");
-    sleep_secs(down).await;
-    broker.script("start");
+    for _ in 0..restarts {
+        sleep_secs(6, &mut [&mut a, &mut b]).await;
+        broker.script("stop");
+        sleep_secs(down, &mut [&mut a, &mut b]).await;
+        broker.script("start");
+        sleep_secs(9, &mut [&mut a, &mut b]).await;
+    }
     let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240));
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240), &mut [&mut a, &mut b]);
     a.stop();
     b.stop();
-    let name = format!("broker down {down} s");
-    let report = Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started);
+    let name = format!("broker down {down} s ×{restarts}");
+    let report = Report::build(
+        &name,
+        restarts,
+        &[&a, &b],
+        &ids,
+        &outcomes,
+        &h.receiver,
+        h.dir.path(),
+        started,
+    );
     drop(h);
     drop(broker);
     report.check();
+    report.check_duplicate_deliveries();
 }
 
 /// A 3-node KRaft cluster of the scenario's own (`scripts/kafka cluster`, ports 19192–19197).
@@ -589,7 +731,7 @@ async fn a_cluster_broker_killed_during_load() {
     let cluster = OwnCluster::start();
     let h = replicated_fault_harness("cluster", OwnCluster::BOOTSTRAP, 3).await;
     let started = Instant::now();
-    let down = pick(10, 30);
+    let (kills, down) = (pick(1, 3), pick(10, 20));
     let mut a = Instance::new(&h, "a");
     let mut b = Instance::new(&h, "b");
     a.start();
@@ -599,20 +741,35 @@ async fn a_cluster_broker_killed_during_load() {
         &h.topics.input,
         "cluster",
         100,
-        Duration::from_secs(down + 20),
+        Duration::from_secs((down + 15) * kills as u64 + 5),
     );
-    sleep_secs(6).await;
-    let leader = OwnCluster::leader_of(&h.topics.input);
-    cluster.script(&["kill", &leader.to_string()]);
-    sleep_secs(down).await;
-    cluster.script(&["start-node", &leader.to_string()]);
+    let mut killed = Vec::new();
+    for _ in 0..kills {
+        sleep_secs(6, &mut [&mut a, &mut b]).await;
+        let leader = OwnCluster::leader_of(&h.topics.input);
+        killed.push(leader);
+        cluster.script(&["kill", &leader.to_string()]);
+        sleep_secs(down, &mut [&mut a, &mut b]).await;
+        cluster.script(&["start-node", &leader.to_string()]);
+        sleep_secs(9, &mut [&mut a, &mut b]).await;
+    }
     let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240));
+    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240), &mut [&mut a, &mut b]);
     a.stop();
     b.stop();
-    let name = format!("3-node cluster, input leader (node {leader}) killed for {down} s");
-    let report = Report::build(&name, &ids, &outcomes, &h.receiver, h.dir.path(), started);
+    let name = format!("3-node cluster, input leader (nodes {killed:?}) killed for {down} s");
+    let report = Report::build(
+        &name,
+        kills,
+        &[&a, &b],
+        &ids,
+        &outcomes,
+        &h.receiver,
+        h.dir.path(),
+        started,
+    );
     drop(h);
     drop(cluster);
     report.check();
+    report.check_duplicate_deliveries();
 }

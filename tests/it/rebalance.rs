@@ -42,6 +42,8 @@ async fn partitions_assigned_while_paused_stay_paused() {
             topics: std::slice::from_ref(&topics.input),
             max_record_bytes: 1 << 20,
             revoke_grace: Duration::from_secs(1),
+            transactions: None,
+            fatal: Default::default(),
         },
     )
     .unwrap();

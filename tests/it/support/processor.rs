@@ -144,6 +144,11 @@ impl Processor {
         }
     }
 
+    /// The exit status, if the process has ended on its own.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
