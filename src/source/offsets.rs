@@ -87,8 +87,10 @@ impl PartitionOffsets {
     }
 
     /// The commit point and the done records after it; `None` before anything is known.
+    /// Before the first record completes, the commit point is the first record received
+    /// (the assignment started there), so that records done after it are recorded too.
     pub fn progress(&self) -> Option<Progress> {
-        let next = self.committable?;
+        let next = self.committable.or(self.first)?;
         let mut ranges: Vec<(i64, i64)> = self
             .in_flight
             .iter()
@@ -563,6 +565,24 @@ mod tests {
         );
         t.complete(&key, g2, 2);
         assert_eq!(t.progress_of(&key), Some(Progress::at(5)));
+    }
+
+    #[test]
+    fn records_done_behind_an_unfinished_first_record_are_reported() {
+        let (mut t, key) = (OffsetTracker::default(), key0());
+        let g = t.assign(key.clone());
+        assert_eq!(t.progress_of(&key), None, "nothing received");
+        for o in 7..10 {
+            t.begin(&key, o);
+        }
+        t.complete(&key, g, 8);
+        assert_eq!(
+            t.progress_of(&key),
+            Some(Progress {
+                next: 7,
+                done: vec![(8, 8)]
+            })
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod config_cli;
 mod crash;
 mod delivery;
 mod durability;
+mod exactly_once;
 mod faults;
 mod hostile;
 mod invalid;
