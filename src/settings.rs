@@ -257,7 +257,7 @@ impl Default for KafkaSettings {
             internal_min_insync_replicas: 0,
             properties: BTreeMap::new(),
             processing_guarantee: Guarantee::ExactlyOnce,
-            commit_interval_ms: 100,
+            commit_interval_ms: 250,
             transactional_id: None,
         }
     }

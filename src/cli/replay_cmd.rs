@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
@@ -28,7 +28,7 @@ use crate::domain::replay::{
 };
 use crate::domain::time::rfc3339_millis;
 use crate::kafka::{client_config, ensure_topics, internal_record_limit, partition_ids};
-use crate::settings::Settings;
+use crate::settings::{Guarantee, Settings};
 
 /// The header that carries the replay id on redelivery records.
 pub const REPLAY_ID_HEADER: &str = "replay-id";
@@ -405,26 +405,47 @@ fn already_queued(
 }
 
 /// Queues redelivery records, waiting for the broker's acknowledgements in batches.
+/// Exactly once, each batch is a transaction: the processor (reading `read_committed`)
+/// sees a batch whole or not at all, and a replay run again with its id skips what committed.
 struct Queue {
     producer: FutureProducer,
     topic: String,
     pending: Vec<DeliveryFuture>,
+    transactional: bool,
 }
 
+/// How long a batch's transaction may take.
+const REPLAY_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Queue {
-    fn new(settings: &Settings, topic: String) -> Result<Self, ReplayError> {
+    fn new(settings: &Settings, topic: String, replay_id: &str) -> Result<Self, ReplayError> {
         let limit = internal_record_limit(settings.delivery.max_event_bytes);
-        let producer = crate::kafka::producer_config(&settings.kafka)
+        let transactional = settings.kafka.processing_guarantee == Guarantee::ExactlyOnce;
+        let mut config = crate::kafka::producer_config(&settings.kafka);
+        config
             .set("message.max.bytes", limit.to_string())
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "20")
-            .set("compression.type", "lz4")
-            .create()?;
+            .set("compression.type", "lz4");
+        if transactional {
+            // One id per replay: nothing else writes with it.
+            let id = format!("{}-replay-cmd-{replay_id}", settings.kafka.group_id);
+            config.set("transactional.id", id).set(
+                "transaction.timeout.ms",
+                REPLAY_TRANSACTION_TIMEOUT.as_millis().to_string(),
+            );
+        }
+        let producer: FutureProducer = config.create()?;
+        if transactional {
+            producer.init_transactions(REPLAY_TRANSACTION_TIMEOUT)?;
+            producer.begin_transaction()?;
+        }
         Ok(Queue {
             producer,
             topic,
             pending: Vec::new(),
+            transactional,
         })
     }
 
@@ -465,7 +486,8 @@ impl Queue {
         Ok(())
     }
 
-    /// Waits until every record sent so far is acknowledged.
+    /// Waits until every record sent so far is acknowledged (exactly once: and commits
+    /// them).
     fn settle(&mut self) -> Result<(), ReplayError> {
         let pending = std::mem::take(&mut self.pending);
         for result in futures::executor::block_on(futures::future::join_all(pending)) {
@@ -474,6 +496,11 @@ impl Queue {
                 Ok(Err((e, _))) => return Err(e.into()),
                 Err(_) => return Err(ReplayError::Refused("the producer was dropped".into())),
             }
+        }
+        if self.transactional {
+            self.producer
+                .commit_transaction(REPLAY_TRANSACTION_TIMEOUT)?;
+            self.producer.begin_transaction()?;
         }
         Ok(())
     }
@@ -760,7 +787,7 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> Result<(), ReplayErr
     )
     .await?;
     let done = already_queued(settings, &topic, &id)?;
-    let mut queue = Queue::new(settings, topic.clone())?;
+    let mut queue = Queue::new(settings, topic.clone(), &id)?;
     let (mut queued, mut skipped) = (0u64, 0u64);
     let matched = read_plan(
         settings,

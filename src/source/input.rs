@@ -613,9 +613,9 @@ impl InputConsumer {
         self.committer.abort()
     }
 
-    /// Commits the progress made since the last commit (periodically): at least once
-    /// without waiting for the answer, exactly once by committing the transaction. A
-    /// failure exactly once voids the transaction's results, so it is fatal.
+    /// Commits the progress made since the last commit (periodically): at least once by
+    /// the consumer, waiting for the broker's answer (so that a failed commit is tried again
+    /// at the next interval), exactly once by committing the transaction.
     ///
     /// A transaction aborted by the broker (a rebalance changed the group's generation under
     /// it) voids the work done since the last commit: every partition is fetched again
@@ -626,7 +626,7 @@ impl InputConsumer {
             let mut reset = || seeks = self.reset_tracking();
             match self
                 .committer
-                .commit(&self.consumer, CommitMode::Async, &mut reset)
+                .commit(&self.consumer, CommitMode::Sync, &mut reset)
             {
                 Err(CommitError::Aborted(why)) => {
                     warn!(
