@@ -403,7 +403,11 @@ mod tests {
             "1 is done, 0 is not: the commit point stays at 0"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(*source.stored.lock().unwrap(), [0, 3], "0, 1 and 2 are done");
+        assert_eq!(
+            *source.stored.lock().unwrap(),
+            [0, 3],
+            "0, 1 and 2 are done"
+        );
         stop.send(true).unwrap();
         task.await.unwrap();
     }
