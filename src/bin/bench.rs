@@ -271,7 +271,7 @@ async fn create_topics(bootstrap: &str, name: &str) -> Topics {
     let topics = [
         NewTopic::new(&t.input, 6, TopicReplication::Fixed(1)),
         NewTopic::new(&t.config, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact"),
-        NewTopic::new(&t.outcomes, 6, TopicReplication::Fixed(1)),
+        NewTopic::new(&t.outcomes, OUTCOME_PARTITIONS, TopicReplication::Fixed(1)),
     ];
     for r in admin
         .create_topics(&topics, &AdminOptions::new())
@@ -564,6 +564,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Partitions of the outcome topic the harness creates.
+const OUTCOME_PARTITIONS: i32 = 6;
+
 struct Run {
     rate: f64,
     healthy_rate: f64,
@@ -576,6 +579,53 @@ struct Run {
     cpu_per_1k: f64,
     /// Series of the processor's metrics (see [`Processor::scheduling_metrics`]).
     scheduling: Vec<String>,
+    /// Paced only: produce → outcome visible to a `read_committed` reader, p50 and p99
+    /// after the warm-up (exactly once, outcomes become visible when their transaction
+    /// commits).
+    outcome_latency: Option<(Duration, Duration)>,
+}
+
+/// Records when each event's outcome becomes visible to a `read_committed` reader of
+/// `topic` (its `eventId` ends in the event's index), until `stop`.
+fn watch_outcomes(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Option<Instant>>> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("isolation.level", "read_committed")
+        // Assigned, never committed: the group only names the client.
+        .set("group.id", format!("{topic}-watch"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("outcome reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..OUTCOME_PARTITIONS {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    std::thread::spawn(move || {
+        let mut seen = vec![None; n];
+        while !stop.load(Ordering::Relaxed) {
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let index = m
+                .payload()
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                .and_then(|v| v["eventId"].as_str().map(str::to_owned))
+                .and_then(|id| id.rsplit('-').next().and_then(|i| i.parse::<usize>().ok()));
+            if let Some(slot) = index.and_then(|i| seen.get_mut(i)) {
+                slot.get_or_insert_with(Instant::now);
+            }
+        }
+        seen
+    })
 }
 
 /// One scenario: returns its figures.
@@ -625,6 +675,15 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
             &args.settings,
         )
     };
+    let stop_watching = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcome_watch = (scenario == Scenario::Paced).then(|| {
+        watch_outcomes(
+            &args.bootstrap,
+            &topics.outcomes,
+            events,
+            stop_watching.clone(),
+        )
+    });
     let (processor, sent, started) = if scenario == Scenario::Backlog {
         let sent = produce(&producer, &topics.input, events, tenants, &run, None).await;
         let started = Instant::now();
@@ -644,6 +703,12 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
+    let outcome_seen = outcome_watch.map(|watch| {
+        // Outcomes follow the deliveries by up to a commit interval.
+        std::thread::sleep(Duration::from_secs(3));
+        stop_watching.store(true, Ordering::Relaxed);
+        watch.join().unwrap_or_default()
+    });
     let (rss_mb, cpu) = processor.usage();
     let scheduling = processor.scheduling_metrics(dir.path());
     drop(processor);
@@ -685,6 +750,19 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
     }
     latencies.sort();
     warm_up.sort();
+    let outcome_latency = outcome_seen.map(|seen| {
+        let mut after_warm_up: Vec<Duration> = seen
+            .iter()
+            .zip(&sent)
+            .filter(|(_, sent)| warm_up_end.is_none_or(|end| **sent >= end))
+            .filter_map(|(seen, sent)| seen.map(|s| s.saturating_duration_since(*sent)))
+            .collect();
+        after_warm_up.sort();
+        (
+            percentile(&after_warm_up, 0.5),
+            percentile(&after_warm_up, 0.99),
+        )
+    });
     let rate = expected as f64 / elapsed.as_secs_f64();
     Run {
         rate,
@@ -695,6 +773,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         rss_mb,
         cpu_per_1k: cpu / (events as f64 / 1000.0),
         scheduling,
+        outcome_latency,
     }
 }
 
@@ -891,12 +970,17 @@ async fn main() {
                 keep(shared_rate, args.shared_tenants)
             }
             Scenario::Backlog => format!("ratio to the lower raw limit: {:.2}", r.rate / limit),
-            Scenario::Paced => format!(
-                "paced at {}/s; latency after a {} s warm-up (warm-up p99 {:.0} ms)",
-                args.paced_rate,
-                PACED_WARM_UP.as_secs(),
-                r.warm_up_p99.unwrap_or_default().as_secs_f64() * 1e3
-            ),
+            Scenario::Paced => {
+                let (o50, o99) = r.outcome_latency.unwrap_or_default();
+                format!(
+                    "paced at {}/s; latency after a {} s warm-up (warm-up p99 {:.0} ms); outcome visible (read_committed) p50 {:.0} ms p99 {:.0} ms",
+                    args.paced_rate,
+                    PACED_WARM_UP.as_secs(),
+                    r.warm_up_p99.unwrap_or_default().as_secs_f64() * 1e3,
+                    o50.as_secs_f64() * 1e3,
+                    o99.as_secs_f64() * 1e3
+                )
+            }
         };
         println!(
             "{:<18} deliveries/s {:>8.0}  latency p50 {:>7.0} ms  p99 {:>7.0} ms  peak RSS {:>6.1} MB  CPU {:>5.3} ms/delivery  {note}",
