@@ -66,10 +66,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate and publish a webhook or campaign record (JSON file).
+    /// Validate and publish a webhook or campaign record (JSON file), stamped with
+    /// `updatedAt` (now) and `updatedBy`. Every refusal is listed at once.
     Put {
         #[arg(long)]
         file: PathBuf,
+        /// Who publishes, for `updatedBy` (default `cli:{user}@{host}`).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Print the webhook of an org + sandbox.
     Get {
@@ -262,10 +266,13 @@ fn seal(settings: &Settings, file: &std::path::Path, record: &str) -> Result<(),
 
 async fn config(settings: &Settings, command: ConfigCommand) -> Result<(), String> {
     match command {
-        ConfigCommand::Put { file } => config_cmd::put(settings, &file)
-            .await
-            .map(|key| println!("published {key}"))
-            .map_err(|e| e.to_string()),
+        ConfigCommand::Put { file, by } => {
+            let by = by.unwrap_or_else(config_cmd::operator);
+            config_cmd::put(settings, &file, &by)
+                .await
+                .map(|key| println!("published {key}"))
+                .map_err(|e| e.to_string())
+        }
         ConfigCommand::Delete {
             org,
             sandbox,

@@ -132,6 +132,29 @@ pub fn validate(kind: Kind, instance: &Value) -> Result<(), Violation> {
     }
 }
 
+/// Every violation of `instance`, each naming its field (a JSON pointer), in document
+/// order; empty when it is valid. Messages never echo values, as in [`validate`].
+pub fn violations(kind: Kind, instance: &Value) -> Vec<Violation> {
+    let validator = validator(kind);
+    if validator.is_valid(instance) {
+        return Vec::new();
+    }
+    validator
+        .iter_errors(instance)
+        .map(|error| {
+            let path = error.instance_path().to_string();
+            Violation {
+                field: if path.is_empty() {
+                    "/".to_string()
+                } else {
+                    path
+                },
+                message: error.masked().to_string(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

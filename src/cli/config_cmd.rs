@@ -32,24 +32,37 @@ pub enum CommandError {
     NotFound(String),
 }
 
-/// Publishes a webhook or campaign record read from `file`.
-pub async fn put(settings: &Settings, file: &Path) -> Result<ConfigKey, CommandError> {
+/// Publishes a webhook or campaign record read from `file`, stamped as published now by
+/// `by` (`updatedAt`, `updatedBy`). Every refusal is listed at once.
+pub async fn put(settings: &Settings, file: &Path, by: &str) -> Result<ConfigKey, CommandError> {
     let bytes = std::fs::read(file).map_err(|e| CommandError::File {
         path: file.display().to_string(),
         reason: e.to_string(),
     })?;
-    let record = config::validate_body(&bytes, settings.rules())?;
+    if bytes.len() > config::MAX_RECORD_BYTES {
+        return Err(ConfigError::TooLarge(bytes.len()).into());
+    }
+    let mut value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+    config::stamp(&mut value, by, &rfc3339_millis(SystemTime::now()));
+    let record = config::validate_value(&value, settings.rules())?;
     let key = match &record {
         ConfigRecord::Webhook(w) => w.key(),
         ConfigRecord::Campaign(c) => c.key(),
     };
     // Publish the compact form of what was validated.
-    let compact = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| serde_json::to_vec(&v).ok())
-        .unwrap_or(bytes);
+    let compact = serde_json::to_vec(&value).unwrap_or_default();
     publish(settings, &key, Some(&compact)).await?;
     Ok(key)
+}
+
+/// Who publishes from this command line, for `updatedBy` when `--by` is not given.
+pub fn operator() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!("cli:{user}@{host}")
 }
 
 /// Publishes a campaign opt-in record.
@@ -67,6 +80,7 @@ pub async fn set_campaign(
         "campaignID": campaign_id,
         "webhooksEnabled": enabled,
         "updatedAt": rfc3339_millis(SystemTime::now()),
+        "updatedBy": operator(),
     });
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
     let change = config::validate(

@@ -37,6 +37,9 @@ pub enum ConfigError {
     Malformed(String),
     #[error("field {field}: {message}")]
     Invalid { field: String, message: String },
+    /// Several fields at once, each with why (see [`refusals`]).
+    #[error("{}", list_refusals(.0))]
+    Refused(Vec<schema::Violation>),
     #[error("key {key:?} does not match the record's body (expected {expected:?})")]
     KeyMismatch { key: String, expected: String },
 }
@@ -57,6 +60,11 @@ impl From<schema::Violation> for ConfigError {
             message: v.message,
         }
     }
+}
+
+fn list_refusals(refusals: &[schema::Violation]) -> String {
+    let each: Vec<String> = refusals.iter().map(|v| format!("field {v}")).collect();
+    format!("{} problems: {}", refusals.len(), each.join("; "))
 }
 
 /// The key of a config record.
@@ -153,6 +161,8 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub signing: Option<Value>,
     pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
 }
 
 impl WebhookConfig {
@@ -185,6 +195,8 @@ pub struct CampaignConfig {
     pub webhooks_enabled: bool,
     #[serde(rename = "updatedAt")]
     pub updated_at: String,
+    #[serde(rename = "updatedBy", default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
 }
 
 impl CampaignConfig {
@@ -254,35 +266,74 @@ pub fn validate_body(bytes: &[u8], rules: Rules) -> Result<ConfigRecord, ConfigE
 }
 
 pub fn validate_value(json: &Value, rules: Rules) -> Result<ConfigRecord, ConfigError> {
-    match json.get("kind").and_then(Value::as_str) {
-        Some("webhook") => {
-            schema::validate(Kind::Webhook, json)?;
-            let webhook: WebhookConfig = serde_json::from_value(json.clone())
-                .map_err(|e| ConfigError::field("/", e.to_string()))?;
-            check_webhook(&webhook, rules)?;
-            Ok(ConfigRecord::Webhook(webhook))
+    let mut found = refusals(json, rules);
+    match found.len() {
+        0 => {}
+        1 => return Err(found.remove(0).into()),
+        _ => return Err(ConfigError::Refused(found)),
+    }
+    let record = match json.get("kind").and_then(Value::as_str) {
+        Some("webhook") => serde_json::from_value(json.clone()).map(ConfigRecord::Webhook),
+        _ => serde_json::from_value(json.clone()).map(ConfigRecord::Campaign),
+    };
+    record.map_err(|e| ConfigError::field("/", e.to_string()))
+}
+
+/// Everything wrong with a record, at once: each schema violation, and the rules a schema
+/// cannot say well (URL semantics, reserved header names), each naming its field as a JSON
+/// pointer. Empty when the record is valid.
+pub fn refusals(json: &Value, rules: Rules) -> Vec<schema::Violation> {
+    let refusal = |field: String, message: String| schema::Violation { field, message };
+    let kind = match json.get("kind").and_then(Value::as_str) {
+        Some("webhook") => Kind::Webhook,
+        Some("campaign") => Kind::Campaign,
+        _ => {
+            return vec![refusal(
+                "/kind".into(),
+                "must be \"webhook\" or \"campaign\"".into(),
+            )]
         }
-        Some("campaign") => {
-            schema::validate(Kind::Campaign, json)?;
-            let campaign: CampaignConfig = serde_json::from_value(json.clone())
-                .map_err(|e| ConfigError::field("/", e.to_string()))?;
-            Ok(ConfigRecord::Campaign(campaign))
+    };
+    let mut found = schema::violations(kind, json);
+    if kind == Kind::Webhook {
+        // Checked on what is there, whatever else is wrong: every problem is listed.
+        // A field the schema refused already is not refused twice.
+        let schema_refused =
+            |found: &[schema::Violation], field: &str| found.iter().any(|v| v.field == field);
+        if let Some(url) = json.get("url").and_then(Value::as_str) {
+            if let Err(ConfigError::Invalid { field, message }) = check_url(url, rules) {
+                if !schema_refused(&found, &field) {
+                    found.push(refusal(field, message));
+                }
+            }
         }
-        _ => Err(ConfigError::field(
-            "/kind",
-            "must be \"webhook\" or \"campaign\"",
-        )),
+        let names_refused = schema_refused(&found, "/headers");
+        let names = json.get("headers").and_then(Value::as_object);
+        for name in names.into_iter().flat_map(|h| h.keys()) {
+            match check_header_name(name) {
+                Err(HEADER_NOT_A_TOKEN) if names_refused => {}
+                Err(message) => found.push(refusal(
+                    format!("/headers/{}", pointer_escape(name)),
+                    message.into(),
+                )),
+                Ok(()) => {}
+            }
+        }
+    }
+    found
+}
+
+/// Marks a record as published now by `by` (`updatedAt`, `updatedBy`), whatever it said.
+pub fn stamp(json: &mut Value, by: &str, now: &str) {
+    if let Some(object) = json.as_object_mut() {
+        object.insert("updatedAt".into(), Value::from(now));
+        object.insert("updatedBy".into(), Value::from(by));
     }
 }
 
-/// The rules a schema cannot say well: URL semantics and reserved header names.
-fn check_webhook(webhook: &WebhookConfig, rules: Rules) -> Result<(), ConfigError> {
-    check_url(&webhook.url, rules)?;
-    for name in webhook.headers.iter().flat_map(|h| h.keys()) {
-        check_header_name(name)
-            .map_err(|message| ConfigError::field(format!("/headers/{name}"), message))?;
-    }
-    Ok(())
+/// A JSON-pointer segment (RFC 6901).
+fn pointer_escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
 }
 
 pub fn check_url(url: &str, rules: Rules) -> Result<(), ConfigError> {
@@ -315,6 +366,8 @@ pub fn check_url(url: &str, rules: Rules) -> Result<(), ConfigError> {
     Ok(())
 }
 
+const HEADER_NOT_A_TOKEN: &str = "is not a valid header name";
+
 /// A custom header name must be a valid token and not one the processor owns.
 pub fn check_header_name(name: &str) -> Result<(), &'static str> {
     let valid_token = !name.is_empty()
@@ -322,7 +375,7 @@ pub fn check_header_name(name: &str) -> Result<(), &'static str> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid_token {
-        return Err("is not a valid header name");
+        return Err(HEADER_NOT_A_TOKEN);
     }
     let lower = name.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
@@ -333,6 +386,39 @@ pub fn check_header_name(name: &str) -> Result<(), &'static str> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn every_refusal_is_listed_at_once() {
+        let mut webhook = sample_webhook();
+        webhook["url"] = serde_json::json!("http://hooks.example.com/x");
+        webhook["authentication"] = serde_json::json!({
+            "type": "jwt", "algorithm": "HS256", "key": "plaintext-secret",
+            "issuer": "i", "subject": "s", "audience": "a", "expiresInSeconds": 300
+        });
+        webhook["headers"] = serde_json::json!({"Host": "elsewhere", "a/b": "x"});
+        webhook.as_object_mut().unwrap().remove("updatedAt");
+        let found = super::refusals(&webhook, super::Rules::default());
+        let fields: Vec<&str> = found.iter().map(|v| v.field.as_str()).collect();
+        // "a/b" is not a header token (the schema says so, at /headers); Host is reserved.
+        for expected in ["/url", "/headers", "/headers/Host"] {
+            assert!(fields.contains(&expected), "{expected} not in {fields:?}");
+        }
+        assert!(
+            fields.iter().any(|f| f.starts_with("/authentication")),
+            "{fields:?}"
+        );
+        assert!(
+            found.iter().any(|v| v.message.contains("updatedAt")),
+            "{found:?}"
+        );
+        let error = super::validate_value(&webhook, super::Rules::default()).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("problems") && !text.contains("plaintext-secret"),
+            "{text}"
+        );
+        assert!(super::refusals(&sample_webhook(), super::Rules::default()).is_empty());
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -30,6 +30,22 @@ async fn config_commands_validate_publish_and_read_back() {
     let (ok, _, err) = cli(&env, &["config", "put", "--file", file.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("/url") && err.contains("https"), "{err}");
+    // Every refusal at once: an http:// URL, a plaintext JWT key and a reserved header
+    // (and no updatedAt: the command stamps it), each named, no secret echoed.
+    bad["authentication"] = json!({
+        "type": "jwt", "algorithm": "HS256", "key": "plaintext-jwt-key",
+        "issuer": "i", "subject": "s", "audience": "a", "expiresInSeconds": 300
+    });
+    bad["headers"] = json!({"Host": "evil.example.com"});
+    bad.as_object_mut().unwrap().remove("updatedAt");
+    std::fs::write(&file, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let (ok, _, err) = cli(&env, &["config", "put", "--file", file.to_str().unwrap()]);
+    assert!(!ok);
+    for field in ["/url", "/authentication", "/headers/Host"] {
+        assert!(err.contains(field), "{field} not named: {err}");
+    }
+    assert!(!err.contains("updatedAt"), "{err}");
+    assert!(!err.contains("plaintext-jwt-key"), "{err}");
     let (ok, out, _) = cli(&env, &["config", "list"]);
     assert!(ok);
     assert_eq!(out.trim(), "");
@@ -37,7 +53,17 @@ async fn config_commands_validate_publish_and_read_back() {
     // Valid records are published and read back.
     let good = webhook(ORG, SANDBOX, "https://hooks.example.com/ajo/feedback");
     std::fs::write(&file, serde_json::to_vec(&good).unwrap()).unwrap();
-    let (ok, out, err) = cli(&env, &["config", "put", "--file", file.to_str().unwrap()]);
+    let (ok, out, err) = cli(
+        &env,
+        &[
+            "config",
+            "put",
+            "--file",
+            file.to_str().unwrap(),
+            "--by",
+            "ops-alice",
+        ],
+    );
     assert!(ok, "{err}");
     assert!(out.contains(&webhook_key(ORG, SANDBOX)), "{out}");
     let (ok, _, err) = cli(
@@ -57,8 +83,16 @@ async fn config_commands_validate_publish_and_read_back() {
 
     let (ok, out, err) = cli(&env, &["config", "get", "--org", ORG, "--sandbox", SANDBOX]);
     assert!(ok, "{err}");
-    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(got, good);
+    let mut got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Stamped by the command: who, and when.
+    assert_eq!(got["updatedBy"], "ops-alice");
+    assert_ne!(got["updatedAt"], good["updatedAt"]);
+    for stamp in ["updatedAt", "updatedBy"] {
+        got.as_object_mut().unwrap().remove(stamp);
+    }
+    let mut expected = good.clone();
+    expected.as_object_mut().unwrap().remove("updatedAt");
+    assert_eq!(got, expected);
     let (_, out, _) = cli(&env, &["config", "list"]);
     assert!(out.contains(&webhook_key(ORG, SANDBOX)), "{out}");
     assert!(
