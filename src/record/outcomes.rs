@@ -98,8 +98,6 @@ struct Txn {
     /// deadline): committing would keep that result without its offset, so the
     /// transaction is aborted instead.
     orphaned: AtomicBool,
-    /// How long a commit retries what can be retried.
-    timeout: Duration,
 }
 
 /// What a write inside a transaction holds until its record settles. Dropped otherwise (the
@@ -197,7 +195,6 @@ impl Recorder {
                     reopened: Notify::new(),
                     written: AtomicBool::new(false),
                     orphaned: AtomicBool::new(false),
-                    timeout: TRANSACTION_TIMEOUT,
                 }))
             }
         };
@@ -401,7 +398,7 @@ impl Recorder {
                     if !fatal
                         && !t.is_fatal()
                         && t.is_retriable()
-                        && started.elapsed() < txn.timeout =>
+                        && started.elapsed() < STEP_BUDGET =>
                 {
                     warn!(step = what, error = %e, "transaction step failed; retrying");
                     std::thread::sleep(Duration::from_millis(200));
@@ -430,11 +427,11 @@ impl Recorder {
         if let Some((tpl, group)) = &offsets {
             self.step(txn, "send offsets", || {
                 self.producer
-                    .send_offsets_to_transaction(tpl, group, txn.timeout)
+                    .send_offsets_to_transaction(tpl, group, STEP_WAIT)
             })?;
         }
         self.step(txn, "commit", || {
-            self.producer.commit_transaction(txn.timeout)
+            self.producer.commit_transaction(STEP_WAIT)
         })?;
         txn.written.store(false, Ordering::SeqCst);
         self.producer
@@ -458,6 +455,13 @@ impl Recorder {
         Ok(())
     }
 }
+
+/// How long one transaction call (sending offsets, committing) may wait for the broker, and
+/// how long a step is retried in all. Past that the process stops and its supervisor
+/// restarts it: the restart's `init_transactions` settles the transaction left behind, one
+/// way or the other, before anything is read again.
+const STEP_WAIT: Duration = Duration::from_secs(10);
+const STEP_BUDGET: Duration = Duration::from_secs(30);
 
 /// How long an abort may take before the producer is given up (and the process restarts).
 const ABORT_WAIT: Duration = Duration::from_secs(15);

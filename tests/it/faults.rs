@@ -239,6 +239,10 @@ struct Report {
     /// Warnings and errors the instances logged, by the start of their message.
     warnings: BTreeMap<String, usize>,
     elapsed: Duration,
+    /// Where the instances' logs are (kept on a failure, see [`keep_logs`]).
+    logs: std::path::PathBuf,
+    /// A few events with duplicate committed outcomes, to look for in the logs.
+    duplicated: Vec<String>,
 }
 
 /// Revocations, released records and warnings in every processor log of `dir`.
@@ -324,6 +328,13 @@ impl Report {
             released,
             warnings,
             elapsed: started.elapsed(),
+            logs: logs.to_owned(),
+            duplicated: per_event
+                .iter()
+                .filter(|(_, s)| s.len() > 1)
+                .map(|(id, _)| id.to_string())
+                .take(5)
+                .collect(),
         }
     }
 
@@ -358,6 +369,9 @@ impl Report {
         );
         assert_eq!(self.delivered_not_received, 0, "{self}");
         if self.guarantee == "exactly_once" {
+            if self.duplicate_outcomes > 0 {
+                keep_logs(&self.logs);
+            }
             assert_eq!(
                 self.duplicate_outcomes, 0,
                 "duplicate committed outcomes exactly once:\n{self}"
@@ -405,8 +419,8 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  duplicate committed outcomes    {}",
-            self.duplicate_outcomes
+            "  duplicate committed outcomes    {} {:?}",
+            self.duplicate_outcomes, self.duplicated
         )?;
         writeln!(
             f,

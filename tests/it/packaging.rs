@@ -237,8 +237,15 @@ fn dockerfile_builds_with_the_ci_toolchain_into_a_small_non_root_image() {
     assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
     assert!(stages[0].ends_with(" AS build"));
     assert!(stages[1].contains("-slim"), "runtime image: {}", stages[1]);
-    // Every Debian package CI installs to build is installed in the build stage.
-    let ci = read(".ci/run");
+    // Every Debian package CI (and the README's commands) install to build, through
+    // scripts/deps, is installed in the build stage.
+    for script in [".ci/run", "scripts/test", "scripts/demo"] {
+        assert!(
+            read(script).contains("scripts/deps"),
+            "{script} does not install the build dependencies"
+        );
+    }
+    let deps = read("scripts/deps");
     let build_stage = &dockerfile[..dockerfile.find(stages[1]).unwrap()];
     for package in [
         "libclang-dev",
@@ -249,7 +256,7 @@ fn dockerfile_builds_with_the_ci_toolchain_into_a_small_non_root_image() {
         "libssl-dev",
         "zlib1g-dev",
     ] {
-        assert!(ci.contains(package), "{package} is not in .ci/run");
+        assert!(deps.contains(package), "{package} is not in scripts/deps");
         assert!(build_stage.contains(package), "{package} not installed");
     }
     assert!(dockerfile.contains("cargo build --locked --release --bin feedback-webhooks"));
