@@ -380,10 +380,17 @@ impl Recorder {
 
     /// Runs a transaction step, retrying what can be retried for up to the transaction's
     /// timeout; a step that requires it aborts the transaction (and opens the next).
+    ///
+    /// `may_have_committed`: the step may have reached the coordinator's commit (the commit
+    /// itself). A failure there is ambiguous (the response may be what was lost): instead of
+    /// aborting and redoing in process, which would redo committed work, the process stops;
+    /// the restart's `init_transactions` settles the transaction, and the committed offsets
+    /// it then reads say what is done.
     fn step(
         &self,
         txn: &Txn,
         what: &str,
+        may_have_committed: bool,
         op: impl Fn() -> Result<(), KafkaError>,
     ) -> Result<(), CommitError> {
         let started = std::time::Instant::now();
@@ -403,7 +410,9 @@ impl Recorder {
                     warn!(step = what, error = %e, "transaction step failed; retrying");
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                KafkaError::Transaction(t) if !fatal && !t.is_fatal() && t.txn_requires_abort() => {
+                KafkaError::Transaction(t)
+                    if !fatal && !t.is_fatal() && t.txn_requires_abort() && !may_have_committed =>
+                {
                     warn!(step = what, error = %e, "transaction aborted");
                     self.abort_open(txn)?;
                     return Err(CommitError::Aborted(format!("{what}: {e}")));
@@ -425,12 +434,12 @@ impl Recorder {
             return Ok(());
         }
         if let Some((tpl, group)) = &offsets {
-            self.step(txn, "send offsets", || {
+            self.step(txn, "send offsets", false, || {
                 self.producer
                     .send_offsets_to_transaction(tpl, group, STEP_WAIT)
             })?;
         }
-        self.step(txn, "commit", || {
+        self.step(txn, "commit", true, || {
             self.producer.commit_transaction(STEP_WAIT)
         })?;
         txn.written.store(false, Ordering::SeqCst);
