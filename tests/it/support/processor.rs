@@ -151,12 +151,17 @@ impl Processor {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) -> ExitStatus {
+        self.stop_within(PATIENCE)
+    }
+
+    /// As [`Processor::stop`], waiting up to `patience`.
+    pub fn stop_within(&mut self, patience: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
-        let until = Instant::now() + PATIENCE;
+        let until = Instant::now() + patience;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 return status;
