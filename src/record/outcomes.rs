@@ -413,9 +413,14 @@ impl Recorder {
                 KafkaError::Transaction(t)
                     if !fatal && !t.is_fatal() && t.txn_requires_abort() && !may_have_committed =>
                 {
-                    warn!(step = what, error = %e, "transaction aborted");
+                    // Redoing in process has let a result through twice under a broker
+                    // failover; a restart redoes from the committed offsets, as after
+                    // `kill -9`, which never has.
+                    warn!(step = what, error = %e, "transaction aborted; stopping");
                     self.abort_open(txn)?;
-                    return Err(CommitError::Aborted(format!("{what}: {e}")));
+                    return Err(CommitError::Fatal(format!(
+                        "{what}: transaction aborted: {e}"
+                    )));
                 }
                 _ => return Err(CommitError::Fatal(format!("{what}: {e}"))),
             }
