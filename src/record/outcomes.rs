@@ -418,6 +418,7 @@ impl Recorder {
                     // `kill -9`, which never has.
                     warn!(step = what, error = %e, "transaction aborted; stopping");
                     self.abort_open(txn)?;
+                    metrics().transactions.with_label_values(&["aborted"]).inc();
                     return Err(CommitError::Fatal(format!(
                         "{what}: transaction aborted: {e}"
                     )));
@@ -431,8 +432,9 @@ impl Recorder {
     fn commit_open(&self, txn: &Txn, offsets: Option<Offsets>) -> Result<(), CommitError> {
         if txn.orphaned.load(Ordering::SeqCst) {
             self.abort_open(txn)?;
-            return Err(CommitError::Aborted(
-                "a record was given up after its result was written".into(),
+            metrics().transactions.with_label_values(&["aborted"]).inc();
+            return Err(CommitError::Fatal(
+                "a record was given up after its result was written; transaction aborted".into(),
             ));
         }
         if offsets.is_none() && !txn.written.load(Ordering::SeqCst) {
@@ -488,11 +490,7 @@ const BARRIER_WAIT: Duration = Duration::from_secs(2);
 const RECORD_OVERHEAD: usize = 512;
 
 impl Transactions for Recorder {
-    fn commit(
-        &self,
-        offsets: &mut dyn FnMut() -> Option<Offsets>,
-        aborted: &mut dyn FnMut(),
-    ) -> Result<(), CommitError> {
+    fn commit(&self, offsets: &mut dyn FnMut() -> Option<Offsets>) -> Result<(), CommitError> {
         let Some(txn) = &self.txn else {
             return Ok(());
         };
@@ -501,13 +499,7 @@ impl Transactions for Recorder {
         let Some(_barrier) = txn.barrier(BARRIER_WAIT) else {
             return Err(CommitError::Busy);
         };
-        let result = self.commit_open(txn, offsets());
-        if let Err(CommitError::Aborted(_)) = &result {
-            metrics().transactions.with_label_values(&["aborted"]).inc();
-            // Still behind the barrier: no write starts for a record the abort voided.
-            aborted();
-        }
-        result
+        self.commit_open(txn, offsets())
     }
 
     fn abort(&self) -> Result<(), CommitError> {

@@ -17,9 +17,6 @@ use super::progress::Progress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    /// What was written since the last commit is void; the records behind it are redone.
-    #[error("transaction aborted: {0}")]
-    Aborted(String),
     /// The producer cannot go on (fenced by a newer instance with its transactional id,
     /// or another fatal error): the process must stop.
     #[error("the transactional producer cannot go on: {0}")]
@@ -39,13 +36,10 @@ pub type Offsets = (TopicPartitionList, ConsumerGroupMetadata);
 pub trait Transactions: Send + Sync {
     /// Waits until no write is under way (and holds new ones back), then commits what was
     /// written since the last commit together with the offsets `offsets` returns at that
-    /// moment, and opens the next transaction. If the transaction is aborted instead,
-    /// `aborted` runs before writes resume. Blocking.
-    fn commit(
-        &self,
-        offsets: &mut dyn FnMut() -> Option<Offsets>,
-        aborted: &mut dyn FnMut(),
-    ) -> Result<(), CommitError>;
+    /// moment, and opens the next transaction. A transaction that cannot commit is an
+    /// error that stops the process: its restart redoes the work from the committed
+    /// offsets. Blocking.
+    fn commit(&self, offsets: &mut dyn FnMut() -> Option<Offsets>) -> Result<(), CommitError>;
     /// Throws away what was written since the last commit (the assignment was lost, so
     /// its offsets can no longer be committed). Blocking.
     fn abort(&self) -> Result<(), CommitError>;
@@ -77,13 +71,8 @@ impl Committer {
     }
 
     /// Commits the progress that changed since the last commit. Blocking (exactly once, or
-    /// with `CommitMode::Sync`). `aborted`: see [`Transactions::commit`].
-    pub fn commit<C, X>(
-        &self,
-        consumer: &C,
-        mode: CommitMode,
-        aborted: &mut dyn FnMut(),
-    ) -> Result<(), CommitError>
+    /// with `CommitMode::Sync`).
+    pub fn commit<C, X>(&self, consumer: &C, mode: CommitMode) -> Result<(), CommitError>
     where
         C: Consumer<X>,
         X: ConsumerContext,
@@ -107,7 +96,7 @@ impl Committer {
             }
             Some(transactions) => {
                 let mut offsets = || Some((changed()?, consumer.group_metadata()?));
-                transactions.commit(&mut offsets, aborted)?;
+                transactions.commit(&mut offsets)?;
             }
         }
         // Stored locally too (never committed from there): the consumer's lag statistics

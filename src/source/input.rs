@@ -178,7 +178,6 @@ pub struct InputContext {
     /// Raised when a revocation cannot commit exactly once: the open transaction holds
     /// other partitions' results too, so the process must stop and redo them.
     fatal: Fatal,
-    deferred: Deferred,
 }
 
 /// Partitions paused until their next record is due, with their generation.
@@ -245,30 +244,10 @@ impl InputContext {
         // A lost assignment (the session expired) can no longer be committed: the group
         // has handed it over already.
         let lost = consumer.assignment_lost();
-        let mut seeks = Vec::new();
         let committed = if lost {
             self.committer.abort()
         } else {
-            let mut reset = || seeks = reset_tracking(&self.tracker, &self.committer);
-            match self
-                .committer
-                .commit(consumer, CommitMode::Sync, &mut reset)
-            {
-                // The group moved on under the transaction: what the partitions handed over
-                // did since the last commit is redone by their next owner; the others are
-                // fetched again here.
-                Err(CommitError::Aborted(why)) => {
-                    warn!(
-                        consumer = self.name,
-                        error = why,
-                        "transaction aborted on revocation; redoing the work since the last commit"
-                    );
-                    seeks.retain(|(k, _)| !keys.contains(k));
-                    let paused = self.paused.load(Ordering::Relaxed);
-                    fetch_again(consumer, &self.deferred, paused, std::mem::take(&mut seeks))
-                }
-                other => other,
-            }
+            self.committer.commit(consumer, CommitMode::Sync)
         };
         if let Err(e) = committed {
             if self.committer.exactly_once() {
@@ -453,7 +432,6 @@ impl InputConsumer {
                 paused: paused.clone(),
                 committer: committer.clone(),
                 fatal: s.fatal.clone(),
-                deferred: deferred.clone(),
             })?;
         let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -604,8 +582,7 @@ impl InputConsumer {
     /// Commits the progress made since the last commit, and waits for the broker's answer
     /// (at shutdown). Blocking.
     pub fn commit(&self) -> Result<(), CommitError> {
-        self.committer
-            .commit(&self.consumer, CommitMode::Sync, &mut || {})
+        self.committer.commit(&self.consumer, CommitMode::Sync)
     }
 
     /// Exactly once: throws away what was written since the last commit.
@@ -617,89 +594,18 @@ impl InputConsumer {
     /// the consumer, waiting for the broker's answer (so that a failed commit is tried again
     /// at the next interval), exactly once by committing the transaction.
     ///
-    /// A transaction aborted by the broker (a rebalance changed the group's generation under
-    /// it) voids the work done since the last commit: every partition is fetched again
-    /// from there, and the records are redone.
+    /// A transaction that cannot commit stops the process (see [`Transactions::commit`]).
     pub fn commit_now(&self) -> Result<(), CommitError> {
-        let commit = || {
-            let mut seeks = Vec::new();
-            let mut reset = || seeks = self.reset_tracking();
-            match self
-                .committer
-                .commit(&self.consumer, CommitMode::Sync, &mut reset)
-            {
-                Err(CommitError::Aborted(why)) => {
-                    warn!(
-                        error = why,
-                        "transaction aborted; redoing the work since the last commit"
-                    );
-                    let paused = self.paused.load(Ordering::Relaxed);
-                    fetch_again(&self.consumer, &self.deferred, paused, seeks)
-                }
-                other => other,
-            }
-        };
+        let commit = || self.committer.commit(&self.consumer, CommitMode::Sync);
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(commit),
             _ => commit(),
         }
     }
 
-    /// See [`OffsetTracker::reset`]: records under way finish unseen (their results are not
-    /// written, their completions ignored).
-    fn reset_tracking(&self) -> Vec<(PartitionKey, i64)> {
-        reset_tracking(&self.tracker, &self.committer)
-    }
-
     pub fn unsubscribe(&self) {
         self.consumer.unsubscribe();
     }
-}
-
-/// See [`InputConsumer::reset_tracking`].
-fn reset_tracking(
-    tracker: &Mutex<OffsetTracker>,
-    committer: &Committer,
-) -> Vec<(PartitionKey, i64)> {
-    tracker
-        .lock()
-        .map(|mut t| t.reset(|key| committer.last(key)))
-        .unwrap_or_default()
-}
-
-/// After an aborted transaction: fetches the partitions again from where
-/// [`OffsetTracker::reset`] says; partitions waiting for a due record are fetched again at
-/// once (unless the loop is paused).
-fn fetch_again<C: Consumer<X>, X: ConsumerContext>(
-    consumer: &C,
-    deferred: &Deferred,
-    paused: bool,
-    seeks: Vec<(PartitionKey, i64)>,
-) -> Result<(), CommitError> {
-    let mut tpl = TopicPartitionList::new();
-    for (key, offset) in &seeks {
-        tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(*offset))?;
-    }
-    if tpl.count() > 0 {
-        consumer
-            .seek_partitions(tpl, Duration::from_secs(10))
-            .map_err(|e| CommitError::Fatal(format!("seek after an aborted transaction: {e}")))?;
-    }
-    let waiting: Vec<PartitionKey> = deferred
-        .lock()
-        .map(|mut d| d.drain().map(|(k, _)| k).collect())
-        .unwrap_or_default();
-    if !paused {
-        let mut tpl = TopicPartitionList::new();
-        for key in &waiting {
-            tpl.add_partition(&key.topic, key.partition);
-        }
-        if tpl.count() > 0 {
-            consumer.resume(&tpl)?;
-        }
-    }
-    metrics().transactions.with_label_values(&["redone"]).inc();
-    Ok(())
 }
 
 /// What a consumer loop needs of its source of records: the Kafka consumer in production,

@@ -38,8 +38,6 @@ pub struct PartitionOffsets {
     known: Option<Progress>,
     /// The first offset received in this assignment.
     first: Option<i64>,
-    /// What was known when the partition was assigned (see [`OffsetTracker::reset`]).
-    start: Option<Progress>,
 }
 
 impl PartitionOffsets {
@@ -77,9 +75,6 @@ impl PartitionOffsets {
             Some(k) => k.merge(progress),
             None => progress.clone(),
         };
-        if self.in_flight.is_empty() && self.first.is_none() {
-            self.start = Some(known.clone());
-        }
         if self.committable.is_none_or(|c| c < known.next) {
             self.committable = Some(known.next);
         }
@@ -292,44 +287,6 @@ impl OffsetTracker {
             .filter_map(|k| self.partitions.get(k))
             .map(|a| a.offsets.open())
             .sum()
-    }
-
-    /// Starts every partition held over as a new assignment, from `committed` (what the
-    /// last commit covered) or, without one, from what was known when it was assigned or the
-    /// first offset received: work done since is void (its transaction was aborted) and is
-    /// redone. Returns where each partition must be fetched from again.
-    pub fn reset(
-        &mut self,
-        committed: impl Fn(&PartitionKey) -> Option<Progress>,
-    ) -> Vec<(PartitionKey, i64)> {
-        let mut seeks = Vec::new();
-        let keys: Vec<PartitionKey> = self.partitions.keys().cloned().collect();
-        for key in keys {
-            let Some(old) = self.partitions.remove(&key) else {
-                continue;
-            };
-            let start = committed(&key).or(old.offsets.start);
-            self.next_generation += 1;
-            let mut offsets = PartitionOffsets::default();
-            match (&start, old.offsets.first) {
-                (Some(p), _) => seeks.push((key.clone(), p.next)),
-                (None, Some(first)) => seeks.push((key.clone(), first)),
-                (None, None) => {}
-            }
-            if let Some(p) = &start {
-                offsets.resume(p);
-            }
-            offsets.start = start;
-            self.partitions.insert(
-                key,
-                Assigned {
-                    generation: self.next_generation,
-                    offsets,
-                    revoking: false,
-                },
-            );
-        }
-        seeks
     }
 
     /// Stops tracking a revoked partition; returns its progress, if any.

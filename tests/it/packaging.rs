@@ -9,7 +9,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
-use crate::support::processor::BIN;
+use crate::support::processor::bin;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,7 +59,7 @@ fn get<'a>(v: &'a Yaml, path: &str) -> &'a Yaml {
 
 /// Runs `feedback-webhooks check` with exactly these settings (no inherited FW_* variables).
 fn check_settings(env: &[(String, String)], file: Option<&Path>) -> String {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     command.arg("check");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FW_")) {
         command.env_remove(k);

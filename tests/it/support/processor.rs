@@ -9,7 +9,11 @@ use serde_json::Value;
 use super::kafka::Topics;
 use super::PATIENCE;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_feedback-webhooks");
+/// The binary under test: the one cargo built, or `FW_TEST_BIN` (a copy, so that long
+/// runs are not disturbed by a rebuild).
+pub fn bin() -> String {
+    std::env::var("FW_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_feedback-webhooks").into())
+}
 
 /// Environment for a processor or CLI bound to one test's topics.
 pub fn env_for(topics: &Topics, store: &Path, ca: &Path) -> Vec<(String, String)> {
@@ -61,7 +65,7 @@ impl Processor {
     /// As [`Processor::start`], with a settings file (`--config`).
     pub fn start_with(env: &[(String, String)], log: PathBuf, config: Option<&Path>) -> Self {
         let file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin());
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
@@ -203,7 +207,7 @@ impl Drop for Processor {
 
 /// Runs a CLI command of the binary; returns (success, stdout, stderr).
 pub fn cli(env: &[(String, String)], args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("FW_CONFIG_FILE")
