@@ -9,9 +9,13 @@
 //! - [`pipeline`]: the loop that ties them together;
 //! - [`observe`]: metrics, health and readiness for the operator.
 //!
+//! [`admin`] is a sibling of the pipeline: the administration API (`feedback-webhooks admin`),
+//! which publishes to the config topic and follows it with the same [`join`] cache.
+//!
 //! [`domain`] holds the pure rules (parsing, matching, payload, outcome, retry policy) and
 //! [`schema`] the JSON Schemas they validate against.
 
+pub mod admin;
 pub mod cli;
 pub mod delivery;
 pub mod domain;

@@ -9,8 +9,8 @@ use tracing_subscriber::EnvFilter;
 use feedback_webhooks::cli::{config_cmd, receiver_cmd, replay_cmd};
 use feedback_webhooks::domain::config::ConfigKey;
 use feedback_webhooks::domain::secret::SealingKey;
-use feedback_webhooks::pipeline;
 use feedback_webhooks::settings::Settings;
+use feedback_webhooks::{admin, pipeline};
 
 // Per event the processor allocates many small buffers across threads (HTTP, JSON, Kafka);
 // mimalloc handles that with less CPU and fragmentation than glibc's allocator.
@@ -59,6 +59,11 @@ enum Command {
     /// events whose outcome failed) and queue them for the running processor, which
     /// delivers them again with the current config. Prints the replay id first.
     Replay(replay_cmd::ReplayArgs),
+    /// Run the administration API (the `[admin]` settings), or make a token for it.
+    Admin {
+        #[command(subcommand)]
+        command: Option<AdminCommand>,
+    },
     /// Check the settings (file and FW_* environment) and print what they resolve to.
     /// Files they name (CA, keys) are read when the processor starts.
     Check,
@@ -92,6 +97,23 @@ enum ConfigCommand {
         sandbox: String,
         #[arg(long)]
         campaign: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Print a new random API token (shown once) and the `[[admin.tokens]]` entry that
+    /// holds only its Argon2id hash.
+    Token {
+        /// Who the token is for (logged with each write, published as `updatedBy`).
+        #[arg(long)]
+        name: String,
+        /// `operator`, `{imsOrg}` or `{imsOrg}/{sandboxId}`.
+        #[arg(long)]
+        scope: String,
+        /// `read` or `write`.
+        #[arg(long, default_value = "read")]
+        right: String,
     },
 }
 
@@ -220,6 +242,16 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
         Command::Config(command) => config(&settings, command).await,
+        Command::Admin { command: None } => {
+            init_logging(&settings);
+            admin::run(&settings, shutdown_signal()).await.map_err(|e| {
+                error!(error = %e, "admin API stopped");
+                e.to_string()
+            })
+        }
+        Command::Admin {
+            command: Some(AdminCommand::Token { name, scope, right }),
+        } => admin_token(&name, &scope, &right),
         Command::Secret(SecretCommand::NewKey) => {
             println!("{}", SealingKey::generate_base64());
             Ok(())
@@ -243,6 +275,46 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn admin_token(name: &str, scope: &str, right: &str) -> Result<(), String> {
+    use feedback_webhooks::admin::tokens::{self, Right, Scope, TokenEntry};
+    let right = match right {
+        "read" => Right::Read,
+        "write" => Right::Write,
+        other => return Err(format!("--right {other:?}: read or write")),
+    };
+    if Scope::parse(scope).is_none() {
+        return Err(format!(
+            "--scope {scope:?}: operator, {{imsOrg}} or {{imsOrg}}/{{sandboxId}}"
+        ));
+    }
+    let (token, hash) = tokens::generate().map_err(|e| e.to_string())?;
+    let entry = TokenEntry {
+        name: name.to_owned(),
+        hash,
+        scope: scope.to_owned(),
+        right,
+    };
+    let toml = toml_entry(&entry);
+    println!("token (shown once; give it to {name}): {token}");
+    println!("\n# add to the admin API's settings:\n{toml}");
+    Ok(())
+}
+
+/// The `[[admin.tokens]]` TOML entry of a token.
+fn toml_entry(e: &feedback_webhooks::admin::tokens::TokenEntry) -> String {
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let right = match e.right {
+        feedback_webhooks::admin::tokens::Right::Read => "read",
+        feedback_webhooks::admin::tokens::Right::Write => "write",
+    };
+    format!(
+        "[[admin.tokens]]\nname = {}\nhash = {}\nscope = {}\nright = \"{right}\"\n",
+        quote(&e.name),
+        quote(&e.hash),
+        quote(&e.scope)
+    )
 }
 
 fn seal(settings: &Settings, file: &std::path::Path, record: &str) -> Result<(), String> {

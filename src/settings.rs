@@ -37,10 +37,52 @@ pub struct Settings {
     pub http: HttpSettings,
     pub shutdown: ShutdownSettings,
     pub replay: ReplaySettings,
+    pub admin: AdminSettings,
     /// `FW_*` environment variables that name no setting: ignored (a platform or wrapper
     /// may set its own), and reported so that a misspelt setting is noticed.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+}
+
+/// `feedback-webhooks admin`: the administration API (its own process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address of the API's listener.
+    pub listen: String,
+    /// PEM certificate chain and private key of the listener (TLS).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Local use only: serve plain HTTP when no certificate is given. Logged loudly.
+    pub allow_plain_http: bool,
+    /// RocksDB folder of the API's own config cache (not shared with a processor).
+    pub store_path: PathBuf,
+    /// The operator port (`/metrics`, `/healthz`, `/readyz`), plain HTTP; empty: off.
+    pub metrics_listen: String,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Failed authentications one client address may make per minute; beyond, 429.
+    pub auth_failures_per_minute: u32,
+    /// The API's callers: `[[admin.tokens]]` with `name`, `hash` (Argon2id, from
+    /// `feedback-webhooks admin token`), `scope` (`operator`, `{imsOrg}` or
+    /// `{imsOrg}/{sandboxId}`) and `right` (`read` or `write`).
+    pub tokens: Vec<crate::admin::tokens::TokenEntry>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: "0.0.0.0:8443".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            allow_plain_http: false,
+            store_path: PathBuf::from("data/admin-cache"),
+            metrics_listen: "0.0.0.0:9465".into(),
+            max_body_bytes: 256 * 1024,
+            auth_failures_per_minute: 10,
+            tokens: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -54,6 +54,9 @@ pub struct Stored<T> {
     pub version: Version,
 }
 
+/// A record found by [`ConfigStore::scan`]: its key, and its JSON with its version.
+pub type Listed = (String, Stored<Vec<u8>>);
+
 /// A cheap-to-clone handle on the cache. Calls block briefly (memtable or block cache).
 /// Lookups go through a memo of decoded records (`memo.rs`).
 #[derive(Clone)]
@@ -203,6 +206,51 @@ impl ConfigStore {
         Ok(Some(Stored { value, version }))
     }
 
+    /// A record as stored (its JSON, not decoded), for readers that show it.
+    pub fn raw(&self, key: &ConfigKey) -> Result<Option<Stored<Vec<u8>>>, StoreError> {
+        let record_key = format!("{RECORD_PREFIX}{key}");
+        let Some(bytes) = self.db.get_pinned(&record_key)? else {
+            return Ok(None);
+        };
+        let (version, json) = decode_version(&bytes).ok_or_else(|| StoreError::Corrupt {
+            key: key.to_string(),
+            reason: "no version".into(),
+        })?;
+        Ok(Some(Stored {
+            value: json.to_vec(),
+            version,
+        }))
+    }
+
+    /// Records whose key starts with `prefix` (e.g. `webhook/{imsOrg}/`), in key order, with
+    /// their keys. A key-value store lists by prefix cheaply; an org's records are a few
+    /// hundred at most.
+    pub fn scan(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let full = format!("{RECORD_PREFIX}{prefix}");
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator(full.as_bytes()) {
+            let (key, bytes) = item?;
+            if !key.starts_with(full.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8_lossy(&key[RECORD_PREFIX.len()..]).into_owned();
+            let Some((version, json)) = decode_version(&bytes) else {
+                return Err(StoreError::Corrupt {
+                    key,
+                    reason: "no version".into(),
+                });
+            };
+            out.push((
+                key,
+                Stored {
+                    value: json.to_vec(),
+                    version,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     /// RocksDB's cheap estimate of the keys held (config records and a few offsets), for
     /// the cache-size gauge.
     pub fn estimated_entries(&self) -> u64 {
@@ -300,6 +348,35 @@ mod tests {
 
         store.clear().unwrap();
         assert_eq!(store.next_offset("cfg", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn records_are_listed_by_key_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConfigStore::open(dir.path()).unwrap();
+        for (i, key) in [
+            "webhook/A/s2",
+            "webhook/A/s1",
+            "webhook/AB/s1",
+            "campaign/A/s1/c",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let key = ConfigKey::parse(key).unwrap();
+            store
+                .apply("cfg", 0, i as i64, Some((&key, Some(b"{}"))))
+                .unwrap();
+        }
+        let keys: Vec<String> = store
+            .scan("webhook/A/")
+            .unwrap()
+            .into_iter()
+            .map(|(k, s)| format!("{k}@{}", s.version))
+            .collect();
+        assert_eq!(keys, ["webhook/A/s1@0-1", "webhook/A/s2@0-0"]);
+        let raw = store.raw(&ConfigKey::webhook("AB", "s1")).unwrap().unwrap();
+        assert_eq!((raw.value.as_slice(), raw.version.offset), (&b"{}"[..], 2));
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct Metrics {
     pub record_write_failures: IntCounterVec,
     /// Transactions (exactly once) by how they ended (`committed`, `aborted`).
     pub transactions: IntCounterVec,
+    /// Administration API requests, by method, route pattern and status code.
+    pub admin_requests: IntCounterVec,
+    /// Administration API authentications refused, by reason (`no_token`,
+    /// `unknown_token`, `rate_limited`).
+    pub admin_auth_failures: IntCounterVec,
     /// HTTP requests to webhooks under way.
     pub deliveries_in_flight: IntGauge,
     /// Circuit breakers (one per host, one per webhook) by state (`closed`, `open`,
@@ -157,6 +162,18 @@ impl Metrics {
                 "transactions_total",
                 "Transactions of outcomes, parked records and input offsets, by how they ended",
                 &["result"],
+            ),
+            admin_requests: counter(
+                &r,
+                "admin_requests_total",
+                "Administration API requests, by method, route and status",
+                &["method", "route", "status"],
+            ),
+            admin_auth_failures: counter(
+                &r,
+                "admin_auth_failures_total",
+                "Administration API authentications refused, by reason",
+                &["reason"],
             ),
             deliveries_in_flight: gauge(&r, "deliveries_in_flight", "Webhook requests under way"),
             circuit_breakers: gauge_vec(
