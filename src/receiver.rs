@@ -35,6 +35,10 @@ pub enum ReceiverError {
 pub struct LocalCa {
     /// The CA certificate, PEM: trust this to trust the receiver.
     pub ca_pem: String,
+    /// The server certificate and its private key (PKCS#8), PEM: for a server that reads
+    /// them from files (the admin API in tests and the demo).
+    pub cert_pem: String,
+    pub key_pem: String,
     pub tls: Arc<rustls::ServerConfig>,
 }
 
@@ -68,6 +72,8 @@ impl LocalCa {
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(LocalCa {
             ca_pem: ca.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
             tls: Arc::new(tls),
         })
     }

@@ -98,6 +98,10 @@ struct Txn {
     /// deadline): committing would keep that result without its offset, so the
     /// transaction is aborted instead.
     orphaned: AtomicBool,
+    /// A commit failed for good: the process is stopping, and what is done since is
+    /// counted against results that were thrown away, so nothing commits any more (not
+    /// even on the revocation that leaving the group causes).
+    failed: AtomicBool,
 }
 
 /// What a write inside a transaction holds until its record settles. Dropped otherwise (the
@@ -195,6 +199,7 @@ impl Recorder {
                     reopened: Notify::new(),
                     written: AtomicBool::new(false),
                     orphaned: AtomicBool::new(false),
+                    failed: AtomicBool::new(false),
                 }))
             }
         };
@@ -365,6 +370,9 @@ impl Recorder {
                 Failure::Permanent => return Err(Refused(e)),
                 Failure::Fatal => {
                     error!(topic, error = %e, "the producer cannot go on; stopping");
+                    if let Some(txn) = &self.txn {
+                        txn.failed.store(true, Ordering::SeqCst);
+                    }
                     self.fatal.raise(format!("producer: {e}"));
                     return std::future::pending().await;
                 }
@@ -499,7 +507,16 @@ impl Transactions for Recorder {
         let Some(_barrier) = txn.barrier(BARRIER_WAIT) else {
             return Err(CommitError::Busy);
         };
-        self.commit_open(txn, offsets())
+        if txn.failed.load(Ordering::SeqCst) {
+            return Err(CommitError::Fatal(
+                "an earlier transaction failed; nothing commits until the restart".into(),
+            ));
+        }
+        let result = self.commit_open(txn, offsets());
+        if let Err(CommitError::Fatal(_)) = &result {
+            txn.failed.store(true, Ordering::SeqCst);
+        }
+        result
     }
 
     fn abort(&self) -> Result<(), CommitError> {

@@ -47,7 +47,11 @@ impl PartitionOffsets {
     /// done at once.
     pub fn begin(&mut self, offset: i64) -> bool {
         self.first.get_or_insert(offset);
+        // Below the commit point everything is done, even when nothing is in flight any
+        // more: a record fetched again (the client's position moved back after a broker
+        // failover) is not processed twice.
         if self.rewound
+            || self.committable.is_some_and(|c| offset < c)
             || self
                 .in_flight
                 .back()
@@ -415,6 +419,20 @@ mod tests {
         p.begin(9);
         assert_eq!(p.complete(9), None);
         assert_eq!(p.complete(5), Some(10));
+    }
+
+    #[test]
+    fn a_record_fetched_again_after_its_completion_is_not_handed_out() {
+        let mut p = PartitionOffsets::default();
+        for o in 10..13 {
+            assert!(p.begin(o));
+            p.start(o);
+            p.complete(o);
+        }
+        assert!(p.is_empty(), "nothing in flight");
+        assert!(!p.begin(11), "done already");
+        assert!(!p.begin(12));
+        assert!(p.begin(13));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use feedback_webhooks::receiver::Reply;
 
 use crate::support::kafka::{Producer, Reader};
-use crate::support::processor::Processor;
+use crate::support::processor::{keep_logs, Processor};
 use crate::support::receiver::TestReceiver;
 use crate::support::*;
 
@@ -184,6 +184,7 @@ fn outcomes_of(
             break;
         }
         if Instant::now() >= until {
+            dump_stacks(instances, h.dir.path());
             keep_logs(h.dir.path());
         }
         assert!(
@@ -196,23 +197,14 @@ fn outcomes_of(
     outcomes
 }
 
-/// Copies the instances' logs to `$FAULTS_LOG_DIR`, if set, before a failure removes them.
-fn keep_logs(dir: &Path) {
-    let Ok(target) = std::env::var("FAULTS_LOG_DIR") else {
-        return;
-    };
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let target = Path::new(&target).join(name);
-    let _ = std::fs::create_dir_all(&target);
-    for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if file.path().extension().is_some_and(|e| e == "log") {
-            let _ = std::fs::copy(file.path(), target.join(file.file_name()));
+/// Writes where every thread of each running instance is beside its log, for a run that
+/// stalls.
+fn dump_stacks(instances: &[&mut Instance], dir: &Path) {
+    for i in instances {
+        if let Some(p) = &i.process {
+            p.dump_stacks(&dir.join(format!("{}-stacks.log", i.name)));
         }
     }
-    eprintln!("logs kept in {}", target.display());
 }
 
 /// What a scenario's run shows about the guarantees.
@@ -242,8 +234,6 @@ struct Report {
     /// Warnings and errors the instances logged, by the start of their message.
     warnings: BTreeMap<String, usize>,
     elapsed: Duration,
-    /// Where the instances' logs are (kept on a failure, see [`keep_logs`]).
-    logs: std::path::PathBuf,
     /// A few events with duplicate committed outcomes, to look for in the logs.
     duplicated: Vec<String>,
 }
@@ -315,7 +305,7 @@ impl Report {
                 delivered_not_received += 1;
             }
         }
-        Report {
+        let report = Report {
             scenario: scenario.into(),
             guarantee: guarantee(),
             faults,
@@ -331,14 +321,34 @@ impl Report {
             released,
             warnings,
             elapsed: started.elapsed(),
-            logs: logs.to_owned(),
+            // Each duplicated event with where its record is and when each outcome was
+            // completed, to find the moment in the instances' logs.
             duplicated: per_event
                 .iter()
                 .filter(|(_, s)| s.len() > 1)
-                .map(|(id, _)| id.to_string())
                 .take(5)
+                .map(|(id, _)| {
+                    let times: Vec<String> = outcomes
+                        .records
+                        .iter()
+                        .filter(|o| o["eventId"] == *id)
+                        .map(|o| o["completedAt"].as_str().unwrap_or("?").to_owned())
+                        .collect();
+                    let source = outcomes
+                        .records
+                        .iter()
+                        .find(|o| o["eventId"] == *id)
+                        .map(|o| format!("p{}@{}", o["source"]["partition"], o["source"]["offset"]))
+                        .unwrap_or_default();
+                    format!("{id} {source} {times:?}")
+                })
                 .collect(),
+        };
+        // Kept while they exist: the harness's folder is gone by the time of the checks.
+        if report.duplicate_outcomes > 0 || report.with_outcome != report.events {
+            keep_logs(logs);
         }
+        report
     }
 
     /// Exactly once, a fault makes an instance redo at most what it had in flight.
@@ -372,9 +382,6 @@ impl Report {
         );
         assert_eq!(self.delivered_not_received, 0, "{self}");
         if self.guarantee == "exactly_once" {
-            if self.duplicate_outcomes > 0 {
-                keep_logs(&self.logs);
-            }
             assert_eq!(
                 self.duplicate_outcomes, 0,
                 "duplicate committed outcomes exactly once:\n{self}"

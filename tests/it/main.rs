@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod chaos;
 mod config_cache;
 mod config_cli;

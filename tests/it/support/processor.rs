@@ -64,25 +64,35 @@ impl Processor {
 
     /// As [`Processor::start`], with a settings file (`--config`).
     pub fn start_with(env: &[(String, String)], log: PathBuf, config: Option<&Path>) -> Self {
+        let mut p = Self::spawn(&["run"], env, log, config);
+        p.wait_log("processing input", 1);
+        p
+    }
+
+    /// Starts the binary with `args` (a subcommand), logging to `log`, without waiting.
+    pub fn spawn(
+        args: &[&str],
+        env: &[(String, String)],
+        log: PathBuf,
+        config: Option<&Path>,
+    ) -> Self {
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(bin());
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
         let child = command
-            .arg("run")
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("FW_CONFIG_FILE")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("spawn processor");
-        let mut p = Processor {
+        Processor {
             child: Some(child),
             log,
-        };
-        p.wait_log("processing input", 1);
-        p
+        }
     }
 
     /// The process's peak resident set size in MB (`VmHWM`), while it runs.
@@ -149,6 +159,11 @@ impl Processor {
     }
 
     /// The exit status, if the process has ended on its own.
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.as_mut()?.try_wait().ok().flatten()
     }
@@ -170,8 +185,22 @@ impl Processor {
             if let Some(status) = child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < until, "processor did not stop on SIGTERM");
+            if Instant::now() >= until {
+                let stacks = self.log.with_extension("stacks.log");
+                dump_pid_stacks(child.id(), &stacks);
+                if let Some(dir) = self.log.parent() {
+                    keep_logs(dir);
+                }
+                panic!("processor did not stop on SIGTERM");
+            }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Writes where every thread of the process is (`gdb`, when installed) to `to`.
+    pub fn dump_stacks(&self, to: &Path) {
+        if let Some(pid) = self.pid() {
+            dump_pid_stacks(pid, to);
         }
     }
 
@@ -203,6 +232,41 @@ impl Drop for Processor {
             let _ = child.wait();
         }
     }
+}
+
+fn dump_pid_stacks(pid: u32, to: &Path) {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .output();
+    if let Ok(out) = out {
+        let _ = std::fs::write(to, out.stdout);
+    }
+}
+
+/// Copies the `.log` files of `dir` to `$FAULTS_LOG_DIR`, if set, before a failure removes
+/// them.
+pub fn keep_logs(dir: &Path) {
+    let Ok(target) = std::env::var("FAULTS_LOG_DIR") else {
+        return;
+    };
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = Path::new(&target).join(name);
+    let _ = std::fs::create_dir_all(&target);
+    for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if file.path().extension().is_some_and(|e| e == "log") {
+            let _ = std::fs::copy(file.path(), target.join(file.file_name()));
+        }
+    }
+    eprintln!("logs kept in {}", target.display());
 }
 
 /// Runs a CLI command of the binary; returns (success, stdout, stderr).

@@ -1,0 +1,596 @@
+//! The administration API (`feedback-webhooks admin`): the real binary over TLS, with tokens
+//! hashed in its settings, publishing to the real broker; and the processor delivering
+//! with what it published.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use feedback_webhooks::admin::tokens;
+use feedback_webhooks::receiver::LocalCa;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::processor::{cli, Processor};
+use crate::support::*;
+
+/// A running admin API with its tokens.
+struct Api {
+    process: Processor,
+    base: String,
+    client: reqwest::Client,
+    /// Tokens by name: `operator` (every org, write), `acme` (org acme, write),
+    /// `acme-reader` (acme/sb1, read), `other` (org other, write).
+    tokens: Vec<(String, String)>,
+}
+
+const KEY_FILE: &str = "config-key";
+
+impl Api {
+    fn start(h: &Harness) -> Api {
+        let dir = h.dir.path();
+        let ca = LocalCa::generate(&["127.0.0.1"]).expect("CA");
+        std::fs::write(dir.join("admin-cert.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.join("admin-key.pem"), &ca.key_pem).unwrap();
+        write_key(dir);
+        let mut settings = String::new();
+        let mut known = Vec::new();
+        for (name, scope, right) in [
+            ("operator", "operator", "write"),
+            ("acme", "acme", "write"),
+            ("acme-reader", "acme/sb1", "read"),
+            ("other", "other", "write"),
+        ] {
+            let (token, hash) = tokens::generate().unwrap();
+            settings.push_str(&format!(
+                "[[admin.tokens]]\nname = \"{name}\"\nhash = \"{hash}\"\nscope = \"{scope}\"\nright = \"{right}\"\n"
+            ));
+            known.push((name.to_owned(), token));
+        }
+        let config = dir.join("admin.toml");
+        std::fs::write(&config, settings).unwrap();
+        let mut env = admin_env(h);
+        env.push((
+            "FW_ADMIN__TLS_CERT_FILE".into(),
+            dir.join("admin-cert.pem").display().to_string(),
+        ));
+        env.push((
+            "FW_ADMIN__TLS_KEY_FILE".into(),
+            dir.join("admin-key.pem").display().to_string(),
+        ));
+        let mut process = Processor::spawn(&["admin"], &env, dir.join("admin.log"), Some(&config));
+        let line = process.wait_log("admin API listening", 1);
+        let base = line[0]["fields"]["url"].as_str().expect("url").to_owned();
+        Api {
+            process,
+            base,
+            client: client(&ca.ca_pem),
+            tokens: known,
+        }
+    }
+
+    fn token(&self, name: &str) -> &str {
+        &self.tokens.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// One request as `who` (a token name, or `None` for no token).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        who: Option<&str>,
+        if_match: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Option<String>, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(who) = who {
+            request = request.bearer_auth(self.token(who));
+        }
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json",
+                "{status}"
+            );
+        }
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, etag, value)
+    }
+
+    async fn wait_ready(&self) {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            let url = self.base.replace("/api/v1", "/readyz");
+            if let Ok(r) = self.client.get(&url).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < until, "admin API not ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn write_key(dir: &Path) {
+    let key = feedback_webhooks::domain::secret::SealingKey::generate_base64();
+    std::fs::write(dir.join(KEY_FILE), key).unwrap();
+}
+
+fn admin_env(h: &Harness) -> Vec<(String, String)> {
+    let dir = h.dir.path();
+    let mut env = h.env.clone();
+    env.extend([
+        ("FW_ADMIN__LISTEN".into(), "127.0.0.1:0".into()),
+        ("FW_ADMIN__METRICS_LISTEN".into(), "127.0.0.1:0".into()),
+        (
+            "FW_ADMIN__STORE_PATH".into(),
+            dir.join("admin-store").display().to_string(),
+        ),
+        (
+            "FW_SECRETS__ENCRYPTION_KEY_FILE".into(),
+            dir.join(KEY_FILE).display().to_string(),
+        ),
+        ("FW_ADMIN__AUTH_FAILURES_PER_MINUTE".into(), "5".into()),
+    ]);
+    env
+}
+
+fn client(ca_pem: &str) -> reqwest::Client {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap()
+}
+
+/// The webhook record the config topic holds now (`config get`).
+fn in_topic(h: &Harness, org: &str, sandbox: &str) -> Value {
+    let (ok, out, err) = cli(
+        &h.env,
+        &["config", "get", "--org", org, "--sandbox", sandbox],
+    );
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+const HMAC_KEY: &str = "a-shared-jwt-hmac-key-of-32-bytes!";
+
+fn webhook_body(url: &str) -> Value {
+    json!({
+        "sandbox": { "name": "prod" },
+        "name": "Order feedback",
+        "channels": ["email"],
+        "url": url,
+        "enabled": true,
+        "authentication": {
+            "type": "jwt", "algorithm": "HS256", "key": { "value": HMAC_KEY },
+            "issuer": "ajo", "subject": "feedback", "audience": "acme", "expiresInSeconds": 300
+        },
+        "headers": { "X-Partner-Id": "acme" }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhooks_are_published_validated_and_versioned() {
+    let h = Harness::start("admin-crud").await;
+    let api = Api::start(&h);
+    api.wait_ready().await;
+    let hook = "/orgs/acme/sandboxes/sb1/webhook";
+
+    // Create: 201 with its version; the secret is never shown, only set and a fingerprint.
+    let (status, etag, created) = api
+        .call(
+            Method::PUT,
+            hook,
+            Some("acme"),
+            None,
+            Some(&webhook_body("https://hooks.example.com/a")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let etag = etag.expect("ETag");
+    assert_eq!(
+        etag,
+        format!("\"{}\"", created["version"].as_str().unwrap())
+    );
+    assert_eq!(created["imsOrg"], "acme");
+    assert_eq!(created["sandbox"]["id"], "sb1");
+    assert_eq!(created["updatedBy"], "acme");
+    let key = &created["authentication"]["key"];
+    assert_eq!(key["set"], true);
+    assert_eq!(key["fingerprint"].as_str().unwrap().len(), 8);
+    assert!(!created.to_string().contains(HMAC_KEY));
+
+    // Read your write: the same version, at once.
+    let (status, get_tag, read) = api.call(Method::GET, hook, Some("acme"), None, None).await;
+    assert_eq!(
+        (status, get_tag.as_deref()),
+        (StatusCode::OK, Some(etag.as_str()))
+    );
+    assert_eq!(read, created);
+
+    // In the topic: sealed, stamped, no plaintext.
+    let record = in_topic(&h, "acme", "sb1");
+    assert!(record["authentication"]["key"]["encrypted"].is_string());
+    assert!(!record.to_string().contains(HMAC_KEY));
+    assert_eq!(record["updatedBy"], "acme");
+
+    // A second create is a conflict; a stale version is refused; a missing one required.
+    let body = webhook_body("https://hooks.example.com/b");
+    let (status, _, problem) = api
+        .call(Method::PUT, hook, Some("acme"), None, Some(&body))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    let (status, _, _) = api
+        .call(
+            Method::PUT,
+            hook,
+            Some("acme"),
+            Some("\"0-0\""),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (status, _, _) = api
+        .call(Method::DELETE, hook, Some("acme"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_REQUIRED);
+
+    // Replace with the current version, keeping the secret by sending back what was shown.
+    let mut edit = read.clone();
+    edit["url"] = json!("https://hooks.example.com/b");
+    let (status, new_tag, replaced) = api
+        .call(Method::PUT, hook, Some("acme"), Some(&etag), Some(&edit))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    assert_ne!(new_tag.as_deref(), Some(etag.as_str()));
+    assert_eq!(replaced["url"], "https://hooks.example.com/b");
+    assert_eq!(
+        replaced["authentication"]["key"],
+        read["authentication"]["key"]
+    );
+    // The old version no longer replaces anything: no silent overwrite.
+    let (status, _, _) = api
+        .call(Method::PUT, hook, Some("acme"), Some(&etag), Some(&edit))
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+
+    // Every refusal at once, each with its JSON pointer; nothing published.
+    let mut bad = webhook_body("http://hooks.example.com/x");
+    bad["headers"] = json!({ "Host": "evil.example.com" });
+    bad["channels"] = json!(["fax"]);
+    let (status, _, problem) = api
+        .call(
+            Method::PUT,
+            "/orgs/acme/sandboxes/sb2/webhook",
+            Some("acme"),
+            None,
+            Some(&bad),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    for p in ["/url", "/headers/Host", "/channels/0"] {
+        assert!(pointers.contains(&p), "{p} not in {problem}");
+    }
+    assert!(!problem.to_string().contains(HMAC_KEY));
+
+    // Disable and enable keep everything else.
+    let (status, _, disabled) = api
+        .call(
+            Method::POST,
+            &format!("{hook}/disable"),
+            Some("acme"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &disabled["enabled"]),
+        (StatusCode::OK, &json!(false))
+    );
+    assert_eq!(disabled["url"], "https://hooks.example.com/b");
+
+    // The inventory: paged, filtered.
+    let second = webhook_body("https://hooks.example.com/c");
+    let (status, _, _) = api
+        .call(
+            Method::PUT,
+            "/orgs/acme/sandboxes/sb0/webhook",
+            Some("acme"),
+            None,
+            Some(&second),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, _, page) = api
+        .call(
+            Method::GET,
+            "/orgs/acme/webhooks?limit=1",
+            Some("acme"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(page["items"][0]["sandbox"]["id"], "sb0");
+    let cursor = page["nextCursor"].as_str().expect("a next page");
+    let (_, _, page2) = api
+        .call(
+            Method::GET,
+            &format!("/orgs/acme/webhooks?limit=1&cursor={cursor}"),
+            Some("acme"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(page2["items"][0]["sandbox"]["id"], "sb1");
+    assert_eq!(page2["nextCursor"], Value::Null);
+    let (_, _, enabled) = api
+        .call(
+            Method::GET,
+            "/orgs/acme/webhooks?enabled=true",
+            Some("acme"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(enabled["items"].as_array().unwrap().len(), 1);
+    let (_, _, sms) = api
+        .call(
+            Method::GET,
+            "/orgs/acme/webhooks?channel=sms",
+            Some("acme"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(sms["items"], json!([]));
+
+    // Campaign opt-ins: on, listed, off.
+    let campaigns = "/orgs/acme/sandboxes/sb1/campaigns";
+    let (status, _, c) = api
+        .call(
+            Method::PUT,
+            &format!("{campaigns}/c1"),
+            Some("acme"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &c["webhooksEnabled"]),
+        (StatusCode::CREATED, &json!(true))
+    );
+    let off = json!({ "webhooksEnabled": false });
+    let (status, _, c) = api
+        .call(
+            Method::PUT,
+            &format!("{campaigns}/c2"),
+            Some("acme"),
+            None,
+            Some(&off),
+        )
+        .await;
+    assert_eq!(
+        (status, &c["webhooksEnabled"]),
+        (StatusCode::CREATED, &json!(false))
+    );
+    let (_, _, list) = api
+        .call(Method::GET, campaigns, Some("acme"), None, None)
+        .await;
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["campaignID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["c1", "c2"]);
+    let (status, _, _) = api
+        .call(
+            Method::DELETE,
+            &format!("{campaigns}/c2"),
+            Some("acme"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, _, list) = api
+        .call(Method::GET, campaigns, Some("acme"), None, None)
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    // Delete with the current version: gone.
+    let (_, tag, _) = api.call(Method::GET, hook, Some("acme"), None, None).await;
+    let (status, _, _) = api
+        .call(Method::DELETE, hook, Some("acme"), tag.as_deref(), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = api.call(Method::GET, hook, Some("acme"), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Every write is an audit line naming who, the key and the versions; no secret logged.
+    let audit: Vec<Value> = api
+        .process
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["fields"]["message"] == "config write")
+        .collect();
+    assert!(audit.len() >= 8, "{audit:?}");
+    assert!(audit
+        .iter()
+        .any(|l| l["fields"]["action"] == "delete" && l["fields"]["key"] == "webhook/acme/sb1"));
+    let log = std::fs::read_to_string(h.dir.path().join("admin.log")).unwrap();
+    assert!(!log.contains(HMAC_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_reach_only_their_scope() {
+    let h = Harness::start("admin-scope").await;
+    let api = Api::start(&h);
+    api.wait_ready().await;
+    let hook = "/orgs/acme/sandboxes/sb1/webhook";
+    let body = webhook_body("https://hooks.example.com/a");
+    let (status, _, _) = api
+        .call(Method::PUT, hook, Some("acme"), None, Some(&body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Another org's token: the webhook and the org do not exist for it.
+    for path in [
+        hook,
+        "/orgs/acme/webhooks",
+        "/orgs/acme/sandboxes/sb1/campaigns",
+    ] {
+        let (status, _, _) = api.call(Method::GET, path, Some("other"), None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, _, _) = api
+        .call(Method::DELETE, hook, Some("other"), Some("*"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A read token of acme/sb1 reads there, writes nowhere, and sees no other sandbox.
+    let (status, _, _) = api
+        .call(Method::GET, hook, Some("acme-reader"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = api
+        .call(
+            Method::POST,
+            &format!("{hook}/disable"),
+            Some("acme-reader"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = api
+        .call(
+            Method::GET,
+            "/orgs/acme/sandboxes/sb2/webhook",
+            Some("acme-reader"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The operator sees everything.
+    let (status, _, _) = api
+        .call(Method::GET, hook, Some("operator"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Without a valid token: 401 with a challenge; too many failures: 429; the token is
+    // never logged.
+    let response = api
+        .client
+        .get(format!("{}{hook}", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let wrong = "fwa_not-a-token-anyone-was-given";
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = api
+            .client
+            .get(format!("{}{hook}", api.base))
+            .bearer_auth(wrong)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 429, 429],
+        "5 failures a minute"
+    );
+    let log = std::fs::read_to_string(h.dir.path().join("admin.log")).unwrap();
+    assert!(log.contains("authentication failed"));
+    for (_, token) in &api.tokens {
+        assert!(!log.contains(token.as_str()));
+    }
+    assert!(!log.contains(wrong));
+}
+
+/// What the API publishes is what the processor delivers with: the JWT key sealed by the
+/// API opens in the processor, and the campaign opt-in takes effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_processor_delivers_with_what_the_api_published() {
+    let h = Harness::start("admin-e2e").await;
+    let api = Api::start(&h);
+    api.wait_ready().await;
+    let hook = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/webhook");
+    let (status, _, created) = api
+        .call(
+            Method::PUT,
+            &hook,
+            Some("operator"),
+            None,
+            Some(&webhook_body(&h.receiver.url("/api"))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _, _) = api
+        .call(
+            Method::PUT,
+            &format!("/orgs/{ORG}/sandboxes/{SANDBOX}/campaigns/{CAMPAIGN}"),
+            Some("operator"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let mut env = admin_env(&h);
+    env.retain(|(k, _)| !k.starts_with("FW_ADMIN"));
+    let mut processor = Processor::start(&env, h.dir.path().join("processor.log"));
+    h.producer
+        .send_json(&h.topics.input, Some("e1"), &spec_event("e1"))
+        .await;
+    let received = h.receiver.wait_for(1).await;
+    let auth = received[0].header("authorization").expect("a JWT");
+    let token = auth.strip_prefix("Bearer ").unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["acme"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(HMAC_KEY.as_bytes()).unwrap(),
+        &validation,
+    )
+    .expect("signed with the key given to the API");
+    assert_eq!(claims.claims["iss"], "ajo");
+    assert_eq!(received[0].header("x-partner-id"), Some("acme"));
+    processor.stop();
+}
