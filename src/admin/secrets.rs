@@ -182,7 +182,11 @@ pub fn prepare(
                     ),
                 );
             }
-        } else if given.get("encrypted").is_some() && may_reference.is_none() {
+        } else if given.get("encrypted").is_some()
+            && may_reference.is_none()
+            && !kept.iter().any(|(_, stored)| *stored == given)
+        {
+            // A sealed value other than the record's own (one already there stays).
             refuse(
                 &slot,
                 "sealed values are for operator tokens: send the secret as {\"value\": ...}".into(),
@@ -256,6 +260,15 @@ mod tests {
         );
         assert_eq!(edit["signing"]["secrets"][0], current["signing"]["secret"]);
         assert!(edit["signing"]["secrets"][1]["encrypted"].is_string());
+
+        // The record's own sealed value, unchanged (an enable or disable), stays.
+        let mut same = current.clone();
+        assert!(prepare(&mut same, Some(&current), Some(&key), KEY, "acme", None).is_empty());
+        let mut pasted = record(json!({"encrypted": "v2.xyz"}), Value::Null);
+        assert_eq!(
+            prepare(&mut pasted, Some(&current), Some(&key), KEY, "acme", None).len(),
+            1
+        );
 
         let mut wrong = record(json!({"set": true, "fingerprint": "00000000"}), Value::Null);
         let refused = prepare(&mut wrong, Some(&current), Some(&key), KEY, "acme", None);

@@ -250,7 +250,7 @@ async fn webhooks_are_published_validated_and_versioned() {
             Method::PUT,
             hook,
             Some("acme"),
-            Some("\"0-0\""),
+            Some("\"9-999\""),
             Some(&body),
         )
         .await;
