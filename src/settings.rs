@@ -63,6 +63,8 @@ pub struct AdminSettings {
     pub max_body_bytes: usize,
     /// Failed authentications one client address may make per minute; beyond, 429.
     pub auth_failures_per_minute: u32,
+    /// Test sends one webhook may make per minute; beyond, 429.
+    pub test_sends_per_minute: usize,
     /// The API's callers: `[[admin.tokens]]` with `name`, `hash` (Argon2id, from
     /// `feedback-webhooks admin token`), `scope` (`operator`, `{imsOrg}` or
     /// `{imsOrg}/{sandboxId}`) and `right` (`read` or `write`).
@@ -80,6 +82,7 @@ impl Default for AdminSettings {
             metrics_listen: "0.0.0.0:9465".into(),
             max_body_bytes: 256 * 1024,
             auth_failures_per_minute: 10,
+            test_sends_per_minute: 6,
             tokens: Vec::new(),
         }
     }

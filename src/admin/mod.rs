@@ -7,6 +7,7 @@
 //! - `webhooks.rs`, `campaigns.rs`: the resources.
 //! - `secrets.rs`: write-only secrets (sealed on the way in, fingerprints on the way out).
 //! - `versions.rs`: ETags and `If-Match`.
+//! - `send_test.rs`: a test request through the processor's own sender.
 //! - `publish.rs`: writes to the config topic, answered once the own cache applied them.
 //! - `server.rs`: the TLS listener.
 
@@ -15,6 +16,7 @@ mod campaigns;
 pub mod problem;
 pub mod publish;
 pub mod secrets;
+mod send_test;
 mod server;
 pub mod tokens;
 pub mod versions;
@@ -60,6 +62,8 @@ pub enum AdminError {
     Publish(#[from] PublishError),
     #[error("admin listener: {0}")]
     Listen(String),
+    #[error(transparent)]
+    Tester(#[from] send_test::TesterError),
     #[error("operator port: {0}")]
     Operator(#[from] crate::observe::server::ServerError),
 }
@@ -78,6 +82,7 @@ pub struct AppState {
     pub refs: RefRules,
     pub rules: Rules,
     pub health: Arc<Health>,
+    pub tester: send_test::Tester,
 }
 
 /// A write done: its new version and the one it replaced.
@@ -200,6 +205,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         )
         .route(&format!("{webhook}/enable"), post(webhooks::enable))
         .route(&format!("{webhook}/disable"), post(webhooks::disable))
+        .route(&format!("{webhook}/test"), post(send_test::send))
         .route(campaigns, get(campaigns::list))
         .route(
             &format!("{campaigns}/{{campaign}}"),
@@ -300,6 +306,7 @@ pub async fn run(
         },
         rules: settings.rules(),
         health: health.clone(),
+        tester: send_test::Tester::new(settings)?,
     });
     if state.sealing.is_none() {
         warn!("no secrets.encryption_key_file: secrets sent as values will be refused");

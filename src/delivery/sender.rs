@@ -47,7 +47,12 @@ pub struct AttemptReport {
     pub elapsed: std::time::Duration,
     /// No connection could be made (refused, DNS, TLS): the host's failure, not a path's.
     pub connect_failed: bool,
+    /// The first [`RESPONSE_HEAD`] bytes of the response body (for a test send).
+    pub response_head: Bytes,
 }
+
+/// How much of a response body an attempt keeps.
+pub const RESPONSE_HEAD: usize = 1024;
 
 #[derive(Clone)]
 pub struct Sender {
@@ -133,15 +138,21 @@ impl Sender {
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                // Drain a bounded amount so the connection can go back to the pool.
+                // Drain a bounded amount so the connection can go back to the pool; keep its
+                // head.
                 let mut read = 0usize;
+                let mut head = Vec::new();
                 while read < BODY_CAP {
                     match response.chunk().await {
-                        Ok(Some(chunk)) => read += chunk.len(),
+                        Ok(Some(chunk)) => {
+                            let room = RESPONSE_HEAD.saturating_sub(head.len());
+                            head.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                            read += chunk.len();
+                        }
                         _ => break,
                     }
                 }
-                Ok(report(
+                let mut report = report(
                     started_at,
                     started,
                     AttemptResult::Response {
@@ -150,7 +161,9 @@ impl Sender {
                     },
                     Some(status),
                     None,
-                ))
+                );
+                report.response_head = Bytes::from(head);
+                Ok(report)
             }
             Err(e) => {
                 let result = if blocked(&e).is_some() {
@@ -194,6 +207,7 @@ fn report(
         result,
         elapsed: started.elapsed(),
         connect_failed: false,
+        response_head: Bytes::new(),
         attempt: Attempt {
             at: rfc3339_millis(at),
             http_status,

@@ -573,14 +573,54 @@ async fn the_processor_delivers_with_what_the_api_published() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
 
+    // A test send goes through the same sender (the JWT included) and writes no outcome.
+    let test = format!("{hook}/test");
+    let (status, _, sent) = api
+        .call(Method::POST, &test, Some("operator"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    assert_eq!(
+        (&sent["delivered"], &sent["httpStatus"]),
+        (&json!(true), &json!(200))
+    );
+    let tested = h.receiver.wait_for(1).await;
+    let id = tested[0].header("webhook-id").unwrap().to_owned();
+    assert!(id.starts_with("test-") && sent["webhookId"] == id.as_str());
+    assert!(tested[0]
+        .header("authorization")
+        .unwrap()
+        .starts_with("Bearer "));
+    let payload: Value = serde_json::from_slice(&tested[0].body).unwrap();
+    assert_eq!(
+        (&payload["imsOrg"], &payload["sandbox"]["id"]),
+        (&json!(ORG), &json!(SANDBOX))
+    );
+    h.receiver
+        .respond(|_| feedback_webhooks::receiver::Reply::status(503));
+    let (status, _, failed) = api
+        .call(Method::POST, &test, Some("operator"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&failed["delivered"], &failed["httpStatus"]),
+        (&json!(false), &json!(503))
+    );
+    assert!(failed["latencyMs"].is_u64());
+    h.receiver
+        .respond(|_| feedback_webhooks::receiver::Reply::status(200));
+
     let mut env = admin_env(&h);
     env.retain(|(k, _)| !k.starts_with("FW_ADMIN"));
     let mut processor = Processor::start(&env, h.dir.path().join("processor.log"));
     h.producer
         .send_json(&h.topics.input, Some("e1"), &spec_event("e1"))
         .await;
-    let received = h.receiver.wait_for(1).await;
-    let auth = received[0].header("authorization").expect("a JWT");
+    let received = h.receiver.wait_for(3).await;
+    let event = received
+        .iter()
+        .find(|r| r.header("webhook-id") == Some("e1"))
+        .expect("the event delivered");
+    let auth = event.header("authorization").expect("a JWT");
     let token = auth.strip_prefix("Bearer ").unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.set_audience(&["acme"]);
@@ -591,6 +631,16 @@ async fn the_processor_delivers_with_what_the_api_published() {
     )
     .expect("signed with the key given to the API");
     assert_eq!(claims.claims["iss"], "ajo");
-    assert_eq!(received[0].header("x-partner-id"), Some("acme"));
+    assert_eq!(event.header("x-partner-id"), Some("acme"));
+    // One outcome: the event's; the test sends wrote none.
+    let mut outcomes = crate::support::kafka::Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
+    outcomes.wait_for(1);
+    outcomes.poll_for(Duration::from_secs(2));
+    let ids: Vec<&str> = outcomes
+        .records
+        .iter()
+        .map(|o| o["eventId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e1"]);
     processor.stop();
 }
