@@ -4,6 +4,7 @@
 #[cfg(test)]
 pub mod memory;
 pub mod outcomes;
+pub mod watchdog;
 
 use std::time::Duration;
 

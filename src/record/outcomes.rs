@@ -13,6 +13,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::{Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tracing::{debug, error, warn};
 
+use super::watchdog::Watchdog;
+
 use super::RecordSink;
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::TIERS;
@@ -102,6 +104,8 @@ struct Txn {
     /// counted against results that were thrown away, so nothing commits any more (not
     /// even on the revocation that leaving the group causes).
     failed: AtomicBool,
+    /// Ends the process when a transaction call blocks past its deadline.
+    watchdog: Arc<Watchdog>,
 }
 
 /// What a write inside a transaction holds until its record settles. Dropped otherwise (the
@@ -190,10 +194,16 @@ impl Recorder {
         let producer: FutureProducer = config.create()?;
         let txn = match o.transactional_id {
             None => None,
-            Some(_) => {
-                producer.init_transactions(TRANSACTION_TIMEOUT)?;
+            Some(id) => {
+                let watchdog = Watchdog::start(id);
+                {
+                    let _w =
+                        watchdog.watch("init transactions", TRANSACTION_TIMEOUT + STUCK_MARGIN);
+                    producer.init_transactions(TRANSACTION_TIMEOUT)?;
+                }
                 producer.begin_transaction()?;
                 Some(Arc::new(Txn {
+                    watchdog,
                     gate: Arc::new(RwLock::new(())),
                     closing: AtomicBool::new(false),
                     reopened: Notify::new(),
@@ -296,6 +306,16 @@ impl Recorder {
                 .inc();
             return;
         }
+        debug!(
+            source_partition = outcome.source.partition,
+            source_offset = outcome.source.offset,
+            record_topic = record.key.topic,
+            record_partition = record.key.partition,
+            record_offset = record.offset,
+            generation = record.generation,
+            status = outcome.status.as_str(),
+            "outcome written"
+        );
         metrics()
             .outcomes
             .with_label_values(&[
@@ -331,6 +351,15 @@ impl Recorder {
         if let Some(hold) = hold {
             record.hold(Box::new(hold));
         }
+        debug!(
+            topic,
+            record_topic = record.key.topic,
+            record_partition = record.key.partition,
+            record_offset = record.offset,
+            generation = record.generation,
+            event_id = parked.event_id,
+            "parked"
+        );
         if let Some((_, tier)) = TIERS.get(index) {
             metrics().retries_parked.with_label_values(&[tier]).inc();
         }
@@ -403,7 +432,11 @@ impl Recorder {
     ) -> Result<(), CommitError> {
         let started = std::time::Instant::now();
         loop {
-            let e = match op() {
+            let result = {
+                let _w = txn.watchdog.watch(what, STEP_WAIT + STUCK_MARGIN);
+                op()
+            };
+            let e = match result {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -458,6 +491,7 @@ impl Recorder {
             self.producer.commit_transaction(STEP_WAIT)
         })?;
         txn.written.store(false, Ordering::SeqCst);
+        let _w = txn.watchdog.watch("begin", STEP_WAIT + STUCK_MARGIN);
         self.producer
             .begin_transaction()
             .map_err(|e| CommitError::Fatal(format!("begin: {e}")))?;
@@ -470,6 +504,7 @@ impl Recorder {
 
     /// Aborts the open transaction and opens the next.
     fn abort_open(&self, txn: &Txn) -> Result<(), CommitError> {
+        let _w = txn.watchdog.watch("abort", ABORT_WAIT + STUCK_MARGIN);
         self.producer
             .abort_transaction(ABORT_WAIT)
             .and_then(|()| self.producer.begin_transaction())
@@ -486,6 +521,10 @@ impl Recorder {
 /// way or the other, before anything is read again.
 const STEP_WAIT: Duration = Duration::from_secs(10);
 const STEP_BUDGET: Duration = Duration::from_secs(30);
+
+/// How much longer than its own timeout a transaction call may block before the process
+/// ends (see [`Watchdog`]).
+const STUCK_MARGIN: Duration = Duration::from_secs(20);
 
 /// How long an abort may take before the producer is given up (and the process restarts).
 const ABORT_WAIT: Duration = Duration::from_secs(15);
