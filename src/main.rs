@@ -115,6 +115,15 @@ enum AdminCommand {
         #[arg(long, default_value = "read")]
         right: String,
     },
+    /// Make a local CA and a TLS certificate for the API (ca.pem, cert.pem, key.pem in
+    /// OUT), for local and test setups; production uses the organisation's certificates.
+    Cert {
+        #[arg(long)]
+        out: PathBuf,
+        /// A DNS name or IP address for the certificate (repeatable).
+        #[arg(long = "name", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -231,7 +240,34 @@ async fn main() -> ExitCode {
                 },
                 settings.shutdown.drain_deadline_secs
             );
-            Ok(())
+            // The admin API's own settings, checked as `admin` would at start.
+            let a = &settings.admin;
+            let tokens = a.all_tokens().map_err(|e| e.to_string()).and_then(|t| {
+                admin::tokens::Tokens::new(&t)
+                    .map(|_| t.len())
+                    .map_err(|e| e.to_string())
+            });
+            match tokens {
+                Ok(n) => {
+                    println!(
+                        "admin: listen {} ({}); {n} token(s); cache {}; operator port {}",
+                        a.listen,
+                        match (&a.tls_cert_file, a.allow_plain_http) {
+                            (Some(_), _) => "TLS",
+                            (None, true) => "plain HTTP",
+                            (None, false) => "no TLS files: refused at start",
+                        },
+                        a.store_path.display(),
+                        if a.metrics_listen.is_empty() {
+                            "off"
+                        } else {
+                            &a.metrics_listen
+                        }
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Receiver {
             listen,
@@ -252,6 +288,9 @@ async fn main() -> ExitCode {
         Command::Admin {
             command: Some(AdminCommand::Token { name, scope, right }),
         } => admin_token(&name, &scope, &right),
+        Command::Admin {
+            command: Some(AdminCommand::Cert { out, names }),
+        } => admin_cert(&out, &names),
         Command::Secret(SecretCommand::NewKey) => {
             println!("{}", SealingKey::generate_base64());
             Ok(())
@@ -275,6 +314,38 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn admin_cert(out: &std::path::Path, names: &[String]) -> Result<(), String> {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ca = feedback_webhooks::receiver::LocalCa::generate(&names).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for (file, text) in [
+        ("ca.pem", &ca.ca_pem),
+        ("cert.pem", &ca.cert_pem),
+        ("key.pem", &ca.key_pem),
+    ] {
+        let path = out.join(file);
+        // The key is for the API's user only.
+        let mode = if file == "key.pem" { 0o600 } else { 0o644 };
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&path)
+        }
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::io::Write::write_all(&mut f, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    println!(
+        "wrote {0}/ca.pem (trust this), {0}/cert.pem and {0}/key.pem for {names:?}",
+        out.display()
+    );
+    Ok(())
 }
 
 fn admin_token(name: &str, scope: &str, right: &str) -> Result<(), String> {

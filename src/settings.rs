@@ -69,6 +69,36 @@ pub struct AdminSettings {
     /// `feedback-webhooks admin token`), `scope` (`operator`, `{imsOrg}` or
     /// `{imsOrg}/{sandboxId}`) and `right` (`read` or `write`).
     pub tokens: Vec<crate::admin::tokens::TokenEntry>,
+    /// A TOML file of more `[[tokens]]` entries (same fields), e.g. mounted from a secret
+    /// store; read at start.
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// The file named by `admin.tokens_file`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct TokensFile {
+    tokens: Vec<crate::admin::tokens::TokenEntry>,
+}
+
+impl AdminSettings {
+    /// Every configured token: `admin.tokens` and those of `admin.tokens_file`.
+    pub fn all_tokens(&self) -> Result<Vec<crate::admin::tokens::TokenEntry>, SettingsError> {
+        let mut all = self.tokens.clone();
+        if let Some(path) = &self.tokens_file {
+            if !path.exists() {
+                return Err(SettingsError::Invalid(format!(
+                    "admin.tokens_file {} does not exist",
+                    path.display()
+                )));
+            }
+            let file: TokensFile = Figment::from(Toml::file(path))
+                .extract()
+                .map_err(|e| SettingsError::Invalid(format!("admin.tokens_file: {e}")))?;
+            all.extend(file.tokens);
+        }
+        Ok(all)
+    }
 }
 
 impl Default for AdminSettings {
@@ -84,6 +114,7 @@ impl Default for AdminSettings {
             auth_failures_per_minute: 10,
             test_sends_per_minute: 6,
             tokens: Vec::new(),
+            tokens_file: None,
         }
     }
 }
