@@ -121,6 +121,8 @@ fn compose_runs_kafka_kraft_the_processor_a_receiver_and_prometheus() {
         "receiver",
         "setup",
         "processor",
+        "admin-setup",
+        "admin",
         "prometheus",
     ] {
         assert!(services.get(name).is_some(), "service {name} missing");
@@ -215,6 +217,67 @@ fn compose_runs_kafka_kraft_the_processor_a_receiver_and_prometheus() {
     feedback_webhooks::schema::validate(feedback_webhooks::schema::Kind::Webhook, &webhook)
         .expect("the compose webhook matches the schema");
 
+    // The admin API: its setup script, run here as written (paths moved to a scratch
+    // folder), makes what the API's settings name, and the binary accepts them with the
+    // operator token it made.
+    let setup = get(services, "admin-setup");
+    let script = s(setup, "command.0").replace("$$", "$");
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let script = script
+        .replace("/shared", shared.to_str().unwrap())
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("chown"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let bin_dir = Path::new(&bin()).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("sh")
+        .args(["-ec", &script])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin = get(services, "admin");
+    assert_eq!(get(admin, "command.0").as_str(), Some("admin"));
+    let admin_env: Vec<(String, String)> = get(admin, "environment")
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .as_str()
+                .unwrap()
+                .replace("/shared", shared.to_str().unwrap());
+            (k.as_str().unwrap().to_owned(), v)
+        })
+        .collect();
+    let checked = check_settings(&admin_env, None);
+    assert!(
+        checked.contains("admin: listen 0.0.0.0:8443 (TLS); 1 token(s)"),
+        "{checked}"
+    );
+    let admin_vars: HashMap<_, _> = admin_env.iter().cloned().collect();
+    for file in [
+        "FW_ADMIN__TLS_CERT_FILE",
+        "FW_ADMIN__TLS_KEY_FILE",
+        "FW_SECRETS__ENCRYPTION_KEY_FILE",
+    ] {
+        assert!(
+            Path::new(&admin_vars[file]).exists(),
+            "{file} not made by admin-setup"
+        );
+    }
+    // The processor opens what the API seals: the same key.
+    assert_eq!(
+        vars["FW_SECRETS__ENCRYPTION_KEY_FILE"],
+        s(admin, "environment.FW_SECRETS__ENCRYPTION_KEY_FILE")
+    );
+
     // Prometheus scrapes the processor's operator port.
     let prometheus = get(services, "prometheus");
     let mount = s(prometheus, "volumes.0");
@@ -225,6 +288,14 @@ fn compose_runs_kafka_kraft_the_processor_a_receiver_and_prometheus() {
         format!("processor:{port}")
     );
     assert_eq!(s(scrape, "scrape_configs.0.metrics_path"), "/metrics");
+    let admin_port = admin_vars["FW_ADMIN__METRICS_LISTEN"]
+        .rsplit(':')
+        .next()
+        .unwrap();
+    assert_eq!(
+        s(scrape, "scrape_configs.1.static_configs.0.targets.0"),
+        format!("admin:{admin_port}")
+    );
 }
 
 #[test]
@@ -453,4 +524,91 @@ fn kubernetes_manifests_are_complete_and_consistent() {
     );
     let store = settings["store"]["path"].as_str().unwrap();
     assert!(mounted_under(store).get("emptyDir").is_some());
+
+    // The admin API: its settings accepted (with the token entries of its Secret), each
+    // file they name on a volume of the right Secret, probes on its operator port.
+    let admin = find(&objects, "Deployment", "feedback-webhooks-admin");
+    let admin_pod = get(admin, "spec.template");
+    let admin_labels = get(admin_pod, "metadata.labels");
+    assert_eq!(get(admin, "spec.selector.matchLabels"), admin_labels);
+    let admin_service = find(&objects, "Service", "feedback-webhooks-admin");
+    assert_eq!(get(admin_service, "spec.selector"), admin_labels);
+    let admin_toml = s(config_map, "data.admin.toml");
+    let admin_settings: toml::Value = toml::from_str(admin_toml).unwrap();
+    let tokens_secret = find(&objects, "Secret", "feedback-webhooks-admin-tokens");
+    let tokens_path = dir.path().join("tokens.toml");
+    let (_, hash) = feedback_webhooks::admin::tokens::generate().unwrap();
+    std::fs::write(
+        &tokens_path,
+        format!(
+            "{}\n[[tokens]]\nname = \"t\"\nhash = \"{hash}\"\nscope = \"operator\"\nright = \"read\"\n",
+            s(tokens_secret, "stringData.tokens.toml")
+        ),
+    )
+    .unwrap();
+    let named_tokens = admin_settings["admin"]["tokens_file"].as_str().unwrap();
+    let admin_file = dir.path().join("admin.toml");
+    std::fs::write(
+        &admin_file,
+        admin_toml.replace(named_tokens, tokens_path.to_str().unwrap()),
+    )
+    .unwrap();
+    let checked = check_settings(&[], Some(&admin_file));
+    assert!(
+        checked.contains("admin: listen 0.0.0.0:8443 (TLS); 1 token(s)"),
+        "{checked}"
+    );
+    let admin_container = get(admin_pod, "spec.containers.0");
+    assert_eq!(s(admin_container, "args.0"), "admin");
+    let admin_mounts: HashMap<&str, &str> = get(admin_container, "volumeMounts")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| (s(m, "mountPath"), s(m, "name")))
+        .collect();
+    let admin_volumes: HashMap<&str, &Yaml> = get(admin_pod, "spec.volumes")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| (s(v, "name"), v))
+        .collect();
+    let secret_of = |path: &str| {
+        let (_, volume) = admin_mounts
+            .iter()
+            .find(|(m, _)| path.starts_with(&format!("{m}/")))
+            .unwrap_or_else(|| panic!("{path} is on no volume"));
+        s(admin_volumes[volume], "secret.secretName").to_owned()
+    };
+    let a = &admin_settings["admin"];
+    assert_eq!(secret_of(named_tokens), "feedback-webhooks-admin-tokens");
+    let tls = find(&objects, "Secret", "feedback-webhooks-admin-tls");
+    assert_eq!(s(tls, "type"), "kubernetes.io/tls");
+    for file in ["tls_cert_file", "tls_key_file"] {
+        assert_eq!(
+            secret_of(a[file].as_str().unwrap()),
+            "feedback-webhooks-admin-tls"
+        );
+    }
+    assert_eq!(
+        admin_settings["secrets"]["encryption_key_file"].as_str(),
+        Some(key_file),
+        "the processor's key"
+    );
+    let metrics_port: u64 = a["metrics_listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ports = get(admin_container, "ports").as_sequence().unwrap();
+    let metrics = ports.iter().find(|p| s(p, "name") == "metrics").unwrap();
+    assert_eq!(get(metrics, "containerPort").as_u64(), Some(metrics_port));
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        assert_eq!(
+            s(admin_container, &format!("{probe}.httpGet.port")),
+            "metrics"
+        );
+    }
 }
