@@ -378,11 +378,17 @@ impl Report {
         report
     }
 
-    /// Exactly once, a fault makes an instance redo at most what it had in flight.
+    /// Exactly once, a fault, or an instance's restart after it stopped on its own (a
+    /// transaction the broker aborted), makes an instance redo at most what it had in
+    /// flight.
+    fn duplicate_bound(&self) -> usize {
+        MAX_IN_FLIGHT * (self.faults + self.restarts)
+    }
+
     fn check_duplicate_deliveries(&self) {
         if self.guarantee == "exactly_once" {
             assert!(
-                self.duplicate_deliveries <= MAX_IN_FLIGHT * self.faults,
+                self.duplicate_deliveries <= self.duplicate_bound(),
                 "more duplicate deliveries than requests in flight at the faults:\n{self}"
             );
         }
@@ -448,11 +454,12 @@ impl fmt::Display for Report {
         writeln!(f, "  requests received               {}", self.requests)?;
         writeln!(
             f,
-            "  duplicate deliveries            {} (bound: {} in flight × {} faults = {})",
+            "  duplicate deliveries            {} (bound: {} in flight × ({} faults + {} restarts) = {})",
             self.duplicate_deliveries,
             MAX_IN_FLIGHT,
             self.faults,
-            MAX_IN_FLIGHT * self.faults
+            self.restarts,
+            self.duplicate_bound()
         )?;
         writeln!(
             f,
