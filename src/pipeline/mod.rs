@@ -239,6 +239,18 @@ pub async fn run(
     let transactions = |i: usize| {
         exactly_once.then(|| recorders[i].clone() as Arc<dyn crate::source::commit::Transactions>)
     };
+    // At least once, a new owner of an input partition learns from the recent outcomes and
+    // parked records what completed after the committed offset (exactly once, the
+    // transactions make the committed offsets exact).
+    let results = if exactly_once {
+        None
+    } else {
+        let mut topics = vec![kafka.outcome_topic.clone()];
+        topics.extend(tiers.iter().cloned());
+        Some(Arc::new(
+            crate::source::durable::Results::new(kafka, topics).map_err(InputError::from)?,
+        ))
+    };
     let input = InputConsumer::subscribe(
         kafka,
         Subscription {
@@ -249,6 +261,7 @@ pub async fn run(
             revoke_grace,
             transactions: transactions(0),
             fatal: fatal.clone(),
+            results: results.clone(),
         },
     )?;
     let retry_group = format!("{}-retry", kafka.group_id);
@@ -263,6 +276,7 @@ pub async fn run(
             revoke_grace,
             transactions: transactions(1),
             fatal: fatal.clone(),
+            results: None,
         },
     )?;
     let replay_group = format!("{}-replay", kafka.group_id);
@@ -276,6 +290,7 @@ pub async fn run(
             revoke_grace,
             transactions: transactions(2),
             fatal: fatal.clone(),
+            results: None,
         },
     )?;
     info!(topics = ?kafka.input_topics, group = kafka.group_id, "processing input");

@@ -25,6 +25,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use super::commit::{committed_progress, CommitError, Committer, Transactions};
+use super::durable::Results;
 use super::offsets::{OffsetTracker, PartitionKey};
 use crate::fatal::Fatal;
 use crate::kafka::{client_config, KafkaSettings};
@@ -178,6 +179,9 @@ pub struct InputContext {
     /// Raised when a revocation cannot commit exactly once: the open transaction holds
     /// other partitions' results too, so the process must stop and redo them.
     fatal: Fatal,
+    /// At least once, on the input: the recent results, which say what completed after the
+    /// committed offsets (see [`super::durable`]).
+    results: Option<Arc<Results>>,
 }
 
 /// Partitions paused until their next record is due, with their generation.
@@ -324,9 +328,20 @@ impl ConsumerContext for InputContext {
                     .committed_offsets(TopicPartitionList::clone(tpl), Duration::from_secs(10))
                 {
                     Ok(committed) => {
+                        let progress = committed_progress(&committed);
                         if let Ok(mut tracker) = self.tracker.lock() {
-                            for (key, progress) in committed_progress(&committed) {
-                                tracker.resume(&key, &progress);
+                            for (key, p) in &progress {
+                                tracker.resume(key, p);
+                            }
+                        }
+                        if let Some(results) = &self.results {
+                            let wanted: HashMap<PartitionKey, i64> =
+                                progress.iter().map(|(k, p)| (k.clone(), p.next)).collect();
+                            let done = results.done(&wanted);
+                            if let Ok(mut tracker) = self.tracker.lock() {
+                                for (key, p) in &done {
+                                    tracker.resume(key, p);
+                                }
                             }
                         }
                     }
@@ -370,6 +385,9 @@ pub struct Subscription<'a> {
     /// Exactly once: the transaction the loop's results are written in.
     pub transactions: Option<Arc<dyn Transactions>>,
     pub fatal: Fatal,
+    /// At least once, on the input: where to learn what completed after the committed
+    /// offsets.
+    pub results: Option<Arc<Results>>,
 }
 
 impl InputConsumer {
@@ -432,6 +450,7 @@ impl InputConsumer {
                 paused: paused.clone(),
                 committer: committer.clone(),
                 fatal: s.fatal.clone(),
+                results: s.results.clone(),
             })?;
         let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;

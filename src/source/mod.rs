@@ -2,6 +2,7 @@
 //! bookkeeping that lets offsets advance only over completed work.
 
 pub mod commit;
+pub mod durable;
 pub mod input;
 pub mod offsets;
 pub mod progress;

@@ -113,6 +113,63 @@ async fn at_least_once_a_crash_redoes_only_the_work_in_flight() {
     only_work_in_flight_is_redone_after_a_crash("at_least_once").await;
 }
 
+/// At least once, records completed after the last commit are not redone after a crash
+/// either: their outcomes name them, and the next owner reads the recent outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_least_once_what_completed_after_the_last_commit_is_not_redone() {
+    let mut h = Harness::start("alo-tail").await;
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    h.env.extend([
+        (
+            "FW_KAFKA__PROCESSING_GUARANTEE".into(),
+            "at_least_once".into(),
+        ),
+        // No periodic commit during the test: only the graceful stop commits.
+        ("FW_KAFKA__COMMIT_INTERVAL_MS".into(), "60000".into()),
+    ]);
+    let mut first = h.processor("first");
+    h.producer
+        .send_json_to(&h.topics.input, 0, "k", &spec_event("warm"))
+        .await;
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    outcomes.wait_for(1);
+    assert!(first.stop().success());
+    assert_eq!(
+        committed(&h.topics.bootstrap, &h.topics.group, &h.topics.input)[0],
+        1,
+        "the stop committed the first record"
+    );
+
+    let mut second = h.processor("second");
+    for i in 0..10 {
+        h.producer
+            .send_json_to(&h.topics.input, 0, "k", &spec_event(&format!("e-{i}")))
+            .await;
+    }
+    outcomes.wait_for(11);
+    second.kill();
+    assert_eq!(
+        committed(&h.topics.bootstrap, &h.topics.group, &h.topics.input)[0],
+        1,
+        "nothing committed after the stop"
+    );
+
+    let mut third = h.processor("third");
+    let read = third.wait_log("recent results read", 1);
+    assert_eq!(read[0]["fields"]["done_past_commit"], 10, "{read:?}");
+    h.producer
+        .send_json_to(&h.topics.input, 0, "k", &spec_event("after"))
+        .await;
+    outcomes.wait_for(12);
+    outcomes.poll_for(Duration::from_secs(2));
+    let requests = requests_by_id(&h);
+    for i in 0..10 {
+        assert_eq!(requests.get(&format!("e-{i}")), Some(&1), "{requests:?}");
+    }
+    assert_eq!(outcomes.records.len(), 12, "{:?}", outcomes.records);
+    assert!(third.stop().success());
+}
+
 /// A second instance started with the first one's transactional id fences the first: the
 /// first stops with a non-zero status at its next commit, and the second carries on; no
 /// outcome is committed twice.

@@ -249,6 +249,8 @@ struct Report {
     elapsed: Duration,
     /// A few events with duplicate committed outcomes, to look for in the logs.
     duplicated: Vec<String>,
+    /// Input records beyond the first for the same event (the load producer's retries).
+    input_written_twice: usize,
 }
 
 /// Revocations, released records and warnings in every processor log of `dir`.
@@ -299,17 +301,22 @@ impl Report {
                     .push(o["status"].as_str().unwrap_or("?"));
             }
         }
+        // The load producer may write an event twice (a retry during a failover): each
+        // copy is an input record of its own, with its own outcome and delivery.
         let mut per_source: HashMap<(i64, i64), usize> = HashMap::new();
+        let mut copies: HashMap<&str, HashSet<(i64, i64)>> = HashMap::new();
         for o in &outcomes.records {
-            if o["eventId"].as_str().is_some_and(|id| wanted.contains(id)) {
+            if let Some(id) = o["eventId"].as_str().filter(|id| wanted.contains(id)) {
                 let source = &o["source"];
                 let key = (
                     source["partition"].as_i64().unwrap_or(-1),
                     source["offset"].as_i64().unwrap_or(-1),
                 );
                 *per_source.entry(key).or_default() += 1;
+                copies.entry(id).or_default().insert(key);
             }
         }
+        let input_copies = |id: &str| copies.get(id).map_or(1, HashSet::len);
         let received = receiver.received();
         let mut receipts: HashMap<String, usize> = HashMap::new();
         for r in &received {
@@ -341,7 +348,11 @@ impl Report {
             statuses,
             delivered_not_received,
             requests: received.len(),
-            duplicate_deliveries: receipts.values().map(|n| n - 1).sum(),
+            duplicate_deliveries: receipts
+                .iter()
+                .map(|(id, n)| n.saturating_sub(input_copies(id)))
+                .sum(),
+            input_written_twice: copies.values().map(|c| c.len() - 1).sum(),
             revocations,
             released,
             warnings,
@@ -452,6 +463,11 @@ impl fmt::Display for Report {
             self.delivered_not_received
         )?;
         writeln!(f, "  requests received               {}", self.requests)?;
+        writeln!(
+            f,
+            "  events the producer wrote twice {} (each copy delivered once is no duplicate)",
+            self.input_written_twice
+        )?;
         writeln!(
             f,
             "  duplicate deliveries            {} (bound: {} in flight × ({} faults + {} restarts) = {})",

@@ -44,6 +44,7 @@ async fn partitions_assigned_while_paused_stay_paused() {
             revoke_grace: Duration::from_secs(1),
             transactions: None,
             fatal: Default::default(),
+            results: None,
         },
     )
     .unwrap();

@@ -97,12 +97,12 @@ impl Producer {
     }
 
     pub fn on(bootstrap: &str) -> Self {
-        // Idempotent, as an upstream producer should be: a retry after a broker failover
-        // does not write an event twice.
+        // Not idempotent (librdkafka's default), like many upstream producers: a retry
+        // after a broker failover may write an event twice, which the fault reports tell
+        // apart from the processor's duplicates (they count per input record).
         let inner = client(bootstrap)
             .set("message.max.bytes", "4194304")
             .set("linger.ms", "5")
-            .set("enable.idempotence", "true")
             .create()
             .expect("producer");
         Producer { inner }
