@@ -65,6 +65,11 @@ pub struct AdminSettings {
     pub auth_failures_per_minute: u32,
     /// Test sends one webhook may make per minute; beyond, 429.
     pub test_sends_per_minute: usize,
+    /// RocksDB folder of the delivery log (the outcome topic, indexed per webhook).
+    pub deliveries_path: PathBuf,
+    /// How long the delivery log keeps an outcome, and how many it keeps per webhook.
+    pub delivery_retention_days: u64,
+    pub deliveries_per_webhook: usize,
     /// The API's callers: `[[admin.tokens]]` with `name`, `hash` (Argon2id, from
     /// `feedback-webhooks admin token`), `scope` (`operator`, `{imsOrg}` or
     /// `{imsOrg}/{sandboxId}`) and `right` (`read` or `write`).
@@ -113,6 +118,9 @@ impl Default for AdminSettings {
             max_body_bytes: 256 * 1024,
             auth_failures_per_minute: 10,
             test_sends_per_minute: 6,
+            deliveries_path: PathBuf::from("data/admin-deliveries"),
+            delivery_retention_days: 7,
+            deliveries_per_webhook: 10_000,
             tokens: Vec::new(),
             tokens_file: None,
         }

@@ -8,11 +8,13 @@
 //! - `secrets.rs`: write-only secrets (sealed on the way in, fingerprints on the way out).
 //! - `versions.rs`: ETags and `If-Match`.
 //! - `send_test.rs`: a test request through the processor's own sender.
+//! - `deliveries.rs`: the delivery log, the outcome topic indexed per webhook.
 //! - `publish.rs`: writes to the config topic, answered once the own cache applied them.
 //! - `server.rs`: the TLS listener.
 
 pub mod auth;
 mod campaigns;
+pub mod deliveries;
 pub mod problem;
 pub mod publish;
 pub mod secrets;
@@ -64,6 +66,8 @@ pub enum AdminError {
     Listen(String),
     #[error(transparent)]
     Tester(#[from] send_test::TesterError),
+    #[error(transparent)]
+    Log(#[from] deliveries::LogError),
     #[error("operator port: {0}")]
     Operator(#[from] crate::observe::server::ServerError),
 }
@@ -83,6 +87,7 @@ pub struct AppState {
     pub rules: Rules,
     pub health: Arc<Health>,
     pub tester: send_test::Tester,
+    pub deliveries: deliveries::DeliveryLog,
 }
 
 /// A write done: its new version and the one it replaced.
@@ -206,6 +211,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route(&format!("{webhook}/enable"), post(webhooks::enable))
         .route(&format!("{webhook}/disable"), post(webhooks::disable))
         .route(&format!("{webhook}/test"), post(send_test::send))
+        .route(&format!("{webhook}/deliveries"), get(deliveries::list))
         .route(campaigns, get(campaigns::list))
         .route(
             &format!("{campaigns}/{{campaign}}"),
@@ -292,6 +298,13 @@ pub async fn run(
     let store = ConfigStore::open(&admin.store_path)?;
     let mut follower = ConfigFollower::start(&settings.kafka, store.clone(), settings.rules())?;
     let publisher = Publisher::new(&settings.kafka, store.clone())?;
+    let log = deliveries::DeliveryLog::open(&admin.deliveries_path)?;
+    let mut log_follower = deliveries::LogFollower::start(
+        &settings.kafka,
+        log.clone(),
+        std::time::Duration::from_secs(admin.delivery_retention_days.max(1) * 86_400),
+        admin.deliveries_per_webhook.max(1),
+    )?;
     let state = Arc::new(AppState {
         store,
         publisher,
@@ -307,6 +320,7 @@ pub async fn run(
         rules: settings.rules(),
         health: health.clone(),
         tester: send_test::Tester::new(settings)?,
+        deliveries: log,
     });
     if state.sealing.is_none() {
         warn!("no secrets.encryption_key_file: secrets sent as values will be refused");
@@ -323,5 +337,6 @@ pub async fn run(
     let ((), served) = tokio::join!(caught_up, serving);
     health.set_stopping();
     follower.stop();
+    log_follower.stop();
     served
 }

@@ -141,6 +141,10 @@ fn admin_env(h: &Harness) -> Vec<(String, String)> {
             dir.join("admin-store").display().to_string(),
         ),
         (
+            "FW_ADMIN__DELIVERIES_PATH".into(),
+            dir.join("admin-deliveries").display().to_string(),
+        ),
+        (
             "FW_SECRETS__ENCRYPTION_KEY_FILE".into(),
             dir.join(KEY_FILE).display().to_string(),
         ),
@@ -642,5 +646,49 @@ async fn the_processor_delivers_with_what_the_api_published() {
         .map(|o| o["eventId"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["e1"]);
+
+    // The delivery log: the outcome, under its webhook, with its attempts.
+    let deliveries = format!("{hook}/deliveries?status=delivered&channel=email");
+    let until = Instant::now() + PATIENCE;
+    let log = loop {
+        let (status, _, log) = api
+            .call(Method::GET, &deliveries, Some("operator"), None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{log}");
+        if !log["items"].as_array().unwrap().is_empty() {
+            break log;
+        }
+        assert!(
+            Instant::now() < until,
+            "the outcome never reached the delivery log"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let entry = &log["items"][0];
+    assert_eq!(
+        (&entry["eventId"], &entry["status"]),
+        (&json!("e1"), &json!("delivered"))
+    );
+    assert_eq!(entry["attempts"][0]["httpStatus"], 200);
+    let (_, _, none) = api
+        .call(
+            Method::GET,
+            &format!("{hook}/deliveries?status=failed"),
+            Some("operator"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(none["items"], json!([]));
+    let (status, _, _) = api
+        .call(
+            Method::GET,
+            &format!("{hook}/deliveries"),
+            Some("other"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     processor.stop();
 }

@@ -1,0 +1,464 @@
+//! The delivery log: the API follows the outcome topic into its own RocksDB index, one entry
+//! per outcome under its webhook (org + sandbox), newest first, kept for
+//! `admin.delivery_retention_days` and at most `admin.deliveries_per_webhook` entries per
+//! webhook (pruned every few minutes).
+//!
+//! Keys: `d/{org}/{sandbox}/{u64::MAX - completed ms, hex}/{partition}-{offset}` → the
+//! outcome's JSON, so a prefix scan is newest first; `o/{partition}` → the next offset to
+//! read of each outcome-topic partition, written in the same batch.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use rocksdb::{Options, WriteBatch, DB};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::domain::time::parse_rfc3339;
+use crate::kafka::{client_config, partition_ids, KafkaSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("delivery log: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("outcome topic: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("delivery log thread: {0}")]
+    Thread(String),
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The index.
+#[derive(Clone)]
+pub struct DeliveryLog {
+    db: Arc<DB>,
+}
+
+/// What a query asks for.
+#[derive(Debug, Default, Clone)]
+pub struct Query {
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    pub feedback_status: Option<String>,
+    /// Completed at or after / before (Unix ms).
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    /// The key the previous page ended at.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// The webhook an outcome belongs to, and when it completed (Unix ms).
+pub fn placed(outcome: &Value) -> Option<(String, String, u64)> {
+    let org = outcome.get("imsOrg")?.as_str()?;
+    let sandbox = outcome.get("sandboxId")?.as_str()?;
+    let at = parse_rfc3339(outcome.get("completedAt")?.as_str()?)?;
+    Some((org.to_owned(), sandbox.to_owned(), unix_ms(at)))
+}
+
+fn prefix(org: &str, sandbox: &str) -> String {
+    format!("d/{org}/{sandbox}/")
+}
+
+fn entry_key(org: &str, sandbox: &str, at_ms: u64, partition: i32, offset: i64) -> String {
+    format!(
+        "{}{:016x}/{partition}-{offset}",
+        prefix(org, sandbox),
+        u64::MAX - at_ms
+    )
+}
+
+fn at_of(key: &str, prefix_len: usize) -> Option<u64> {
+    let hex = key.get(prefix_len..prefix_len + 16)?;
+    u64::from_str_radix(hex, 16).ok().map(|inv| u64::MAX - inv)
+}
+
+/// Whether an outcome passes the query's filters.
+pub fn matches(outcome: &Value, q: &Query) -> bool {
+    let is = |field: &str, wanted: &Option<String>| {
+        wanted
+            .as_deref()
+            .is_none_or(|w| outcome.get(field).and_then(Value::as_str) == Some(w))
+    };
+    is("status", &q.status) && is("channel", &q.channel) && is("feedbackStatus", &q.feedback_status)
+}
+
+impl DeliveryLog {
+    pub fn open(path: &Path) -> Result<Self, LogError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.set_keep_log_file_num(2);
+        Ok(DeliveryLog {
+            db: Arc::new(DB::open(&options, path)?),
+        })
+    }
+
+    fn next_offset(&self, partition: i32) -> Result<Option<i64>, LogError> {
+        Ok(self.db.get(format!("o/{partition}"))?.and_then(|v| {
+            let bytes: [u8; 8] = v.as_slice().try_into().ok()?;
+            Some(i64::from_be_bytes(bytes))
+        }))
+    }
+
+    /// Indexes one outcome-topic record (or only moves the offset past one that names no
+    /// webhook).
+    pub fn apply(&self, partition: i32, offset: i64, value: &[u8]) -> Result<(), LogError> {
+        let mut batch = WriteBatch::default();
+        if let Some((org, sandbox, at)) = serde_json::from_slice::<Value>(value)
+            .ok()
+            .as_ref()
+            .and_then(placed)
+        {
+            batch.put(entry_key(&org, &sandbox, at, partition, offset), value);
+        }
+        batch.put(format!("o/{partition}"), (offset + 1).to_be_bytes());
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// A webhook's outcomes, newest first, filtered; and the key to continue after.
+    pub fn query(
+        &self,
+        org: &str,
+        sandbox: &str,
+        q: &Query,
+    ) -> Result<(Vec<Value>, Option<String>), LogError> {
+        let prefix = prefix(org, sandbox);
+        let start = q.after.clone().unwrap_or_else(|| prefix.clone());
+        let mut items = Vec::new();
+        let mut items_last_key: Option<String> = None;
+        let iter = self.db.iterator(rocksdb::IteratorMode::From(
+            start.as_bytes(),
+            rocksdb::Direction::Forward,
+        ));
+        for item in iter {
+            let (key, value) = item?;
+            let Ok(key) = std::str::from_utf8(&key) else {
+                continue;
+            };
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if q.after.as_deref() == Some(key) {
+                continue;
+            }
+            let Some(at) = at_of(key, prefix.len()) else {
+                continue;
+            };
+            if q.to_ms.is_some_and(|to| at >= to) {
+                continue;
+            }
+            if q.from_ms.is_some_and(|from| at < from) {
+                break; // newest first: everything further is older
+            }
+            let Ok(outcome) = serde_json::from_slice::<Value>(&value) else {
+                continue;
+            };
+            if !matches(&outcome, q) {
+                continue;
+            }
+            if items.len() == q.limit {
+                let items_last_key = items_last_key.take();
+                // The next page starts after the last key shown.
+                let last = items_last_key.unwrap_or_else(|| key.to_owned());
+                return Ok((items, Some(last)));
+            }
+            items.push(outcome);
+            items_last_key = Some(key.to_owned());
+        }
+        Ok((items, None))
+    }
+
+    /// Deletes entries older than `retention` and beyond `per_webhook` per webhook.
+    pub fn prune(
+        &self,
+        retention: Duration,
+        per_webhook: usize,
+        now: SystemTime,
+    ) -> Result<usize, LogError> {
+        let oldest = unix_ms(now).saturating_sub(retention.as_millis() as u64);
+        let mut batch = WriteBatch::default();
+        let mut removed = 0;
+        let mut current = String::new();
+        let mut kept = 0usize;
+        for item in self.db.prefix_iterator(b"d/") {
+            let (key, _) = item?;
+            let Ok(key) = std::str::from_utf8(&key) else {
+                continue;
+            };
+            if !key.starts_with("d/") {
+                break;
+            }
+            // `d/{org}/{sandbox}/`: the first three segments.
+            let webhook: String = key.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+            if webhook != current {
+                current = webhook;
+                kept = 0;
+            }
+            let at = at_of(key, current.len() + 1).unwrap_or(0);
+            if kept >= per_webhook || at < oldest {
+                batch.delete(key);
+                removed += 1;
+            } else {
+                kept += 1;
+            }
+        }
+        self.db.write(batch)?;
+        Ok(removed)
+    }
+}
+
+/// Follows the outcome topic into the log on its own thread, and prunes it.
+pub struct LogFollower {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LogFollower {
+    pub fn start(
+        kafka: &KafkaSettings,
+        log: DeliveryLog,
+        retention: Duration,
+        per_webhook: usize,
+    ) -> Result<Self, LogError> {
+        let topic = kafka.outcome_topic.clone();
+        let consumer: BaseConsumer = client_config(kafka)
+            .set("group.id", format!("{}-admin-delivery-log", kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        let since = unix_ms(SystemTime::now()).saturating_sub(retention.as_millis() as u64) as i64;
+        let mut tpl = TopicPartitionList::new();
+        let mut by_time = TopicPartitionList::new();
+        for p in partition_ids(&consumer, &topic)? {
+            match log.next_offset(p)? {
+                Some(next) => {
+                    tpl.add_partition_offset(&topic, p, Offset::Offset(next))?;
+                }
+                None => {
+                    by_time.add_partition_offset(&topic, p, Offset::Offset(since))?;
+                }
+            }
+        }
+        if by_time.count() > 0 {
+            // A new log starts with the retention window, not the whole topic.
+            let starts = consumer.offsets_for_times(by_time, Duration::from_secs(30))?;
+            for e in starts.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::End,
+                };
+                tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
+            }
+        }
+        consumer.assign(&tpl)?;
+        info!(
+            topic,
+            partitions = tpl.count(),
+            "delivery log following the outcome topic"
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("delivery-log".into())
+            .spawn(move || {
+                let mut pruned = Instant::now();
+                while !stopping.load(Ordering::Relaxed) {
+                    match consumer.poll(Duration::from_millis(200)) {
+                        Some(Ok(m)) => {
+                            if let Err(e) =
+                                log.apply(m.partition(), m.offset(), m.payload().unwrap_or(b""))
+                            {
+                                warn!(error = %e, "delivery log write failed");
+                            }
+                        }
+                        Some(Err(e)) => warn!(error = %e, "outcome topic consumer error"),
+                        None => {}
+                    }
+                    if pruned.elapsed() > PRUNE_EVERY {
+                        pruned = Instant::now();
+                        match log.prune(retention, per_webhook, SystemTime::now()) {
+                            Ok(n) if n > 0 => info!(removed = n, "delivery log pruned"),
+                            Ok(_) => {}
+                            Err(e) => warn!(error = %e, "delivery log prune failed"),
+                        }
+                    }
+                }
+            })
+            .map_err(|e| LogError::Thread(e.to_string()))?;
+        Ok(LogFollower {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeliveriesQuery {
+    status: Option<String>,
+    channel: Option<String>,
+    feedback_status: Option<String>,
+    /// RFC 3339.
+    from: Option<String>,
+    to: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET .../webhook/deliveries`: the webhook's recent outcomes, newest first.
+pub async fn list(
+    axum::extract::State(state): axum::extract::State<Arc<super::AppState>>,
+    super::auth::Caller(caller): super::auth::Caller,
+    axum::extract::Path((org, sandbox)): axum::extract::Path<(String, String)>,
+    query: Result<axum::extract::Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, super::problem::Problem> {
+    use super::problem::Problem;
+    use axum::response::IntoResponse;
+    super::auth::allow(&caller, &org, Some(&sandbox), false)?;
+    let axum::extract::Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let time = |field: &str, value: &Option<String>| -> Result<Option<u64>, Problem> {
+        value
+            .as_deref()
+            .map(|t| {
+                parse_rfc3339(t)
+                    .map(unix_ms)
+                    .ok_or_else(|| Problem::bad_request(format!("{field} is not an RFC 3339 time")))
+            })
+            .transpose()
+    };
+    let query = Query {
+        status: q.status,
+        channel: q.channel,
+        feedback_status: q.feedback_status,
+        from_ms: time("from", &q.from)?,
+        to_ms: time("to", &q.to)?,
+        after: super::webhooks::after_cursor(q.cursor.as_deref())?,
+        limit: super::webhooks::limit_of(q.limit)?,
+    };
+    let (items, next) = state
+        .deliveries
+        .query(&org, &sandbox, &query)
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    let next = next.map(|k| super::webhooks::cursor_of(&k));
+    Ok(axum::Json(serde_json::json!({ "items": items, "nextCursor": next })).into_response())
+}
+
+/// How often old entries are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn outcome(id: &str, status: &str, at: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "eventId": id, "imsOrg": "acme", "sandboxId": "sb1", "channel": "email",
+            "feedbackStatus": "delivered", "status": status, "completedAt": at,
+            "attempts": [{"at": at, "httpStatus": 200, "error": null, "durationMs": 3}]
+        }))
+        .unwrap()
+    }
+
+    fn ids(items: &[Value]) -> Vec<&str> {
+        items
+            .iter()
+            .map(|o| o["eventId"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn newest_first_filtered_and_paged() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DeliveryLog::open(dir.path()).unwrap();
+        log.apply(0, 0, &outcome("a", "delivered", "2026-11-30T10:00:00Z"))
+            .unwrap();
+        log.apply(0, 1, &outcome("b", "failed", "2026-11-30T10:00:01Z"))
+            .unwrap();
+        log.apply(1, 0, &outcome("c", "delivered", "2026-11-30T10:00:02Z"))
+            .unwrap();
+        log.apply(1, 1, b"not json").unwrap();
+        assert_eq!(log.next_offset(1).unwrap(), Some(2));
+        let all = Query {
+            limit: 10,
+            ..Query::default()
+        };
+        let (items, next) = log.query("acme", "sb1", &all).unwrap();
+        assert_eq!((ids(&items), next), (vec!["c", "b", "a"], None));
+        let failed = Query {
+            status: Some("failed".into()),
+            ..all.clone()
+        };
+        assert_eq!(ids(&log.query("acme", "sb1", &failed).unwrap().0), ["b"]);
+        let page = Query {
+            limit: 2,
+            ..all.clone()
+        };
+        let (first, cursor) = log.query("acme", "sb1", &page).unwrap();
+        assert_eq!(ids(&first), ["c", "b"]);
+        let rest = Query {
+            after: cursor,
+            ..page
+        };
+        assert_eq!(ids(&log.query("acme", "sb1", &rest).unwrap().0), ["a"]);
+        let from = parse_rfc3339("2026-11-30T10:00:01Z").map(unix_ms);
+        let window = Query {
+            from_ms: from,
+            to_ms: from.map(|f| f + 1000),
+            ..all.clone()
+        };
+        assert_eq!(ids(&log.query("acme", "sb1", &window).unwrap().0), ["b"]);
+        assert!(log.query("acme", "sb2", &all).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_within_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DeliveryLog::open(dir.path()).unwrap();
+        for (i, at) in [
+            "2026-11-20T00:00:00Z",
+            "2026-11-29T00:00:00Z",
+            "2026-11-29T01:00:00Z",
+            "2026-11-29T02:00:00Z",
+        ]
+        .iter()
+        .enumerate()
+        {
+            log.apply(0, i as i64, &outcome(&format!("e{i}"), "delivered", at))
+                .unwrap();
+        }
+        let now = parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
+        let removed = log.prune(Duration::from_secs(7 * 86_400), 2, now).unwrap();
+        assert_eq!(removed, 2, "one too old, one beyond two per webhook");
+        let all = Query {
+            limit: 10,
+            ..Query::default()
+        };
+        assert_eq!(
+            ids(&log.query("acme", "sb1", &all).unwrap().0),
+            ["e3", "e2"]
+        );
+    }
+}
