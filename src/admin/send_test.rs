@@ -48,12 +48,10 @@ pub enum TesterError {
 impl Tester {
     pub fn new(settings: &Settings) -> Result<Self, TesterError> {
         let policy = Arc::new(settings.address_policy()?);
-        let client = build_client(&ClientOptions {
-            connect_timeout: Duration::from_millis(settings.delivery.connect_timeout_ms),
-            request_timeout: Duration::from_millis(settings.delivery.request_timeout_ms),
-            extra_ca_file: settings.delivery.extra_ca_file.as_deref(),
-            policy: policy.clone(),
-        })?;
+        let client = build_client(&ClientOptions::from_settings(
+            &settings.delivery,
+            policy.clone(),
+        ))?;
         Ok(Tester {
             sender: Sender::new(client, policy),
             auth: Auth::new(Secrets::new(

@@ -30,6 +30,21 @@ pub struct ClientOptions<'a> {
     pub policy: Arc<AddressPolicy>,
 }
 
+impl<'a> ClientOptions<'a> {
+    /// The options the `[delivery]` settings give, with the destination guard's policy.
+    pub fn from_settings(
+        delivery: &'a crate::settings::DeliverySettings,
+        policy: Arc<AddressPolicy>,
+    ) -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_millis(delivery.connect_timeout_ms),
+            request_timeout: Duration::from_millis(delivery.request_timeout_ms),
+            extra_ca_file: delivery.extra_ca_file.as_deref(),
+            policy,
+        }
+    }
+}
+
 fn root_store(extra_ca_file: Option<&Path>) -> Result<rustls::RootCertStore, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());

@@ -124,12 +124,10 @@ pub async fn run(
     if !policy.allow.is_empty() {
         warn!(allow = ?settings.delivery.allow_cidrs, "destination guard opened for these ranges");
     }
-    let client = build_client(&ClientOptions {
-        connect_timeout: Duration::from_millis(settings.delivery.connect_timeout_ms),
-        request_timeout: Duration::from_millis(settings.delivery.request_timeout_ms),
-        extra_ca_file: settings.delivery.extra_ca_file.as_deref(),
-        policy: policy.clone(),
-    })?;
+    let client = build_client(&ClientOptions::from_settings(
+        &settings.delivery,
+        policy.clone(),
+    ))?;
     let endpoints = Endpoints::new(settings.schedule_policy(), settings.wait_limits());
     let auth = Auth::new(Secrets::new(
         settings.sealing_key().map_err(PipelineError::Settings)?,
