@@ -130,11 +130,6 @@ impl Committer {
         }
     }
 
-    /// What the last commit covered of a partition held.
-    pub fn last(&self, key: &PartitionKey) -> Option<Progress> {
-        self.committed.lock().ok()?.get(key).cloned()
-    }
-
     /// Forgets a partition's last commit (it was handed over: another member may commit).
     pub fn forget(&self, key: &PartitionKey) {
         if let Ok(mut committed) = self.committed.lock() {
