@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -21,6 +21,7 @@ use rocksdb::{Options, WriteBatch, DB};
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::delivery::unix_ms;
 use crate::domain::time::parse_rfc3339;
 use crate::kafka::{client_config, partition_ids, KafkaSettings};
 
@@ -32,11 +33,6 @@ pub enum LogError {
     Kafka(#[from] KafkaError),
     #[error("delivery log thread: {0}")]
     Thread(String),
-}
-
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The index.

@@ -12,7 +12,7 @@
 //! again, which at-least-once allows.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -23,6 +23,8 @@ use tracing::{info, warn};
 
 use super::offsets::PartitionKey;
 use super::progress::Progress;
+use crate::delivery::unix_ms;
+use crate::domain::outcome::Source;
 use crate::kafka::{client_config, partition_ids, KafkaSettings};
 
 /// How far back results are looked for.
@@ -32,18 +34,12 @@ pub const MAX_RECORDS: usize = 500_000;
 /// And for at most this long.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// What an outcome or a parked record says of its origin (both carry these fields).
 #[derive(Deserialize)]
 struct Named {
-    source: Option<SourceRef>,
+    source: Option<Source>,
     #[serde(default)]
     replay: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct SourceRef {
-    topic: String,
-    partition: i32,
-    offset: i64,
 }
 
 /// The input record an outcome or parked record is the result of; `None` for a replay's
@@ -145,10 +141,7 @@ impl Results {
     /// The sources named by the records written in the last [`LOOKBACK`], how many were
     /// read, and whether the whole tail was read.
     fn read_tail(&self) -> Result<Tail, KafkaError> {
-        let since = SystemTime::now()
-            .checked_sub(LOOKBACK)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
+        let since = unix_ms(SystemTime::now()).saturating_sub(LOOKBACK.as_millis() as u64) as i64;
         let mut by_time = TopicPartitionList::new();
         for topic in &self.topics {
             for p in partition_ids(&self.consumer, topic)? {
