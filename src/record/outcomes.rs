@@ -4,12 +4,13 @@
 //! the offsets of the records they are the results of (see [`Transactions`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tracing::{debug, error, warn};
 
@@ -106,7 +107,37 @@ struct Txn {
     failed: AtomicBool,
     /// Ends the process when a transaction call blocks past its deadline.
     watchdog: Arc<Watchdog>,
+    /// What the open transaction holds, to write again if it must be aborted because the
+    /// group's generation moved on (see [`Recorder::rewrite`]).
+    sent: Mutex<Vec<Sent>>,
 }
+
+/// A record written in the open transaction.
+#[derive(Debug, Clone)]
+struct Sent {
+    topic: String,
+    key: String,
+    value: Vec<u8>,
+}
+
+/// How a transaction step ended.
+enum Stepped {
+    Done,
+    /// Offsets were sent with a group generation that a rebalance had just replaced: the
+    /// transaction must be aborted, though nothing was wrong with what it holds.
+    GroupMoved(KafkaError),
+}
+
+/// Whether the group's generation moved on under a commit (a rebalance under way).
+fn group_moved(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::IllegalGeneration | RDKafkaErrorCode::RebalanceInProgress)
+    )
+}
+
+/// How many times one commit writes its transaction again after the group moved on.
+const REWRITES: u32 = 5;
 
 /// What a write inside a transaction holds until its record settles. Dropped otherwise (the
 /// write was abandoned half-way, at shutdown), it marks the transaction orphaned.
@@ -210,6 +241,7 @@ impl Recorder {
                     written: AtomicBool::new(false),
                     orphaned: AtomicBool::new(false),
                     failed: AtomicBool::new(false),
+                    sent: Mutex::new(Vec::new()),
                 }))
             }
         };
@@ -379,7 +411,18 @@ impl Recorder {
             // transaction is untouched.
             let (e, queued) = match self.producer.send_result(record) {
                 Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Ok(_)) => {
+                        if let Some(txn) = &self.txn {
+                            if let Ok(mut sent) = txn.sent.lock() {
+                                sent.push(Sent {
+                                    topic: topic.to_owned(),
+                                    key: key.to_owned(),
+                                    value: value.to_vec(),
+                                });
+                            }
+                        }
+                        return Ok(());
+                    }
                     Ok(Err((e, _))) => (e, true),
                     Err(_cancelled) => (KafkaError::Canceled, true),
                 },
@@ -429,7 +472,7 @@ impl Recorder {
         what: &str,
         may_have_committed: bool,
         op: impl Fn() -> Result<(), KafkaError>,
-    ) -> Result<(), CommitError> {
+    ) -> Result<Stepped, CommitError> {
         let started = std::time::Instant::now();
         loop {
             let result = {
@@ -437,7 +480,7 @@ impl Recorder {
                 op()
             };
             let e = match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Stepped::Done),
                 Err(e) => e,
             };
             let fatal = self.producer.client().fatal_error().is_some();
@@ -450,6 +493,15 @@ impl Recorder {
                 {
                     warn!(step = what, error = %e, "transaction step failed; retrying");
                     std::thread::sleep(Duration::from_millis(200));
+                }
+                KafkaError::Transaction(t)
+                    if !fatal
+                        && !t.is_fatal()
+                        && t.txn_requires_abort()
+                        && !may_have_committed
+                        && group_moved(&e) =>
+                {
+                    return Ok(Stepped::GroupMoved(e));
                 }
                 KafkaError::Transaction(t)
                     if !fatal && !t.is_fatal() && t.txn_requires_abort() && !may_have_committed =>
@@ -469,8 +521,13 @@ impl Recorder {
         }
     }
 
-    /// Commits the open transaction with `offsets` (the caller holds the barrier).
-    fn commit_open(&self, txn: &Txn, offsets: Option<Offsets>) -> Result<(), CommitError> {
+    /// Commits the open transaction with the offsets `offsets` gives (the caller holds the
+    /// barrier).
+    fn commit_open(
+        &self,
+        txn: &Txn,
+        offsets: &mut dyn FnMut() -> Option<Offsets>,
+    ) -> Result<(), CommitError> {
         if txn.orphaned.load(Ordering::SeqCst) {
             self.abort_open(txn)?;
             metrics().transactions.with_label_values(&["aborted"]).inc();
@@ -478,19 +535,48 @@ impl Recorder {
                 "a record was given up after its result was written; transaction aborted".into(),
             ));
         }
-        if offsets.is_none() && !txn.written.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        if let Some((tpl, group)) = &offsets {
-            self.step(txn, "send offsets", false, || {
+        let mut rewrites = 0;
+        loop {
+            let offsets = offsets();
+            if offsets.is_none() && !txn.written.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let Some((tpl, group)) = &offsets else {
+                break;
+            };
+            let sent = self.step(txn, "send offsets", false, || {
                 self.producer
                     .send_offsets_to_transaction(tpl, group, STEP_WAIT)
             })?;
+            match sent {
+                Stepped::Done => break,
+                Stepped::GroupMoved(e) if rewrites < REWRITES => {
+                    rewrites += 1;
+                    warn!(error = %e, attempt = rewrites,
+                        "the group moved on during a commit; writing the transaction again");
+                    self.rewrite(txn)?;
+                    // The consumer learns its new generation from the coordinator.
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(rewrites)));
+                }
+                Stepped::GroupMoved(e) => {
+                    warn!(step = "send offsets", error = %e, "transaction aborted; stopping");
+                    self.abort_open(txn)?;
+                    metrics().transactions.with_label_values(&["aborted"]).inc();
+                    return Err(CommitError::Fatal(format!(
+                        "send offsets: the group kept moving: {e}"
+                    )));
+                }
+            }
         }
-        self.step(txn, "commit", true, || {
+        if let Stepped::GroupMoved(e) = self.step(txn, "commit", true, || {
             self.producer.commit_transaction(STEP_WAIT)
-        })?;
+        })? {
+            return Err(CommitError::Fatal(format!("commit: {e}")));
+        }
         txn.written.store(false, Ordering::SeqCst);
+        if let Ok(mut sent) = txn.sent.lock() {
+            sent.clear();
+        }
         let _w = txn.watchdog.watch("begin", STEP_WAIT + STUCK_MARGIN);
         self.producer
             .begin_transaction()
@@ -499,6 +585,47 @@ impl Recorder {
             .transactions
             .with_label_values(&["committed"])
             .inc();
+        Ok(())
+    }
+
+    /// Aborts the open transaction and writes what it held again in the next one.
+    ///
+    /// Only for a transaction refused because the group's generation moved on under a
+    /// rebalance: this instance is still a member, no partition it holds has been handed
+    /// over (a handover commits first), so nobody else has written results for these
+    /// records. Writing them again (instead of redoing their deliveries, or stopping and
+    /// leaving them to the next owner) keeps one committed result per record and sends no
+    /// request twice.
+    fn rewrite(&self, txn: &Txn) -> Result<(), CommitError> {
+        let records = txn.sent.lock().map(|s| s.clone()).unwrap_or_default();
+        {
+            let _w = txn.watchdog.watch("abort", ABORT_WAIT + STUCK_MARGIN);
+            self.producer
+                .abort_transaction(ABORT_WAIT)
+                .and_then(|()| self.producer.begin_transaction())
+                .map_err(|e| CommitError::Fatal(format!("abort: {e}")))?;
+        }
+        metrics()
+            .transactions
+            .with_label_values(&["rewritten"])
+            .inc();
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in &records {
+            let record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
+            let delivery = self
+                .producer
+                .send_result(record)
+                .map_err(|(e, _)| CommitError::Fatal(format!("writing again: {e}")))?;
+            deliveries.push(delivery);
+        }
+        let _w = txn.watchdog.watch("write again", STEP_WAIT + STUCK_MARGIN);
+        for result in futures::executor::block_on(futures::future::join_all(deliveries)) {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(CommitError::Fatal(format!("writing again: {e}"))),
+                Err(_) => return Err(CommitError::Fatal("writing again: cancelled".into())),
+            }
+        }
         Ok(())
     }
 
@@ -511,6 +638,9 @@ impl Recorder {
             .map_err(|e| CommitError::Fatal(format!("abort: {e}")))?;
         txn.written.store(false, Ordering::SeqCst);
         txn.orphaned.store(false, Ordering::SeqCst);
+        if let Ok(mut sent) = txn.sent.lock() {
+            sent.clear();
+        }
         Ok(())
     }
 }
@@ -551,7 +681,7 @@ impl Transactions for Recorder {
                 "an earlier transaction failed; nothing commits until the restart".into(),
             ));
         }
-        let result = self.commit_open(txn, offsets());
+        let result = self.commit_open(txn, offsets);
         if let Err(CommitError::Fatal(_)) = &result {
             txn.failed.store(true, Ordering::SeqCst);
         }

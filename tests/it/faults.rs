@@ -383,7 +383,10 @@ impl Report {
                 .collect(),
         };
         // Kept while they exist: the harness's folder is gone by the time of the checks.
-        if report.duplicate_outcomes > 0 || report.with_outcome != report.events {
+        if report.duplicate_outcomes > 0
+            || report.duplicate_deliveries > 0
+            || report.with_outcome != report.events
+        {
             keep_logs(logs);
         }
         report
