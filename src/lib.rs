@@ -7,7 +7,9 @@
 //! - [`delivery`]: the HTTPS client, one attempt, and the retrying worker;
 //! - [`record`]: the outcome topic, one terminal record per input record;
 //! - [`pipeline`]: the loop that ties them together;
-//! - [`observe`]: metrics, health and readiness for the operator.
+//! - [`observe`]: metrics, health and readiness for the operator;
+//! - [`replay`]: redelivery of events already processed (the `replay` command, the API's
+//!   redeliver endpoints), queued on the redelivery topic for the pipeline.
 //!
 //! [`admin`] is a sibling of the pipeline: the administration API (`feedback-webhooks admin`),
 //! which publishes to the config topic and follows it with the same [`join`] cache.
@@ -27,6 +29,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod receiver;
 pub mod record;
+pub mod replay;
 pub mod schema;
 pub mod settings;
 pub mod source;

@@ -4,8 +4,9 @@
 //! webhook (pruned every few minutes).
 //!
 //! Keys: `d/{org}/{sandbox}/{u64::MAX - completed ms, hex}/{partition}-{offset}` → the
-//! outcome's JSON, so a prefix scan is newest first; `o/{partition}` → the next offset to
-//! read of each outcome-topic partition, written in the same batch.
+//! outcome's JSON, so a prefix scan is newest first; `e/{org}/{sandbox}/{eventId}` → the
+//! `d/` key of the event's newest outcome (what a redeliver looks up); `o/{partition}` → the
+//! next offset to read of each outcome-topic partition, written in the same batch.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +68,10 @@ fn prefix(org: &str, sandbox: &str) -> String {
     format!("d/{org}/{sandbox}/")
 }
 
+fn event_key(org: &str, sandbox: &str, event_id: &str) -> String {
+    format!("e/{org}/{sandbox}/{event_id}")
+}
+
 fn entry_key(org: &str, sandbox: &str, at_ms: u64, partition: i32, offset: i64) -> String {
     format!(
         "{}{:016x}/{partition}-{offset}",
@@ -112,12 +117,15 @@ impl DeliveryLog {
     /// webhook).
     pub fn apply(&self, partition: i32, offset: i64, value: &[u8]) -> Result<(), LogError> {
         let mut batch = WriteBatch::default();
-        if let Some((org, sandbox, at)) = serde_json::from_slice::<Value>(value)
-            .ok()
-            .as_ref()
-            .and_then(placed)
-        {
-            batch.put(entry_key(&org, &sandbox, at, partition, offset), value);
+        let outcome = serde_json::from_slice::<Value>(value).ok();
+        if let Some((org, sandbox, at)) = outcome.as_ref().and_then(placed) {
+            let entry = entry_key(&org, &sandbox, at, partition, offset);
+            // Outcomes of one event share a partition (keyed by event id): the last applied
+            // is the newest.
+            if let Some(id) = outcome.as_ref().and_then(|o| o["eventId"].as_str()) {
+                batch.put(event_key(&org, &sandbox, id), &entry);
+            }
+            batch.put(entry, value);
         }
         batch.put(format!("o/{partition}"), (offset + 1).to_be_bytes());
         self.db.write(batch)?;
@@ -177,6 +185,22 @@ impl DeliveryLog {
         Ok((items, None))
     }
 
+    /// The newest outcome of an event of a webhook, if the log still holds it.
+    pub fn latest_of(
+        &self,
+        org: &str,
+        sandbox: &str,
+        event_id: &str,
+    ) -> Result<Option<Value>, LogError> {
+        let Some(entry) = self.db.get(event_key(org, sandbox, event_id))? else {
+            return Ok(None);
+        };
+        Ok(self
+            .db
+            .get(entry)?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
     /// Deletes entries older than `retention` and beyond `per_webhook` per webhook.
     pub fn prune(
         &self,
@@ -190,7 +214,7 @@ impl DeliveryLog {
         let mut current = String::new();
         let mut kept = 0usize;
         for item in self.db.prefix_iterator(b"d/") {
-            let (key, _) = item?;
+            let (key, value) = item?;
             let Ok(key) = std::str::from_utf8(&key) else {
                 continue;
             };
@@ -207,6 +231,14 @@ impl DeliveryLog {
             if kept >= per_webhook || at < oldest {
                 batch.delete(key);
                 removed += 1;
+                // The event's pointer goes with its newest outcome.
+                let event = serde_json::from_slice::<Value>(&value).ok();
+                if let Some(id) = event.as_ref().and_then(|o| o["eventId"].as_str()) {
+                    let pointer = format!("e/{}/{id}", &current[2..]);
+                    if self.db.get(&pointer)?.as_deref() == Some(key.as_bytes()) {
+                        batch.delete(pointer);
+                    }
+                }
             } else {
                 kept += 1;
             }
@@ -427,6 +459,33 @@ mod tests {
         };
         assert_eq!(ids(&log.query("acme", "sb1", &window).unwrap().0), ["b"]);
         assert!(log.query("acme", "sb2", &all).unwrap().0.is_empty());
+        assert_eq!(
+            log.latest_of("acme", "sb1", "b").unwrap().unwrap()["status"],
+            "failed"
+        );
+        assert!(log.latest_of("acme", "sb2", "b").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_event_points_at_its_newest_outcome_until_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DeliveryLog::open(dir.path()).unwrap();
+        log.apply(0, 0, &outcome("a", "failed", "2026-11-29T10:00:00Z"))
+            .unwrap();
+        log.apply(0, 1, &outcome("a", "delivered", "2026-11-29T10:05:00Z"))
+            .unwrap();
+        let latest = log.latest_of("acme", "sb1", "a").unwrap().unwrap();
+        assert_eq!(latest["status"], "delivered");
+        let now = parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
+        assert_eq!(log.prune(Duration::from_secs(86_400), 1, now).unwrap(), 1);
+        assert_eq!(
+            log.latest_of("acme", "sb1", "a").unwrap().unwrap()["status"],
+            "delivered",
+            "pruning an older outcome keeps the pointer"
+        );
+        assert_eq!(log.prune(Duration::from_secs(3_600), 1, now).unwrap(), 1);
+        assert!(log.latest_of("acme", "sb1", "a").unwrap().is_none());
+        assert!(log.db.get(event_key("acme", "sb1", "a")).unwrap().is_none());
     }
 
     #[test]

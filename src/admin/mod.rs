@@ -9,6 +9,7 @@
 //! - `versions.rs`: ETags and `If-Match`.
 //! - `send_test.rs`: a test request through the processor's own sender.
 //! - `deliveries.rs`: the delivery log, the outcome topic indexed per webhook.
+//! - `redeliver.rs`: redelivery of one event or a window, shared with the `replay` command.
 //! - `publish.rs`: writes to the config topic, answered once the own cache applied them.
 //! - `server.rs`: the TLS listener.
 
@@ -17,6 +18,7 @@ mod campaigns;
 pub mod deliveries;
 pub mod problem;
 pub mod publish;
+mod redeliver;
 pub mod secrets;
 mod send_test;
 mod server;
@@ -88,6 +90,9 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub tester: send_test::Tester,
     pub deliveries: deliveries::DeliveryLog,
+    pub redeliveries: redeliver::Runs,
+    /// For the redelivery topic's clients.
+    pub settings: Settings,
 }
 
 /// A write done: its new version and the one it replaced.
@@ -212,6 +217,15 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route(&format!("{webhook}/disable"), post(webhooks::disable))
         .route(&format!("{webhook}/test"), post(send_test::send))
         .route(&format!("{webhook}/deliveries"), get(deliveries::list))
+        .route(
+            &format!("{webhook}/deliveries/{{event}}/redeliver"),
+            post(redeliver::one),
+        )
+        .route(&format!("{webhook}/redeliver"), post(redeliver::window))
+        .route(
+            &format!("{webhook}/redeliver/{{replay}}"),
+            get(redeliver::progress),
+        )
         .route(campaigns, get(campaigns::list))
         .route(
             &format!("{campaigns}/{{campaign}}"),
@@ -321,6 +335,8 @@ pub async fn run(
         health: health.clone(),
         tester: send_test::Tester::new(settings)?,
         deliveries: log,
+        redeliveries: redeliver::Runs::default(),
+        settings: settings.clone(),
     });
     if state.sealing.is_none() {
         warn!("no secrets.encryption_key_file: secrets sent as values will be refused");

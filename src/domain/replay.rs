@@ -120,15 +120,18 @@ impl Filters {
     }
 }
 
-/// Whether an outcome (as JSON) is one a replay from the outcome topic redelivers: `failed`,
-/// or `skipped` with one of `skipped_reasons`.
-pub fn outcome_selected(outcome: &Value, skipped_reasons: &[String]) -> bool {
+/// A skipped reason that selects every skipped outcome.
+pub const ANY_REASON: &str = "*";
+
+/// Whether an outcome (as JSON) is one a replay from the outcome topic redelivers: `failed`
+/// (when `failed`), or `skipped` with one of `skipped_reasons` ([`ANY_REASON`]: any).
+pub fn outcome_selected(outcome: &Value, failed: bool, skipped_reasons: &[String]) -> bool {
     match outcome.get("status").and_then(Value::as_str) {
-        Some("failed") => true,
+        Some("failed") => failed,
         Some("skipped") => outcome
             .get("reason")
             .and_then(Value::as_str)
-            .is_some_and(|r| skipped_reasons.iter().any(|s| s == r)),
+            .is_some_and(|r| skipped_reasons.iter().any(|s| s == r || s == ANY_REASON)),
         _ => false,
     }
 }
@@ -280,17 +283,24 @@ mod tests {
     #[test]
     fn outcomes_selected_are_failed_or_skipped_for_a_named_reason() {
         let o = |status: &str, reason: Value| json!({ "status": status, "reason": reason });
-        assert!(outcome_selected(&o("failed", json!("http_status")), &[]));
-        assert!(!outcome_selected(&o("delivered", Value::Null), &[]));
-        assert!(!outcome_selected(&o("skipped", json!("no_webhook")), &[]));
+        let no_webhook = o("skipped", json!("no_webhook"));
         assert!(outcome_selected(
-            &o("skipped", json!("no_webhook")),
-            &["no_webhook".into()]
-        ));
-        assert!(!outcome_selected(
-            &o("invalid", json!("invalid_event")),
+            &o("failed", json!("http_status")),
+            true,
             &[]
         ));
+        assert!(!outcome_selected(
+            &o("failed", json!("http_status")),
+            false,
+            &[]
+        ));
+        assert!(!outcome_selected(&o("delivered", Value::Null), true, &[]));
+        assert!(!outcome_selected(&no_webhook, true, &[]));
+        assert!(outcome_selected(&no_webhook, true, &["no_webhook".into()]));
+        assert!(!outcome_selected(&no_webhook, true, &["disabled".into()]));
+        assert!(outcome_selected(&no_webhook, false, &[ANY_REASON.into()]));
+        let invalid = o("invalid", json!("invalid_event"));
+        assert!(!outcome_selected(&invalid, true, &[ANY_REASON.into()]));
     }
 
     #[test]

@@ -40,6 +40,7 @@ impl Api {
             ("acme", "acme", "write"),
             ("acme-reader", "acme/sb1", "read"),
             ("other", "other", "write"),
+            ("reader", "myImsOrg", "read"),
         ] {
             let (token, hash) = tokens::generate().unwrap();
             settings.push_str(&format!(
@@ -690,5 +691,157 @@ async fn the_processor_delivers_with_what_the_api_published() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A failed event, then redeliver: it ends delivered, under the replay id returned.
+    let since = feedback_webhooks::domain::time::rfc3339_millis(std::time::SystemTime::now());
+    h.receiver
+        .respond(|_| feedback_webhooks::receiver::Reply::status(400));
+    h.producer
+        .send_json(&h.topics.input, Some("e2"), &spec_event("e2"))
+        .await;
+    let failed = wait_for_outcome(&api, &hook, "e2", |o| o["status"] == "failed").await;
+    assert_eq!(failed["attempts"][0]["httpStatus"], 400);
+    assert_eq!(failed["reason"], "http_status");
+    h.receiver
+        .respond(|_| feedback_webhooks::receiver::Reply::status(200));
+    let redeliver = |id: &str| format!("{hook}/deliveries/{id}/redeliver");
+    let (status, _, _) = api
+        .call(Method::POST, &redeliver("e2"), Some("reader"), None, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a read token may not redeliver"
+    );
+    let (status, _, refused) = api
+        .call(Method::POST, &redeliver("e1"), Some("operator"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "e1 was delivered: {refused}");
+    let (status, _, _) = api
+        .call(
+            Method::POST,
+            &redeliver("nope"),
+            Some("operator"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, queued) = api
+        .call(Method::POST, &redeliver("e2"), Some("operator"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let replay_id = queued["replayId"].as_str().expect("a replay id").to_owned();
+    let again = wait_for_outcome(&api, &hook, "e2", |o| o["status"] == "delivered").await;
+    assert_eq!(again["replay"]["id"], replay_id.as_str());
+    let requests = h.receiver.received();
+    let redelivered: Vec<_> = requests
+        .iter()
+        .filter(|r| r.header("webhook-id") == Some("e2"))
+        .collect();
+    assert_eq!(redelivered.len(), 2, "sent once, redelivered once");
+    assert_eq!(
+        redelivered[1].header("webhook-replay-id"),
+        Some(replay_id.as_str())
+    );
+
+    // A window: only e3 still has a failed latest outcome (e2 was delivered since).
+    h.receiver
+        .respond(|_| feedback_webhooks::receiver::Reply::status(400));
+    h.producer
+        .send_json(&h.topics.input, Some("e3"), &spec_event("e3"))
+        .await;
+    wait_for_outcome(&api, &hook, "e3", |o| o["status"] == "failed").await;
+    h.receiver
+        .respond(|_| feedback_webhooks::receiver::Reply::status(200));
+    let window = format!("{hook}/redeliver");
+    let (status, _, refused) = api
+        .call(
+            Method::POST,
+            &window,
+            Some("operator"),
+            None,
+            Some(&json!({ "status": ["delivered"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let pointers: Vec<&str> = refused["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/status/0", "/from"]);
+    let (status, _, started) = api
+        .call(
+            Method::POST,
+            &window,
+            Some("operator"),
+            None,
+            Some(&json!({ "status": ["failed"], "from": since })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let window_id = started["replayId"].as_str().unwrap().to_owned();
+    let progress = &format!("{window}/{window_id}");
+    let until = Instant::now() + PATIENCE;
+    let done = loop {
+        let (status, _, run) = api
+            .call(Method::GET, progress, Some("operator"), None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        if run["state"] != "running" {
+            break run;
+        }
+        assert!(Instant::now() < until, "the window never finished: {run}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (&done["state"], &done["queued"]),
+        (&json!("done"), &json!(1)),
+        "{done}"
+    );
+    let (status, _, _) = api
+        .call(Method::GET, progress, Some("other"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let redone = wait_for_outcome(&api, &hook, "e3", |o| o["status"] == "delivered").await;
+    assert_eq!(redone["replay"]["id"], window_id.as_str());
     processor.stop();
+}
+
+/// Waits until the delivery log's newest outcome of `event` passes `done`.
+async fn wait_for_outcome(
+    api: &Api,
+    hook: &str,
+    event: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let (status, _, log) = api
+            .call(
+                Method::GET,
+                &format!("{hook}/deliveries"),
+                Some("operator"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{log}");
+        let newest = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["eventId"] == event)
+            .cloned();
+        if let Some(outcome) = newest.filter(|o| done(o)) {
+            return outcome;
+        }
+        assert!(
+            Instant::now() < until,
+            "no such outcome of {event} in the delivery log: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,0 +1,443 @@
+//! Redeliver from the API: one event of the delivery log, or a webhook's failed (or skipped)
+//! events of a window. Both queue on the redelivery topic with [`crate::replay`], as the
+//! `replay` command does, under a new replay id the answer carries; the processor then
+//! delivers them with the current config and their new outcomes carry that id.
+//!
+//! One event is queued before the answer. A window runs in the background; its progress is
+//! kept by the instance that runs it (`GET .../webhook/redeliver/{replayId}`), the last
+//! [`KEPT`] of them.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::auth::{allow, Caller};
+use super::problem::Problem;
+use super::AppState;
+use crate::delivery::unix_ms;
+use crate::domain::outcome::{Replay, Source};
+use crate::domain::replay::{Filters, ReplaySource, Tally, Window, ANY_REASON};
+use crate::domain::time::{parse_rfc3339, rfc3339_millis};
+use crate::kafka::ensure_topics;
+use crate::replay::queue::queue_plan;
+use crate::replay::selection::{plan, reader, Plan, Selection};
+use crate::replay::{blocking, new_id, Counts, Progress, ReplayError};
+use crate::schema::Violation;
+use crate::settings::Settings;
+
+/// Window redeliveries whose progress an instance keeps.
+pub const KEPT: usize = 100;
+
+/// A window redelivery's progress, as served.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub replay_id: String,
+    /// `running`, `done` or `failed`.
+    pub state: &'static str,
+    /// `outcomes` (choosing the events) or `queueing`.
+    pub phase: &'static str,
+    /// Records the phase reads.
+    pub total: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Events queued for redelivery when done.
+    pub queued: u64,
+    pub error: Option<String>,
+    #[serde(skip)]
+    org: String,
+    #[serde(skip)]
+    sandbox: String,
+}
+
+/// The progress of the window redeliveries this instance ran.
+#[derive(Default)]
+pub struct Runs {
+    runs: Mutex<VecDeque<Arc<Mutex<Status>>>>,
+}
+
+impl Runs {
+    fn start(&self, replay_id: &str, org: &str, sandbox: &str) -> Arc<Mutex<Status>> {
+        let status = Arc::new(Mutex::new(Status {
+            replay_id: replay_id.to_owned(),
+            state: "running",
+            phase: "outcomes",
+            total: 0,
+            counts: Counts::default(),
+            queued: 0,
+            error: None,
+            org: org.to_owned(),
+            sandbox: sandbox.to_owned(),
+        }));
+        if let Ok(mut runs) = self.runs.lock() {
+            if runs.len() == KEPT {
+                runs.pop_front();
+            }
+            runs.push_back(status.clone());
+        }
+        status
+    }
+
+    fn find(&self, replay_id: &str, org: &str, sandbox: &str) -> Option<Status> {
+        let runs = self.runs.lock().ok()?;
+        runs.iter()
+            .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+            .find(|s| s.replay_id == replay_id && s.org == org && s.sandbox == sandbox)
+    }
+}
+
+/// Progress written where the status endpoint reads it.
+struct Shared(Arc<Mutex<Status>>);
+
+impl Progress for Shared {
+    fn phase(&mut self, name: &'static str, total: u64) {
+        if let Ok(mut s) = self.0.lock() {
+            s.phase = name;
+            s.total = total;
+            s.counts = Counts::default();
+        }
+    }
+
+    fn tick(&mut self, counts: &Counts) {
+        if let Ok(mut s) = self.0.lock() {
+            s.counts = *counts;
+        }
+    }
+
+    fn done(&mut self, counts: &Counts) {
+        self.tick(counts);
+    }
+}
+
+/// The body of a window redelivery.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowRequest {
+    /// `failed` and/or `skipped` (default: failed).
+    #[serde(default)]
+    pub status: Option<Vec<String>>,
+    /// RFC 3339; completed at or after.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive; default now.
+    pub to: Option<String>,
+}
+
+/// The selection a window request makes for a webhook, or each field refused and why.
+pub fn window_selection(
+    org: &str,
+    sandbox: &str,
+    request: &WindowRequest,
+    now_ms: i64,
+) -> Result<Selection, Vec<Violation>> {
+    let mut refused = Vec::new();
+    let statuses = request
+        .status
+        .clone()
+        .unwrap_or_else(|| vec!["failed".into()]);
+    if statuses.is_empty() {
+        refused.push(violation("/status", "name failed and/or skipped"));
+    }
+    for (i, s) in statuses.iter().enumerate() {
+        if s != "failed" && s != "skipped" {
+            refused.push(violation(
+                &format!("/status/{i}"),
+                &format!("{s:?} cannot be redelivered: only failed or skipped"),
+            ));
+        }
+    }
+    let mut time = |field: &str, text: Option<&String>| -> Option<i64> {
+        let text = text?;
+        let at = parse_rfc3339(text).map(|t| unix_ms(t) as i64);
+        if at.is_none() {
+            refused.push(violation(field, "not an RFC 3339 time"));
+        }
+        at
+    };
+    let from_ms = time("/from", request.from.as_ref());
+    let to_ms = time("/to", request.to.as_ref()).or(Some(now_ms));
+    if request.from.is_none() {
+        refused.push(violation("/from", "required: the start of the window"));
+    }
+    if let (Some(from), Some(to)) = (from_ms, to_ms) {
+        if from >= to {
+            refused.push(violation("/to", "must be after from"));
+        }
+    }
+    if !refused.is_empty() {
+        return Err(refused);
+    }
+    Ok(Selection {
+        source: ReplaySource::Outcomes,
+        window: Window { from_ms, to_ms },
+        ranges: Vec::new(),
+        all: false,
+        filters: Filters {
+            orgs: vec![org.to_owned()],
+            sandboxes: vec![sandbox.to_owned()],
+            ..Filters::default()
+        },
+        failed: statuses.iter().any(|s| s == "failed"),
+        skipped_reasons: if statuses.iter().any(|s| s == "skipped") {
+            vec![ANY_REASON.to_owned()]
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+fn violation(field: &str, message: &str) -> Violation {
+    Violation {
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+fn new_replay() -> Replay {
+    Replay {
+        id: new_id(),
+        requested_at: rfc3339_millis(SystemTime::now()),
+        source: ReplaySource::Outcomes.as_str().to_owned(),
+    }
+}
+
+fn failed(e: ReplayError) -> Problem {
+    warn!(error = %e, "redelivery not queued");
+    Problem::unavailable(format!("redelivery not queued: {e}"))
+}
+
+async fn topic_ready(settings: &Settings) -> Result<(), Problem> {
+    let topic = settings.replay_topic();
+    ensure_topics(
+        &settings.kafka,
+        std::slice::from_ref(&topic),
+        settings.internal_topics(),
+    )
+    .await
+    .map_err(|e| failed(e.into()))
+}
+
+/// `POST .../webhook/deliveries/{eventId}/redeliver`: queues one event whose newest outcome
+/// failed or was skipped.
+pub async fn one(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path((org, sandbox, event_id)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    allow(&caller, &org, Some(&sandbox), true)?;
+    let outcome = state
+        .deliveries
+        .latest_of(&org, &sandbox, &event_id)
+        .map_err(|e| Problem::unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no outcome of event {event_id:?} in the delivery log"
+            ))
+        })?;
+    let status = outcome["status"].as_str().unwrap_or_default();
+    if status != "failed" && status != "skipped" {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "Not redeliverable",
+            format!("the event's last outcome is {status:?}: only failed or skipped events are redelivered"),
+        ));
+    }
+    let source: Source = serde_json::from_value(outcome["source"].clone())
+        .map_err(|_| Problem::unavailable("the outcome names no input record"))?;
+    topic_ready(&state.settings).await?;
+    let replay = new_replay();
+    let (settings, queued_replay) = (state.settings.clone(), replay.clone());
+    let queued = blocking(move || {
+        let consumer = reader(&settings, "admin")?;
+        queue_plan(
+            &settings,
+            &consumer,
+            &Filters::default(),
+            &Plan::records([&source]),
+            &queued_replay,
+            false,
+            &mut crate::replay::Quiet,
+        )
+    })
+    .await
+    .map_err(failed)?;
+    if queued.queued == 0 {
+        return Err(Problem::new(
+            StatusCode::GONE,
+            "Gone",
+            "the event is no longer retained in the input topics",
+        ));
+    }
+    info!(
+        target: "feedback_webhooks::audit",
+        who = caller.name, org, sandbox, event_id, replay_id = replay.id,
+        "redelivery queued"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "replayId": replay.id, "queued": queued.queued })),
+    )
+        .into_response())
+}
+
+/// `POST .../webhook/redeliver`: queues the webhook's failed (or skipped) events of a
+/// window, in the background; answers with the replay id and where its progress is.
+pub async fn window(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path((org, sandbox)): Path<(String, String)>,
+    body: Result<Json<WindowRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    allow(&caller, &org, Some(&sandbox), true)?;
+    let Json(request) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let now = unix_ms(SystemTime::now()) as i64;
+    let selection = window_selection(&org, &sandbox, &request, now).map_err(Problem::invalid)?;
+    topic_ready(&state.settings).await?;
+    let replay = new_replay();
+    let status = state.redeliveries.start(&replay.id, &org, &sandbox);
+    info!(
+        target: "feedback_webhooks::audit",
+        who = caller.name, org, sandbox, replay_id = replay.id,
+        from = request.from, to = request.to,
+        "redelivery of a window started"
+    );
+    let settings = state.settings.clone();
+    let id = replay.id.clone();
+    tokio::spawn(async move {
+        let progress = status.clone();
+        let result = blocking(move || {
+            let consumer = reader(&settings, "admin")?;
+            let mut progress = Shared(progress);
+            let (planned, _) = plan(
+                &settings,
+                &consumer,
+                &selection,
+                true,
+                &mut Tally::default(),
+                &mut progress,
+            )?;
+            queue_plan(
+                &settings,
+                &consumer,
+                &selection.filters,
+                &planned,
+                &replay,
+                false,
+                &mut progress,
+            )
+        })
+        .await;
+        if let Ok(mut s) = status.lock() {
+            match result {
+                Ok(q) => {
+                    s.state = "done";
+                    s.queued = q.queued;
+                    info!(
+                        replay_id = s.replay_id,
+                        queued = q.queued,
+                        "redelivery of a window done"
+                    );
+                }
+                Err(e) => {
+                    warn!(replay_id = s.replay_id, error = %e, "redelivery of a window failed");
+                    s.state = "failed";
+                    s.error = Some(e.to_string());
+                }
+            }
+        }
+    });
+    let location = format!("/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/redeliver/{id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(json!({ "replayId": id, "state": "running" })),
+    )
+        .into_response())
+}
+
+/// `GET .../webhook/redeliver/{replayId}`: a window redelivery's progress.
+pub async fn progress(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path((org, sandbox, replay_id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, Problem> {
+    allow(&caller, &org, Some(&sandbox), false)?;
+    let status = state
+        .redeliveries
+        .find(&replay_id, &org, &sandbox)
+        .ok_or_else(|| {
+            Problem::not_found(format!("no redelivery {replay_id:?} on this instance"))
+        })?;
+    Ok(Json(serde_json::to_value(status).unwrap_or(Value::Null)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(status: Option<Vec<&str>>, from: Option<&str>, to: Option<&str>) -> WindowRequest {
+        WindowRequest {
+            status: status.map(|s| s.into_iter().map(String::from).collect()),
+            from: from.map(String::from),
+            to: to.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_window_selects_the_webhooks_failed_outcomes_by_default() {
+        let s = window_selection(
+            "acme",
+            "sb1",
+            &request(None, Some("2026-11-30T10:00:00Z"), None),
+            1_800_000_000_000,
+        )
+        .unwrap();
+        assert_eq!(s.source, ReplaySource::Outcomes);
+        assert!(s.failed && s.skipped_reasons.is_empty());
+        assert_eq!(s.filters.orgs, ["acme"]);
+        assert_eq!(s.filters.sandboxes, ["sb1"]);
+        assert_eq!(s.window.to_ms, Some(1_800_000_000_000));
+        assert!(s.check().is_ok());
+        let skipped = window_selection(
+            "acme",
+            "sb1",
+            &request(Some(vec!["skipped"]), Some("2026-11-30T10:00:00Z"), None),
+            1_800_000_000_000,
+        )
+        .unwrap();
+        assert!(!skipped.failed);
+        assert_eq!(skipped.skipped_reasons, [ANY_REASON]);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let refused = window_selection(
+            "acme",
+            "sb1",
+            &request(Some(vec!["failed", "delivered"]), None, Some("yesterday")),
+            0,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = refused.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["/status/1", "/to", "/from"]);
+        let backwards = window_selection(
+            "acme",
+            "sb1",
+            &request(
+                None,
+                Some("2026-11-30T10:00:00Z"),
+                Some("2026-11-30T09:00:00Z"),
+            ),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(backwards[0].field, "/to");
+    }
+}
