@@ -19,7 +19,8 @@ use super::{write_record, AppState};
 use crate::domain::config::ConfigKey;
 use crate::schema::Violation;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     enabled: Option<bool>,
@@ -27,6 +28,8 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/campaigns", tag = "campaigns", params(super::openapi::SandboxPath, ListQuery),
+    responses((status = 200, description = "A page of opt-ins", body = super::openapi::CampaignPage)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -67,6 +70,8 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "nextCursor": next })).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/campaigns/{campaign}", tag = "campaigns", params(super::openapi::SandboxPath, ("campaign" = String, Path, description = "The campaign id")),
+    responses((status = 200, description = "The opt-in", body = super::openapi::Campaign, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -88,6 +93,12 @@ pub async fn get(
 
 /// Sets the opt-in: body `{"webhooksEnabled": true|false}`, or no body for `true`.
 /// `If-Match` is honoured when given.
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/campaigns/{campaign}", tag = "campaigns",
+    params(super::openapi::SandboxPath, ("campaign" = String, Path, description = "The campaign id"), super::openapi::IfMatch),
+    request_body(content = Option<super::openapi::CampaignWrite>),
+    responses(
+        (status = 201, description = "Opted in (or out)", body = super::openapi::Campaign, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\""))),
+        (status = 200, description = "Changed", body = super::openapi::Campaign, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -141,6 +152,9 @@ pub async fn put(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/campaigns/{campaign}", tag = "campaigns",
+    params(super::openapi::SandboxPath, ("campaign" = String, Path, description = "The campaign id"), super::openapi::IfMatch),
+    responses((status = 204, description = "Removed")))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,

@@ -342,7 +342,8 @@ impl LogFollower {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeliveriesQuery {
     status: Option<String>,
@@ -356,6 +357,9 @@ pub struct DeliveriesQuery {
 }
 
 /// `GET .../webhook/deliveries`: the webhook's recent outcomes, newest first.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/deliveries", tag = "deliveries",
+    params(super::openapi::SandboxPath, DeliveriesQuery),
+    responses((status = 200, description = "A page of outcomes, newest first", body = super::openapi::DeliveryPage)))]
 pub async fn list(
     axum::extract::State(state): axum::extract::State<Arc<super::AppState>>,
     super::auth::Caller(caller): super::auth::Caller,

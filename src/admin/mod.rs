@@ -11,11 +11,13 @@
 //! - `deliveries.rs`: the delivery log, the outcome topic indexed per webhook.
 //! - `redeliver.rs`: redelivery of one event or a window, shared with the `replay` command.
 //! - `publish.rs`: writes to the config topic, answered once the own cache applied them.
+//! - `openapi.rs`: the OpenAPI 3.1 document, generated from the handlers' annotations.
 //! - `server.rs`: the TLS listener.
 
 pub mod auth;
 mod campaigns;
 pub mod deliveries;
+pub mod openapi;
 pub mod problem;
 pub mod publish;
 mod redeliver;
@@ -218,12 +220,12 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route(&format!("{webhook}/test"), post(send_test::send))
         .route(&format!("{webhook}/deliveries"), get(deliveries::list))
         .route(
-            &format!("{webhook}/deliveries/{{event}}/redeliver"),
+            &format!("{webhook}/deliveries/{{eventId}}/redeliver"),
             post(redeliver::one),
         )
         .route(&format!("{webhook}/redeliver"), post(redeliver::window))
         .route(
-            &format!("{webhook}/redeliver/{{replay}}"),
+            &format!("{webhook}/redeliver/{{replayId}}"),
             get(redeliver::progress),
         )
         .route(campaigns, get(campaigns::list))
@@ -232,6 +234,10 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             get(campaigns::get)
                 .put(campaigns::put)
                 .delete(campaigns::delete),
+        )
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { axum::Json(openapi::document()) }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))

@@ -226,6 +226,9 @@ async fn topic_ready(settings: &Settings) -> Result<(), Problem> {
 
 /// `POST .../webhook/deliveries/{eventId}/redeliver`: queues one event whose newest outcome
 /// failed or was skipped.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/deliveries/{eventId}/redeliver", tag = "deliveries",
+    params(super::openapi::SandboxPath, ("eventId" = String, Path, description = "The event's id")),
+    responses((status = 202, description = "Queued for redelivery", body = super::openapi::Redelivery)))]
 pub async fn one(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -289,6 +292,10 @@ pub async fn one(
 
 /// `POST .../webhook/redeliver`: queues the webhook's failed (or skipped) events of a
 /// window, in the background; answers with the replay id and where its progress is.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/redeliver", tag = "deliveries", params(super::openapi::SandboxPath),
+    request_body = super::openapi::RedeliverWindow,
+    responses((status = 202, description = "Started", body = super::openapi::Redelivery,
+        headers(("Location" = String, description = "Where its progress is")))))]
 pub async fn window(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -363,6 +370,9 @@ pub async fn window(
 }
 
 /// `GET .../webhook/redeliver/{replayId}`: a window redelivery's progress.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/redeliver/{replayId}", tag = "deliveries",
+    params(super::openapi::SandboxPath, ("replayId" = String, Path, description = "The redelivery's replay id")),
+    responses((status = 200, description = "Its progress", body = super::openapi::RedeliveryStatus)))]
 pub async fn progress(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,

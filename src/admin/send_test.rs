@@ -89,6 +89,9 @@ pub fn test_payload(webhook: &WebhookConfig) -> Value {
     payload
 }
 
+/// `POST .../webhook/test`: sends the SPEC's example payload through the processor's sender.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/test", tag = "webhooks", params(super::openapi::SandboxPath),
+    responses((status = 200, description = "What the test send got", body = super::openapi::TestResult)))]
 pub async fn send(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,

@@ -45,6 +45,8 @@ fn current(state: &AppState, key: &ConfigKey) -> Result<Option<Stored<Vec<u8>>>,
         .map_err(|e| Problem::unavailable(e.to_string()))
 }
 
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook", tag = "webhooks", params(super::openapi::SandboxPath),
+    responses((status = 200, description = "The webhook", body = super::openapi::Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -113,6 +115,11 @@ fn from_path(body: &mut Map<String, Value>, org: &str, sandbox: &str) -> Vec<Vio
 
 /// `PUT`: creates (no `If-Match`; 409 when one exists) or replaces (`If-Match`; 412 when
 /// it changed meanwhile).
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook", tag = "webhooks", params(super::openapi::SandboxPath, super::openapi::IfMatch),
+    request_body = super::openapi::WebhookWrite,
+    responses(
+        (status = 201, description = "Created", body = super::openapi::Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\""))),
+        (status = 200, description = "Replaced", body = super::openapi::Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -146,6 +153,8 @@ pub async fn put(
     )
 }
 
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook", tag = "webhooks", params(super::openapi::SandboxPath, super::openapi::IfMatch),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -166,6 +175,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/enable", tag = "webhooks", params(super::openapi::SandboxPath, super::openapi::IfMatch),
+    responses((status = 200, description = "Enabled", body = super::openapi::Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
 pub async fn enable(
     state: State<Arc<AppState>>,
     caller: Caller,
@@ -175,6 +186,8 @@ pub async fn enable(
     set_enabled(state, caller, path, headers, true).await
 }
 
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/disable", tag = "webhooks", params(super::openapi::SandboxPath, super::openapi::IfMatch),
+    responses((status = 200, description = "Disabled", body = super::openapi::Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
 pub async fn disable(
     state: State<Arc<AppState>>,
     caller: Caller,
@@ -223,7 +236,8 @@ fn respond(
     Ok(versioned(status, stored.version, view(state, key, &stored)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryQuery {
     /// Case-insensitive part of the name.
@@ -264,6 +278,10 @@ pub(super) fn limit_of(limit: Option<usize>) -> Result<usize, Problem> {
 }
 
 /// The org's webhooks the caller may see, filtered, in sandbox-id order, a page at a time.
+/// `GET /orgs/{org}/webhooks`: the org's webhooks the caller may see, paged and filtered.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/webhooks", tag = "webhooks",
+    params(super::openapi::OrgPath, InventoryQuery),
+    responses((status = 200, description = "A page of webhooks", body = super::openapi::WebhookPage)))]
 pub async fn inventory(
     State(state): State<Arc<AppState>>,
     Caller(caller): Caller,
