@@ -24,6 +24,9 @@ struct Api {
     tokens: Vec<(String, String)>,
     /// The CA that signed the API's certificate.
     ca_pem: String,
+    /// How it was started (for a second instance).
+    env: Vec<(String, String)>,
+    config: std::path::PathBuf,
 }
 
 const KEY_FILE: &str = "config-key";
@@ -79,6 +82,34 @@ impl Api {
             client: client(&ca.ca_pem),
             tokens: known,
             ca_pem: ca.ca_pem.clone(),
+            env,
+            config,
+        }
+    }
+
+    /// Another instance with the same settings and tokens, and its own cache and log index
+    /// (as behind a load balancer).
+    fn another(&self, dir: &Path, name: &str) -> Api {
+        let mut env = self.env.clone();
+        for (key, folder) in [
+            ("FW_ADMIN__STORE_PATH", "store"),
+            ("FW_ADMIN__DELIVERIES_PATH", "deliveries"),
+        ] {
+            env.retain(|(k, _)| k != key);
+            let path = dir.join(format!("{name}-{folder}"));
+            env.push((key.into(), path.display().to_string()));
+        }
+        let log = dir.join(format!("{name}.log"));
+        let mut process = Processor::spawn(&["admin"], &env, log, Some(&self.config));
+        let line = process.wait_log("admin API listening", 1);
+        Api {
+            process,
+            base: line[0]["fields"]["url"].as_str().expect("url").to_owned(),
+            client: client(&self.ca_pem),
+            tokens: self.tokens.clone(),
+            ca_pem: self.ca_pem.clone(),
+            env,
+            config: self.config.clone(),
         }
     }
 
@@ -820,6 +851,29 @@ async fn the_processor_delivers_with_what_the_api_published() {
     let redone = wait_for_outcome(&api, &hook, "e3", |o| o["status"] == "delivered").await;
     assert_eq!(redone["replay"]["id"], window_id.as_str());
     processor.stop();
+    // The JWT key given to the API is in no outcome, log or delivery-log answer.
+    let mut outcomes = crate::support::kafka::Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
+    outcomes.wait_for(5);
+    for o in &outcomes.records {
+        assert!(
+            !o.to_string().contains(HMAC_KEY),
+            "secret in an outcome: {o}"
+        );
+    }
+    for log in ["processor.log", "admin.log"] {
+        let text = std::fs::read_to_string(h.dir.path().join(log)).unwrap();
+        assert!(!text.contains(HMAC_KEY), "secret in {log}");
+    }
+    let (_, _, all) = api
+        .call(
+            Method::GET,
+            &format!("{hook}/deliveries"),
+            Some("operator"),
+            None,
+            None,
+        )
+        .await;
+    assert!(!all.to_string().contains(HMAC_KEY));
 }
 
 /// Waits until the delivery log's newest outcome of `event` passes `done`.
@@ -925,4 +979,78 @@ async fn the_server_conforms_to_its_openapi_document() {
         operations >= 14,
         "only {operations} operations were tested:\n{stdout}"
     );
+}
+
+/// Two instances behind a load balancer answer consistently: each sees the other's writes,
+/// and a version one handed out is checked by the other before it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_answer_consistently() {
+    let h = Harness::start("admin-two").await;
+    let a = Api::start(&h);
+    let b = a.another(h.dir.path(), "admin-b");
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let hook = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/webhook");
+    let body = webhook_body(&h.receiver.url("/a"));
+    let (status, v1, _) = a
+        .call(Method::PUT, &hook, Some("operator"), None, Some(&body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // B follows the topic: it serves A's write shortly after.
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let (status, tag, _) = b
+            .call(Method::GET, &hook, Some("operator"), None, None)
+            .await;
+        if status == StatusCode::OK {
+            assert_eq!(tag, v1);
+            break;
+        }
+        assert!(Instant::now() < until, "B never saw A's webhook");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second create on B is refused, however fresh B's cache.
+    let (status, _, _) = b
+        .call(Method::PUT, &hook, Some("operator"), None, Some(&body))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // B replaces with A's version; then A's stale version is refused at A.
+    let mut edited = body.clone();
+    edited["url"] = json!(h.receiver.url("/b"));
+    let (status, v2, _) = b
+        .call(
+            Method::PUT,
+            &hook,
+            Some("operator"),
+            v1.as_deref(),
+            Some(&edited),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(v2, v1);
+    let (status, _, stale) = a
+        .call(
+            Method::PUT,
+            &hook,
+            Some("operator"),
+            v1.as_deref(),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{stale}");
+    // A answers reads with B's write once it has applied it, and both list the same.
+    let (status, tag, read) = a
+        .call(Method::GET, &hook, Some("operator"), None, None)
+        .await;
+    assert_eq!((status, tag), (StatusCode::OK, v2.clone()));
+    assert_eq!(read["url"], h.receiver.url("/b"));
+    let inventory = format!("/orgs/{ORG}/webhooks");
+    let (_, _, from_a) = a
+        .call(Method::GET, &inventory, Some("operator"), None, None)
+        .await;
+    let (_, _, from_b) = b
+        .call(Method::GET, &inventory, Some("operator"), None, None)
+        .await;
+    assert_eq!(from_a, from_b);
+    assert_eq!(from_a["items"].as_array().unwrap().len(), 1);
 }
