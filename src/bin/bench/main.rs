@@ -4,6 +4,8 @@
 //!
 //! Run it with `scripts/bench` (see BENCHMARKS.md).
 
+mod admin;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,6 +100,10 @@ struct Args {
     /// Also print the processor's scheduling metrics after each scenario.
     #[arg(long)]
     verbose: bool,
+    /// Measure the administration API instead (write latency, delivery-log queries with
+    /// 1M outcomes indexed).
+    #[arg(long)]
+    admin: bool,
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
     /// The processor's delivery.max_in_flight (also the raw POST concurrency).
@@ -906,6 +912,10 @@ async fn main() {
         "build the processor first: cargo build --bins"
     );
 
+    if args.admin {
+        admin::run(&bin, &args.bootstrap).await;
+        return;
+    }
     let consume = raw_consume(&args).await;
     let any = |f: fn(Scenario) -> bool| args.scenario.iter().any(|s| f(*s));
     let post = if any(|s| !s.shared()) {
