@@ -111,30 +111,39 @@ pub(crate) async fn write_record(
     state: &AppState,
     caller: &Principal,
     key: &ConfigKey,
-    decide: impl FnOnce(Option<&Stored<Vec<u8>>>) -> Result<Option<Value>, Problem>,
+    decide: impl Fn(Option<&Stored<Vec<u8>>>) -> Result<Option<Value>, Problem>,
 ) -> Result<Written, Problem> {
     let _one_at_a_time = state.writes.lock().await;
-    state.publisher.sync().await.map_err(unavailable)?;
-    let current = state
-        .store
-        .raw(key)
-        .map_err(|e| Problem::unavailable(e.to_string()))?;
-    let old = current.as_ref().map(|c| c.version);
-    let bytes = match decide(current.as_ref())? {
-        None => None,
-        Some(mut value) => Some(publishable(
-            state,
-            caller,
-            key,
-            current.as_ref(),
-            &mut value,
-        )?),
+    let mut attempt = 0;
+    let (old, bytes, version) = loop {
+        attempt += 1;
+        // The writer first, then catching up and the version check: see `publish`.
+        state.publisher.ready().await.map_err(unavailable)?;
+        state.publisher.sync().await.map_err(unavailable)?;
+        let current = state
+            .store
+            .raw(key)
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        let old = current.as_ref().map(|c| c.version);
+        let bytes = match decide(current.as_ref())? {
+            None => None,
+            Some(mut value) => Some(publishable(
+                state,
+                caller,
+                key,
+                current.as_ref(),
+                &mut value,
+            )?),
+        };
+        match state.publisher.publish(key, bytes.as_deref()).await {
+            Ok(version) => break (old, bytes, version),
+            // Another instance wrote meanwhile: check the version again against its write.
+            Err(PublishError::Fenced) if attempt < WRITE_ATTEMPTS => {
+                info!(key = %key, attempt, "another instance was writing; trying again");
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
     };
-    let version = state
-        .publisher
-        .publish(key, bytes.as_deref())
-        .await
-        .map_err(unavailable)?;
     info!(
         target: "feedback_webhooks::audit",
         who = caller.name,
@@ -197,6 +206,9 @@ fn publishable(
     })?;
     Ok(bytes)
 }
+
+/// How many times a write starts again after another instance's write fenced it.
+const WRITE_ATTEMPTS: u32 = 5;
 
 fn unavailable(e: PublishError) -> Problem {
     warn!(error = %e, "config write not completed");
@@ -316,7 +328,13 @@ pub async fn run(
         Some(crate::observe::server::start(&admin.metrics_listen, health.clone()).await?)
     };
     let store = ConfigStore::open(&admin.store_path)?;
-    let mut follower = ConfigFollower::start(&settings.kafka, store.clone(), settings.rules())?;
+    // Writes are answered once this cache has seen them: fetch often.
+    let mut follower = ConfigFollower::start_waiting(
+        &settings.kafka,
+        store.clone(),
+        settings.rules(),
+        std::time::Duration::from_millis(5),
+    )?;
     let publisher = Publisher::new(&settings.kafka, store.clone())?;
     let log = deliveries::DeliveryLog::open(&admin.deliveries_path)?;
     let mut log_follower = deliveries::LogFollower::start(

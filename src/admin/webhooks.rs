@@ -136,9 +136,9 @@ pub async fn put(
     let written = write_record(&state, &caller, &key, |current| {
         check(&expect, current.map(|c| c.version), true, "the webhook")?;
         if !path_refusals.is_empty() {
-            return Err(Problem::invalid(path_refusals));
+            return Err(Problem::invalid(path_refusals.clone()));
         }
-        Ok(Some(Value::Object(body)))
+        Ok(Some(Value::Object(body.clone())))
     })
     .await?;
     respond(

@@ -54,6 +54,19 @@ impl ConfigFollower {
         store: ConfigStore,
         rules: Rules,
     ) -> Result<Self, FollowerError> {
+        Self::start_waiting(kafka, store, rules, Duration::from_millis(100))
+    }
+
+    /// [`ConfigFollower::start`], with how long a read waits when there is nothing new (the
+    /// broker's hold of a fetch, and the loop's poll): also about how long a transaction
+    /// marker takes to be passed. The processor uses 100 ms; the admin API, which answers
+    /// a write once its cache has caught up, 5 ms.
+    pub fn start_waiting(
+        kafka: &KafkaSettings,
+        store: ConfigStore,
+        rules: Rules,
+        fetch_wait: Duration,
+    ) -> Result<Self, FollowerError> {
         let topic = kafka.config_topic.clone();
         // Partitions are assigned, not group-managed: the group id is required by librdkafka
         // but no group is joined and nothing is committed.
@@ -62,7 +75,7 @@ impl ConfigFollower {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100")
+            .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
             .set("enable.partition.eof", "false")
             .create()?;
 
@@ -139,6 +152,7 @@ impl ConfigFollower {
         let stats = Arc::new(FollowerStats::default());
         let (tx, caught_up) = watch::channel(false);
         let state = Loop {
+            wait: fetch_wait,
             last_sync: None,
             consumer,
             store,
@@ -215,6 +229,8 @@ fn delete_retention(kafka: &KafkaSettings, topic: &str) -> Option<u64> {
 }
 
 struct Loop {
+    /// How long a poll waits for a record.
+    wait: Duration,
     last_sync: Option<Instant>,
     consumer: BaseConsumer,
     store: ConfigStore,
@@ -234,7 +250,9 @@ impl Loop {
     fn run(mut self) {
         self.check_caught_up();
         while !self.stop.load(Ordering::Relaxed) {
-            match self.consumer.poll(Duration::from_millis(100)) {
+            // A transaction marker passes without a record to return: the position moves
+            // when the poll ends.
+            match self.consumer.poll(self.wait) {
                 None => {}
                 Some(Err(e)) => {
                     warn!(topic = self.topic, error = %e, "config topic consumer error")
@@ -253,6 +271,10 @@ impl Loop {
                     self.next.insert(partition, offset + 1);
                 }
             }
+            if let Err(e) = self.pass_markers() {
+                error!(error = %e, "config cache write failed; config follower stops");
+                return;
+            }
             if !*self.caught_up.borrow() {
                 self.check_caught_up();
             } else if self.last_sync.is_none_or(|at| at.elapsed() >= SYNC_EVERY) {
@@ -266,6 +288,28 @@ impl Loop {
             }
         }
         debug!("config follower stopped");
+    }
+
+    /// Moves each partition's stored offset past transaction markers the consumer has
+    /// passed (they are never delivered as records), so that "applied up to the topic's
+    /// end" holds when the last offsets are markers, as after the admin API's writes.
+    fn pass_markers(&mut self) -> Result<(), StoreError> {
+        let Ok(positions) = self.consumer.position() else {
+            return Ok(());
+        };
+        for e in positions.elements() {
+            let (Some(position), Some(&next)) =
+                (e.offset().to_raw(), self.next.get(&e.partition()))
+            else {
+                continue;
+            };
+            if position > next {
+                self.store
+                    .apply(&self.topic, e.partition(), position - 1, None)?;
+                self.next.insert(e.partition(), position);
+            }
+        }
+        Ok(())
     }
 
     /// Starts reading partitions added to the topic since the follower started.

@@ -1053,4 +1053,62 @@ async fn two_instances_answer_consistently() {
         .await;
     assert_eq!(from_a, from_b);
     assert_eq!(from_a["items"].as_array().unwrap().len(), 1);
+
+    // Two administrators replace the same version at once, one through each instance:
+    // exactly one wins, the other is told (412), every time.
+    let mut version = v2;
+    for round in 0..10 {
+        let mut at_a = body.clone();
+        at_a["name"] = json!(format!("a-{round}"));
+        let mut at_b = body.clone();
+        at_b["name"] = json!(format!("b-{round}"));
+        let (ra, rb) = tokio::join!(
+            a.call(
+                Method::PUT,
+                &hook,
+                Some("operator"),
+                version.as_deref(),
+                Some(&at_a)
+            ),
+            b.call(
+                Method::PUT,
+                &hook,
+                Some("operator"),
+                version.as_deref(),
+                Some(&at_b)
+            ),
+        );
+        let statuses = [ra.0, rb.0];
+        assert!(
+            statuses.contains(&StatusCode::OK)
+                && statuses.contains(&StatusCode::PRECONDITION_FAILED),
+            "round {round}: {statuses:?} {} {}",
+            ra.2,
+            rb.2
+        );
+        let (winner, name) = if ra.0 == StatusCode::OK {
+            (ra.1, format!("a-{round}"))
+        } else {
+            (rb.1, format!("b-{round}"))
+        };
+        // What both instances serve is the winner's write.
+        for api in [&a, &b] {
+            let until = Instant::now() + PATIENCE;
+            loop {
+                let (_, tag, read) = api
+                    .call(Method::GET, &hook, Some("operator"), None, None)
+                    .await;
+                if tag == winner {
+                    assert_eq!(read["name"], name.as_str());
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "round {round}: the winner never showed"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        version = winner;
+    }
 }

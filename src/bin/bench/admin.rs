@@ -209,6 +209,7 @@ fn start_admin(bin: &Path, topics: &Topics, dir: &Path, token_hash: &str) -> Adm
         .env("FW_KAFKA__OUTCOME_TOPIC", &topics.outcomes)
         .env("FW_ADMIN__LISTEN", format!("127.0.0.1:{port}"))
         .env("FW_ADMIN__ALLOW_PLAIN_HTTP", "true")
+        .env("FW_ADMIN__METRICS_LISTEN", "127.0.0.1:0")
         .env("FW_ADMIN__STORE_PATH", dir.join("admin-store"))
         .env("FW_ADMIN__DELIVERIES_PATH", dir.join("admin-deliveries"))
         .env("FW_LOG__FILTER", "warn")
@@ -309,6 +310,46 @@ async fn writes(bin: &Path, bootstrap: &str) {
         );
     }
     let rate = N as f64 / started.elapsed().as_secs_f64();
+    // A second instance: writes alternate between the two, each fencing the other.
+    let dir_b = tempfile::tempdir().expect("scratch folder");
+    let api_b = start_admin(bin, &topics, dir_b.path(), &hash);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !client
+        .get(format!("{}/readyz", api_b.base))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < until,
+            "the second admin API never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut alternating = Vec::new();
+    for i in 0..N / 2 {
+        for base in [&api.base, &api_b.base] {
+            let url = format!(
+                "{base}/api/v1/orgs/acme/sandboxes/alt-{i:03}-{}/webhook",
+                alternating.len()
+            );
+            let t = Instant::now();
+            let response = client
+                .put(url)
+                .bearer_auth(&token)
+                .json(&body("https://hooks.example.com/alt"))
+                .send()
+                .await
+                .expect("write");
+            assert!(
+                response.status().is_success(),
+                "write answered {}",
+                response.status()
+            );
+            alternating.push(t.elapsed());
+        }
+    }
+    drop(api_b);
     println!("admin API writes (published acks=all, applied by its cache, answered; one instance, plain HTTP on loopback):");
     println!("  {:<28} {}", "create, one at a time", percentiles(creates));
     println!(
@@ -320,6 +361,11 @@ async fn writes(bin: &Path, bootstrap: &str) {
         "  {:<28} {}  ({rate:.0} writes/s)",
         "create, 4 clients at once",
         percentiles(concurrent)
+    );
+    println!(
+        "  {:<28} {}",
+        "alternating two instances",
+        percentiles(alternating)
     );
     drop(api);
     delete_topics(bootstrap, &topics).await;
