@@ -12,10 +12,12 @@
 //! - `redeliver.rs`: redelivery of one event or a window, shared with the `replay` command.
 //! - `publish.rs`: writes to the config topic, answered once the own cache applied them.
 //! - `openapi.rs`: the OpenAPI 3.1 document, generated from the handlers' annotations.
+//! - `console/`: the admin console, server-rendered pages on the same state.
 //! - `server.rs`: the TLS listener.
 
 pub mod auth;
 mod campaigns;
+mod console;
 pub mod deliveries;
 pub mod openapi;
 pub mod problem;
@@ -95,6 +97,11 @@ pub struct AppState {
     pub redeliveries: redeliver::Runs,
     /// For the redelivery topic's clients.
     pub settings: Settings,
+    /// The console's signed-in browsers, and its pages.
+    pub console: console::Sessions,
+    pub console_templates: minijinja::Environment<'static>,
+    /// Cookies are `Secure` when the listener has TLS.
+    pub secure_cookies: bool,
 }
 
 /// A write done: its new version and the one it replaced.
@@ -253,6 +260,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .merge(console::router())
         .fallback(|| async { Problem::not_found("no such resource") })
         .layer(middleware::from_fn(problems_and_headers))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -274,12 +282,15 @@ async fn problems_and_headers(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched".to_owned(), |p| p.as_str().to_owned());
+    // The console answers browsers with pages, errors included.
+    let page = request.uri().path().starts_with("/console");
     let mut response = next.run(request).await;
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let is_problem = page
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
     if status.as_u16() >= 400 && !is_problem {
         let title = status.canonical_reason().unwrap_or("Error");
         let detail = match status {
@@ -361,6 +372,9 @@ pub async fn run(
         deliveries: log,
         redeliveries: redeliver::Runs::default(),
         settings: settings.clone(),
+        console: console::Sessions::default(),
+        console_templates: console::templates(),
+        secure_cookies: tls.is_some(),
     });
     if state.sealing.is_none() {
         warn!("no secrets.encryption_key_file: secrets sent as values will be refused");

@@ -15,10 +15,10 @@ use crate::support::processor::{cli, Processor};
 use crate::support::*;
 
 /// A running admin API with its tokens.
-struct Api {
+pub struct Api {
     process: Processor,
-    base: String,
-    client: reqwest::Client,
+    pub base: String,
+    pub client: reqwest::Client,
     /// Tokens by name: `operator` (every org, write), `acme` (org acme, write),
     /// `acme-reader` (acme/sb1, read), `other` (org other, write).
     tokens: Vec<(String, String)>,
@@ -32,7 +32,7 @@ struct Api {
 const KEY_FILE: &str = "config-key";
 
 impl Api {
-    fn start(h: &Harness) -> Api {
+    pub fn start(h: &Harness) -> Api {
         Api::start_with(h, &[])
     }
 
@@ -113,12 +113,12 @@ impl Api {
         }
     }
 
-    fn token(&self, name: &str) -> &str {
+    pub fn token(&self, name: &str) -> &str {
         &self.tokens.iter().find(|(n, _)| n == name).unwrap().1
     }
 
     /// One request as `who` (a token name, or `None` for no token).
-    async fn call(
+    pub async fn call(
         &self,
         method: Method,
         path: &str,
@@ -154,7 +154,7 @@ impl Api {
         (status, etag, value)
     }
 
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         let until = Instant::now() + PATIENCE;
         loop {
             let url = self.base.replace("/api/v1", "/readyz");
@@ -227,7 +227,7 @@ fn in_topic(h: &Harness, org: &str, sandbox: &str) -> Value {
 
 const HMAC_KEY: &str = "a-shared-jwt-hmac-key-of-32-bytes!";
 
-fn webhook_body(url: &str) -> Value {
+pub fn webhook_body(url: &str) -> Value {
     json!({
         "sandbox": { "name": "prod" },
         "name": "Order feedback",

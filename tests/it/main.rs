@@ -8,6 +8,7 @@ mod admin;
 mod chaos;
 mod config_cache;
 mod config_cli;
+mod console;
 mod crash;
 mod delivery;
 mod durability;
