@@ -64,6 +64,20 @@ try:
     cookie = driver.get_cookie("fw_session")
     assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["secure"], cookie
     driver.save_screenshot(shots + "/inventory.png")
+    # Campaigns: add one by id (enabled), then disable it.
+    driver.find_element(By.LINK_TEXT, "Campaigns").click()
+    at("/campaigns")
+    assert "No campaign" in driver.find_element(By.CSS_SELECTOR, "p.empty").text
+    driver.find_element(By.ID, "campaign").send_keys("cmp-1")
+    driver.find_element(By.CSS_SELECTOR, "form[aria-label='Add a campaign'] button").click()
+    rows = driver.find_elements(By.CSS_SELECTOR, "#campaigns tbody tr")
+    assert len(rows) == 1 and "cmp-1" in rows[0].text and "Enabled" in rows[0].text, [r.text for r in rows]
+    driver.find_element(By.CSS_SELECTOR, "button[aria-label='Disable webhooks for cmp-1']").click()
+    WebDriverWait(driver, 10).until(
+        lambda d: "Disabled" in d.find_element(By.CSS_SELECTOR, "#campaigns tbody tr").text
+    )
+    driver.save_screenshot(shots + "/campaigns.png")
+    driver.get(base + "/console/orgs/" + org + "/webhooks")
     # Filters narrow the list.
     driver.find_element(By.ID, "name").send_keys("no such name")
     driver.find_element(By.CSS_SELECTOR, ".filters button").click()

@@ -78,7 +78,20 @@ async fn the_console_signs_in_shows_the_inventory_and_refuses_forged_forms() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    for shot in ["sign-in.png", "inventory.png"] {
+    // The campaign toggled in the browser was published like any API write.
+    let (status, _, campaign) = api
+        .call(
+            Method::GET,
+            &format!("/orgs/{ORG}/sandboxes/{SANDBOX}/campaigns/cmp-1"),
+            Some("operator"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(campaign["webhooksEnabled"], false);
+    assert_eq!(campaign["updatedBy"], "operator");
+    for shot in ["sign-in.png", "inventory.png", "campaigns.png"] {
         let bytes = std::fs::read(shots.join(shot)).expect("screenshot");
         assert!(bytes.starts_with(b"\x89PNG"), "{shot} is not a PNG");
     }

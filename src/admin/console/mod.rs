@@ -39,6 +39,7 @@ pub fn templates() -> Environment<'static> {
         ("sign_in.html", include_str!("templates/sign_in.html")),
         ("orgs.html", include_str!("templates/orgs.html")),
         ("inventory.html", include_str!("templates/inventory.html")),
+        ("campaigns.html", include_str!("templates/campaigns.html")),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(name, error = %e, "console template does not parse");
@@ -56,6 +57,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/console/sign-out", axum::routing::post(sign_out))
         .route("/console/org", get(pick_org))
         .route("/console/orgs/{org}/webhooks", get(inventory))
+        .route(
+            "/console/orgs/{org}/sandboxes/{sandbox}/campaigns",
+            get(campaigns).post(set_campaign),
+        )
         .route("/console/static/console.css", get(css))
         .layer(middleware::from_fn(page_headers))
 }
@@ -106,8 +111,16 @@ fn start_of(session: &Session) -> String {
     }
 }
 
+/// `text` as one URL path segment: everything but unreserved characters percent-encoded.
 fn urlencode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn home(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -246,6 +259,7 @@ struct InventoryFilters {
 struct Row {
     name: String,
     sandbox: String,
+    sandbox_path: String,
     channels: String,
     url: String,
     auth: String,
@@ -303,6 +317,7 @@ async fn inventory(
         rows.push(Row {
             name: config.name.clone(),
             sandbox: config.sandbox.name.clone(),
+            sandbox_path: urlencode(&config.sandbox.id),
             channels: config.channels.join(", "),
             url: config.url.clone(),
             auth: match raw.pointer("/authentication/type").and_then(Value::as_str) {
@@ -324,12 +339,138 @@ async fn inventory(
         context! {
             who => session.principal.name,
             csrf => session.csrf,
+            org_path => urlencode(&org),
             org => org,
             name => name,
             channel => channel,
             rows => minijinja::Value::from(minijinja::value::Serde(&rows)),
         },
     )
+}
+
+/// A campaign's opt-in, as listed.
+#[derive(Serialize)]
+struct CampaignRow {
+    id: String,
+    enabled: bool,
+}
+
+async fn campaigns(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((org, sandbox)): Path<(String, String)>,
+) -> Response {
+    let Some(session) = state.console.get(&headers) else {
+        return Redirect::to("/console/sign-in").into_response();
+    };
+    campaigns_page(&state, &session, &org, &sandbox, None, StatusCode::OK)
+}
+
+fn campaigns_page(
+    state: &AppState,
+    session: &Session,
+    org: &str,
+    sandbox: &str,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    // Outside the token's scope there is nothing to show (no existence leak).
+    let records = if session.principal.scope.sees(org, sandbox) {
+        state
+            .store
+            .scan(&format!("campaign/{org}/{sandbox}/"))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<CampaignRow> = records
+        .into_iter()
+        .filter_map(|(_, stored)| serde_json::from_slice::<Value>(&stored.value).ok())
+        .map(|v| CampaignRow {
+            id: v["campaignID"].as_str().unwrap_or_default().to_owned(),
+            enabled: v["webhooksEnabled"].as_bool().unwrap_or(false),
+        })
+        .collect();
+    let mut response = render(
+        state,
+        "campaigns.html",
+        context! {
+            who => session.principal.name.clone(),
+            csrf => session.csrf.clone(),
+            org => org,
+            sandbox => sandbox,
+            org_path => urlencode(org),
+            sandbox_path => urlencode(sandbox),
+            error => error,
+            rows => minijinja::Value::from(minijinja::value::Serde(&rows)),
+        },
+    );
+    *response.status_mut() = status;
+    response
+}
+
+#[derive(Deserialize)]
+struct CampaignForm {
+    csrf: String,
+    campaign: String,
+    enabled: String,
+}
+
+/// Turns a campaign's opt-in on or off (or adds it), through the API's own write path.
+async fn set_campaign(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((org, sandbox)): Path<(String, String)>,
+    Form(form): Form<CampaignForm>,
+) -> Response {
+    let Some(session) = state.console.get(&headers) else {
+        return Redirect::to("/console/sign-in").into_response();
+    };
+    if session.csrf != form.csrf {
+        return refused_csrf();
+    }
+    let campaign = form.campaign.trim();
+    let refused =
+        |why: String, status| campaigns_page(&state, &session, &org, &sandbox, Some(why), status);
+    if let Err(problem) = super::auth::allow(&session.principal, &org, Some(&sandbox), true) {
+        return refused(problem.detail, problem.status);
+    }
+    if campaign.is_empty() {
+        return refused(
+            "Give the campaign's id.".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    let key = crate::domain::config::ConfigKey::campaign(&org, &sandbox, campaign);
+    let enabled = form.enabled == "true";
+    let written = super::write_record(&state, &session.principal, &key, |_| {
+        Ok(Some(serde_json::json!({
+            "kind": "campaign",
+            "imsOrg": org,
+            "sandboxId": sandbox,
+            "campaignID": campaign,
+            "webhooksEnabled": enabled,
+        })))
+    })
+    .await;
+    match written {
+        Ok(_) => Redirect::to(&format!(
+            "/console/orgs/{}/sandboxes/{}/campaigns",
+            urlencode(&org),
+            urlencode(&sandbox)
+        ))
+        .into_response(),
+        Err(problem) => {
+            let why = problem
+                .errors
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let why = if why.is_empty() { problem.detail } else { why };
+            refused(why, problem.status)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +487,7 @@ mod tests {
                 who => "<b>me</b>", csrf => "c", org => "acme", name => "", channel => "",
                 rows => minijinja::Value::from(minijinja::value::Serde(vec![Row {
                     name: "<script>alert(1)</script>".into(), sandbox: "prod".into(),
+                    sandbox_path: "sb1".into(),
                     channels: "email".into(), url: "https://h.example/x?a=1&b=2".into(),
                     auth: "JWT".into(), enabled: true, last_status: None, last_at: None,
                 }])),
@@ -357,6 +499,22 @@ mod tests {
         );
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;b&gt;me&lt;&#x2f;b&gt;"));
+        let campaigns = env
+            .get_template("campaigns.html")
+            .unwrap()
+            .render(context! {
+                who => "w", csrf => "c", org => "my org", sandbox => "sb/1",
+                org_path => urlencode("my org"), sandbox_path => urlencode("sb/1"),
+                rows => minijinja::Value::from(minijinja::value::Serde(vec![CampaignRow {
+                    id: "c-1".into(), enabled: true,
+                }])),
+            })
+            .unwrap();
+        assert!(
+            campaigns.contains("/console/orgs/my%20org/sandboxes/sb%2F1/campaigns"),
+            "{campaigns}"
+        );
+        assert!(campaigns.contains("Disable webhooks for c-1"));
         for name in ["sign_in.html", "orgs.html"] {
             env.get_template(name)
                 .unwrap()
