@@ -35,7 +35,7 @@ const MAX_ADDRESSES: usize = 10_000;
 
 impl Failures {
     /// Whether `ip` may try again now.
-    fn allowed(&self, ip: IpAddr, per_minute: u32) -> bool {
+    pub fn allowed(&self, ip: IpAddr, per_minute: u32) -> bool {
         let Ok(map) = self.by_address.lock() else {
             return false;
         };
@@ -43,7 +43,7 @@ impl Failures {
             .is_none_or(|(start, count)| start.elapsed() > WINDOW || *count < per_minute)
     }
 
-    fn record(&self, ip: IpAddr) {
+    pub fn record(&self, ip: IpAddr) {
         let Ok(mut map) = self.by_address.lock() else {
             return;
         };

@@ -91,6 +91,36 @@ async fn the_console_signs_in_shows_the_inventory_and_refuses_forged_forms() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(campaign["webhooksEnabled"], false);
     assert_eq!(campaign["updatedBy"], "operator");
+    // Failed sign-ins count against the address like the API's failed authentications
+    // (5 a minute here; the browser made one): then even a valid token waits.
+    let attempt = |token: String| {
+        let client = api.client.clone();
+        let url = format!("{root}/console/sign-in");
+        async move {
+            client
+                .post(url)
+                .header("cookie", "fw_csrf=double")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}&csrf=double"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(attempt("fwa_wrong".into()).await);
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        attempt(api.token("operator").to_owned()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     for shot in ["sign-in.png", "inventory.png", "campaigns.png"] {
         let bytes = std::fs::read(shots.join(shot)).expect("screenshot");
         assert!(bytes.starts_with(b"\x89PNG"), "{shot} is not a PNG");

@@ -157,11 +157,21 @@ struct SignIn {
 
 async fn sign_in(
     State(state): State<Arc<AppState>>,
+    peer: Option<axum::Extension<super::auth::Peer>>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Response {
     if session::cookie_value(&headers, CSRF_COOKIE).as_deref() != Some(form.csrf.as_str()) {
         return refused_csrf();
+    }
+    // Failed sign-ins count with the API's failed authentications, per client address.
+    let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0 .0.ip());
+    if !state.failures.allowed(ip, state.auth_failures_per_minute) {
+        return sign_in_form(
+            &state,
+            Some("Too many failed sign-ins from this address; try again in a minute."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
     }
     let tokens = state.tokens.clone();
     let token = form.token.trim().to_owned();
@@ -170,7 +180,12 @@ async fn sign_in(
         .ok()
         .flatten();
     let Some(principal) = principal else {
-        tracing::warn!(reason = "unknown_token", "console sign-in refused");
+        state.failures.record(ip);
+        crate::observe::metrics()
+            .admin_auth_failures
+            .with_label_values(&["unknown_token"])
+            .inc();
+        tracing::warn!(client = %ip, reason = "unknown_token", "console sign-in refused");
         return sign_in_form(
             &state,
             Some("That token is not valid."),
