@@ -6,7 +6,9 @@
 //! Keys: `d/{org}/{sandbox}/{u64::MAX - completed ms, hex}/{partition}-{offset}` → the
 //! outcome's JSON, so a prefix scan is newest first; `e/{org}/{sandbox}/{eventId}` → the
 //! `d/` key of the event's newest outcome (what a redeliver looks up); `o/{partition}` → the
-//! next offset to read of each outcome-topic partition, written in the same batch.
+//! next offset to read of each outcome-topic partition, written in the same batch;
+//! `h/{org}/{sandbox}/{hour, hex}` → two big-endian u64, the delivered and failed outcomes
+//! completed in that hour (what the inventory's failure rate of the last 24 h sums).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +82,40 @@ fn entry_key(org: &str, sandbox: &str, at_ms: u64, partition: i32, offset: i64) 
     )
 }
 
+const HOUR_MS: u64 = 3_600_000;
+
+/// Hour counters are kept this many hours.
+const HOURS_KEPT: u64 = 48;
+
+fn hour_key(org: &str, sandbox: &str, hour: u64) -> String {
+    format!("h/{org}/{sandbox}/{hour:016x}")
+}
+
+fn counts_of(value: &[u8]) -> (u64, u64) {
+    let word = |i: usize| {
+        value
+            .get(i..i + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    (word(0), word(8))
+}
+
+/// Delivered and failed outcomes of a span of time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+impl Tally {
+    /// Failed outcomes as a share of delivered and failed, in percent.
+    pub fn failure_percent(&self) -> Option<f64> {
+        let total = self.delivered + self.failed;
+        (total > 0).then(|| self.failed as f64 * 100.0 / total as f64)
+    }
+}
+
 fn at_of(key: &str, prefix_len: usize) -> Option<u64> {
     let hex = key.get(prefix_len..prefix_len + 16)?;
     u64::from_str_radix(hex, 16).ok().map(|inv| u64::MAX - inv)
@@ -126,10 +162,55 @@ impl DeliveryLog {
                 batch.put(event_key(&org, &sandbox, id), &entry);
             }
             batch.put(entry, value);
+            let status = outcome.as_ref().and_then(|o| o["status"].as_str());
+            if let Some(failed) = status.and_then(|s| match s {
+                "delivered" => Some(false),
+                "failed" => Some(true),
+                _ => None,
+            }) {
+                // One follower thread applies records one at a time: read, add, write.
+                let key = hour_key(&org, &sandbox, at / HOUR_MS);
+                let (mut delivered, mut failures) = self.hour(&key)?;
+                if failed {
+                    failures += 1;
+                } else {
+                    delivered += 1;
+                }
+                let mut counts = delivered.to_be_bytes().to_vec();
+                counts.extend_from_slice(&failures.to_be_bytes());
+                batch.put(key, counts);
+            }
         }
         batch.put(format!("o/{partition}"), (offset + 1).to_be_bytes());
         self.db.write(batch)?;
         Ok(())
+    }
+
+    fn hour(&self, key: &str) -> Result<(u64, u64), LogError> {
+        Ok(self.db.get(key)?.map_or((0, 0), |v| counts_of(&v)))
+    }
+
+    /// Delivered and failed outcomes of a webhook completed in the 24 hours up to `now_ms`
+    /// (whole hours: the current one and the 23 before it).
+    pub fn last_24h(&self, org: &str, sandbox: &str, now_ms: u64) -> Result<Tally, LogError> {
+        let now_hour = now_ms / HOUR_MS;
+        let start = hour_key(org, sandbox, now_hour.saturating_sub(23));
+        let end = hour_key(org, sandbox, now_hour);
+        let mut tally = Tally::default();
+        let iter = self.db.iterator(rocksdb::IteratorMode::From(
+            start.as_bytes(),
+            rocksdb::Direction::Forward,
+        ));
+        for item in iter {
+            let (key, value) = item?;
+            if key.as_ref() > end.as_bytes() {
+                break;
+            }
+            let (delivered, failed) = counts_of(&value);
+            tally.delivered += delivered;
+            tally.failed += failed;
+        }
+        Ok(tally)
     }
 
     /// A webhook's outcomes, newest first, filtered; and the key to continue after.
@@ -261,6 +342,24 @@ impl DeliveryLog {
                 }
             } else {
                 kept += 1;
+            }
+        }
+        // Hour counters past what the failure rate reads.
+        let oldest_hour = (unix_ms(now) / HOUR_MS).saturating_sub(HOURS_KEPT);
+        for item in self.db.prefix_iterator(b"h/") {
+            let (key, _) = item?;
+            let Ok(key) = std::str::from_utf8(&key) else {
+                continue;
+            };
+            if !key.starts_with("h/") {
+                break;
+            }
+            let hour = key
+                .rsplit('/')
+                .next()
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            if hour.is_some_and(|h| h < oldest_hour) {
+                batch.delete(key);
             }
         }
         self.db.write(batch)?;
@@ -442,6 +541,44 @@ mod tests {
             .iter()
             .map(|o| o["eventId"].as_str().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn the_last_24_hours_count_delivered_and_failed_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DeliveryLog::open(dir.path()).unwrap();
+        let at = |t: &str| parse_rfc3339(t).map(unix_ms).unwrap();
+        log.apply(0, 0, &outcome("old", "failed", "2026-11-28T09:00:00Z"))
+            .unwrap();
+        log.apply(0, 1, &outcome("a", "delivered", "2026-11-30T09:10:00Z"))
+            .unwrap();
+        log.apply(0, 2, &outcome("b", "failed", "2026-11-30T09:20:00Z"))
+            .unwrap();
+        log.apply(0, 3, &outcome("c", "delivered", "2026-11-30T10:00:00Z"))
+            .unwrap();
+        log.apply(0, 4, &outcome("d", "skipped", "2026-11-30T10:00:00Z"))
+            .unwrap();
+        let tally = log
+            .last_24h("acme", "sb1", at("2026-11-30T10:30:00Z"))
+            .unwrap();
+        assert_eq!((tally.delivered, tally.failed), (2, 1));
+        assert_eq!(tally.failure_percent().map(|p| p.round()), Some(33.0));
+        assert_eq!(log.last_24h("acme", "other", 0).unwrap(), Tally::default());
+        assert_eq!(Tally::default().failure_percent(), None);
+        // Counters older than two days go with pruning; the others stay.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(at("2026-11-30T10:30:00Z"));
+        log.prune(Duration::from_secs(30 * 86400), 1000, now)
+            .unwrap();
+        let two_days_ago = log
+            .last_24h("acme", "sb1", at("2026-11-28T10:30:00Z"))
+            .unwrap();
+        assert_eq!(two_days_ago, Tally::default());
+        assert_eq!(
+            log.last_24h("acme", "sb1", at("2026-11-30T10:30:00Z"))
+                .unwrap()
+                .failed,
+            1
+        );
     }
 
     #[test]

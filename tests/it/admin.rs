@@ -113,6 +113,11 @@ impl Api {
         }
     }
 
+    /// A client of this API that shows redirects instead of following them.
+    pub fn client_without_redirects(&self) -> reqwest::Client {
+        client_with(&self.ca_pem, reqwest::redirect::Policy::none())
+    }
+
     pub fn token(&self, name: &str) -> &str {
         &self.tokens.iter().find(|(n, _)| n == name).unwrap().1
     }
@@ -174,7 +179,7 @@ fn write_key(dir: &Path) {
     std::fs::write(dir.join(KEY_FILE), key).unwrap();
 }
 
-fn admin_env(h: &Harness) -> Vec<(String, String)> {
+pub(crate) fn admin_env(h: &Harness) -> Vec<(String, String)> {
     let dir = h.dir.path();
     let mut env = h.env.clone();
     env.extend([
@@ -198,6 +203,10 @@ fn admin_env(h: &Harness) -> Vec<(String, String)> {
 }
 
 fn client(ca_pem: &str) -> reqwest::Client {
+    client_with(ca_pem, reqwest::redirect::Policy::default())
+}
+
+fn client_with(ca_pem: &str, redirects: reqwest::redirect::Policy) -> reqwest::Client {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -211,6 +220,7 @@ fn client(ca_pem: &str) -> reqwest::Client {
         .with_no_client_auth();
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        .redirect(redirects)
         .build()
         .unwrap()
 }

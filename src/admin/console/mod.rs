@@ -1,48 +1,71 @@
 //! The admin console: server-rendered pages served by `feedback-webhooks admin` itself, on
-//! the same state as the API (its cache, its delivery log, its tokens).
+//! the same state as the API (its cache, its delivery log, its tokens). Its writes and
+//! actions call the API's own handlers in-process, so the console validates, versions,
+//! audits and refuses exactly as the API does.
 //!
-//! - Sign in with an API token: the token is checked once and a random session id is kept
-//!   in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` over TLS), never the token.
-//! - Every form carries a CSRF token (the session's, or before sign-in a cookie's double):
-//!   a state-changing request without it is refused.
-//! - Every page: a Content-Security-Policy without inline scripts or styles,
-//!   `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`; templates escape what they
-//!   show.
+//! - `sign_in.rs`: sign in with an API token, sign out, the org choice of operators.
+//! - `inventory.rs`: the org's webhooks, the sandbox picker, "Create feedback webhook".
+//! - `editor.rs` (with the pure `form.rs`): create and edit a webhook.
+//! - `webhook.rs`: one webhook: enable/disable, send a test, delete.
+//! - `log.rs`: the delivery log, redelivery of one event or of a window.
+//! - `campaigns.rs`: a sandbox's campaign opt-ins.
+//!
+//! A signed-in browser holds a random session id in an `HttpOnly`, `SameSite=Strict`
+//! cookie (`Secure` over TLS), never the token. Every form carries a CSRF token. Every page
+//! has a Content-Security-Policy without inline code, `X-Frame-Options: DENY` and
+//! `Referrer-Policy: no-referrer`; templates escape what they show. No script: every
+//! action is a form, and work that takes time reloads itself (`Refresh`).
 
+mod campaigns;
+mod editor;
+mod form;
+mod inventory;
+mod log;
 mod session;
+mod sign_in;
+mod webhook;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Form, Router};
+use axum::routing::{get, post};
+use axum::Router;
 use minijinja::{context, Environment};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::deliveries::Query as LogQuery;
+use super::problem::Problem;
 use super::AppState;
-use crate::domain::config::WebhookConfig;
+use session::Session;
 pub use session::Sessions;
-use session::{cookie, new_secret, Session, CSRF_COOKIE, SESSION_COOKIE};
 
 const CSS: &str = include_str!("static/console.css");
 
 /// The templates, parsed once.
 pub fn templates() -> Environment<'static> {
     let mut env = Environment::new();
+    // A path segment from a value (an event id, say), percent-encoded.
+    env.add_filter("segment", |text: String| urlencode(&text));
     for (name, source) in [
         ("layout.html", include_str!("templates/layout.html")),
         ("sign_in.html", include_str!("templates/sign_in.html")),
         ("orgs.html", include_str!("templates/orgs.html")),
         ("inventory.html", include_str!("templates/inventory.html")),
         ("campaigns.html", include_str!("templates/campaigns.html")),
+        ("webhook.html", include_str!("templates/webhook.html")),
+        ("edit.html", include_str!("templates/edit.html")),
+        ("delete.html", include_str!("templates/delete.html")),
+        ("log.html", include_str!("templates/log.html")),
+        ("event.html", include_str!("templates/event.html")),
+        ("progress.html", include_str!("templates/progress.html")),
+        ("message.html", include_str!("templates/message.html")),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(name, error = %e, "console template does not parse");
+            debug_assert!(false, "{name}: {e:#}");
         }
     }
     env
@@ -50,17 +73,39 @@ pub fn templates() -> Environment<'static> {
 
 /// The console's routes.
 pub fn router() -> Router<Arc<AppState>> {
+    const WEBHOOK: &str = "/console/orgs/{org}/sandboxes/{sandbox}/webhook";
+    let at = |tail: &str| format!("{WEBHOOK}{tail}");
     Router::new()
-        .route("/console", get(home))
-        .route("/console/", get(home))
-        .route("/console/sign-in", get(sign_in_page).post(sign_in))
-        .route("/console/sign-out", axum::routing::post(sign_out))
-        .route("/console/org", get(pick_org))
-        .route("/console/orgs/{org}/webhooks", get(inventory))
+        .route("/console", get(sign_in::home))
+        .route("/console/", get(sign_in::home))
+        .route(
+            "/console/sign-in",
+            get(sign_in::page).post(sign_in::sign_in),
+        )
+        .route("/console/sign-out", post(sign_in::sign_out))
+        .route("/console/org", get(sign_in::pick_org))
+        .route("/console/orgs/{org}/webhooks", get(inventory::page))
         .route(
             "/console/orgs/{org}/sandboxes/{sandbox}/campaigns",
-            get(campaigns).post(set_campaign),
+            get(campaigns::page).post(campaigns::set),
         )
+        .route(WEBHOOK, get(webhook::page))
+        .route(&at("/enabled"), post(webhook::set_enabled))
+        .route(&at("/test"), post(webhook::send_test))
+        .route(
+            &at("/delete"),
+            get(webhook::confirm_delete).post(webhook::delete),
+        )
+        .route(&at("/new"), get(editor::new).post(editor::submit))
+        .route(&at("/edit"), get(editor::edit).post(editor::submit))
+        .route(&at("/deliveries"), get(log::page))
+        .route(&at("/deliveries/{event}"), get(log::event))
+        .route(
+            &at("/deliveries/{event}/redeliver"),
+            post(log::redeliver_one),
+        )
+        .route(&at("/redeliver"), post(log::redeliver_window))
+        .route(&at("/redeliver/{replay}"), get(log::progress))
         .route("/console/static/console.css", get(css))
         .layer(middleware::from_fn(page_headers))
 }
@@ -80,11 +125,66 @@ async fn page_headers(request: Request, next: Next) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    // Pages show the caller's own data: never from a shared cache.
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 
 async fn css() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+/// A signed-in request; without a live session, a redirect to the sign-in page.
+pub struct Signed(pub Session);
+
+impl FromRequestParts<Arc<AppState>> for Signed {
+    type Rejection = Redirect;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        state
+            .console
+            .get(&parts.headers)
+            .map(Signed)
+            .ok_or_else(|| Redirect::to("/console/sign-in"))
+    }
+}
+
+impl Signed {
+    /// Whether a posted form carries this session's CSRF token.
+    fn forged(&self, csrf: Option<&str>) -> bool {
+        csrf != Some(self.0.csrf.as_str())
+    }
+
+    /// What every signed-in page shows: who is signed in, the form token, and where.
+    fn base(&self, org: &str, sandbox: Option<&str>) -> minijinja::Value {
+        context! {
+            who => self.0.principal.name.clone(),
+            csrf => self.0.csrf.clone(),
+            org => org,
+            org_path => urlencode(org),
+            sandbox => sandbox,
+            sandbox_path => sandbox.map(urlencode),
+        }
+    }
+}
+
+/// The CSRF token of a form posted as pairs.
+fn csrf_of(pairs: &[(String, String)]) -> Option<&str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.as_str())
 }
 
 fn render(state: &AppState, name: &str, ctx: minijinja::Value) -> Response {
@@ -101,14 +201,90 @@ fn render(state: &AppState, name: &str, ctx: minijinja::Value) -> Response {
     }
 }
 
-/// Where a signed-in caller starts: their org, or a choice of org for operators.
-fn start_of(session: &Session) -> String {
-    match &session.principal.scope {
-        super::tokens::Scope::Operator => "/console/org".into(),
-        super::tokens::Scope::Org(org) | super::tokens::Scope::Sandbox(org, _) => {
-            format!("/console/orgs/{}/webhooks", urlencode(org))
-        }
+fn render_status(
+    state: &AppState,
+    name: &str,
+    status: StatusCode,
+    ctx: minijinja::Value,
+) -> Response {
+    let mut response = render(state, name, ctx);
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = status;
     }
+    response
+}
+
+/// Anything serializable, for a template.
+fn value<T: serde::Serialize>(v: T) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(v))
+}
+
+/// A short page saying why something was not done, with a way back.
+fn message(
+    state: &AppState,
+    signed: &Signed,
+    org: &str,
+    status: StatusCode,
+    text: &str,
+    back: &str,
+) -> Response {
+    render_status(
+        state,
+        "message.html",
+        status,
+        context! { text => text, back => back, ..signed.base(org, None) },
+    )
+}
+
+fn refused_csrf() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html("<!doctype html><title>Refused</title><p>This form has expired or did not come from this console: reload the page and try again.</p>"),
+    )
+        .into_response()
+}
+
+/// What an API handler answered with success: its JSON body.
+struct Answer {
+    body: Value,
+}
+
+async fn answer(result: Result<Response, Problem>) -> Result<Answer, Problem> {
+    let response = result?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 4 << 20)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status.is_success() {
+        Ok(Answer { body })
+    } else {
+        Err(Problem::new(status, "Refused", body.to_string()))
+    }
+}
+
+/// A problem as one line for a page: its field refusals, or its detail.
+fn said(problem: &Problem) -> String {
+    let fields = problem
+        .errors
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if fields.is_empty() {
+        problem.detail.clone()
+    } else {
+        fields
+    }
+}
+
+/// The path of a webhook's pages.
+fn webhook_path(org: &str, sandbox: &str) -> String {
+    format!(
+        "/console/orgs/{}/sandboxes/{}/webhook",
+        urlencode(org),
+        urlencode(sandbox)
+    )
 }
 
 /// `text` as one URL path segment: everything but unreserved characters percent-encoded.
@@ -123,418 +299,35 @@ fn urlencode(text: &str) -> String {
         .collect()
 }
 
-async fn home(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match state.console.get(&headers) {
-        Some(session) => Redirect::to(&start_of(&session)).into_response(),
-        None => Redirect::to("/console/sign-in").into_response(),
-    }
-}
-
-/// The sign-in form, with a CSRF token doubled in a cookie.
-async fn sign_in_page(State(state): State<Arc<AppState>>) -> Response {
-    sign_in_form(&state, None, StatusCode::OK)
-}
-
-fn sign_in_form(state: &AppState, error: Option<&str>, status: StatusCode) -> Response {
-    let csrf = new_secret();
-    let mut response = render(
-        state,
-        "sign_in.html",
-        context! { csrf => csrf.clone(), error => error },
-    );
-    *response.status_mut() = status;
-    if let Ok(v) = HeaderValue::from_str(&cookie(CSRF_COOKIE, &csrf, state.secure_cookies, 600)) {
-        response.headers_mut().append(header::SET_COOKIE, v);
-    }
-    response
-}
-
-#[derive(Deserialize)]
-struct SignIn {
-    token: String,
-    csrf: String,
-}
-
-async fn sign_in(
-    State(state): State<Arc<AppState>>,
-    peer: Option<axum::Extension<super::auth::Peer>>,
-    headers: HeaderMap,
-    Form(form): Form<SignIn>,
-) -> Response {
-    if session::cookie_value(&headers, CSRF_COOKIE).as_deref() != Some(form.csrf.as_str()) {
-        return refused_csrf();
-    }
-    // Failed sign-ins count with the API's failed authentications, per client address.
-    let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0 .0.ip());
-    if !state.failures.allowed(ip, state.auth_failures_per_minute) {
-        return sign_in_form(
-            &state,
-            Some("Too many failed sign-ins from this address; try again in a minute."),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
-    }
-    let tokens = state.tokens.clone();
-    let token = form.token.trim().to_owned();
-    let principal = tokio::task::spawn_blocking(move || tokens.verify(&token))
-        .await
-        .ok()
-        .flatten();
-    let Some(principal) = principal else {
-        state.failures.record(ip);
-        crate::observe::metrics()
-            .admin_auth_failures
-            .with_label_values(&["unknown_token"])
-            .inc();
-        tracing::warn!(client = %ip, reason = "unknown_token", "console sign-in refused");
-        return sign_in_form(
-            &state,
-            Some("That token is not valid."),
-            StatusCode::UNAUTHORIZED,
-        );
-    };
-    tracing::info!(who = principal.name, "console sign-in");
-    let (id, session) = state.console.create(principal);
-    let mut response = Redirect::to(&start_of(&session)).into_response();
-    let max_age = session::LIFETIME.as_secs();
-    for value in [
-        cookie(SESSION_COOKIE, &id, state.secure_cookies, max_age),
-        cookie(CSRF_COOKIE, "", state.secure_cookies, 0),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            response.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    response
-}
-
-#[derive(Deserialize)]
-struct CsrfOnly {
-    csrf: String,
-}
-
-async fn sign_out(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfOnly>,
-) -> Response {
-    if let Some(session) = state.console.get(&headers) {
-        if session.csrf != form.csrf {
-            return refused_csrf();
-        }
-        state.console.remove(&headers);
-    }
-    let mut response = Redirect::to("/console/sign-in").into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie(SESSION_COOKIE, "", state.secure_cookies, 0)) {
-        response.headers_mut().append(header::SET_COOKIE, v);
-    }
-    response
-}
-
-fn refused_csrf() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        Html("<!doctype html><title>Refused</title><p>This form has expired or did not come from this console: reload the page and try again.</p>"),
-    )
-        .into_response()
-}
-
-#[derive(Deserialize)]
-struct OrgPick {
-    org: Option<String>,
-}
-
-async fn pick_org(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<OrgPick>,
-) -> Response {
-    let Some(session) = state.console.get(&headers) else {
-        return Redirect::to("/console/sign-in").into_response();
-    };
-    match q.org.as_deref().map(str::trim).filter(|o| !o.is_empty()) {
-        Some(org) => {
-            Redirect::to(&format!("/console/orgs/{}/webhooks", urlencode(org))).into_response()
-        }
-        None => render(
-            &state,
-            "orgs.html",
-            context! { who => session.principal.name, csrf => session.csrf },
-        ),
-    }
-}
-
-#[derive(Deserialize)]
-struct InventoryFilters {
-    name: Option<String>,
-    channel: Option<String>,
-}
-
-/// One row of the inventory.
-#[derive(Serialize)]
-struct Row {
-    name: String,
-    sandbox: String,
-    sandbox_path: String,
-    channels: String,
-    url: String,
-    auth: String,
-    enabled: bool,
-    last_status: Option<String>,
-    last_at: Option<String>,
-}
-
-async fn inventory(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(org): Path<String>,
-    Query(filters): Query<InventoryFilters>,
-) -> Response {
-    let Some(session) = state.console.get(&headers) else {
-        return Redirect::to("/console/sign-in").into_response();
-    };
-    let scope = &session.principal.scope;
-    // Another org's webhooks do not exist for this caller: the page is simply empty.
-    let records = if scope.sees_org(&org) {
-        state
-            .store
-            .scan(&format!("webhook/{org}/"))
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let name = filters.name.clone().unwrap_or_default();
-    let channel = filters.channel.clone().unwrap_or_default();
-    let wanted = name.to_lowercase();
-    let mut rows = Vec::new();
-    for (_, stored) in records {
-        let Ok(config) = serde_json::from_slice::<WebhookConfig>(&stored.value) else {
-            continue;
-        };
-        if !scope.sees(&org, &config.sandbox.id)
-            || (!wanted.is_empty() && !config.name.to_lowercase().contains(&wanted))
-            || (!channel.is_empty() && !config.wants_channel(&channel))
-        {
-            continue;
-        }
-        let raw: Value = serde_json::from_slice(&stored.value).unwrap_or(Value::Null);
-        let last = state
-            .deliveries
-            .query(
-                &org,
-                &config.sandbox.id,
-                &LogQuery {
-                    limit: 1,
-                    ..LogQuery::default()
-                },
-            )
-            .ok()
-            .and_then(|(items, _)| items.into_iter().next());
-        rows.push(Row {
-            name: config.name.clone(),
-            sandbox: config.sandbox.name.clone(),
-            sandbox_path: urlencode(&config.sandbox.id),
-            channels: config.channels.join(", "),
-            url: config.url.clone(),
-            auth: match raw.pointer("/authentication/type").and_then(Value::as_str) {
-                Some("jwt") => "JWT".into(),
-                _ => "None".into(),
-            },
-            enabled: config.enabled,
-            last_status: last
-                .as_ref()
-                .and_then(|o| o["status"].as_str().map(str::to_owned)),
-            last_at: last
-                .as_ref()
-                .and_then(|o| o["completedAt"].as_str().map(str::to_owned)),
-        });
-    }
-    render(
-        &state,
-        "inventory.html",
-        context! {
-            who => session.principal.name,
-            csrf => session.csrf,
-            org_path => urlencode(&org),
-            org => org,
-            name => name,
-            channel => channel,
-            rows => minijinja::Value::from(minijinja::value::Serde(&rows)),
-        },
-    )
-}
-
-/// A campaign's opt-in, as listed.
-#[derive(Serialize)]
-struct CampaignRow {
-    id: String,
-    enabled: bool,
-}
-
-async fn campaigns(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((org, sandbox)): Path<(String, String)>,
-) -> Response {
-    let Some(session) = state.console.get(&headers) else {
-        return Redirect::to("/console/sign-in").into_response();
-    };
-    campaigns_page(&state, &session, &org, &sandbox, None, StatusCode::OK)
-}
-
-fn campaigns_page(
-    state: &AppState,
-    session: &Session,
-    org: &str,
-    sandbox: &str,
-    error: Option<String>,
-    status: StatusCode,
-) -> Response {
-    // Outside the token's scope there is nothing to show (no existence leak).
-    let records = if session.principal.scope.sees(org, sandbox) {
-        state
-            .store
-            .scan(&format!("campaign/{org}/{sandbox}/"))
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let rows: Vec<CampaignRow> = records
-        .into_iter()
-        .filter_map(|(_, stored)| serde_json::from_slice::<Value>(&stored.value).ok())
-        .map(|v| CampaignRow {
-            id: v["campaignID"].as_str().unwrap_or_default().to_owned(),
-            enabled: v["webhooksEnabled"].as_bool().unwrap_or(false),
-        })
-        .collect();
-    let mut response = render(
-        state,
-        "campaigns.html",
-        context! {
-            who => session.principal.name.clone(),
-            csrf => session.csrf.clone(),
-            org => org,
-            sandbox => sandbox,
-            org_path => urlencode(org),
-            sandbox_path => urlencode(sandbox),
-            error => error,
-            rows => minijinja::Value::from(minijinja::value::Serde(&rows)),
-        },
-    );
-    *response.status_mut() = status;
-    response
-}
-
-#[derive(Deserialize)]
-struct CampaignForm {
-    csrf: String,
-    campaign: String,
-    enabled: String,
-}
-
-/// Turns a campaign's opt-in on or off (or adds it), through the API's own write path.
-async fn set_campaign(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((org, sandbox)): Path<(String, String)>,
-    Form(form): Form<CampaignForm>,
-) -> Response {
-    let Some(session) = state.console.get(&headers) else {
-        return Redirect::to("/console/sign-in").into_response();
-    };
-    if session.csrf != form.csrf {
-        return refused_csrf();
-    }
-    let campaign = form.campaign.trim();
-    let refused =
-        |why: String, status| campaigns_page(&state, &session, &org, &sandbox, Some(why), status);
-    if let Err(problem) = super::auth::allow(&session.principal, &org, Some(&sandbox), true) {
-        return refused(problem.detail, problem.status);
-    }
-    if campaign.is_empty() {
-        return refused(
-            "Give the campaign's id.".into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        );
-    }
-    let key = crate::domain::config::ConfigKey::campaign(&org, &sandbox, campaign);
-    let enabled = form.enabled == "true";
-    let written = super::write_record(&state, &session.principal, &key, |_| {
-        Ok(Some(serde_json::json!({
-            "kind": "campaign",
-            "imsOrg": org,
-            "sandboxId": sandbox,
-            "campaignID": campaign,
-            "webhooksEnabled": enabled,
-        })))
-    })
-    .await;
-    match written {
-        Ok(_) => Redirect::to(&format!(
-            "/console/orgs/{}/sandboxes/{}/campaigns",
-            urlencode(&org),
-            urlencode(&sandbox)
-        ))
-        .into_response(),
-        Err(problem) => {
-            let why = problem
-                .errors
-                .iter()
-                .map(|v| format!("{}: {}", v.field, v.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            let why = if why.is_empty() { problem.detail } else { why };
-            refused(why, problem.status)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn templates_parse_and_escape_what_they_show() {
+    fn every_template_parses_and_path_segments_are_encoded() {
         let env = templates();
-        let html = env
-            .get_template("inventory.html")
-            .unwrap()
-            .render(context! {
-                who => "<b>me</b>", csrf => "c", org => "acme", name => "", channel => "",
-                rows => minijinja::Value::from(minijinja::value::Serde(vec![Row {
-                    name: "<script>alert(1)</script>".into(), sandbox: "prod".into(),
-                    sandbox_path: "sb1".into(),
-                    channels: "email".into(), url: "https://h.example/x?a=1&b=2".into(),
-                    auth: "JWT".into(), enabled: true, last_status: None, last_at: None,
-                }])),
-            })
-            .unwrap();
-        assert!(
-            html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
-            "{html}"
-        );
-        assert!(!html.contains("<script>"));
-        assert!(html.contains("&lt;b&gt;me&lt;&#x2f;b&gt;"));
-        let campaigns = env
-            .get_template("campaigns.html")
-            .unwrap()
-            .render(context! {
-                who => "w", csrf => "c", org => "my org", sandbox => "sb/1",
-                org_path => urlencode("my org"), sandbox_path => urlencode("sb/1"),
-                rows => minijinja::Value::from(minijinja::value::Serde(vec![CampaignRow {
-                    id: "c-1".into(), enabled: true,
-                }])),
-            })
-            .unwrap();
-        assert!(
-            campaigns.contains("/console/orgs/my%20org/sandboxes/sb%2F1/campaigns"),
-            "{campaigns}"
-        );
-        assert!(campaigns.contains("Disable webhooks for c-1"));
-        for name in ["sign_in.html", "orgs.html"] {
-            env.get_template(name)
-                .unwrap()
-                .render(context! { csrf => "c", who => "w" })
-                .unwrap();
+        for name in [
+            "layout.html",
+            "sign_in.html",
+            "orgs.html",
+            "inventory.html",
+            "campaigns.html",
+            "webhook.html",
+            "edit.html",
+            "delete.html",
+            "log.html",
+            "event.html",
+            "progress.html",
+            "message.html",
+        ] {
+            if let Err(e) = env.get_template(name) {
+                panic!("{name}: {e:#}");
+            }
         }
+        assert_eq!(urlencode("my org/sb~1"), "my%20org%2Fsb~1");
+        assert_eq!(
+            webhook_path("a b", "s/1"),
+            "/console/orgs/a%20b/sandboxes/s%2F1/webhook"
+        );
     }
 }

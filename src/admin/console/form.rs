@@ -1,0 +1,558 @@
+//! The webhook form: what its fields say as a webhook record for the API, a record as the
+//! form shows it, and where each of the API's refusals belongs on the page.
+//!
+//! Pure: no I/O. Secrets are never in the form: a kept secret travels as its fingerprint
+//! (`{"set": true, "fingerprint": F}`, which the API puts back), a new one as
+//! `{"value": ...}` (which the API seals).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::schema::Violation;
+
+/// Header rows an empty form starts with, and the most the record takes.
+pub const MAX_HEADERS: usize = 20;
+/// Signing secrets in force at once (two during a rotation).
+pub const MAX_SECRETS: usize = 2;
+
+/// What the form holds.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct WebhookForm {
+    /// The version edited (empty when creating).
+    pub version: String,
+    pub sandbox_name: String,
+    pub name: String,
+    pub channels: Vec<String>,
+    pub url: String,
+    pub enabled: bool,
+    /// Kept as they were: the form does not edit them.
+    pub events: Vec<String>,
+    /// `none` or `jwt`.
+    pub auth: String,
+    pub jwt_algorithm: String,
+    /// The fingerprint of the key in force, when one is kept.
+    pub jwt_key_set: String,
+    /// A new key: replaces the one in force.
+    pub jwt_key: String,
+    pub jwt_issuer: String,
+    pub jwt_subject: String,
+    pub jwt_audience: String,
+    pub jwt_expires: String,
+    pub jwt_claims: String,
+    pub headers: Vec<(String, String)>,
+    /// Fingerprints of the signing secrets kept.
+    pub secrets: Vec<String>,
+    /// A new signing secret, added in front of the kept ones.
+    pub secret_new: String,
+}
+
+/// What a submit asks for besides saving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Save,
+    AddHeader,
+    RemoveHeader(usize),
+    GenerateSecret,
+    RemoveSecret(String),
+}
+
+impl Action {
+    fn parse(text: &str) -> Action {
+        if text == "add-header" {
+            Action::AddHeader
+        } else if text == "generate-secret" {
+            Action::GenerateSecret
+        } else if let Some(i) = text
+            .strip_prefix("remove-header-")
+            .and_then(|i| i.parse().ok())
+        {
+            Action::RemoveHeader(i)
+        } else if let Some(fp) = text.strip_prefix("remove-secret-") {
+            Action::RemoveSecret(fp.to_owned())
+        } else {
+            Action::Save
+        }
+    }
+}
+
+impl WebhookForm {
+    /// An empty form for a new webhook.
+    pub fn blank() -> Self {
+        WebhookForm {
+            channels: vec!["email".into(), "sms".into()],
+            enabled: true,
+            auth: "none".into(),
+            jwt_algorithm: "HS256".into(),
+            jwt_expires: "300".into(),
+            headers: vec![(String::new(), String::new())],
+            ..WebhookForm::default()
+        }
+    }
+
+    /// The form's fields as posted (names may repeat), and the action asked for.
+    pub fn from_pairs(pairs: &[(String, String)]) -> (Self, Action) {
+        let mut form = WebhookForm::default();
+        let mut action = Action::Save;
+        let mut names = Vec::new();
+        let mut values = Vec::new();
+        for (name, value) in pairs {
+            let v = value.clone();
+            match name.as_str() {
+                "version" => form.version = v,
+                "sandbox_name" => form.sandbox_name = v,
+                "name" => form.name = v,
+                "channel" => form.channels.push(v),
+                "url" => form.url = v,
+                "enabled" => form.enabled = v == "true",
+                "event" => form.events.push(v),
+                "auth" => form.auth = v,
+                "jwt_algorithm" => form.jwt_algorithm = v,
+                "jwt_key_set" => form.jwt_key_set = v,
+                "jwt_key" => form.jwt_key = v,
+                "jwt_issuer" => form.jwt_issuer = v,
+                "jwt_subject" => form.jwt_subject = v,
+                "jwt_audience" => form.jwt_audience = v,
+                "jwt_expires" => form.jwt_expires = v,
+                "jwt_claims" => form.jwt_claims = v,
+                "header_name" => names.push(v),
+                "header_value" => values.push(v),
+                "secret" => form.secrets.push(v),
+                "secret_new" => form.secret_new = v,
+                "action" => action = Action::parse(value),
+                _ => {}
+            }
+        }
+        values.resize(names.len(), String::new());
+        form.headers = names.into_iter().zip(values).collect();
+        (form, action)
+    }
+
+    /// Applies an action that only changes the form (not saved).
+    pub fn apply(&mut self, action: &Action, new_secret: impl FnOnce() -> String) {
+        match action {
+            Action::AddHeader if self.headers.len() < MAX_HEADERS => {
+                self.headers.push((String::new(), String::new()))
+            }
+            Action::RemoveHeader(i) if *i < self.headers.len() => {
+                self.headers.remove(*i);
+            }
+            Action::GenerateSecret => self.secret_new = new_secret(),
+            Action::RemoveSecret(fp) => self.secrets.retain(|s| s != fp),
+            _ => {}
+        }
+        if self.headers.is_empty() {
+            self.headers.push((String::new(), String::new()));
+        }
+    }
+
+    /// A record as read from the API (secrets shown as fingerprints), as the form shows it.
+    pub fn from_record(record: &Value) -> Self {
+        let text = |pointer: &str| {
+            record
+                .pointer(pointer)
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                })
+                .unwrap_or_default()
+        };
+        let list = |pointer: &str| -> Vec<String> {
+            record
+                .pointer(pointer)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut headers: Vec<(String, String)> = record
+            .get("headers")
+            .and_then(Value::as_object)
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if headers.is_empty() {
+            headers.push((String::new(), String::new()));
+        }
+        let secrets = match record.get("signing") {
+            Some(Value::Object(s)) => s
+                .get("secrets")
+                .and_then(Value::as_array)
+                .cloned()
+                .or_else(|| s.get("secret").map(|one| vec![one.clone()]))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let jwt = text("/authentication/type") == "jwt";
+        WebhookForm {
+            version: text("/version"),
+            sandbox_name: text("/sandbox/name"),
+            name: text("/name"),
+            channels: list("/channels"),
+            url: text("/url"),
+            enabled: record.get("enabled").and_then(Value::as_bool) == Some(true),
+            events: list("/events"),
+            auth: if jwt { "jwt".into() } else { "none".into() },
+            jwt_algorithm: if jwt {
+                text("/authentication/algorithm")
+            } else {
+                "HS256".into()
+            },
+            jwt_key_set: text("/authentication/key/fingerprint"),
+            jwt_key: String::new(),
+            jwt_issuer: text("/authentication/issuer"),
+            jwt_subject: text("/authentication/subject"),
+            jwt_audience: text("/authentication/audience"),
+            jwt_expires: if jwt {
+                text("/authentication/expiresInSeconds")
+            } else {
+                "300".into()
+            },
+            jwt_claims: record
+                .pointer("/authentication/claims")
+                .filter(|c| c.as_object().is_some_and(|o| !o.is_empty()))
+                .and_then(|c| serde_json::to_string_pretty(c).ok())
+                .unwrap_or_default(),
+            headers,
+            secrets: secrets
+                .iter()
+                .filter_map(|s| s.get("fingerprint").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect(),
+            secret_new: String::new(),
+        }
+    }
+
+    /// The webhook record the form describes, for the API (which fills what the path says
+    /// and checks everything else); or what the form itself can tell is wrong.
+    pub fn to_record(&self) -> Result<Value, Vec<Violation>> {
+        let mut refused = Vec::new();
+        let mut refuse = |field: &str, message: &str| {
+            refused.push(Violation {
+                field: field.to_owned(),
+                message: message.to_owned(),
+            })
+        };
+        let mut record = Map::new();
+        record.insert("name".into(), json!(self.name.trim()));
+        record.insert(
+            "sandbox".into(),
+            json!({ "name": self.sandbox_name.trim() }),
+        );
+        record.insert("channels".into(), json!(self.channels));
+        record.insert("url".into(), json!(self.url.trim()));
+        record.insert("enabled".into(), json!(self.enabled));
+        if !self.events.is_empty() {
+            record.insert("events".into(), json!(self.events));
+        }
+        let authentication = if self.auth == "jwt" {
+            let key = if !self.jwt_key.trim().is_empty() {
+                json!({ "value": self.jwt_key.trim() })
+            } else if !self.jwt_key_set.is_empty() {
+                json!({ "set": true, "fingerprint": self.jwt_key_set })
+            } else {
+                refuse("/authentication/key", "give the signing key");
+                Value::Null
+            };
+            let expires = match self.jwt_expires.trim().parse::<u64>() {
+                Ok(seconds) => json!(seconds),
+                Err(_) => {
+                    refuse(
+                        "/authentication/expiresInSeconds",
+                        "must be a whole number of seconds",
+                    );
+                    Value::Null
+                }
+            };
+            let mut jwt = json!({
+                "type": "jwt",
+                "algorithm": self.jwt_algorithm,
+                "key": key,
+                "issuer": self.jwt_issuer.trim(),
+                "subject": self.jwt_subject.trim(),
+                "audience": self.jwt_audience.trim(),
+                "expiresInSeconds": expires,
+            });
+            if !self.jwt_claims.trim().is_empty() {
+                match serde_json::from_str::<Value>(&self.jwt_claims) {
+                    Ok(claims @ Value::Object(_)) => jwt["claims"] = claims,
+                    _ => refuse(
+                        "/authentication/claims",
+                        "must be a JSON object, such as {\"tenant\": \"acme\"}",
+                    ),
+                }
+            }
+            jwt
+        } else {
+            json!({ "type": "none" })
+        };
+        record.insert("authentication".into(), authentication);
+        let mut headers = Map::new();
+        for (name, value) in &self.headers {
+            let name = name.trim();
+            if name.is_empty() && value.trim().is_empty() {
+                continue;
+            }
+            if name.is_empty() {
+                refuse("/headers", "a header value needs a name");
+                continue;
+            }
+            if headers.keys().any(|k| k.eq_ignore_ascii_case(name)) {
+                refuse(
+                    &format!("/headers/{}", pointer_escape(name)),
+                    "is given twice",
+                );
+            }
+            headers.insert(name.to_owned(), json!(value));
+        }
+        record.insert(
+            "headers".into(),
+            if headers.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(headers)
+            },
+        );
+        let mut secrets: Vec<Value> = Vec::new();
+        if !self.secret_new.trim().is_empty() {
+            secrets.push(json!({ "value": self.secret_new.trim() }));
+        }
+        secrets.extend(
+            self.secrets
+                .iter()
+                .map(|fp| json!({ "set": true, "fingerprint": fp })),
+        );
+        if secrets.len() > MAX_SECRETS {
+            refuse(
+                "/signing/secrets",
+                "at most two signing secrets at once: remove the old one before adding another",
+            );
+        }
+        record.insert(
+            "signing".into(),
+            match secrets.len() {
+                0 => Value::Null,
+                1 => json!({ "secret": secrets.remove(0) }),
+                _ => json!({ "secrets": secrets }),
+            },
+        );
+        if refused.is_empty() {
+            Ok(Value::Object(record))
+        } else {
+            Err(refused)
+        }
+    }
+}
+
+/// A JSON-pointer segment (RFC 6901).
+fn pointer_escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+fn pointer_unescape(segment: &str) -> String {
+    segment.replace("~1", "/").replace("~0", "~")
+}
+
+/// The form field a refusal's JSON pointer belongs to; `general` when none does.
+pub fn field_of(pointer: &str, form: &WebhookForm) -> String {
+    let mut parts = pointer.trim_start_matches('/').splitn(3, '/');
+    let first = parts.next().unwrap_or_default();
+    let second = parts.next();
+    match (first, second) {
+        ("name", _) => "name".into(),
+        ("sandbox", _) => "sandbox_name".into(),
+        ("channels", _) => "channels".into(),
+        ("url", _) => "url".into(),
+        ("enabled", _) => "enabled".into(),
+        ("authentication", Some("key")) => "jwt_key".into(),
+        ("authentication", Some("algorithm")) => "jwt_algorithm".into(),
+        ("authentication", Some("issuer")) => "jwt_issuer".into(),
+        ("authentication", Some("subject")) => "jwt_subject".into(),
+        ("authentication", Some("audience")) => "jwt_audience".into(),
+        ("authentication", Some("expiresInSeconds")) => "jwt_expires".into(),
+        ("authentication", Some("claims")) => "jwt_claims".into(),
+        ("authentication", _) => "auth".into(),
+        ("headers", Some(name)) => {
+            let name = pointer_unescape(name);
+            match form
+                .headers
+                .iter()
+                .position(|(n, _)| n.trim().eq_ignore_ascii_case(&name))
+            {
+                Some(i) => format!("header_{i}"),
+                None => "headers".into(),
+            }
+        }
+        ("headers", None) => "headers".into(),
+        ("signing", _) => "signing".into(),
+        _ => "general".into(),
+    }
+}
+
+/// Refusals grouped by the field they belong to, each with the message to show.
+pub fn errors_by_field(refused: &[Violation], form: &WebhookForm) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in refused {
+        let field = field_of(&v.field, form);
+        let message = if field == "general" && !v.field.is_empty() {
+            format!("{}: {}", v.field, v.message)
+        } else {
+            v.message.clone()
+        };
+        out.entry(field).or_default().push(message);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_posted_form_becomes_the_record_with_secrets_only_as_values_or_fingerprints() {
+        let (form, action) = WebhookForm::from_pairs(&pairs(&[
+            ("version", "0-7"),
+            ("name", " Orders "),
+            ("sandbox_name", "prod"),
+            ("channel", "email"),
+            ("url", "https://h.example/x"),
+            ("enabled", "true"),
+            ("auth", "jwt"),
+            ("jwt_algorithm", "HS256"),
+            ("jwt_key_set", "abcd1234"),
+            ("jwt_key", ""),
+            ("jwt_issuer", "ajo"),
+            ("jwt_subject", "feedback"),
+            ("jwt_audience", "partner"),
+            ("jwt_expires", "600"),
+            ("jwt_claims", "{\"tenant\": \"acme\"}"),
+            ("header_name", "X-Partner"),
+            ("header_value", "acme"),
+            ("header_name", ""),
+            ("header_value", ""),
+            ("secret", "11112222"),
+            ("secret_new", "whsec_new"),
+            ("action", "save"),
+        ]));
+        assert_eq!(action, Action::Save);
+        let record = form.to_record().unwrap();
+        assert_eq!(record["name"], "Orders");
+        assert_eq!(record["channels"], json!(["email"]));
+        assert_eq!(
+            record["authentication"]["key"],
+            json!({"set": true, "fingerprint": "abcd1234"})
+        );
+        assert_eq!(record["authentication"]["expiresInSeconds"], 600);
+        assert_eq!(
+            record["authentication"]["claims"],
+            json!({"tenant": "acme"})
+        );
+        assert_eq!(record["headers"], json!({"X-Partner": "acme"}));
+        assert_eq!(
+            record["signing"],
+            json!({"secrets": [{"value": "whsec_new"}, {"set": true, "fingerprint": "11112222"}]})
+        );
+        // A new key replaces the one in force.
+        let (mut replaced, _) = WebhookForm::from_pairs(&pairs(&[("auth", "jwt")]));
+        replaced.jwt_key_set = "abcd1234".into();
+        replaced.jwt_key = "k".into();
+        replaced.jwt_expires = "300".into();
+        assert_eq!(
+            replaced.to_record().unwrap()["authentication"]["key"],
+            json!({"value": "k"})
+        );
+    }
+
+    #[test]
+    fn a_record_read_back_fills_the_form_and_saves_unchanged() {
+        let read = json!({
+            "kind": "webhook", "imsOrg": "acme", "sandbox": {"id": "sb1", "name": "prod"},
+            "name": "Orders", "channels": ["email", "sms"], "url": "https://h.example/x",
+            "enabled": false, "events": ["bounce"],
+            "authentication": {"type": "jwt", "algorithm": "RS256",
+                "key": {"set": true, "fingerprint": "abcd1234"}, "issuer": "i",
+                "subject": "s", "audience": "a", "expiresInSeconds": 300},
+            "headers": {"X-A": "1"},
+            "signing": {"secret": {"set": true, "fingerprint": "99990000"}},
+            "version": "0-3"
+        });
+        let form = WebhookForm::from_record(&read);
+        assert_eq!(form.version, "0-3");
+        assert_eq!(form.jwt_key_set, "abcd1234");
+        assert!(form.jwt_key.is_empty());
+        assert_eq!(form.secrets, ["99990000"]);
+        let record = form.to_record().unwrap();
+        for field in ["name", "channels", "url", "enabled", "events", "headers"] {
+            assert_eq!(record[field], read[field], "{field}");
+        }
+        assert_eq!(record["authentication"], read["authentication"]);
+        assert_eq!(record["signing"], read["signing"]);
+    }
+
+    #[test]
+    fn what_the_form_can_tell_is_refused_by_field() {
+        let mut form = WebhookForm::blank();
+        form.auth = "jwt".into();
+        form.jwt_expires = "soon".into();
+        form.jwt_claims = "[1]".into();
+        form.headers = vec![("X-A".into(), "1".into()), ("x-a".into(), "2".into())];
+        let refused = form.to_record().unwrap_err();
+        let errors = errors_by_field(&refused, &form);
+        for field in ["jwt_key", "jwt_expires", "jwt_claims", "header_0"] {
+            assert!(errors.contains_key(field), "{field}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_land_next_to_their_fields() {
+        let mut form = WebhookForm::blank();
+        form.headers = vec![("X-A".into(), "1".into()), ("Host".into(), "h".into())];
+        assert_eq!(field_of("/headers/Host", &form), "header_1");
+        assert_eq!(field_of("/headers/a~1b", &form), "headers");
+        assert_eq!(field_of("/url", &form), "url");
+        assert_eq!(field_of("/authentication/key", &form), "jwt_key");
+        assert_eq!(field_of("/signing/secrets/0", &form), "signing");
+        assert_eq!(field_of("/updatedAt", &form), "general");
+        let errors = errors_by_field(
+            &[Violation {
+                field: "/kind".into(),
+                message: "x".into(),
+            }],
+            &form,
+        );
+        assert_eq!(errors["general"], ["/kind: x"]);
+    }
+
+    #[test]
+    fn actions_change_only_the_form() {
+        let (mut form, action) = WebhookForm::from_pairs(&pairs(&[
+            ("header_name", "A"),
+            ("header_value", "1"),
+            ("secret", "f1"),
+            ("action", "add-header"),
+        ]));
+        form.apply(&action, || unreachable!());
+        assert_eq!(form.headers.len(), 2);
+        form.apply(&Action::parse("remove-header-0"), || unreachable!());
+        assert_eq!(form.headers, [(String::new(), String::new())]);
+        form.apply(&Action::parse("generate-secret"), || "whsec_x".into());
+        assert_eq!(form.secret_new, "whsec_x");
+        form.apply(&Action::parse("remove-secret-f1"), || unreachable!());
+        assert!(form.secrets.is_empty());
+    }
+}

@@ -1,0 +1,247 @@
+//! The org's webhooks (Administration › Channels › Feedback webhook configuration): one row
+//! per webhook the token may see, filters, the sandbox picker, and "Create feedback
+//! webhook" for the chosen sandbox.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{render, urlencode, value, Signed};
+use crate::admin::deliveries::Query as LogQuery;
+use crate::admin::tokens::Scope;
+use crate::admin::AppState;
+use crate::delivery::unix_ms;
+use crate::domain::config::WebhookConfig;
+
+/// Rows on one page.
+pub const PAGE_ROWS: usize = 100;
+
+#[derive(Deserialize, Default)]
+pub struct Filters {
+    name: Option<String>,
+    channel: Option<String>,
+    sandbox: Option<String>,
+    page: Option<usize>,
+}
+
+/// One row of the inventory.
+#[derive(Serialize)]
+pub struct Row {
+    pub name: String,
+    pub sandbox: String,
+    pub sandbox_path: String,
+    pub channels: String,
+    pub url: String,
+    pub auth: &'static str,
+    pub enabled: bool,
+    pub last_status: Option<String>,
+    pub last_at: Option<String>,
+    /// Failed share of delivered and failed outcomes of the last 24 h, e.g. "2.5 %".
+    pub failure_rate: Option<String>,
+    pub outcomes_24h: u64,
+}
+
+/// A sandbox the picker offers.
+#[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Sandbox {
+    id: String,
+    name: String,
+}
+
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path(org): Path<String>,
+    Query(filters): Query<Filters>,
+) -> Response {
+    let scope = &signed.0.principal.scope;
+    // Another org's webhooks do not exist for this caller: the page is simply empty.
+    let visible = scope.sees_org(&org);
+    let scan = |prefix: String| {
+        if visible {
+            state.store.scan(&prefix).unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    };
+    let webhooks: Vec<(WebhookConfig, Value)> = scan(format!("webhook/{org}/"))
+        .into_iter()
+        .filter_map(|(_, stored)| {
+            let config = serde_json::from_slice::<WebhookConfig>(&stored.value).ok()?;
+            let raw = serde_json::from_slice::<Value>(&stored.value).ok()?;
+            scope
+                .sees(&org, &config.sandbox.id)
+                .then_some((config, raw))
+        })
+        .collect();
+
+    // The picker: sandboxes with a webhook or a campaign, and the token's own.
+    let mut sandboxes: BTreeMap<String, String> = webhooks
+        .iter()
+        .map(|(c, _)| (c.sandbox.id.clone(), c.sandbox.name.clone()))
+        .collect();
+    for (key, _) in scan(format!("campaign/{org}/")) {
+        if let Some(id) = key.split('/').nth(2) {
+            if scope.sees(&org, id) {
+                sandboxes.entry(id.to_owned()).or_default();
+            }
+        }
+    }
+    if let Scope::Sandbox(o, s) = scope {
+        if *o == org {
+            sandboxes.entry(s.clone()).or_default();
+        }
+    }
+    let chosen = match scope {
+        Scope::Sandbox(_, s) => Some(s.clone()),
+        _ => filters
+            .sandbox
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && !s.contains('/'))
+            .map(str::to_owned),
+    };
+    let chosen_has_webhook = chosen
+        .as_deref()
+        .is_some_and(|s| webhooks.iter().any(|(c, _)| c.sandbox.id == s));
+
+    let name = filters.name.clone().unwrap_or_default();
+    let channel = filters.channel.clone().unwrap_or_default();
+    let wanted = name.to_lowercase();
+    let matching: Vec<&(WebhookConfig, Value)> = webhooks
+        .iter()
+        .filter(|(config, _)| {
+            chosen.as_deref().is_none_or(|s| config.sandbox.id == s)
+                && (wanted.is_empty() || config.name.to_lowercase().contains(&wanted))
+                && (channel.is_empty() || config.wants_channel(&channel))
+        })
+        .collect();
+    let pages = matching.len().div_ceil(PAGE_ROWS).max(1);
+    let page = filters.page.unwrap_or(1).clamp(1, pages);
+    let now = unix_ms(SystemTime::now());
+    let rows: Vec<Row> = matching
+        .iter()
+        .skip((page - 1) * PAGE_ROWS)
+        .take(PAGE_ROWS)
+        .map(|(config, raw)| row(&state, &org, config, raw, now))
+        .collect();
+    let query_of = |page: usize| {
+        let mut parts = vec![format!("page={page}")];
+        for (k, v) in [("name", &name), ("channel", &channel)] {
+            if !v.is_empty() {
+                parts.push(format!("{k}={}", urlencode(v)));
+            }
+        }
+        if let Some(s) = &chosen {
+            parts.push(format!("sandbox={}", urlencode(s)));
+        }
+        parts.join("&")
+    };
+    let picker: Vec<Sandbox> = sandboxes
+        .into_iter()
+        .map(|(id, name)| Sandbox { id, name })
+        .collect();
+    render(
+        &state,
+        "inventory.html",
+        context! {
+            name => name.clone(),
+            channel => channel.clone(),
+            rows => value(&rows),
+            total => matching.len(),
+            first => (page - 1) * PAGE_ROWS + 1,
+            last => (page - 1) * PAGE_ROWS + rows.len(),
+            previous => (page > 1).then(|| query_of(page - 1)),
+            next => (page < pages).then(|| query_of(page + 1)),
+            sandboxes => value(&picker),
+            chosen => chosen.clone(),
+            chosen_path => chosen.as_deref().map(urlencode),
+            chosen_has_webhook => chosen_has_webhook,
+            sandbox_fixed => matches!(scope, Scope::Sandbox(..)),
+            may_write => signed.0.principal.right == crate::admin::tokens::Right::Write,
+            ..signed.base(&org, None)
+        },
+    )
+}
+
+fn row(state: &AppState, org: &str, config: &WebhookConfig, raw: &Value, now: u64) -> Row {
+    let sandbox = &config.sandbox.id;
+    let last = state
+        .deliveries
+        .query(
+            org,
+            sandbox,
+            &LogQuery {
+                limit: 1,
+                ..LogQuery::default()
+            },
+        )
+        .ok()
+        .and_then(|(items, _)| items.into_iter().next());
+    let tally = state
+        .deliveries
+        .last_24h(org, sandbox, now)
+        .unwrap_or_default();
+    Row {
+        name: config.name.clone(),
+        sandbox: if config.sandbox.name.is_empty() {
+            sandbox.clone()
+        } else {
+            config.sandbox.name.clone()
+        },
+        sandbox_path: urlencode(sandbox),
+        channels: config.channels.join(", "),
+        url: config.url.clone(),
+        auth: match raw.pointer("/authentication/type").and_then(Value::as_str) {
+            Some("jwt") => "JWT",
+            _ => "None",
+        },
+        enabled: config.enabled,
+        last_status: last
+            .as_ref()
+            .and_then(|o| o["status"].as_str().map(str::to_owned)),
+        last_at: last
+            .as_ref()
+            .and_then(|o| o["completedAt"].as_str().map(str::to_owned)),
+        failure_rate: tally.failure_percent().map(|p| format!("{p:.1} %")),
+        outcomes_24h: tally.delivered + tally.failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::console::templates;
+
+    #[test]
+    fn what_users_typed_is_escaped() {
+        let html = templates()
+            .get_template("inventory.html")
+            .unwrap()
+            .render(context! {
+                who => "<b>me</b>", csrf => "c", org => "acme", org_path => "acme",
+                name => "", channel => "", total => 1,
+                rows => value(vec![Row {
+                    name: "<script>alert(1)</script>".into(), sandbox: "prod".into(),
+                    sandbox_path: "sb1".into(),
+                    channels: "email".into(), url: "https://h.example/x?a=1&b=2".into(),
+                    auth: "JWT", enabled: true, last_status: None, last_at: None,
+                    failure_rate: Some("2.5 %".into()), outcomes_24h: 40,
+                }]),
+            })
+            .unwrap();
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;b&gt;me&lt;&#x2f;b&gt;"));
+        assert!(html.contains("2.5 %"));
+    }
+}

@@ -1,0 +1,349 @@
+//! The delivery log of a webhook: its outcomes newest first, filtered, each expandable to
+//! its attempts; "Redeliver" on a failed or skipped one (then the event's page waits for
+//! the new outcome), and "Redeliver failed since…" for a window (then its progress page
+//! reloads itself until it is done).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    answer, message, refused_csrf, render_status, said, urlencode, value, webhook_path, Signed,
+};
+use crate::admin::auth::{allow, Caller};
+use crate::admin::deliveries::Query as LogQuery;
+use crate::admin::redeliver::{self, WindowRequest};
+use crate::admin::AppState;
+use crate::delivery::unix_ms;
+use crate::domain::time::parse_rfc3339;
+
+/// Outcomes on one page.
+const PAGE: usize = 50;
+/// How often a page waiting for work reloads itself, in seconds.
+const RELOAD_SECONDS: &str = "1";
+
+#[derive(Deserialize, Default)]
+pub struct Filters {
+    status: Option<String>,
+    channel: Option<String>,
+    feedback: Option<String>,
+    /// `datetime-local` values, read as UTC.
+    from: Option<String>,
+    to: Option<String>,
+    cursor: Option<String>,
+}
+
+/// A `datetime-local` value (`2026-11-30T10:00`, seconds optional) or RFC 3339, as Unix ms.
+fn instant_of(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let full = match text.len() {
+        16 => format!("{text}:00Z"),
+        19 => format!("{text}Z"),
+        _ => text.to_owned(),
+    };
+    parse_rfc3339(&full).map(unix_ms)
+}
+
+fn given(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path((org, sandbox)): Path<(String, String)>,
+    Query(f): Query<Filters>,
+) -> Response {
+    if let Err(problem) = allow(&signed.0.principal, &org, Some(&sandbox), false) {
+        return message(
+            &state,
+            &signed,
+            &org,
+            problem.status,
+            &said(&problem),
+            &format!("/console/orgs/{}/webhooks", urlencode(&org)),
+        );
+    }
+    let mut errors = Vec::new();
+    let mut time = |name: &str, v: &Option<String>| {
+        let text = given(v)?;
+        let at = instant_of(&text);
+        if at.is_none() {
+            errors.push(format!("{name}: {text:?} is not a date and time"));
+        }
+        at
+    };
+    let query = LogQuery {
+        status: given(&f.status),
+        channel: given(&f.channel),
+        feedback_status: given(&f.feedback),
+        from_ms: time("From", &f.from),
+        to_ms: time("To", &f.to),
+        after: given(&f.cursor),
+        limit: PAGE,
+    };
+    let (items, next) = state
+        .deliveries
+        .query(&org, &sandbox, &query)
+        .unwrap_or_default();
+    let next_query = next.map(|cursor| {
+        let mut parts = vec![format!("cursor={}", urlencode(&cursor))];
+        for (k, v) in [
+            ("status", &f.status),
+            ("channel", &f.channel),
+            ("feedback", &f.feedback),
+            ("from", &f.from),
+            ("to", &f.to),
+        ] {
+            if let Some(v) = given(v) {
+                parts.push(format!("{k}={}", urlencode(&v)));
+            }
+        }
+        parts.join("&")
+    });
+    let name = state
+        .store
+        .raw(&crate::domain::config::ConfigKey::webhook(&org, &sandbox))
+        .ok()
+        .flatten()
+        .and_then(|s| serde_json::from_slice::<Value>(&s.value).ok())
+        .and_then(|w| w["name"].as_str().map(str::to_owned));
+    render_status(
+        &state,
+        "log.html",
+        StatusCode::OK,
+        context! {
+            items => value(&items),
+            next => next_query,
+            errors => errors,
+            status => given(&f.status),
+            channel => given(&f.channel),
+            feedback => given(&f.feedback),
+            from => given(&f.from),
+            to => given(&f.to),
+            name => name,
+            webhook_path => webhook_path(&org, &sandbox),
+            ..signed.base(&org, Some(&sandbox))
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct Waiting {
+    /// The replay whose outcome the page waits for.
+    replay: Option<String>,
+}
+
+/// An event's newest outcome; with `?replay=`, reloads until that redelivery's outcome is
+/// in the log.
+pub async fn event(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path((org, sandbox, event)): Path<(String, String, String)>,
+    Query(w): Query<Waiting>,
+) -> Response {
+    if let Err(problem) = allow(&signed.0.principal, &org, Some(&sandbox), false) {
+        return message(
+            &state,
+            &signed,
+            &org,
+            problem.status,
+            &said(&problem),
+            &format!("/console/orgs/{}/webhooks", urlencode(&org)),
+        );
+    }
+    let outcome = state
+        .deliveries
+        .latest_of(&org, &sandbox, &event)
+        .ok()
+        .flatten();
+    let replay = given(&w.replay);
+    let arrived = match (&replay, &outcome) {
+        (Some(id), Some(o)) => o.pointer("/replay/id").and_then(Value::as_str) == Some(id),
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    let mut response = render_status(
+        &state,
+        "event.html",
+        StatusCode::OK,
+        context! {
+            event => event.clone(),
+            outcome => outcome.map(value),
+            replay => replay,
+            waiting => !arrived,
+            log_path => format!("{}/deliveries", webhook_path(&org, &sandbox)),
+            ..signed.base(&org, Some(&sandbox))
+        },
+    );
+    if !arrived {
+        response.headers_mut().insert(
+            header::REFRESH,
+            axum::http::HeaderValue::from_static(RELOAD_SECONDS),
+        );
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: Option<String>,
+}
+
+/// Queues one failed or skipped event again, then waits on its page for the new outcome.
+pub async fn redeliver_one(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path((org, sandbox, event)): Path<(String, String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    if signed.forged(form.csrf.as_deref()) {
+        return refused_csrf();
+    }
+    let queued = redeliver::one(
+        State(state.clone()),
+        Caller(signed.0.principal.clone()),
+        Path((org.clone(), sandbox.clone(), event.clone())),
+    )
+    .await;
+    let event_path = format!(
+        "{}/deliveries/{}",
+        webhook_path(&org, &sandbox),
+        urlencode(&event)
+    );
+    match answer(queued).await {
+        Ok(a) => {
+            let replay = a.body["replayId"].as_str().unwrap_or_default();
+            Redirect::to(&format!("{event_path}?replay={}", urlencode(replay))).into_response()
+        }
+        Err(problem) => message(
+            &state,
+            &signed,
+            &org,
+            problem.status,
+            &said(&problem),
+            &event_path,
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Window {
+    csrf: Option<String>,
+    status: Option<String>,
+    from: String,
+    to: Option<String>,
+}
+
+/// Starts a redelivery of the window's failed (or skipped) events, then shows its progress.
+pub async fn redeliver_window(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path((org, sandbox)): Path<(String, String)>,
+    Form(form): Form<Window>,
+) -> Response {
+    if signed.forged(form.csrf.as_deref()) {
+        return refused_csrf();
+    }
+    let log = format!("{}/deliveries", webhook_path(&org, &sandbox));
+    let rfc3339 = |text: &str| {
+        instant_of(text)
+            .map(|ms| {
+                crate::domain::time::rfc3339_millis(
+                    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                )
+            })
+            .unwrap_or_else(|| text.to_owned())
+    };
+    let request = WindowRequest {
+        status: Some(vec![given(&form.status).unwrap_or_else(|| "failed".into())]),
+        from: Some(rfc3339(&form.from)),
+        to: given(&form.to).map(|t| rfc3339(&t)),
+    };
+    let started = redeliver::window(
+        State(state.clone()),
+        Caller(signed.0.principal.clone()),
+        Path((org.clone(), sandbox.clone())),
+        Ok(Json(request)),
+    )
+    .await;
+    match answer(started).await {
+        Ok(a) => {
+            let replay = a.body["replayId"].as_str().unwrap_or_default();
+            Redirect::to(&format!(
+                "{}/redeliver/{}",
+                webhook_path(&org, &sandbox),
+                urlencode(replay)
+            ))
+            .into_response()
+        }
+        Err(problem) => message(&state, &signed, &org, problem.status, &said(&problem), &log),
+    }
+}
+
+/// A window redelivery's progress; reloads itself until it is done.
+pub async fn progress(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    Path((org, sandbox, replay)): Path<(String, String, String)>,
+) -> Response {
+    let got = redeliver::progress(
+        State(state.clone()),
+        Caller(signed.0.principal.clone()),
+        Path((org.clone(), sandbox.clone(), replay.clone())),
+    )
+    .await;
+    let log = format!("{}/deliveries", webhook_path(&org, &sandbox));
+    let status = match got {
+        Ok(Json(status)) => status,
+        Err(problem) => {
+            return message(&state, &signed, &org, problem.status, &said(&problem), &log)
+        }
+    };
+    let running = status["state"] == "running";
+    let mut response = render_status(
+        &state,
+        "progress.html",
+        StatusCode::OK,
+        context! {
+            run => value(&status),
+            running => running,
+            log_path => log,
+            ..signed.base(&org, Some(&sandbox))
+        },
+    );
+    if running {
+        response.headers_mut().insert(
+            header::REFRESH,
+            axum::http::HeaderValue::from_static(RELOAD_SECONDS),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_from_the_form_are_utc() {
+        let at = instant_of("2026-11-30T10:00").unwrap();
+        assert_eq!(Some(at), instant_of("2026-11-30T10:00:00Z"));
+        assert_eq!(Some(at), instant_of("2026-11-30T10:00:00"));
+        assert_eq!(instant_of(""), None);
+        assert_eq!(instant_of("yesterday"), None);
+    }
+}
