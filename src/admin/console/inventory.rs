@@ -21,6 +21,9 @@ use crate::domain::config::WebhookConfig;
 
 /// Rows on one page.
 pub const PAGE_ROWS: usize = 100;
+/// Sandboxes the picker suggests; past that many, one is typed (a long list would weigh on
+/// every page).
+pub const PICKER_SUGGESTIONS: usize = 200;
 
 #[derive(Deserialize, Default)]
 pub struct Filters {
@@ -143,8 +146,10 @@ pub async fn page(
         }
         parts.join("&")
     };
+    let known = sandboxes.len();
     let picker: Vec<Sandbox> = sandboxes
         .into_iter()
+        .take(PICKER_SUGGESTIONS)
         .map(|(id, name)| Sandbox { id, name })
         .collect();
     render(
@@ -160,6 +165,7 @@ pub async fn page(
             previous => (page > 1).then(|| query_of(page - 1)),
             next => (page < pages).then(|| query_of(page + 1)),
             sandboxes => value(&picker),
+            more_sandboxes => known.saturating_sub(PICKER_SUGGESTIONS),
             chosen => chosen.clone(),
             chosen_path => chosen.as_deref().map(urlencode),
             chosen_has_webhook => chosen_has_webhook,

@@ -38,7 +38,7 @@ fn percentiles(mut samples: Vec<Duration>) -> String {
 
 /// A realistic outcome (about 700 bytes), the `n`th of its webhook: 1 in 100 failed after
 /// three attempts; a third SMS; feedback statuses in turn.
-fn outcome(i: usize, n: usize, org: &str, sandbox: &str, at_ms: u64) -> Vec<u8> {
+pub(super) fn outcome(i: usize, n: usize, org: &str, sandbox: &str, at_ms: u64) -> Vec<u8> {
     let failed = n % 100 == 7;
     let feedback = ["sent", "delivered", "bounce", "error"][n % 4];
     let at = rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms));
@@ -177,9 +177,9 @@ fn delivery_log(webhooks: usize) {
 }
 
 /// An admin API process on a free port, over plain HTTP (loopback only).
-struct AdminProcess {
+pub(super) struct AdminProcess {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl Drop for AdminProcess {
@@ -189,7 +189,12 @@ impl Drop for AdminProcess {
     }
 }
 
-fn start_admin(bin: &Path, topics: &Topics, dir: &Path, token_hash: &str) -> AdminProcess {
+pub(super) fn start_admin(
+    bin: &Path,
+    topics: &Topics,
+    dir: &Path,
+    token_hash: &str,
+) -> AdminProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -224,7 +229,7 @@ fn start_admin(bin: &Path, topics: &Topics, dir: &Path, token_hash: &str) -> Adm
 }
 
 /// A client for the plain-HTTP API on loopback (reqwest still wants a TLS provider).
-fn plain_client() -> reqwest::Client {
+pub(super) fn plain_client() -> reqwest::Client {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -5,6 +5,7 @@
 //! Run it with `scripts/bench` (see BENCHMARKS.md).
 
 mod admin;
+mod console;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -104,6 +105,10 @@ struct Args {
     /// 1M outcomes indexed).
     #[arg(long)]
     admin: bool,
+    /// Measure the admin console instead (page weight and time to first render of the
+    /// inventory with 1,000 webhooks, in headless Chromium).
+    #[arg(long)]
+    console: bool,
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
     /// The processor's delivery.max_in_flight (also the raw POST concurrency).
@@ -912,6 +917,10 @@ async fn main() {
         "build the processor first: cargo build --bins"
     );
 
+    if args.console {
+        console::run(&bin, &args.bootstrap).await;
+        return;
+    }
     if args.admin {
         admin::run(&bin, &args.bootstrap).await;
         return;
