@@ -260,7 +260,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .merge(console::router())
+        .merge(console::router(state.clone()))
         .fallback(|| async { Problem::not_found("no such resource") })
         .layer(middleware::from_fn(problems_and_headers))
         .layer(DefaultBodyLimit::max(max_body_bytes))

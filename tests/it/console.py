@@ -248,10 +248,9 @@ def edit():
     """Edits the URL; and an edit made meanwhile in another tab is reported, not lost."""
     org, sandbox = args["org"], args["sandbox"]
     sign_in(args["operator"])
+    # Edit straight from the inventory.
     inventory(org, sandbox)
-    find("#inventory a[href$='/webhook']").click()
-    at("/webhook")
-    find("#edit").click()
+    find("#inventory a[href$='/webhook/edit']").click()
     at("/webhook/edit")
     # The form of the stored webhook: the signing secret kept by its fingerprint.
     assert finds("#secrets code"), "the signing secret is not shown as set"

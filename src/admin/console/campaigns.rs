@@ -10,7 +10,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{refused_csrf, render_status, said, urlencode, value, Signed};
+use super::{render_status, said, urlencode, value, Signed};
 use crate::admin::AppState;
 
 /// A campaign's opt-in, as listed.
@@ -67,7 +67,6 @@ fn show(
 
 #[derive(Deserialize)]
 pub struct CampaignForm {
-    csrf: Option<String>,
     campaign: String,
     enabled: String,
 }
@@ -79,9 +78,6 @@ pub async fn set(
     Path((org, sandbox)): Path<(String, String)>,
     Form(form): Form<CampaignForm>,
 ) -> Response {
-    if signed.forged(form.csrf.as_deref()) {
-        return refused_csrf();
-    }
     let campaign = form.campaign.trim();
     let principal = &signed.0.principal;
     let refused = |why: String, status| show(&state, &signed, &org, &sandbox, Some(why), status);

@@ -14,9 +14,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{
-    answer, message, refused_csrf, render_status, said, urlencode, value, webhook_path, Signed,
-};
+use super::{answer, message, render_status, said, urlencode, value, webhook_path, Signed};
 use crate::admin::auth::{allow, Caller};
 use crate::admin::deliveries::Query as LogQuery;
 use crate::admin::redeliver::{self, WindowRequest};
@@ -198,21 +196,12 @@ pub async fn event(
     response
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: Option<String>,
-}
-
 /// Queues one failed or skipped event again, then waits on its page for the new outcome.
 pub async fn redeliver_one(
     State(state): State<Arc<AppState>>,
     signed: Signed,
     Path((org, sandbox, event)): Path<(String, String, String)>,
-    Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if signed.forged(form.csrf.as_deref()) {
-        return refused_csrf();
-    }
     let queued = redeliver::one(
         State(state.clone()),
         Caller(signed.0.principal.clone()),
@@ -242,7 +231,6 @@ pub async fn redeliver_one(
 
 #[derive(Deserialize)]
 pub struct Window {
-    csrf: Option<String>,
     status: Option<String>,
     from: String,
     to: Option<String>,
@@ -255,9 +243,6 @@ pub async fn redeliver_window(
     Path((org, sandbox)): Path<(String, String)>,
     Form(form): Form<Window>,
 ) -> Response {
-    if signed.forged(form.csrf.as_deref()) {
-        return refused_csrf();
-    }
     let log = format!("{}/deliveries", webhook_path(&org, &sandbox));
     let rfc3339 = |text: &str| {
         instant_of(text)

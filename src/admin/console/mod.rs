@@ -11,7 +11,8 @@
 //! - `campaigns.rs`: a sandbox's campaign opt-ins.
 //!
 //! A signed-in browser holds a random session id in an `HttpOnly`, `SameSite=Strict`
-//! cookie (`Secure` over TLS), never the token. Every form carries a CSRF token. Every page
+//! cookie (`Secure` over TLS), never the token. Every form carries a CSRF token, checked
+//! for every POST by one middleware (`csrf`) before any handler runs. Every page
 //! has a Content-Security-Policy without inline code, `X-Frame-Options: DENY` and
 //! `Referrer-Policy: no-referrer`; templates escape what they show. No script: every
 //! action is a form, and work that takes time reloads itself (`Refresh`).
@@ -27,9 +28,9 @@ mod webhook;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -72,7 +73,7 @@ pub fn templates() -> Environment<'static> {
 }
 
 /// The console's routes.
-pub fn router() -> Router<Arc<AppState>> {
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     const WEBHOOK: &str = "/console/orgs/{org}/sandboxes/{sandbox}/webhook";
     let at = |tail: &str| format!("{WEBHOOK}{tail}");
     Router::new()
@@ -107,7 +108,41 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(&at("/redeliver"), post(log::redeliver_window))
         .route(&at("/redeliver/{replay}"), get(log::progress))
         .route("/console/static/console.css", get(css))
+        .layer(middleware::from_fn_with_state(state, csrf))
         .layer(middleware::from_fn(page_headers))
+}
+
+/// The most a console form may hold.
+const FORM_LIMIT: usize = 256 * 1024;
+
+/// Every state-changing request (every POST) must carry the CSRF token of its session, or
+/// before sign-in the double of its `fw_csrf` cookie, as its `csrf` form field; checked
+/// here for all routes, so that no form can forget it.
+async fn csrf(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, FORM_LIMIT).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();
+    };
+    let expected = if parts.uri.path() == "/console/sign-in" {
+        session::cookie_value(&parts.headers, session::CSRF_COOKIE)
+    } else {
+        match state.console.get(&parts.headers) {
+            Some(session) => Some(session.csrf),
+            // No session (expired, signed out): sign in again; nothing is done.
+            None => return Redirect::to("/console/sign-in").into_response(),
+        }
+    };
+    let given = url::form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned());
+    if expected.is_none() || given != expected {
+        return refused_csrf();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// Headers every console answer carries.
@@ -161,11 +196,6 @@ impl FromRequestParts<Arc<AppState>> for Signed {
 }
 
 impl Signed {
-    /// Whether a posted form carries this session's CSRF token.
-    fn forged(&self, csrf: Option<&str>) -> bool {
-        csrf != Some(self.0.csrf.as_str())
-    }
-
     /// What every signed-in page shows: who is signed in, the form token, and where.
     fn base(&self, org: &str, sandbox: Option<&str>) -> minijinja::Value {
         context! {
@@ -177,14 +207,6 @@ impl Signed {
             sandbox_path => sandbox.map(urlencode),
         }
     }
-}
-
-/// The CSRF token of a form posted as pairs.
-fn csrf_of(pairs: &[(String, String)]) -> Option<&str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v.as_str())
 }
 
 fn render(state: &AppState, name: &str, ctx: minijinja::Value) -> Response {

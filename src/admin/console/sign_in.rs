@@ -10,7 +10,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::session::{self, cookie, new_secret, Session, CSRF_COOKIE, SESSION_COOKIE};
-use super::{refused_csrf, render, urlencode, Signed};
+use super::{render, urlencode, Signed};
 use crate::admin::tokens::Scope;
 use crate::admin::AppState;
 
@@ -53,21 +53,17 @@ fn form(state: &AppState, error: Option<&str>, status: StatusCode) -> Response {
     response
 }
 
+/// The sign-in form (its CSRF double is checked before, with every form).
 #[derive(Deserialize)]
 pub struct SignIn {
     token: String,
-    csrf: String,
 }
 
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
     peer: Option<axum::Extension<crate::admin::auth::Peer>>,
-    headers: HeaderMap,
     Form(sign_in): Form<SignIn>,
 ) -> Response {
-    if session::cookie_value(&headers, CSRF_COOKIE).as_deref() != Some(sign_in.csrf.as_str()) {
-        return refused_csrf();
-    }
     // Failed sign-ins count with the API's failed authentications, per client address.
     let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0 .0.ip());
     if !state.failures.allowed(ip, state.auth_failures_per_minute) {
@@ -111,22 +107,8 @@ pub async fn sign_in(
     response
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
-pub async fn sign_out(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfOnly>,
-) -> Response {
-    if let Some(session) = state.console.get(&headers) {
-        if session.csrf != form.csrf {
-            return refused_csrf();
-        }
-        state.console.remove(&headers);
-    }
+pub async fn sign_out(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    state.console.remove(&headers);
     let mut response = Redirect::to("/console/sign-in").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie(SESSION_COOKIE, "", state.secure_cookies, 0)) {
         response.headers_mut().append(header::SET_COOKIE, v);

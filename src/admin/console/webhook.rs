@@ -11,7 +11,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{answer, message, refused_csrf, render_status, said, urlencode, webhook_path, Signed};
+use super::{answer, message, render_status, said, urlencode, webhook_path, Signed};
 use crate::admin::auth::Caller;
 use crate::admin::problem::Problem;
 use crate::admin::{send_test, webhooks, AppState};
@@ -111,7 +111,6 @@ fn secret_prints(webhook: &Value) -> Vec<String> {
 
 #[derive(Deserialize)]
 pub struct Toggle {
-    csrf: Option<String>,
     enabled: String,
 }
 
@@ -122,9 +121,6 @@ pub async fn set_enabled(
     Path((org, sandbox)): Path<(String, String)>,
     Form(form): Form<Toggle>,
 ) -> Response {
-    if signed.forged(form.csrf.as_deref()) {
-        return refused_csrf();
-    }
     let args = (
         State(state.clone()),
         Caller(signed.0.principal.clone()),
@@ -149,21 +145,12 @@ pub async fn set_enabled(
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: Option<String>,
-}
-
 /// Sends the test payload through the processor's sender and shows what came back.
 pub async fn send_test(
     State(state): State<Arc<AppState>>,
     signed: Signed,
     Path((org, sandbox)): Path<(String, String)>,
-    Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if signed.forged(form.csrf.as_deref()) {
-        return refused_csrf();
-    }
     let sent = send_test::send(
         State(state.clone()),
         Caller(signed.0.principal.clone()),
@@ -206,7 +193,6 @@ pub async fn confirm_delete(
 
 #[derive(Deserialize)]
 pub struct Delete {
-    csrf: Option<String>,
     version: String,
 }
 
@@ -216,9 +202,6 @@ pub async fn delete(
     Path((org, sandbox)): Path<(String, String)>,
     Form(form): Form<Delete>,
 ) -> Response {
-    if signed.forged(form.csrf.as_deref()) {
-        return refused_csrf();
-    }
     let deleted = webhooks::delete(
         State(state.clone()),
         Caller(signed.0.principal.clone()),
