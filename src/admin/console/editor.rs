@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::form::{errors_by_field, Action, WebhookForm, MAX_HEADERS};
 use super::webhook::{if_match, read};
-use super::{answer, message, render_status, said, value, webhook_path, Signed};
+use super::{answer, refused, render_status, said, value, webhook_path, Signed};
 use crate::admin::auth::Caller;
 use crate::admin::{webhooks, AppState};
 
@@ -64,12 +64,11 @@ pub async fn edit(
             None,
             StatusCode::OK,
         ),
-        Err(problem) => message(
+        Err(problem) => refused(
             &state,
             &signed,
             &org,
-            problem.status,
-            &said(&problem),
+            &problem,
             &format!("/console/orgs/{}/webhooks", super::urlencode(&org)),
         ),
     }

@@ -171,15 +171,7 @@ impl WebhookForm {
                 })
                 .unwrap_or_default()
         };
-        let mut headers: Vec<(String, String)> = record
-            .get("headers")
-            .and_then(Value::as_object)
-            .map(|h| {
-                h.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut headers = headers_of(record);
         if headers.is_empty() {
             headers.push((String::new(), String::new()));
         }
@@ -351,6 +343,19 @@ impl WebhookForm {
             Err(refused)
         }
     }
+}
+
+/// A record's custom headers, as name and value rows.
+pub fn headers_of(record: &Value) -> Vec<(String, String)> {
+    record
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A JSON-pointer segment (RFC 6901).

@@ -14,7 +14,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{answer, message, render_status, said, urlencode, value, webhook_path, Signed};
+use super::{answer, refused, render_status, urlencode, value, webhook_path, Signed};
 use crate::admin::auth::{allow, Caller};
 use crate::admin::deliveries::Query as LogQuery;
 use crate::admin::redeliver::{self, WindowRequest};
@@ -66,12 +66,11 @@ pub async fn page(
     Query(f): Query<Filters>,
 ) -> Response {
     if let Err(problem) = allow(&signed.0.principal, &org, Some(&sandbox), false) {
-        return message(
+        return refused(
             &state,
             &signed,
             &org,
-            problem.status,
-            &said(&problem),
+            &problem,
             &format!("/console/orgs/{}/webhooks", urlencode(&org)),
         );
     }
@@ -154,12 +153,11 @@ pub async fn event(
     Query(w): Query<Waiting>,
 ) -> Response {
     if let Err(problem) = allow(&signed.0.principal, &org, Some(&sandbox), false) {
-        return message(
+        return refused(
             &state,
             &signed,
             &org,
-            problem.status,
-            &said(&problem),
+            &problem,
             &format!("/console/orgs/{}/webhooks", urlencode(&org)),
         );
     }
@@ -218,14 +216,7 @@ pub async fn redeliver_one(
             let replay = a.body["replayId"].as_str().unwrap_or_default();
             Redirect::to(&format!("{event_path}?replay={}", urlencode(replay))).into_response()
         }
-        Err(problem) => message(
-            &state,
-            &signed,
-            &org,
-            problem.status,
-            &said(&problem),
-            &event_path,
-        ),
+        Err(problem) => refused(&state, &signed, &org, &problem, &event_path),
     }
 }
 
@@ -275,7 +266,7 @@ pub async fn redeliver_window(
             ))
             .into_response()
         }
-        Err(problem) => message(&state, &signed, &org, problem.status, &said(&problem), &log),
+        Err(problem) => refused(&state, &signed, &org, &problem, &log),
     }
 }
 
@@ -294,9 +285,7 @@ pub async fn progress(
     let log = format!("{}/deliveries", webhook_path(&org, &sandbox));
     let status = match got {
         Ok(Json(status)) => status,
-        Err(problem) => {
-            return message(&state, &signed, &org, problem.status, &said(&problem), &log)
-        }
+        Err(problem) => return refused(&state, &signed, &org, &problem, &log),
     };
     let running = status["state"] == "running";
     let mut response = render_status(

@@ -258,6 +258,17 @@ fn message(
     )
 }
 
+/// What the API refused, as a page with a way back.
+fn refused(
+    state: &AppState,
+    signed: &Signed,
+    org: &str,
+    problem: &Problem,
+    back: &str,
+) -> Response {
+    message(state, signed, org, problem.status, &said(problem), back)
+}
+
 fn refused_csrf() -> Response {
     (
         StatusCode::FORBIDDEN,

@@ -11,7 +11,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{answer, message, render_status, said, urlencode, webhook_path, Signed};
+use super::{answer, message, refused, render_status, said, urlencode, webhook_path, Signed};
 use crate::admin::auth::Caller;
 use crate::admin::problem::Problem;
 use crate::admin::{send_test, webhooks, AppState};
@@ -64,7 +64,7 @@ async fn show(
             StatusCode::OK,
             context! {
                 webhook => super::value(&webhook),
-                headers => super::value(header_rows(&webhook)),
+                headers => super::value(super::form::headers_of(&webhook)),
                 secrets => super::value(secret_prints(&webhook)),
                 test => test.map(|t| super::value(&t)),
                 ..signed.base(org, Some(sandbox))
@@ -82,27 +82,14 @@ async fn show(
                 urlencode(sandbox)
             ),
         ),
-        Err(problem) => message(
+        Err(problem) => refused(
             state,
             signed,
             org,
-            problem.status,
-            &said(&problem),
+            &problem,
             &format!("/console/orgs/{}/webhooks", urlencode(org)),
         ),
     }
-}
-
-fn header_rows(webhook: &Value) -> Vec<(String, String)> {
-    webhook
-        .get("headers")
-        .and_then(Value::as_object)
-        .map(|h| {
-            h.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn secret_prints(webhook: &Value) -> Vec<String> {
@@ -134,12 +121,11 @@ pub async fn set_enabled(
     };
     match answer(done).await {
         Ok(_) => Redirect::to(&webhook_path(&org, &sandbox)).into_response(),
-        Err(problem) => message(
+        Err(problem) => refused(
             &state,
             &signed,
             &org,
-            problem.status,
-            &said(&problem),
+            &problem,
             &webhook_path(&org, &sandbox),
         ),
     }
@@ -180,12 +166,11 @@ pub async fn confirm_delete(
                 ..signed.base(&org, Some(&sandbox))
             },
         ),
-        Err(problem) => message(
+        Err(problem) => refused(
             &state,
             &signed,
             &org,
-            problem.status,
-            &said(&problem),
+            &problem,
             &format!("/console/orgs/{}/webhooks", urlencode(&org)),
         ),
     }
@@ -224,13 +209,6 @@ pub async fn delete(
             "Someone changed this webhook after you opened it, so it was not deleted. Review it, then delete it again if you still mean to.",
             &webhook_path(&org, &sandbox),
         ),
-        Err(problem) => message(
-            &state,
-            &signed,
-            &org,
-            problem.status,
-            &said(&problem),
-            &webhook_path(&org, &sandbox),
-        ),
+        Err(problem) => refused(&state, &signed, &org, &problem, &webhook_path(&org, &sandbox)),
     }
 }
