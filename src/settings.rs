@@ -246,6 +246,11 @@ pub struct KafkaSettings {
     /// a transaction stays open (its outcomes become visible to `read_committed` readers
     /// when it commits); with `at_least_once`, how often offsets are committed.
     pub commit_interval_ms: u64,
+    /// With `exactly_once`, the most results one transaction holds: the one that fills it
+    /// asks for a commit before the interval is up. It bounds what a fault (a crash, a
+    /// transaction call that never returns) makes the next owner redo besides the requests
+    /// in flight; the default is `delivery.max_in_flight`'s.
+    pub max_transaction_records: usize,
     /// The transactional id prefix of this instance's producers (`exactly_once`). It must
     /// differ between instances and stay the same across restarts of one instance (a
     /// restart then aborts what the previous run left open at once, instead of after the
@@ -342,6 +347,7 @@ impl Default for KafkaSettings {
             properties: BTreeMap::new(),
             processing_guarantee: Guarantee::ExactlyOnce,
             commit_interval_ms: 250,
+            max_transaction_records: 1_024,
             transactional_id: None,
         }
     }
@@ -485,6 +491,9 @@ impl Settings {
         }
         if !(10..=60_000).contains(&self.kafka.commit_interval_ms) {
             return bad("kafka.commit_interval_ms must be from 10 to 60000");
+        }
+        if self.kafka.max_transaction_records == 0 {
+            return bad("kafka.max_transaction_records must be at least 1");
         }
         if self.kafka.transactional_id.as_deref() == Some("") {
             return bad("kafka.transactional_id must not be empty (leave it out for the default)");

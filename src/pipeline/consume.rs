@@ -119,6 +119,12 @@ pub(super) async fn consume<S, C, F, Fut>(
             biased;
             _ = stopping.changed() => {}
             _ = commit_tick.tick() => commit(),
+            // The open transaction is full: commit it now, rather than hold its writes back
+            // until the interval is up.
+            () = consumer.commit_wanted() => {
+                commit();
+                commit_tick.reset();
+            }
             () = tokio::time::sleep_until(next_due.unwrap_or(since)), if next_due.is_some() => {
                 let now = tokio::time::Instant::now();
                 deferred.retain(|(at, key, generation)| {
@@ -269,6 +275,7 @@ mod tests {
         stored: Mutex<Vec<i64>>,
         deferred: Mutex<Vec<(i64, Vec<u8>)>>,
         resumed: Mutex<Vec<u64>>,
+        commit_wanted: Notify,
     }
 
     fn key() -> PartitionKey {
@@ -317,6 +324,10 @@ mod tests {
                 stored.push(next);
             }
             Ok(())
+        }
+
+        async fn commit_wanted(&self) {
+            self.commit_wanted.notified().await
         }
 
         fn pause(&self) {}
@@ -408,6 +419,27 @@ mod tests {
             [0, 3],
             "0, 1 and 2 are done"
         );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_transaction_is_committed_before_the_interval_is_up() {
+        let source = leak(FakeSource::default());
+        let mut l = a_loop(source, 8);
+        l.commit_every = Duration::from_secs(3600);
+        let (stop, task) = run(l, |_, _| async { true });
+        // Past the interval's first tick, which is immediate.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        source.push(0, "");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            source.stored.lock().unwrap().is_empty(),
+            "record 0 is done, and the next commit is an hour away"
+        );
+        source.commit_wanted.notify_one();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(*source.stored.lock().unwrap(), [1], "committed now");
         stop.send(true).unwrap();
         task.await.unwrap();
     }

@@ -149,7 +149,7 @@ pub async fn run(
     let outcome_limit = max_message_bytes(&settings.kafka, &settings.kafka.outcome_topic)
         .await
         .unwrap_or(BROKER_DEFAULT_MAX_MESSAGE_BYTES);
-    let recorder = |transactional_id: Option<String>| {
+    let recorder = |transactional_id: Option<String>, max_transaction_records: usize| {
         let (kafka, tiers, fatal) = (settings.kafka.clone(), tiers.clone(), fatal.clone());
         // Registering a transactional id waits for the broker: off the async workers.
         tokio::task::spawn_blocking(move || {
@@ -158,6 +158,7 @@ pub async fn run(
                 max_record_bytes: record_limit,
                 outcome_limit,
                 transactional_id: transactional_id.as_deref(),
+                max_transaction_records,
                 fatal,
             };
             Recorder::new(&kafka, options).map(Arc::new)
@@ -168,18 +169,20 @@ pub async fn run(
             .map_err(PipelineError::from)
     };
     // Exactly once, each loop writes in transactions of its own, so a loop that loses its
-    // assignment aborts only its own results.
+    // assignment aborts only its own results; a transaction holds at most
+    // `kafka.max_transaction_records` results.
+    let cap = settings.kafka.max_transaction_records;
     let recorders: [Arc<Recorder>; 3] = if exactly_once {
         let prefix = settings.transactional_id();
         info!(transactional_id = prefix, "processing exactly once");
         [
-            joined(recorder(Some(format!("{prefix}-input"))).await)?,
-            joined(recorder(Some(format!("{prefix}-retry"))).await)?,
-            joined(recorder(Some(format!("{prefix}-replay"))).await)?,
+            joined(recorder(Some(format!("{prefix}-input")), cap).await)?,
+            joined(recorder(Some(format!("{prefix}-retry")), cap).await)?,
+            joined(recorder(Some(format!("{prefix}-replay")), cap).await)?,
         ]
     } else {
         warn!("processing at least once: a fault may write an outcome twice");
-        let shared = joined(recorder(None).await)?;
+        let shared = joined(recorder(None, cap).await)?;
         [shared.clone(), shared.clone(), shared]
     };
     let config: Arc<dyn ConfigLookup> = Arc::new(store);

@@ -1,6 +1,7 @@
 //! Where an event's result is recorded: its terminal outcome on the outcome topic, or, while
 //! it waits for another attempt, a parked record on a retry-tier topic.
 
+mod gate;
 #[cfg(test)]
 pub mod memory;
 pub mod outcomes;

@@ -11,9 +11,9 @@ use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::{Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tracing::{debug, error, warn};
 
+use super::gate::Gate;
 use super::watchdog::Watchdog;
 
 use super::RecordSink;
@@ -89,12 +89,8 @@ pub struct Recorder {
 /// The open transaction's bookkeeping.
 #[derive(Debug)]
 struct Txn {
-    /// Writes hold it for reading until their record settles; a commit takes it for
-    /// writing, so it sees every written record's offset as done, and no write is half-way.
-    gate: Arc<RwLock<()>>,
-    /// A commit is waiting for the writes under way: new ones wait until it has the gate.
-    closing: AtomicBool,
-    reopened: Notify,
+    /// Between writes and commits (see [`Gate`]).
+    gate: Gate,
     /// Something was written since the last commit.
     written: AtomicBool,
     /// A record was given up after its result was written (a shutdown past its drain
@@ -143,7 +139,7 @@ const REWRITES: u32 = 5;
 /// write was abandoned half-way, at shutdown), it marks the transaction orphaned.
 #[derive(Debug)]
 struct TxnHold {
-    _read: OwnedRwLockReadGuard<()>,
+    _read: tokio::sync::OwnedRwLockReadGuard<()>,
     txn: Arc<Txn>,
     completed: bool,
 }
@@ -162,27 +158,6 @@ impl Drop for TxnHold {
     }
 }
 
-impl Txn {
-    /// Waits until no write is under way (holding new ones back meanwhile), for up to
-    /// `wait`. Blocking, and runtime-free: it runs inside consumer callbacks too.
-    fn barrier(&self, wait: Duration) -> Option<OwnedRwLockWriteGuard<()>> {
-        self.closing.store(true, Ordering::SeqCst);
-        let deadline = std::time::Instant::now() + wait;
-        let barrier = loop {
-            match self.gate.clone().try_write_owned() {
-                Ok(guard) => break Some(guard),
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                Err(_) => break None,
-            }
-        };
-        self.closing.store(false, Ordering::SeqCst);
-        self.reopened.notify_waiters();
-        barrier
-    }
-}
-
 /// What the outcome writer needs to know.
 pub struct RecorderOptions<'a> {
     /// The retry tiers' topics, shortest first (see [`crate::domain::parked`]).
@@ -193,6 +168,9 @@ pub struct RecorderOptions<'a> {
     pub outcome_limit: usize,
     /// Exactly once: this writer's transactional id.
     pub transactional_id: Option<&'a str>,
+    /// Exactly once: the most results one transaction holds, what a transaction lost to a
+    /// fault can take with it (`kafka.max_transaction_records`, see [`Gate`]).
+    pub max_transaction_records: usize,
     /// Raised on a fatal producer error.
     pub fatal: Fatal,
 }
@@ -212,7 +190,10 @@ impl Recorder {
             // Idempotence: broker-side retries cannot duplicate or reorder records.
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            // Short: a commit waits for the writes under way, so a longer linger holds
+            // every commit (and the writes queued behind it) back by as much; with many
+            // records under way, batches fill anyway (BENCHMARKS.md, "Exactly-once").
+            .set("linger.ms", "1")
             .set("compression.type", "lz4");
         if let Some(id) = o.transactional_id {
             let timeout = TRANSACTION_TIMEOUT.as_millis().to_string();
@@ -235,9 +216,7 @@ impl Recorder {
                 producer.begin_transaction()?;
                 Some(Arc::new(Txn {
                     watchdog,
-                    gate: Arc::new(RwLock::new(())),
-                    closing: AtomicBool::new(false),
-                    reopened: Notify::new(),
+                    gate: Gate::new(o.max_transaction_records),
                     written: AtomicBool::new(false),
                     orphaned: AtomicBool::new(false),
                     failed: AtomicBool::new(false),
@@ -262,17 +241,7 @@ impl Recorder {
         let Some(txn) = &self.txn else {
             return Ok(None);
         };
-        loop {
-            // Registered before the check, so a reopening in between is not missed.
-            let reopened = txn.reopened.notified();
-            tokio::pin!(reopened);
-            reopened.as_mut().enable();
-            if !txn.closing.load(Ordering::SeqCst) {
-                break;
-            }
-            reopened.await;
-        }
-        let read = txn.gate.clone().read_owned().await;
+        let read = txn.gate.enter().await;
         if !record.is_held() {
             debug!(
                 topic = record.key.topic,
@@ -672,8 +641,9 @@ impl Transactions for Recorder {
             return Ok(());
         };
         // Every write under way finishes (its record settles) first; new ones wait. A write
-        // that does not finish soon (the broker is away) is waited for by a later commit.
-        let Some(_barrier) = txn.barrier(BARRIER_WAIT) else {
+        // that does not finish soon (the broker is away) is waited for by a later commit,
+        // and new writes wait until then.
+        let Some(_barrier) = txn.gate.drain(BARRIER_WAIT) else {
             return Err(CommitError::Busy);
         };
         if txn.failed.load(Ordering::SeqCst) {
@@ -688,13 +658,23 @@ impl Transactions for Recorder {
         result
     }
 
+    fn filled(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.txn.as_ref().map(|txn| txn.gate.filled())
+    }
+
+    fn held_back(&self) -> bool {
+        self.txn.as_ref().is_some_and(|txn| txn.gate.is_closed())
+    }
+
     fn abort(&self) -> Result<(), CommitError> {
         let Some(txn) = &self.txn else {
             return Ok(());
         };
         // Writes under way are thrown away with the rest: no need to wait long for them.
-        let _barrier = txn.barrier(BARRIER_WAIT);
-        self.abort_open(txn)?;
+        let _barrier = txn.gate.drain(BARRIER_WAIT);
+        let aborted = self.abort_open(txn);
+        txn.gate.reopen();
+        aborted?;
         metrics().transactions.with_label_values(&["aborted"]).inc();
         Ok(())
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
 
 use super::offsets::{OffsetTracker, PartitionKey};
 use super::progress::Progress;
@@ -24,7 +25,7 @@ pub enum CommitError {
     #[error("offset commit: {0}")]
     Kafka(#[from] KafkaError),
     /// Writes under way did not finish in time (the broker is slow or away): nothing was
-    /// committed, and a later commit covers it.
+    /// committed, and a later commit covers it. Exactly once, new writes wait until then.
     #[error("writes under way did not finish; not committed yet")]
     Busy,
 }
@@ -40,6 +41,12 @@ pub trait Transactions: Send + Sync {
     /// error that stops the process: its restart redoes the work from the committed
     /// offsets. Blocking.
     fn commit(&self, offsets: &mut dyn FnMut() -> Option<Offsets>) -> Result<(), CommitError>;
+    /// Notified when the open transaction is full and should be committed before the
+    /// commit interval is up.
+    fn filled(&self) -> Option<Arc<Notify>>;
+    /// Whether writes are waiting for a commit (the transaction is full, or a commit gave
+    /// up on a write that was stuck).
+    fn held_back(&self) -> bool;
     /// Throws away what was written since the last commit (the assignment was lost, so
     /// its offsets can no longer be committed). Blocking.
     fn abort(&self) -> Result<(), CommitError>;
@@ -68,6 +75,11 @@ impl Committer {
 
     pub fn exactly_once(&self) -> bool {
         self.transactions.is_some()
+    }
+
+    /// Exactly once: whether writes are waiting for a commit (see [`Transactions`]).
+    pub fn held_back(&self) -> bool {
+        self.transactions.as_ref().is_some_and(|t| t.held_back())
     }
 
     /// Commits the progress that changed since the last commit. Blocking (exactly once, or
@@ -108,6 +120,15 @@ impl Committer {
             committed.extend(taken);
         }
         Ok(())
+    }
+
+    /// Resolves when progress should be committed before the commit interval is up
+    /// (exactly once: the open transaction is full); never at least once.
+    pub async fn wanted(&self) {
+        match self.transactions.as_ref().and_then(|t| t.filled()) {
+            Some(filled) => filled.notified().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Exactly once: voids what was written since the last commit (see

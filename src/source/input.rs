@@ -234,6 +234,14 @@ impl InputContext {
             let deadline = started + self.revoke_grace;
             let wait = || {
                 while open(&self.tracker) > 0 && Instant::now() < deadline {
+                    // Exactly once, the records may be waiting to write their results for
+                    // a commit (their transaction is full) that the loop cannot make while
+                    // this callback holds it up.
+                    if self.committer.held_back() {
+                        if let Err(e) = self.committer.commit(consumer, CommitMode::Sync) {
+                            warn!(consumer = self.name, error = %e, "commit during revocation failed; retrying");
+                        }
+                    }
                     std::thread::sleep(Duration::from_millis(10));
                 }
             };
@@ -604,6 +612,12 @@ impl InputConsumer {
         self.committer.commit(&self.consumer, CommitMode::Sync)
     }
 
+    /// Resolves when progress should be committed before the commit interval is up (see
+    /// [`Committer::wanted`]).
+    pub async fn commit_wanted(&self) {
+        self.committer.wanted().await
+    }
+
     /// Exactly once: throws away what was written since the last commit.
     pub fn abort(&self) -> Result<(), CommitError> {
         self.committer.abort()
@@ -636,6 +650,9 @@ pub trait RecordSource: Sync {
     ) -> impl std::future::Future<Output = Result<Option<InputRecord>, InputError>> + Send;
     /// Commits the progress made since the last commit (see [`InputConsumer::commit_now`]).
     fn commit(&self) -> Result<(), CommitError>;
+    /// Resolves when a commit should not wait for the interval (see
+    /// [`InputConsumer::commit_wanted`]).
+    fn commit_wanted(&self) -> impl std::future::Future<Output = ()> + Send;
     /// Stops / resumes fetching every partition (the loop is full for long).
     fn pause(&self);
     fn resume(&self);
@@ -652,6 +669,10 @@ impl RecordSource for InputConsumer {
 
     fn commit(&self) -> Result<(), CommitError> {
         InputConsumer::commit_now(self)
+    }
+
+    async fn commit_wanted(&self) {
+        InputConsumer::commit_wanted(self).await
     }
 
     fn pause(&self) {

@@ -170,6 +170,55 @@ async fn at_least_once_what_completed_after_the_last_commit_is_not_redone() {
     assert!(third.stop().success());
 }
 
+/// A transaction holds at most `kafka.max_transaction_records` results: the one that fills
+/// it is committed at once, not at the (here hour-long) interval. Each committed
+/// transaction leaves a marker after its records in every partition it wrote, so a
+/// `read_committed` reader sees the transactions as runs of consecutive offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_holds_no_more_than_its_limit() {
+    let mut h = Harness::start("txn-limit").await;
+    h.configure(ORG, &h.receiver.url("/hook")).await;
+    h.env.extend([
+        ("FW_KAFKA__COMMIT_INTERVAL_MS".into(), "60000".into()),
+        ("FW_KAFKA__MAX_TRANSACTION_RECORDS".into(), "5".into()),
+    ]);
+    let mut processor = h.processor("limit");
+    let events = 100;
+    for i in 0..events {
+        h.producer
+            .send_json(&h.topics.input, Some("k"), &spec_event(&format!("e-{i}")))
+            .await;
+    }
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    // All of them, well before the interval: only full transactions commit meanwhile.
+    outcomes.wait_for(events);
+    let mut runs: Vec<usize> = Vec::new();
+    let mut last: HashMap<i32, i64> = HashMap::new();
+    let mut sorted = outcomes.positions.clone();
+    sorted.sort_unstable();
+    for (partition, offset) in sorted {
+        match last.insert(partition, offset) {
+            Some(previous) if previous + 1 == offset => {
+                if let Some(run) = runs.last_mut() {
+                    *run += 1;
+                }
+            }
+            _ => runs.push(1),
+        }
+    }
+    assert!(
+        runs.iter().all(|&run| run <= 5),
+        "outcomes per transaction and partition: {runs:?}"
+    );
+    assert_eq!(outcomes.by_event_id().len(), events);
+    assert_eq!(
+        requests_by_id(&h).values().sum::<usize>(),
+        events,
+        "one request per event"
+    );
+    assert!(processor.stop().success());
+}
+
 /// A second instance started with the first one's transactional id fences the first: the
 /// first stops with a non-zero status at its next commit, and the second carries on; no
 /// outcome is committed twice.

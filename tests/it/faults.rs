@@ -65,6 +65,11 @@ fn fault_env(h: &Harness, instance: &str) -> Vec<(String, String)> {
             "FW_DELIVERY__MAX_IN_FLIGHT".into(),
             MAX_IN_FLIGHT.to_string(),
         ),
+        // A transaction lost to a fault holds no more than that either.
+        (
+            "FW_KAFKA__MAX_TRANSACTION_RECORDS".into(),
+            MAX_IN_FLIGHT.to_string(),
+        ),
         ("FW_KAFKA__PROCESSING_GUARANTEE".into(), guarantee()),
         // Each result written, with its record's coordinates: a duplicate can be traced.
         (

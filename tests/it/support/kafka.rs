@@ -159,6 +159,8 @@ pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
 pub struct Reader {
     consumer: BaseConsumer,
     pub records: Vec<Value>,
+    /// Each record's partition and offset, in the order read.
+    pub positions: Vec<(i32, i64)>,
 }
 
 impl Reader {
@@ -177,6 +179,7 @@ impl Reader {
         Reader {
             consumer,
             records: Vec::new(),
+            positions: Vec::new(),
         }
     }
 
@@ -193,6 +196,7 @@ impl Reader {
                     // Every outcome the processor writes must match the published schema.
                     super::assert_schema(feedback_webhooks::schema::Kind::Outcome, &value);
                     self.records.push(value);
+                    self.positions.push((m.partition(), m.offset()));
                 }
                 Some(Err(e)) => panic!("reading: {e}"),
                 None => {}
