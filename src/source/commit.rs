@@ -56,6 +56,8 @@ pub trait Transactions: Send + Sync {
 pub struct Committer {
     pub(super) tracker: Arc<Mutex<OffsetTracker>>,
     transactions: Option<Arc<dyn Transactions>>,
+    /// Exactly once: notified when the open transaction is full (see [`Committer::wanted`]).
+    filled: Option<Arc<Notify>>,
     /// What was last committed per partition: unchanged progress is not committed again,
     /// and exactly once, it is what a revoked partition is known to have done.
     committed: Mutex<HashMap<PartitionKey, Progress>>,
@@ -68,6 +70,7 @@ impl Committer {
     ) -> Self {
         Committer {
             tracker,
+            filled: transactions.as_ref().and_then(|t| t.filled()),
             transactions,
             committed: Mutex::new(HashMap::new()),
         }
@@ -125,7 +128,7 @@ impl Committer {
     /// Resolves when progress should be committed before the commit interval is up
     /// (exactly once: the open transaction is full); never at least once.
     pub async fn wanted(&self) {
-        match self.transactions.as_ref().and_then(|t| t.filled()) {
+        match &self.filled {
             Some(filled) => filled.notified().await,
             None => std::future::pending().await,
         }

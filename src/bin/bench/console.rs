@@ -11,12 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use feedback_webhooks::admin::tokens;
 use feedback_webhooks::delivery::unix_ms;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::FutureProducer;
 use serde_json::json;
 
 use super::admin::{outcome, plain_client, start_admin};
-use super::{client, create_topics, delete_topics};
+use super::{client, create_topics, delete_topics, send};
 
 /// Webhooks of the org.
 const WEBHOOKS: usize = 1_000;
@@ -45,24 +44,12 @@ pub async fn run(bin: &Path, bootstrap: &str) {
             "updatedAt": "2026-11-30T09:00:00Z" });
         let key = format!("webhook/{ORG}/{sandbox}");
         let bytes = serde_json::to_vec(&webhook).unwrap_or_default();
-        producer
-            .send(
-                FutureRecord::to(&topics.config).key(&key).payload(&bytes),
-                Timeout::Never,
-            )
-            .await
-            .expect("webhook produced");
+        send(&producer, &topics.config, &key, &bytes).await;
         for k in 0..OUTCOMES_EACH {
             let at = now - (k as u64) * 3_600_000;
             let value = outcome(n, n * 7 + k, ORG, &sandbox, at);
             let id = format!("evt-{n}");
-            producer
-                .send(
-                    FutureRecord::to(&topics.outcomes).key(&id).payload(&value),
-                    Timeout::Never,
-                )
-                .await
-                .expect("outcome produced");
+            send(&producer, &topics.outcomes, &id, &value).await;
             n += 1;
         }
     }

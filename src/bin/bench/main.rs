@@ -347,18 +347,24 @@ async fn publish_config(
             (format!("campaign/{org}/{SANDBOX}/{CAMPAIGN}"), campaign),
         ] {
             let bytes = serde_json::to_vec(&value).unwrap_or_default();
-            producer
-                .send(
-                    FutureRecord::to(&topics.config).key(&key).payload(&bytes),
-                    Timeout::Never,
-                )
-                .await
-                .expect("config produced");
+            send(producer, &topics.config, &key, &bytes).await;
         }
     }
 }
 
 /// The upstream producer of events, configured as the arguments say.
+/// Writes one record and waits for the broker's acknowledgement (set-up; panics on failure).
+async fn send(producer: &FutureProducer, topic: &str, key: &str, value: &[u8]) {
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Timeout::Never,
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
+}
+
 fn event_producer(args: &Args) -> FutureProducer {
     client(&args.bootstrap)
         .set("linger.ms", "5")
