@@ -7,10 +7,37 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+/// Why the process cannot go on in place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FatalCause {
+    /// A loop's progress could not be committed (exactly once: its transaction failed).
+    #[error("{consumer} commit: {reason}")]
+    Commit {
+        consumer: &'static str,
+        reason: String,
+    },
+    /// Exactly once, the commit on a revocation failed: the open transaction holds results
+    /// of partitions handed over.
+    #[error("{consumer} revocation: {reason}")]
+    Revocation {
+        consumer: &'static str,
+        reason: String,
+    },
+    /// A record task panicked: its offset would stay open for good.
+    #[error("a {consumer} record task failed: {reason}")]
+    TaskFailed {
+        consumer: &'static str,
+        reason: String,
+    },
+    /// The producer cannot go on (fenced, a fatal idempotence error).
+    #[error("producer: {0}")]
+    Producer(String),
+}
+
 /// Raised once, by whoever meets the condition; the pipeline waits on it.
 #[derive(Clone)]
 pub struct Fatal {
-    tx: Arc<watch::Sender<Option<String>>>,
+    tx: Arc<watch::Sender<Option<FatalCause>>>,
 }
 
 impl Default for Fatal {
@@ -22,9 +49,8 @@ impl Default for Fatal {
 }
 
 impl Fatal {
-    /// Raises the condition; the first reason is kept.
-    pub fn raise(&self, why: impl Into<String>) {
-        let why = why.into();
+    /// Raises the condition; the first cause is kept.
+    pub fn raise(&self, why: FatalCause) {
         self.tx.send_if_modified(|current| {
             if current.is_some() {
                 return false;
@@ -38,15 +64,15 @@ impl Fatal {
         self.tx.borrow().is_some()
     }
 
-    /// Resolves with the reason once the condition is raised.
-    pub async fn raised(&self) -> String {
+    /// Resolves with the cause once the condition is raised.
+    pub async fn raised(&self) -> FatalCause {
         let mut rx = self.tx.subscribe();
         let why = match rx.wait_for(Option::is_some).await {
             Ok(why) => why.clone(),
             // The sender lives in `self`: it cannot be dropped while this waits.
             Err(_) => None,
         };
-        why.unwrap_or_default()
+        why.unwrap_or(FatalCause::Producer(String::new()))
     }
 }
 
@@ -62,9 +88,13 @@ mod tests {
             async move { fatal.raised().await }
         });
         assert!(!fatal.is_raised());
-        fatal.raise("producer fenced");
-        fatal.raise("later");
-        assert_eq!(waiter.await.unwrap(), "producer fenced");
-        assert_eq!(fatal.raised().await, "producer fenced");
+        fatal.raise(FatalCause::Producer("fenced".into()));
+        fatal.raise(FatalCause::Commit {
+            consumer: "input",
+            reason: "later".into(),
+        });
+        let first = FatalCause::Producer("fenced".into());
+        assert_eq!(waiter.await.unwrap(), first);
+        assert_eq!(fatal.raised().await.to_string(), "producer: fenced");
     }
 }

@@ -54,6 +54,24 @@ pub struct TopicSpec {
 }
 
 impl TopicSpec {
+    /// The processor's own topics under `settings` (`ensure_topics`).
+    pub fn from_settings(settings: &crate::settings::Settings) -> Self {
+        // Parked records wait at most the retry max age (a day unless set, the longest tier
+        // 4 h); a week on top covers an outage of the processor.
+        const MARGIN_MS: i64 = 7 * 24 * 3_600_000;
+        let max_age_ms = match settings.delivery.retry_max_age_secs {
+            0 => 24 * 3_600_000,
+            secs => i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        };
+        TopicSpec {
+            partitions: settings.kafka.retry_partitions,
+            max_record_bytes: internal_record_limit(settings.delivery.max_event_bytes),
+            replication: settings.kafka.internal_replication_factor,
+            min_insync: settings.kafka.internal_min_insync_replicas,
+            retention_ms: max_age_ms.saturating_add(MARGIN_MS),
+        }
+    }
+
     /// The replication factor and `min.insync.replicas` on a cluster of `brokers`.
     pub fn durability(&self, brokers: usize) -> (i32, i32) {
         let brokers = i32::try_from(brokers.max(1)).unwrap_or(i32::MAX);
@@ -225,6 +243,7 @@ pub async fn max_message_bytes(kafka: &KafkaSettings, topic: &str) -> Option<usi
 /// The id the cluster gave `topic` when it was created (base64), by the DescribeTopics
 /// admin request on `client` (blocking, up to `timeout`); `None` when the broker does not
 /// say. A topic deleted and made again under the same name has a new id.
+#[allow(unsafe_code)]
 pub fn topic_id<C: rdkafka::ClientContext>(
     client: &rdkafka::client::Client<C>,
     topic: &str,

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
-use feedback_webhooks::cli::{config_cmd, receiver_cmd, replay_cmd};
+use feedback_webhooks::cli::{config_cmd, receiver_cmd, replay_cmd, CliError};
 use feedback_webhooks::domain::config::ConfigKey;
 use feedback_webhooks::domain::secret::SealingKey;
 use feedback_webhooks::settings::Settings;
@@ -198,7 +198,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result: Result<(), String> = match cli.command {
+    match run(cli.command, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> Result<(), CliError> {
+    match command {
         Command::Run => {
             init_logging(&settings);
             if !settings.ignored_env.is_empty() {
@@ -210,79 +220,28 @@ async fn main() -> ExitCode {
             match tokio::spawn(pipeline::run(settings, shutdown_signal())).await {
                 Ok(result) => result.map_err(|e| {
                     error!(error = %e, "processor stopped");
-                    e.to_string()
+                    e.into()
                 }),
                 Err(e) => {
                     error!(error = %e, "processor task failed");
-                    Err(e.to_string())
+                    Err(CliError::Failed(e.to_string()))
                 }
             }
         }
-        Command::Replay(args) => replay_cmd::run(&settings, &args)
-            .await
-            .map_err(|e| e.to_string()),
-        Command::Check => {
-            let k = &settings.kafka;
-            println!(
-                "settings OK: brokers {} group {} input {:?} config {} outcomes {} retries {}-*; \
-                 cache {}; operator port {}; drain {} s",
-                k.bootstrap_servers,
-                k.group_id,
-                k.input_topics,
-                k.config_topic,
-                k.outcome_topic,
-                settings.retry_topic_prefix(),
-                settings.store.path.display(),
-                if settings.http.listen.is_empty() {
-                    "off"
-                } else {
-                    &settings.http.listen
-                },
-                settings.shutdown.drain_deadline_secs
-            );
-            // The admin API's own settings, checked as `admin` would at start.
-            let a = &settings.admin;
-            let tokens = a.all_tokens().map_err(|e| e.to_string()).and_then(|t| {
-                admin::tokens::Tokens::new(&t)
-                    .map(|_| t.len())
-                    .map_err(|e| e.to_string())
-            });
-            match tokens {
-                Ok(n) => {
-                    println!(
-                        "admin: listen {} ({}); {n} token(s); cache {}; operator port {}",
-                        a.listen,
-                        match (&a.tls_cert_file, a.allow_plain_http) {
-                            (Some(_), _) => "TLS",
-                            (None, true) => "plain HTTP",
-                            (None, false) => "no TLS files: refused at start",
-                        },
-                        a.store_path.display(),
-                        if a.metrics_listen.is_empty() {
-                            "off"
-                        } else {
-                            &a.metrics_listen
-                        }
-                    );
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        }
+        Command::Replay(args) => Ok(replay_cmd::run(&settings, &args).await?),
+        Command::Check => check(&settings),
         Command::Receiver {
             listen,
             ca_out,
             status,
             names,
-        } => receiver_cmd::run(listen, &ca_out, status, &names)
-            .await
-            .map_err(|e| e.to_string()),
+        } => Ok(receiver_cmd::run(listen, &ca_out, status, &names).await?),
         Command::Config(command) => config(&settings, command).await,
         Command::Admin { command: None } => {
             init_logging(&settings);
             admin::run(&settings, shutdown_signal()).await.map_err(|e| {
                 error!(error = %e, "admin API stopped");
-                e.to_string()
+                e.into()
             })
         }
         Command::Admin {
@@ -301,25 +260,67 @@ async fn main() -> ExitCode {
                 CampaignCommand::Enable(a) => (a, true),
                 CampaignCommand::Disable(a) => (a, false),
             };
-            config_cmd::set_campaign(&settings, &args.org, &args.sandbox, &args.campaign, enabled)
-                .await
-                .map(|key| println!("published {key} (webhooksEnabled: {enabled})"))
-                .map_err(|e| e.to_string())
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
+            let key = config_cmd::set_campaign(
+                &settings,
+                &args.org,
+                &args.sandbox,
+                &args.campaign,
+                enabled,
+            )
+            .await?;
+            println!("published {key} (webhooksEnabled: {enabled})");
+            Ok(())
         }
     }
 }
 
-fn admin_cert(out: &std::path::Path, names: &[String]) -> Result<(), String> {
+/// `check`: the settings as the processor and the admin API would read them at start.
+fn check(settings: &Settings) -> Result<(), CliError> {
+    let k = &settings.kafka;
+    println!(
+        "settings OK: brokers {} group {} input {:?} config {} outcomes {} retries {}-*; \
+         cache {}; operator port {}; drain {} s",
+        k.bootstrap_servers,
+        k.group_id,
+        k.input_topics,
+        k.config_topic,
+        k.outcome_topic,
+        settings.retry_topic_prefix(),
+        settings.store.path.display(),
+        if settings.http.listen.is_empty() {
+            "off"
+        } else {
+            &settings.http.listen
+        },
+        settings.shutdown.drain_deadline_secs
+    );
+    // The admin API's own settings, checked as `admin` would at start.
+    let a = &settings.admin;
+    let tokens = a.all_tokens()?;
+    admin::tokens::Tokens::new(&tokens).map_err(|e| CliError::Usage(e.to_string()))?;
+    println!(
+        "admin: listen {} ({}); {} token(s); cache {}; operator port {}",
+        a.listen,
+        match (&a.tls_cert_file, a.allow_plain_http) {
+            (Some(_), _) => "TLS",
+            (None, true) => "plain HTTP",
+            (None, false) => "no TLS files: refused at start",
+        },
+        tokens.len(),
+        a.store_path.display(),
+        if a.metrics_listen.is_empty() {
+            "off"
+        } else {
+            &a.metrics_listen
+        }
+    );
+    Ok(())
+}
+
+fn admin_cert(out: &std::path::Path, names: &[String]) -> Result<(), CliError> {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ca = feedback_webhooks::receiver::LocalCa::generate(&names).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let ca = feedback_webhooks::receiver::LocalCa::generate(&names)?;
+    std::fs::create_dir_all(out).map_err(|e| CliError::file(out, e))?;
     for (file, text) in [
         ("ca.pem", &ca.ca_pem),
         ("cert.pem", &ca.cert_pem),
@@ -337,9 +338,8 @@ fn admin_cert(out: &std::path::Path, names: &[String]) -> Result<(), String> {
                 .mode(mode)
                 .open(&path)
         }
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-        std::io::Write::write_all(&mut f, text.as_bytes())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| CliError::file(&path, e))?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| CliError::file(&path, e))?;
     }
     println!(
         "wrote {0}/ca.pem (trust this), {0}/cert.pem and {0}/key.pem for {names:?}",
@@ -348,19 +348,19 @@ fn admin_cert(out: &std::path::Path, names: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn admin_token(name: &str, scope: &str, right: &str) -> Result<(), String> {
+fn admin_token(name: &str, scope: &str, right: &str) -> Result<(), CliError> {
     use feedback_webhooks::admin::tokens::{self, Right, Scope, TokenEntry};
     let right = match right {
         "read" => Right::Read,
         "write" => Right::Write,
-        other => return Err(format!("--right {other:?}: read or write")),
+        other => return Err(CliError::Usage(format!("--right {other:?}: read or write"))),
     };
     if Scope::parse(scope).is_none() {
-        return Err(format!(
+        return Err(CliError::Usage(format!(
             "--scope {scope:?}: operator, {{imsOrg}} or {{imsOrg}}/{{sandboxId}}"
-        ));
+        )));
     }
-    let (token, hash) = tokens::generate().map_err(|e| e.to_string())?;
+    let (token, hash) = tokens::generate().map_err(|e| CliError::Failed(e.to_string()))?;
     let entry = TokenEntry {
         name: name.to_owned(),
         hash,
@@ -388,18 +388,19 @@ fn toml_entry(e: &feedback_webhooks::admin::tokens::TokenEntry) -> String {
     )
 }
 
-fn seal(settings: &Settings, file: &std::path::Path, record: &str) -> Result<(), String> {
+fn seal(settings: &Settings, file: &std::path::Path, record: &str) -> Result<(), CliError> {
     // Sealed for a webhook record only: campaigns hold no secrets.
     if !matches!(ConfigKey::parse(record), Ok(ConfigKey::Webhook { .. })) {
-        return Err(format!(
+        return Err(CliError::Usage(format!(
             "--record {record:?} is not a webhook record key (webhook/{{imsOrg}}/{{sandboxId}})"
-        ));
+        )));
     }
-    let key = settings
-        .sealing_key()
-        .map_err(|e| e.to_string())?
-        .ok_or("set secrets.encryption_key_file (or FW_SECRETS__ENCRYPTION_KEY_FILE) first")?;
-    let plaintext = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let key = settings.sealing_key()?.ok_or_else(|| {
+        CliError::Usage(
+            "set secrets.encryption_key_file (or FW_SECRETS__ENCRYPTION_KEY_FILE) first".into(),
+        )
+    })?;
+    let plaintext = std::fs::read(file).map_err(|e| CliError::file(file, e))?;
     println!(
         "{}",
         serde_json::json!({ "encrypted": key.seal(&plaintext, record) })
@@ -407,14 +408,13 @@ fn seal(settings: &Settings, file: &std::path::Path, record: &str) -> Result<(),
     Ok(())
 }
 
-async fn config(settings: &Settings, command: ConfigCommand) -> Result<(), String> {
+async fn config(settings: &Settings, command: ConfigCommand) -> Result<(), CliError> {
     match command {
         ConfigCommand::Put { file, by } => {
             let by = by.unwrap_or_else(config_cmd::operator);
-            config_cmd::put(settings, &file, &by)
-                .await
-                .map(|key| println!("published {key}"))
-                .map_err(|e| e.to_string())
+            let key = config_cmd::put(settings, &file, &by).await?;
+            println!("published {key}");
+            Ok(())
         }
         ConfigCommand::Delete {
             org,
@@ -425,15 +425,16 @@ async fn config(settings: &Settings, command: ConfigCommand) -> Result<(), Strin
                 Some(c) => ConfigKey::campaign(&org, &sandbox, &c),
                 None => ConfigKey::webhook(&org, &sandbox),
             };
-            config_cmd::delete(settings, &key)
-                .await
-                .map(|()| println!("deleted {key}"))
-                .map_err(|e| e.to_string())
+            config_cmd::delete(settings, &key).await?;
+            println!("deleted {key}");
+            Ok(())
         }
         ConfigCommand::Get { org, sandbox } => {
-            let state = config_cmd::read_all(settings).map_err(|e| e.to_string())?;
+            let state = config_cmd::read_all(settings)?;
             let key = ConfigKey::webhook(&org, &sandbox).to_string();
-            let record = state.get(&key).ok_or(format!("no webhook for {key}"))?;
+            let record = state
+                .get(&key)
+                .ok_or_else(|| CliError::Failed(format!("no webhook for {key}")))?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(record).unwrap_or_default()
@@ -441,7 +442,7 @@ async fn config(settings: &Settings, command: ConfigCommand) -> Result<(), Strin
             Ok(())
         }
         ConfigCommand::List => {
-            let state = config_cmd::read_all(settings).map_err(|e| e.to_string())?;
+            let state = config_cmd::read_all(settings)?;
             for (key, record) in &state {
                 let summary = match record["kind"].as_str() {
                     Some("webhook") => format!(

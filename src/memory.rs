@@ -25,6 +25,7 @@ pub fn spawn_trimmer() -> tokio::task::JoinHandle<()> {
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 fn trim() {
     // SAFETY: malloc_trim takes no pointers and only releases free memory; it is safe to
     // call at any time from any thread.

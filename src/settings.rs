@@ -9,7 +9,6 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::endpoints::WaitLimits;
 use crate::domain::address::AddressPolicy;
 use crate::domain::breaker::BreakerPolicy;
 use crate::domain::concurrency::LimitPolicy;
@@ -73,22 +72,43 @@ pub struct AdminSettings {
     /// The API's callers: `[[admin.tokens]]` with `name`, `hash` (Argon2id, from
     /// `feedback-webhooks admin token`), `scope` (`operator`, `{imsOrg}` or
     /// `{imsOrg}/{sandboxId}`) and `right` (`read` or `write`).
-    pub tokens: Vec<crate::admin::tokens::TokenEntry>,
+    pub tokens: Vec<TokenEntry>,
     /// A TOML file of more `[[tokens]]` entries (same fields), e.g. mounted from a secret
     /// store; read at start.
     pub tokens_file: Option<PathBuf>,
+}
+
+/// What a token may do within its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Right {
+    Read,
+    Write,
+}
+
+/// One configured token, as the operator writes it in the settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Who the token belongs to: logged with every write and published as `updatedBy`.
+    pub name: String,
+    /// Argon2id PHC string of the token (`feedback-webhooks admin token` makes one).
+    pub hash: String,
+    /// `operator` (every org), `{imsOrg}`, or `{imsOrg}/{sandboxId}`.
+    pub scope: String,
+    pub right: Right,
 }
 
 /// The file named by `admin.tokens_file`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct TokensFile {
-    tokens: Vec<crate::admin::tokens::TokenEntry>,
+    tokens: Vec<TokenEntry>,
 }
 
 impl AdminSettings {
     /// Every configured token: `admin.tokens` and those of `admin.tokens_file`.
-    pub fn all_tokens(&self) -> Result<Vec<crate::admin::tokens::TokenEntry>, SettingsError> {
+    pub fn all_tokens(&self) -> Result<Vec<TokenEntry>, SettingsError> {
         let mut all = self.tokens.clone();
         if let Some(path) = &self.tokens_file {
             if !path.exists() {
@@ -602,15 +622,6 @@ impl Settings {
         format!("{}-{host}-{hash}", self.kafka.group_id)
     }
 
-    /// What secret references may reach.
-    pub fn secret_scope(&self) -> crate::delivery::secrets::SecretScope {
-        crate::delivery::secrets::SecretScope {
-            file_dirs: self.secrets.file_dirs.clone(),
-            env_prefix: self.secrets.env_prefix.clone(),
-            accept_v1_sealed: self.secrets.accept_v1_sealed,
-        }
-    }
-
     /// The config-encryption key, if one is configured.
     pub fn sealing_key(&self) -> Result<Option<SealingKey>, SettingsError> {
         let Some(path) = &self.secrets.encryption_key_file else {
@@ -679,37 +690,6 @@ impl Settings {
             queue_bytes: d.queue_max_bytes,
             // A quarter of the input's slots, or four per request slot of the host.
             host_queue_events: (d.max_in_flight / 4).max(1),
-        }
-    }
-
-    /// Limits of waiting across all hosts: once three quarters of the input's slots are
-    /// held by events waiting or in flight, each webhook is held to its fair share of them
-    /// (beyond it, an event that would wait longer than `queue_overflow_wait_ms` is parked),
-    /// so slow hosts leave slots for the others.
-    pub fn wait_limits(&self) -> WaitLimits {
-        let d = &self.delivery;
-        WaitLimits {
-            max_wait: Duration::from_millis(d.queue_max_wait_ms),
-            max_held: (d.max_in_flight * 3 / 4).max(1),
-            overflow_wait: Duration::from_millis(d.queue_overflow_wait_ms),
-        }
-    }
-
-    /// How the processor's own topics are made and checked (`kafka::ensure_topics`).
-    pub fn internal_topics(&self) -> crate::kafka::TopicSpec {
-        // Parked records wait at most the retry max age (a day unless set, the longest tier
-        // 4 h); a week on top covers an outage of the processor.
-        const MARGIN_MS: i64 = 7 * 24 * 3_600_000;
-        let max_age_ms = match self.delivery.retry_max_age_secs {
-            0 => 24 * 3_600_000,
-            secs => i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-        };
-        crate::kafka::TopicSpec {
-            partitions: self.kafka.retry_partitions,
-            max_record_bytes: crate::kafka::internal_record_limit(self.delivery.max_event_bytes),
-            replication: self.kafka.internal_replication_factor,
-            min_insync: self.kafka.internal_min_insync_replicas,
-            retention_ms: max_age_ms.saturating_add(MARGIN_MS),
         }
     }
 

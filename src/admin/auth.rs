@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
 use super::problem::Problem;
-use super::tokens::{Principal, Right};
+use super::tokens::Principal;
 use super::AppState;
 use crate::observe::metrics;
 
@@ -143,63 +143,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
-/// What a caller may do with an org + sandbox (or the whole org when `sandbox` is `None`).
-/// Outside its scope a resource does not exist for the caller (404, no existence leak);
-/// inside, a read-only token may not write (403).
-pub fn allow(
-    caller: &Principal,
-    org: &str,
-    sandbox: Option<&str>,
-    write: bool,
-) -> Result<(), Problem> {
-    let sees = match sandbox {
-        Some(sandbox) => caller.scope.sees(org, sandbox),
-        None => caller.scope.sees_org(org),
-    };
-    if !sees {
-        return Err(Problem::not_found("no such resource"));
-    }
-    if write && caller.right != Right::Write {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("token {:?} may only read", caller.name),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::tokens::Scope;
-
-    #[test]
-    fn other_orgs_do_not_exist_and_readers_do_not_write() {
-        let reader = Principal {
-            name: "r".into(),
-            scope: Scope::Sandbox("acme".into(), "prod".into()),
-            right: Right::Read,
-        };
-        assert!(allow(&reader, "acme", Some("prod"), false).is_ok());
-        assert_eq!(
-            allow(&reader, "acme", Some("prod"), true)
-                .unwrap_err()
-                .status,
-            403
-        );
-        assert_eq!(
-            allow(&reader, "acme", Some("dev"), false)
-                .unwrap_err()
-                .status,
-            404
-        );
-        assert_eq!(
-            allow(&reader, "other", None, false).unwrap_err().status,
-            404
-        );
-        assert!(allow(&reader, "acme", None, false).is_ok());
-    }
 
     #[test]
     fn failures_are_limited_per_address_and_minute() {

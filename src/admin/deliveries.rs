@@ -24,8 +24,8 @@ use rocksdb::{Options, WriteBatch, DB};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::delivery::unix_ms;
 use crate::domain::time::parse_rfc3339;
+use crate::domain::time::unix_ms;
 use crate::kafka::{client_config, partition_ids, KafkaSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +44,9 @@ pub struct DeliveryLog {
     db: Arc<DB>,
 }
 
-/// What a query asks for.
+/// What a query of the log asks for.
 #[derive(Debug, Default, Clone)]
-pub struct Query {
+pub struct LogQuery {
     pub status: Option<String>,
     pub channel: Option<String>,
     pub feedback_status: Option<String>,
@@ -122,7 +122,7 @@ fn at_of(key: &str, prefix_len: usize) -> Option<u64> {
 }
 
 /// Whether an outcome passes the query's filters.
-pub fn matches(outcome: &Value, q: &Query) -> bool {
+pub fn matches(outcome: &Value, q: &LogQuery) -> bool {
     let is = |field: &str, wanted: &Option<String>| {
         wanted
             .as_deref()
@@ -222,7 +222,7 @@ impl DeliveryLog {
         &self,
         org: &str,
         sandbox: &str,
-        q: &Query,
+        q: &LogQuery,
     ) -> Result<(Vec<Value>, Option<String>), LogError> {
         self.query_reading(org, sandbox, q, MAX_SCANNED)
     }
@@ -231,7 +231,7 @@ impl DeliveryLog {
         &self,
         org: &str,
         sandbox: &str,
-        q: &Query,
+        q: &LogQuery,
         max_scanned: usize,
     ) -> Result<(Vec<Value>, Option<String>), LogError> {
         let prefix = prefix(org, sandbox);
@@ -461,61 +461,6 @@ impl LogFollower {
     }
 }
 
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct DeliveriesQuery {
-    status: Option<String>,
-    channel: Option<String>,
-    feedback_status: Option<String>,
-    /// RFC 3339.
-    from: Option<String>,
-    to: Option<String>,
-    cursor: Option<String>,
-    limit: Option<usize>,
-}
-
-/// `GET .../webhook/deliveries`: the webhook's recent outcomes, newest first.
-#[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/deliveries", tag = "deliveries",
-    params(super::openapi::SandboxPath, DeliveriesQuery),
-    responses((status = 200, description = "A page of outcomes, newest first", body = super::openapi::DeliveryPage)))]
-pub async fn list(
-    axum::extract::State(state): axum::extract::State<Arc<super::AppState>>,
-    super::auth::Caller(caller): super::auth::Caller,
-    axum::extract::Path((org, sandbox)): axum::extract::Path<(String, String)>,
-    query: Result<axum::extract::Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::response::Response, super::problem::Problem> {
-    use super::problem::Problem;
-    use axum::response::IntoResponse;
-    super::auth::allow(&caller, &org, Some(&sandbox), false)?;
-    let axum::extract::Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let time = |field: &str, value: &Option<String>| -> Result<Option<u64>, Problem> {
-        value
-            .as_deref()
-            .map(|t| {
-                parse_rfc3339(t)
-                    .map(unix_ms)
-                    .ok_or_else(|| Problem::bad_request(format!("{field} is not an RFC 3339 time")))
-            })
-            .transpose()
-    };
-    let query = Query {
-        status: q.status,
-        channel: q.channel,
-        feedback_status: q.feedback_status,
-        from_ms: time("from", &q.from)?,
-        to_ms: time("to", &q.to)?,
-        after: super::webhooks::after_cursor(q.cursor.as_deref())?,
-        limit: super::webhooks::limit_of(q.limit)?,
-    };
-    let (items, next) = state
-        .deliveries
-        .query(&org, &sandbox, &query)
-        .map_err(|e| Problem::unavailable(e.to_string()))?;
-    let next = next.map(|k| super::webhooks::cursor_of(&k));
-    Ok(axum::Json(serde_json::json!({ "items": items, "nextCursor": next })).into_response())
-}
-
 /// Entries one page of a query reads at most (about 0.3 s).
 pub const MAX_SCANNED: usize = 50_000;
 
@@ -593,30 +538,30 @@ mod tests {
             .unwrap();
         log.apply(1, 1, b"not json").unwrap();
         assert_eq!(log.next_offset(1).unwrap(), Some(2));
-        let all = Query {
+        let all = LogQuery {
             limit: 10,
-            ..Query::default()
+            ..LogQuery::default()
         };
         let (items, next) = log.query("acme", "sb1", &all).unwrap();
         assert_eq!((ids(&items), next), (vec!["c", "b", "a"], None));
-        let failed = Query {
+        let failed = LogQuery {
             status: Some("failed".into()),
             ..all.clone()
         };
         assert_eq!(ids(&log.query("acme", "sb1", &failed).unwrap().0), ["b"]);
-        let page = Query {
+        let page = LogQuery {
             limit: 2,
             ..all.clone()
         };
         let (first, cursor) = log.query("acme", "sb1", &page).unwrap();
         assert_eq!(ids(&first), ["c", "b"]);
-        let rest = Query {
+        let rest = LogQuery {
             after: cursor,
             ..page
         };
         assert_eq!(ids(&log.query("acme", "sb1", &rest).unwrap().0), ["a"]);
         let from = parse_rfc3339("2026-11-30T10:00:01Z").map(unix_ms);
-        let window = Query {
+        let window = LogQuery {
             from_ms: from,
             to_ms: from.map(|f| f + 1000),
             ..all.clone()
@@ -640,21 +585,21 @@ mod tests {
             log.apply(0, i, &outcome(&format!("e{i}"), status, &at))
                 .unwrap();
         }
-        let failed = Query {
+        let failed = LogQuery {
             status: Some("failed".into()),
             limit: 10,
-            ..Query::default()
+            ..LogQuery::default()
         };
         // Newest first: e9..e6 read, nothing found yet, a cursor to go on.
         let (items, cursor) = log.query_reading("acme", "sb1", &failed, 4).unwrap();
         assert!(items.is_empty() && cursor.is_some());
-        let on = Query {
+        let on = LogQuery {
             after: cursor,
             ..failed.clone()
         };
         let (items, cursor) = log.query_reading("acme", "sb1", &on, 4).unwrap();
         assert!(items.is_empty() && cursor.is_some(), "e5..e2");
-        let on = Query {
+        let on = LogQuery {
             after: cursor,
             ..on
         };
@@ -662,7 +607,7 @@ mod tests {
         assert_eq!((ids(&items), cursor), (vec!["e1"], None));
         // A window's end is sought: entries after it are not read.
         let to = parse_rfc3339("2026-11-30T10:00:02Z").map(unix_ms);
-        let window = Query {
+        let window = LogQuery {
             to_ms: to,
             ..failed
         };
@@ -711,9 +656,9 @@ mod tests {
         let now = parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
         let removed = log.prune(Duration::from_secs(7 * 86_400), 2, now).unwrap();
         assert_eq!(removed, 2, "one too old, one beyond two per webhook");
-        let all = Query {
+        let all = LogQuery {
             limit: 10,
-            ..Query::default()
+            ..LogQuery::default()
         };
         assert_eq!(
             ids(&log.query("acme", "sb1", &all).unwrap().0),

@@ -3,57 +3,51 @@
 //! domain rules, the schemas and the config cache (`join/`), and talks to the processor only
 //! through the config topic.
 //!
-//! - `tokens.rs`, `auth.rs`: who may call, and what they may reach.
-//! - `webhooks.rs`, `campaigns.rs`: the resources.
-//! - `secrets.rs`: write-only secrets (sealed on the way in, fingerprints on the way out).
+//! Two faces over one service:
+//! - `service/`: the typed operations (webhooks, campaigns, the delivery log, test sends,
+//!   redelivery) and the one write path to the config topic; no HTTP in them.
+//! - `api/`: the HTTP API, handlers that extract, call an operation and respond; its
+//!   OpenAPI document.
+//! - `console/`: the admin console, server-rendered pages that call the same operations.
+//!
+//! And what they stand on:
+//! - `tokens.rs`, `auth.rs`: who may call (tokens, the `Caller` of a request).
+//! - `problem.rs`: every refusal, as `application/problem+json`.
 //! - `versions.rs`: ETags and `If-Match`.
-//! - `send_test.rs`: a test request through the processor's own sender.
-//! - `deliveries.rs`: the delivery log, the outcome topic indexed per webhook.
-//! - `redeliver.rs`: redelivery of one event or a window, shared with the `replay` command.
+//! - `secrets.rs`: write-only secrets (sealed on the way in, fingerprints on the way out).
 //! - `publish.rs`: writes to the config topic, answered once the own cache applied them.
-//! - `openapi.rs`: the OpenAPI 3.1 document, generated from the handlers' annotations.
-//! - `console/`: the admin console, server-rendered pages on the same state.
+//! - `deliveries.rs`: the delivery log, the outcome topic indexed per webhook.
 //! - `server.rs`: the TLS listener.
 
+pub mod api;
 pub mod auth;
-mod campaigns;
 mod console;
 pub mod deliveries;
-pub mod openapi;
 pub mod problem;
 pub mod publish;
-mod redeliver;
 pub mod secrets;
-mod send_test;
 mod server;
+pub mod service;
 pub mod tokens;
 pub mod versions;
-mod webhooks;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
-use serde_json::Value;
-use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use self::problem::Problem;
 use self::publish::{PublishError, Publisher};
-use self::secrets::RefRules;
-use self::tokens::{Principal, TokenError, Tokens};
-use crate::domain::config::{self, ConfigKey, Rules, MAX_RECORD_BYTES};
-use crate::domain::secret::SealingKey;
-use crate::domain::time::rfc3339_millis;
+use self::service::Service;
+use self::tokens::{TokenError, Tokens};
 use crate::join::follower::FollowerError;
-use crate::join::{ConfigFollower, ConfigStore, StoreError, Stored, Version};
+use crate::join::{ConfigFollower, ConfigStore, StoreError};
 use crate::observe::{metrics, Health};
-use crate::schema::Violation;
 use crate::settings::{Settings, SettingsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,32 +65,21 @@ pub enum AdminError {
     #[error("admin listener: {0}")]
     Listen(String),
     #[error(transparent)]
-    Tester(#[from] send_test::TesterError),
+    Service(#[from] service::ServiceError),
     #[error(transparent)]
     Log(#[from] deliveries::LogError),
     #[error("operator port: {0}")]
     Operator(#[from] crate::observe::server::ServerError),
 }
 
-/// What every request handler shares.
+/// What every request of either face shares.
 pub struct AppState {
-    pub store: ConfigStore,
-    pub publisher: Publisher,
+    /// The operations both faces call.
+    pub service: Service,
     pub tokens: Arc<Tokens>,
     pub failures: auth::Failures,
     pub auth_failures_per_minute: u32,
-    /// Writes of one instance go one at a time: each checks its version against a cache
-    /// that has caught up with the topic, then publishes.
-    pub writes: Mutex<()>,
-    pub sealing: Option<SealingKey>,
-    pub refs: RefRules,
-    pub rules: Rules,
     pub health: Arc<Health>,
-    pub tester: send_test::Tester,
-    pub deliveries: deliveries::DeliveryLog,
-    pub redeliveries: redeliver::Runs,
-    /// For the redelivery topic's clients.
-    pub settings: Settings,
     /// The console's signed-in browsers, and its pages.
     pub console: console::Sessions,
     pub console_templates: minijinja::Environment<'static>,
@@ -104,163 +87,12 @@ pub struct AppState {
     pub secure_cookies: bool,
 }
 
-/// A write done: its new version and the one it replaced.
-pub struct Written {
-    pub version: Version,
-    pub old: Option<Version>,
-}
-
-/// One write to the config topic: `decide` sees the current record (after the cache has
-/// caught up with the topic) and returns the new value, or `None` for a tombstone. The
-/// value's secrets are prepared, it is stamped (`updatedAt`, `updatedBy`), validated with
-/// the processor's rules, published, and the write is answered once the cache applied it.
-pub(crate) async fn write_record(
-    state: &AppState,
-    caller: &Principal,
-    key: &ConfigKey,
-    decide: impl Fn(Option<&Stored<Vec<u8>>>) -> Result<Option<Value>, Problem>,
-) -> Result<Written, Problem> {
-    let _one_at_a_time = state.writes.lock().await;
-    let mut attempt = 0;
-    let (old, bytes, version) = loop {
-        attempt += 1;
-        // The writer first, then catching up and the version check: see `publish`.
-        state.publisher.ready().await.map_err(unavailable)?;
-        state.publisher.sync().await.map_err(unavailable)?;
-        let current = state
-            .store
-            .raw(key)
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
-        let old = current.as_ref().map(|c| c.version);
-        let bytes = match decide(current.as_ref())? {
-            None => None,
-            Some(mut value) => Some(publishable(
-                state,
-                caller,
-                key,
-                current.as_ref(),
-                &mut value,
-            )?),
-        };
-        match state.publisher.publish(key, bytes.as_deref()).await {
-            Ok(version) => break (old, bytes, version),
-            // Another instance wrote meanwhile: check the version again against its write.
-            Err(PublishError::Fenced) if attempt < WRITE_ATTEMPTS => {
-                info!(key = %key, attempt, "another instance was writing; trying again");
-            }
-            Err(e) => return Err(unavailable(e)),
-        }
-    };
-    info!(
-        target: "feedback_webhooks::audit",
-        who = caller.name,
-        action = if bytes.is_none() { "delete" } else if old.is_some() { "replace" } else { "create" },
-        key = %key,
-        old = old.map_or("none".to_owned(), |v| v.to_string()),
-        new = %version,
-        "config write"
-    );
-    Ok(Written { version, old })
-}
-
-/// The value as it will be published, or every reason it cannot be.
-fn publishable(
-    state: &AppState,
-    caller: &Principal,
-    key: &ConfigKey,
-    current: Option<&Stored<Vec<u8>>>,
-    value: &mut Value,
-) -> Result<Vec<u8>, Problem> {
-    let mut refused = Vec::new();
-    if let ConfigKey::Webhook { ims_org, .. } = key {
-        let current: Option<Value> = current.and_then(|c| serde_json::from_slice(&c.value).ok());
-        refused = secrets::prepare(
-            value,
-            current.as_ref(),
-            state.sealing.as_ref(),
-            &key.to_string(),
-            ims_org,
-            caller.is_operator().then_some(&state.refs),
-        );
-    }
-    config::stamp(value, &caller.name, &rfc3339_millis(SystemTime::now()));
-    for v in config::refusals(value, state.rules) {
-        // A secret refused already is not refused again by the schema.
-        if !refused.iter().any(|r| v.field.starts_with(&r.field)) {
-            refused.push(v);
-        }
-    }
-    if !refused.is_empty() {
-        return Err(Problem::invalid(refused));
-    }
-    let bytes = serde_json::to_vec(value).map_err(|e| Problem::bad_request(e.to_string()))?;
-    if bytes.len() > MAX_RECORD_BYTES {
-        return Err(Problem::invalid(vec![Violation {
-            field: String::new(),
-            message: format!(
-                "record is {} bytes, over the {MAX_RECORD_BYTES}-byte limit",
-                bytes.len()
-            ),
-        }]));
-    }
-    // The processor's own check of key and body together: what it would refuse is never
-    // published.
-    config::validate(&key.to_string(), Some(&bytes), state.rules).map_err(|e| {
-        Problem::invalid(vec![Violation {
-            field: String::new(),
-            message: e.to_string(),
-        }])
-    })?;
-    Ok(bytes)
-}
-
-/// How many times a write starts again after another instance's write fenced it.
-const WRITE_ATTEMPTS: u32 = 5;
-
-fn unavailable(e: PublishError) -> Problem {
-    warn!(error = %e, "config write not completed");
-    Problem::unavailable(e.to_string())
-}
-
-/// The API's routes.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    let webhook = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook";
-    let campaigns = "/api/v1/orgs/{org}/sandboxes/{sandbox}/campaigns";
-    Router::new()
-        .route("/api/v1/orgs/{org}/webhooks", get(webhooks::inventory))
-        .route(
-            webhook,
-            get(webhooks::get)
-                .put(webhooks::put)
-                .delete(webhooks::delete),
-        )
-        .route(&format!("{webhook}/enable"), post(webhooks::enable))
-        .route(&format!("{webhook}/disable"), post(webhooks::disable))
-        .route(&format!("{webhook}/test"), post(send_test::send))
-        .route(&format!("{webhook}/deliveries"), get(deliveries::list))
-        .route(
-            &format!("{webhook}/deliveries/{{eventId}}/redeliver"),
-            post(redeliver::one),
-        )
-        .route(&format!("{webhook}/redeliver"), post(redeliver::window))
-        .route(
-            &format!("{webhook}/redeliver/{{replayId}}"),
-            get(redeliver::progress),
-        )
-        .route(campaigns, get(campaigns::list))
-        .route(
-            &format!("{campaigns}/{{campaign}}"),
-            get(campaigns::get)
-                .put(campaigns::put)
-                .delete(campaigns::delete),
-        )
-        .route(
-            "/api/v1/openapi.json",
-            get(|| async { axum::Json(openapi::document()) }),
-        )
+/// Both faces' routes, behind the answers' common rules.
+pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    api::routes()
+        .merge(console::router(state.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .merge(console::router(state.clone()))
         .fallback(|| async { Problem::not_found("no such resource") })
         .layer(middleware::from_fn(problems_and_headers))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -354,32 +186,21 @@ pub async fn run(
         std::time::Duration::from_secs(admin.delivery_retention_days.max(1) * 86_400),
         admin.deliveries_per_webhook.max(1),
     )?;
+    let service = Service::new(settings, Arc::new(store), Arc::new(publisher), log)?;
+    if !service.seals() {
+        warn!("no secrets.encryption_key_file: secrets sent as values will be refused");
+    }
     let state = Arc::new(AppState {
-        store,
-        publisher,
+        service,
         tokens,
         failures: auth::Failures::default(),
         auth_failures_per_minute: admin.auth_failures_per_minute.max(1),
-        writes: Mutex::new(()),
-        sealing: settings.sealing_key()?,
-        refs: RefRules {
-            env_prefix: settings.secrets.env_prefix.clone(),
-            file_dirs: settings.secrets.file_dirs.clone(),
-        },
-        rules: settings.rules(),
         health: health.clone(),
-        tester: send_test::Tester::new(settings)?,
-        deliveries: log,
-        redeliveries: redeliver::Runs::default(),
-        settings: settings.clone(),
         console: console::Sessions::default(),
         console_templates: console::templates(),
         secure_cookies: tls.is_some(),
     });
-    if state.sealing.is_none() {
-        warn!("no secrets.encryption_key_file: secrets sent as values will be refused");
-    }
-    let app = router(state, admin.max_body_bytes);
+    let app = app(state, admin.max_body_bytes);
     let listener = server::bind(&admin.listen, tls.is_some()).await?;
     let caught_up = async {
         if follower.wait_caught_up().await {

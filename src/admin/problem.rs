@@ -47,6 +47,44 @@ impl Problem {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", detail)
     }
 
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::FORBIDDEN, "Forbidden", detail)
+    }
+
+    /// The request is well-formed but the resource's state refuses it (409).
+    pub fn conflict(title: &'static str, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::CONFLICT, title, detail)
+    }
+
+    /// The record changed since the caller read it (412).
+    pub fn version_mismatch(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::PRECONDITION_FAILED, "Version mismatch", detail)
+    }
+
+    /// A replace or delete must name the version it replaces (428).
+    pub fn version_required(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "If-Match required",
+            detail,
+        )
+    }
+
+    /// A per-caller or per-webhook limit was reached (429).
+    pub fn too_many(title: &'static str, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, title, detail)
+    }
+
+    /// What was asked for existed once and is no longer kept (410).
+    pub fn gone(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::GONE, "Gone", detail)
+    }
+
+    /// Understood, but cannot be done with what the record says (422 without field list).
+    pub fn unprocessable(title: &'static str, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, title, detail)
+    }
+
     pub fn to_json(&self) -> Value {
         let mut body = json!({
             "type": "about:blank",

@@ -22,6 +22,15 @@ pub struct RefRules {
     pub file_dirs: Vec<PathBuf>,
 }
 
+impl RefRules {
+    pub fn from_settings(secrets: &crate::settings::SecretSettings) -> Self {
+        RefRules {
+            env_prefix: secrets.env_prefix.clone(),
+            file_dirs: secrets.file_dirs.clone(),
+        }
+    }
+}
+
 /// First 8 hex digits of the SHA-256 of a secret: enough to tell two apart, nothing to
 /// recover one from.
 pub fn fingerprint(secret: &[u8]) -> String {

@@ -13,8 +13,9 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use crate::settings::{Right, TokenEntry};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
@@ -26,27 +27,6 @@ pub enum TokenError {
     BadName(String),
     #[error("hashing: {0}")]
     Hashing(String),
-}
-
-/// What a token may do within its scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Right {
-    Read,
-    Write,
-}
-
-/// One configured token, as the operator writes it in the settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenEntry {
-    /// Who the token belongs to: logged with every write and published as `updatedBy`.
-    pub name: String,
-    /// Argon2id PHC string of the token (`feedback-webhooks admin token` makes one).
-    pub hash: String,
-    /// `operator` (every org), `{imsOrg}`, or `{imsOrg}/{sandboxId}`.
-    pub scope: String,
-    pub right: Right,
 }
 
 /// What a token reaches.

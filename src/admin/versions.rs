@@ -2,7 +2,7 @@
 //! `"{partition}-{offset}"`, and a replace or delete names the version it replaces in
 //! `If-Match`, so that two administrators never overwrite each other silently.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 
 use super::problem::Problem;
 use crate::join::Version;
@@ -20,6 +20,18 @@ pub enum Expect {
     Any,
     /// `If-Match: "{partition}-{offset}"` (one of a list).
     OneOf(Vec<String>),
+}
+
+impl Expect {
+    /// The version a form was made from, as `If-Match` would name it.
+    pub fn version(version: &str) -> Expect {
+        let version = version.trim();
+        Expect::OneOf(if version.is_empty() {
+            Vec::new()
+        } else {
+            vec![version.to_owned()]
+        })
+    }
 }
 
 pub fn if_match(headers: &HeaderMap) -> Expect {
@@ -55,27 +67,20 @@ pub fn check(
     what: &str,
 ) -> Result<(), Problem> {
     let mismatch = || {
-        Problem::new(
-            StatusCode::PRECONDITION_FAILED,
-            "Version mismatch",
-            format!(
-                "{what} has changed since it was read (now {}): read it again",
-                current.map_or("deleted".to_owned(), |v| format!("\"{v}\""))
-            ),
-        )
+        Problem::version_mismatch(format!(
+            "{what} has changed since it was read (now {}): read it again",
+            current.map_or("deleted".to_owned(), |v| format!("\"{v}\""))
+        ))
     };
     match (expect, current) {
-        (Expect::Nothing, Some(v)) if create => Err(Problem::new(
-            StatusCode::CONFLICT,
+        (Expect::Nothing, Some(v)) if create => Err(Problem::conflict(
             "Already exists",
             format!("{what} already exists (version \"{v}\"); replace it with If-Match"),
         )),
         (Expect::Nothing, _) if create => Ok(()),
-        (Expect::Nothing, _) => Err(Problem::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "If-Match required",
-            format!("send If-Match with the ETag of the {what} read last"),
-        )),
+        (Expect::Nothing, _) => Err(Problem::version_required(format!(
+            "send If-Match with the ETag of the {what} read last"
+        ))),
         (Expect::Any, Some(_)) => Ok(()),
         (Expect::OneOf(tags), Some(v)) if tags.contains(&v.to_string()) => Ok(()),
         _ => Err(mismatch()),

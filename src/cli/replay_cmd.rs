@@ -102,9 +102,7 @@ fn parse_time(flag: &str, text: &str) -> Result<i64, ReplayError> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    i64::try_from(crate::domain::time::now_ms()).unwrap_or(i64::MAX)
 }
 
 /// Progress on a terminal (a bar), or plain lines every few seconds elsewhere (logs, CI).
@@ -279,7 +277,7 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> Result<(), ReplayErr
     ensure_topics(
         &settings.kafka,
         std::slice::from_ref(&topic),
-        settings.internal_topics(),
+        crate::kafka::TopicSpec::from_settings(settings),
     )
     .await?;
     let resume = args.id.is_some();

@@ -56,6 +56,20 @@ pub struct WaitLimits {
     pub overflow_wait: Duration,
 }
 
+impl WaitLimits {
+    /// Once three quarters of the input's slots are held by events waiting or in flight,
+    /// each webhook is held to its fair share of them (beyond it, an event that would wait
+    /// longer than `queue_overflow_wait_ms` is parked), so slow hosts leave slots for the
+    /// others.
+    pub fn from_settings(d: &crate::settings::DeliverySettings) -> Self {
+        WaitLimits {
+            max_wait: Duration::from_millis(d.queue_max_wait_ms),
+            max_held: (d.max_in_flight * 3 / 4).max(1),
+            overflow_wait: Duration::from_millis(d.queue_overflow_wait_ms),
+        }
+    }
+}
+
 type Waiter = oneshot::Sender<Result<Pass, ScheduleRefusal>>;
 
 struct Host {
@@ -366,6 +380,40 @@ impl Endpoints {
             webhook_limits.extend(schedule.webhook_limits());
         }
         (host_limits, webhook_limits)
+    }
+
+    /// Sets the scheduler's gauges (called at each scrape): breaker states and the hosts
+    /// whose breaker is open (at most `MAX_OPEN_SERIES`), what waits in the queues, and the
+    /// spread of the adaptive limits.
+    pub fn report(&self, m: &crate::observe::metrics::Metrics) {
+        let gauge = |n: usize| n.try_into().unwrap_or(i64::MAX);
+        let (counts, named) = self.breaker_states(crate::observe::metrics::MAX_OPEN_SERIES);
+        for (state, n) in ["closed", "open", "half_open"].iter().zip(counts) {
+            m.circuit_breakers.with_label_values(&[state]).set(gauge(n));
+        }
+        m.circuit_open.reset();
+        for endpoint in named {
+            m.circuit_open
+                .with_label_values(&[endpoint.as_str()])
+                .set(1);
+        }
+        let (queued, queued_bytes) = self.queued();
+        m.deliveries_queued.set(gauge(queued));
+        m.deliveries_queued_bytes.set(gauge(queued_bytes));
+        let (hosts, webhooks) = self.limits();
+        for (limit_gauge, mut limits) in [
+            (&m.host_concurrency_limit, hosts),
+            (&m.webhook_concurrency_limit, webhooks),
+        ] {
+            limits.sort_unstable();
+            limit_gauge.reset();
+            if let (Some(min), Some(max)) = (limits.first(), limits.last()) {
+                let median = limits[limits.len() / 2];
+                for (stat, v) in [("min", *min), ("median", median), ("max", *max)] {
+                    limit_gauge.with_label_values(&[stat]).set(gauge(v));
+                }
+            }
+        }
     }
 }
 

@@ -13,4 +13,4 @@ pub mod worker;
 pub use client::{build_client, ClientError};
 pub use endpoints::Endpoints;
 pub use sender::{AttemptReport, Sender};
-pub use worker::{unix_ms, Deliverer, Step};
+pub use worker::{Deliverer, DelivererError, EventProgress, Step};

@@ -31,6 +31,16 @@ pub struct SecretScope {
     pub accept_v1_sealed: bool,
 }
 
+impl SecretScope {
+    pub fn from_settings(secrets: &crate::settings::SecretSettings) -> Self {
+        SecretScope {
+            file_dirs: secrets.file_dirs.clone(),
+            env_prefix: secrets.env_prefix.clone(),
+            accept_v1_sealed: secrets.accept_v1_sealed,
+        }
+    }
+}
+
 /// The record a secret belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner<'a> {

@@ -4,21 +4,24 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::auth::{Auth, AuthError, Prepared};
-use super::endpoints::{endpoint_key, Endpoints, Refusal};
-use super::sender::{DeliveryIds, Sender};
+use super::client::{build_client, ClientError, ClientOptions};
+use super::endpoints::{endpoint_key, Endpoints, Refusal, WaitLimits};
+use super::secrets::{SecretScope, Secrets};
+use super::sender::{AttemptReport, DeliveryIds, Sender};
 use crate::domain::config::{self, Rules, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
 use crate::domain::host_schedule::Finished;
-use crate::domain::outcome::{Attempt, Reason, WebhookRef};
+use crate::domain::outcome::{Attempt, Reason, Replay, WebhookRef};
 use crate::domain::retry::{classify, AttemptResult, RetryPolicy, Verdict};
-use crate::domain::time::unix_seconds;
-use crate::join::Version;
+use crate::domain::time::{unix_ms, unix_seconds};
+use crate::join::{Stored, Version};
+use crate::settings::{Settings, SettingsError};
 
 /// First delay of an event parked because its webhook's queue was full; doubled for each
 /// such park in a row, up to `BUSY_WAIT_MAX`, with jitter.
@@ -39,6 +42,21 @@ pub fn busy_delay(parks: u32, expected: Duration, jitter: f64, random: f64) -> D
         .min(BUSY_WAIT_MAX);
     let factor = 1.0 + jitter.clamp(0.0, 1.0) * (2.0 * random.clamp(0.0, 1.0) - 1.0);
     base.mul_f64(factor.max(0.0))
+}
+
+/// How an attempt ended, as the host's schedule learns from it.
+fn finished(report: &AttemptReport) -> Finished {
+    match &report.result {
+        AttemptResult::Response { status, .. } => Finished::Answered {
+            status: *status,
+            latency: report.elapsed,
+        },
+        AttemptResult::Transport => Finished::Transport {
+            connect: report.connect_failed,
+            elapsed: report.elapsed,
+        },
+        AttemptResult::Blocked => Finished::NotSent,
+    }
 }
 
 /// What the outcome's attempt list shows for an attempt a breaker refused.
@@ -109,14 +127,54 @@ fn webhook_ref(w: &WebhookConfig) -> WebhookRef {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+/// How far an event has come on its way to its webhook.
+#[derive(Debug, Clone, Default)]
+pub struct EventProgress {
+    /// The attempts made so far (its outcome lists them all).
+    pub attempts: Vec<Attempt>,
+    /// When the event was first handled (Unix ms): the retry max age counts from it.
+    pub first_seen_ms: u64,
+    /// Parks in a row because the webhook's queue was full (they back off).
+    pub busy_parks: u32,
+    /// The operator's redelivery it belongs to, if any.
+    pub replay: Option<Replay>,
+}
+
+/// Why a deliverer could not be made from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum DelivererError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 impl Deliverer {
+    /// The deliverer the `[delivery]` and `[secrets]` settings describe: the guarded HTTPS
+    /// client, the secrets it may open, the retry policy and the per-host queues. The
+    /// processor, the admin API's test sends and the tests all make theirs here.
+    pub fn from_settings(settings: &Settings) -> Result<Self, DelivererError> {
+        let policy = Arc::new(settings.address_policy()?);
+        let client = build_client(&ClientOptions::from_settings(
+            &settings.delivery,
+            policy.clone(),
+        ))?;
+        let secrets = Secrets::new(
+            settings.sealing_key()?,
+            SecretScope::from_settings(&settings.secrets),
+        );
+        Ok(Deliverer::new(
+            Sender::new(client, policy),
+            Auth::new(secrets),
+            settings.retry_policy(),
+            Endpoints::new(
+                settings.schedule_policy(),
+                WaitLimits::from_settings(&settings.delivery),
+            ),
+            settings.rules(),
+        ))
+    }
+
     pub fn new(
         sender: Sender,
         auth: Auth,
@@ -156,22 +214,28 @@ impl Deliverer {
         &self.endpoints
     }
 
-    /// Makes the next attempt for `event` with the current `webhook` (of config `version`).
-    /// `attempts` are the
-    /// earlier ones; `first_seen_ms` is when the event was first handled; `busy_parks` how
-    /// many times in a row it found its webhook's queue full.
-    #[allow(clippy::too_many_arguments)]
+    /// The sender and the authentication, for a request outside the pipeline (a test send).
+    pub fn sender(&self) -> &Sender {
+        &self.sender
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Makes the next attempt for `event` with the current `webhook` (and its config
+    /// version), given how far the event has come; the attempts move into the step.
     pub async fn step(
         &self,
         event: &FeedbackEvent,
-        webhook: &WebhookConfig,
-        version: Version,
+        webhook: &Stored<WebhookConfig>,
         body: Bytes,
-        mut attempts: Vec<Attempt>,
-        first_seen_ms: u64,
-        busy_parks: u32,
-        replay_id: Option<&str>,
+        progress: &mut EventProgress,
     ) -> Step {
+        let (version, webhook) = (webhook.version, &webhook.value);
+        let mut attempts = std::mem::take(&mut progress.attempts);
+        let first_seen_ms = progress.first_seen_ms;
+        let replay_id = progress.replay.as_ref().map(|r| r.id.as_str());
         let used = webhook_ref(webhook);
         let done = |reason, attempts| Step::Done {
             reason,
@@ -182,8 +246,6 @@ impl Deliverer {
         if !target.url_ok {
             return done(Some(Reason::ConfigInvalid), attempts);
         }
-        let elapsed =
-            Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
         let key = target.endpoint_key.as_str();
         let pass = match self
             .endpoints
@@ -191,41 +253,7 @@ impl Deliverer {
             .await
         {
             Ok(pass) => pass,
-            Err(Refusal::Busy(expected)) => {
-                let parks = busy_parks.saturating_add(1);
-                let wait = busy_delay(parks, expected, self.policy.jitter, rand::random::<f64>());
-                debug!(
-                    event_id = event.id,
-                    endpoint = key,
-                    parks,
-                    "webhook queue full; parking"
-                );
-                if !self.policy.within_max_age(elapsed, wait) {
-                    return done(Some(Reason::RetriesExhausted), attempts);
-                }
-                return Step::Park {
-                    webhook: used.clone(),
-                    attempts,
-                    delay: wait,
-                    busy: true,
-                };
-            }
-            Err(refusal) => {
-                // A refusal by an open breaker is an attempt that was not made: the schedule
-                // goes on, so an endpoint that stays down ends the event on the schedule.
-                debug!(
-                    event_id = event.id,
-                    endpoint = key,
-                    ?refusal,
-                    "breaker open"
-                );
-                crate::observe::metrics()
-                    .attempts
-                    .with_label_values(&["breaker_open"])
-                    .inc();
-                attempts.push(not_sent(refusal));
-                return self.after_failure(used, attempts, first_seen_ms, None);
-            }
+            Err(refusal) => return self.refused(&event.id, key, refusal, used, attempts, progress),
         };
         let at = SystemTime::now();
         let security = match target
@@ -268,17 +296,7 @@ impl Deliverer {
             }
         };
         let verdict = classify(&report.result);
-        pass.finish(match &report.result {
-            AttemptResult::Response { status, .. } => Finished::Answered {
-                status: *status,
-                latency: report.elapsed,
-            },
-            AttemptResult::Transport => Finished::Transport {
-                connect: report.connect_failed,
-                elapsed: report.elapsed,
-            },
-            AttemptResult::Blocked => Finished::NotSent,
-        });
+        pass.finish(finished(&report));
         let retry_after = match &report.result {
             AttemptResult::Response { retry_after, .. } => *retry_after,
             _ => None,
@@ -295,6 +313,54 @@ impl Deliverer {
                 done(Some(reason), attempts)
             }
             Verdict::Retry => self.after_failure(used, attempts, first_seen_ms, retry_after),
+        }
+    }
+
+    /// The step when the endpoint refused the attempt: a full queue parks the event for a
+    /// while (such parks back off on their own); an open breaker counts as an attempt that
+    /// was not made, so the schedule goes on and an endpoint that stays down ends the event
+    /// on the schedule.
+    fn refused(
+        &self,
+        event_id: &str,
+        key: &str,
+        refusal: Refusal,
+        used: WebhookRef,
+        mut attempts: Vec<Attempt>,
+        progress: &EventProgress,
+    ) -> Step {
+        let elapsed = Duration::from_millis(
+            unix_ms(SystemTime::now()).saturating_sub(progress.first_seen_ms),
+        );
+        let Refusal::Busy(expected) = refusal else {
+            debug!(event_id, endpoint = key, ?refusal, "breaker open");
+            crate::observe::metrics()
+                .attempts
+                .with_label_values(&["breaker_open"])
+                .inc();
+            attempts.push(not_sent(refusal));
+            return self.after_failure(used, attempts, progress.first_seen_ms, None);
+        };
+        let parks = progress.busy_parks.saturating_add(1);
+        let wait = busy_delay(parks, expected, self.policy.jitter, rand::random::<f64>());
+        debug!(
+            event_id,
+            endpoint = key,
+            parks,
+            "webhook queue full; parking"
+        );
+        if !self.policy.within_max_age(elapsed, wait) {
+            return Step::Done {
+                reason: Some(Reason::RetriesExhausted),
+                webhook: used,
+                attempts,
+            };
+        }
+        Step::Park {
+            webhook: used,
+            attempts,
+            delay: wait,
+            busy: true,
         }
     }
 
@@ -350,26 +416,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_version_of_a_webhook_is_worked_out_once() {
-        use crate::delivery::client::ClientOptions;
-        use crate::delivery::secrets::Secrets;
-        use crate::delivery::{build_client, Endpoints};
         use crate::domain::config::tests::sample_webhook;
-        let settings = crate::settings::Settings::default();
-        let policy = Arc::new(settings.address_policy().unwrap());
-        let client = build_client(&ClientOptions {
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            extra_ca_file: None,
-            policy: policy.clone(),
-        })
-        .unwrap();
-        let deliverer = Deliverer::new(
-            Sender::new(client, policy),
-            Auth::new(Secrets::new(None, settings.secret_scope())),
-            settings.retry_policy(),
-            Endpoints::new(settings.schedule_policy(), settings.wait_limits()),
-            settings.rules(),
-        );
+        let mut settings = crate::settings::Settings::default();
+        settings.delivery.connect_timeout_ms = 1_000;
+        settings.delivery.request_timeout_ms = 1_000;
+        let deliverer = Deliverer::from_settings(&settings).unwrap();
         let webhook: WebhookConfig = serde_json::from_value(sample_webhook()).unwrap();
         let v = |offset| Version {
             partition: 0,

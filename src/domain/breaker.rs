@@ -139,34 +139,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn opens_after_consecutive_failures_only() {
-        let t = Instant::now();
-        let mut b = Breaker::new(policy());
-        b.record(t, false);
-        b.record(t, false);
-        b.record(t, true);
-        b.record(t, false);
-        b.record(t, false);
-        assert_eq!(b.admit(t), Admission::Allow);
-        b.record(t, false);
-        assert_eq!(
-            b.admit(t),
-            Admission::Reject {
-                until: t + Duration::from_secs(10)
-            }
-        );
-    }
-
-    #[test]
-    fn half_open_lets_one_probe_through() {
-        let t = Instant::now();
+    /// A breaker the policy's three failures in a row opened at `t`.
+    fn opened(t: Instant) -> Breaker {
         let mut b = Breaker::new(policy());
         for _ in 0..3 {
             b.record(t, false);
         }
-        let later = t + Duration::from_secs(10);
+        b
+    }
+
+    /// A breaker opened a cooldown ago, that has just let its probe through; and when.
+    fn probing() -> (Breaker, Instant) {
+        let t = Instant::now();
+        let mut b = opened(t);
+        let later = t + secs(10);
         assert_eq!(b.admit(later), Admission::Probe);
+        (b, later)
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn rejected_until(until: Instant) -> Admission {
+        Admission::Reject { until }
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_only() {
+        let t = Instant::now();
+        let mut b = Breaker::new(policy());
+        for healthy in [false, false, true, false, false] {
+            b.record(t, healthy);
+        }
+        assert_eq!(b.admit(t), Admission::Allow);
+        b.record(t, false);
+        assert_eq!(b.admit(t), rejected_until(t + secs(10)));
+    }
+
+    #[test]
+    fn half_open_lets_one_probe_through() {
+        let (mut b, later) = probing();
         assert!(matches!(b.admit(later), Admission::Reject { .. }));
         b.record(later, true);
         assert_eq!(b.state(), State::Closed { failures: 0 });
@@ -176,40 +189,24 @@ mod tests {
     #[test]
     fn failed_probes_double_the_cooldown_up_to_the_cap() {
         let t = Instant::now();
-        let mut b = Breaker::new(policy());
-        for _ in 0..3 {
-            b.record(t, false);
+        let mut b = opened(t);
+        let mut probe_at = t + secs(10);
+        // Each failed probe opens it again for twice as long, at most 25 s.
+        for cooldown in [20, 25] {
+            assert_eq!(b.admit(probe_at), Admission::Probe);
+            b.record(probe_at, false);
+            assert_eq!(b.admit(probe_at), rejected_until(probe_at + secs(cooldown)));
+            probe_at += secs(cooldown);
         }
-        let t1 = t + Duration::from_secs(10);
-        assert_eq!(b.admit(t1), Admission::Probe);
-        b.record(t1, false);
-        assert_eq!(
-            b.admit(t1),
-            Admission::Reject {
-                until: t1 + Duration::from_secs(20)
-            }
-        );
-        let t2 = t1 + Duration::from_secs(20);
-        assert_eq!(b.admit(t2), Admission::Probe);
-        b.record(t2, false);
-        assert_eq!(
-            b.admit(t2),
-            Admission::Reject {
-                until: t2 + Duration::from_secs(25)
-            }
-        );
     }
 
     #[test]
     fn rejects_peeks_without_changing_state() {
         let t = Instant::now();
-        let mut b = Breaker::new(policy());
-        assert_eq!(b.rejects(t), None);
-        for _ in 0..3 {
-            b.record(t, false);
-        }
-        assert_eq!(b.rejects(t), Some(t + Duration::from_secs(10)));
-        let later = t + Duration::from_secs(10);
+        assert_eq!(Breaker::new(policy()).rejects(t), None);
+        let mut b = opened(t);
+        assert_eq!(b.rejects(t), Some(t + secs(10)));
+        let later = t + secs(10);
         assert_eq!(b.rejects(later), None, "due for a probe");
         assert_eq!(b.admit(later), Admission::Probe);
         assert!(b.rejects(later).is_some(), "one probe at a time");
@@ -217,13 +214,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_lets_the_next_request_probe() {
-        let t = Instant::now();
-        let mut b = Breaker::new(policy());
-        for _ in 0..3 {
-            b.record(t, false);
-        }
-        let later = t + Duration::from_secs(10);
-        assert_eq!(b.admit(later), Admission::Probe);
+        let (mut b, later) = probing();
         b.abandon_probe(later);
         assert_eq!(b.admit(later), Admission::Probe);
         // Only a half-open breaker has a probe to abandon.
@@ -235,10 +226,7 @@ mod tests {
     #[test]
     fn late_results_do_not_close_an_open_breaker() {
         let t = Instant::now();
-        let mut b = Breaker::new(policy());
-        for _ in 0..3 {
-            b.record(t, false);
-        }
+        let mut b = opened(t);
         b.record(t, true);
         assert!(matches!(b.admit(t), Admission::Reject { .. }));
     }

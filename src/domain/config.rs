@@ -272,6 +272,11 @@ pub fn validate_value(json: &Value, rules: Rules) -> Result<ConfigRecord, Config
         1 => return Err(found.remove(0).into()),
         _ => return Err(ConfigError::Refused(found)),
     }
+    typed(json)
+}
+
+/// The typed record of a body whose [`refusals`] are none.
+pub fn typed(json: &Value) -> Result<ConfigRecord, ConfigError> {
     let record = match json.get("kind").and_then(Value::as_str) {
         Some("webhook") => serde_json::from_value(json.clone()).map(ConfigRecord::Webhook),
         _ => serde_json::from_value(json.clone()).map(ConfigRecord::Campaign),

@@ -39,6 +39,19 @@ pub fn after(at: SystemTime, delay: Duration) -> SystemTime {
     at.checked_add(bounded(delay)).unwrap_or(at)
 }
 
+/// Milliseconds since the Unix epoch (0 before it): the one millisecond clock of the
+/// project (outcome times, due times, the delivery log's windows, the watchdog).
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
 /// Unix seconds, as sent in `webhook-timestamp`.
 pub fn unix_seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)

@@ -89,8 +89,7 @@ impl ConfigFollower {
         let retention = delete_retention(kafka, &topic);
         let stale = match (store.synced_at()?, retention) {
             (Some(at), Some(retention)) => {
-                crate::delivery::unix_ms(std::time::SystemTime::now()).saturating_sub(at)
-                    > retention
+                crate::domain::time::now_ms().saturating_sub(at) > retention
             }
             // Never followed to the end (or by an older version): it cannot be trusted.
             (None, _) => true,
@@ -280,7 +279,7 @@ impl Loop {
             } else if self.last_sync.is_none_or(|at| at.elapsed() >= SYNC_EVERY) {
                 self.last_sync = Some(Instant::now());
                 self.follow_new_partitions();
-                let now = crate::delivery::unix_ms(std::time::SystemTime::now());
+                let now = crate::domain::time::now_ms();
                 if let Err(e) = self.store.mark_synced(now) {
                     error!(error = %e, "config cache write failed; config follower stops");
                     return;

@@ -102,24 +102,28 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     metric
 }
 
+fn attempt_histogram(r: &Registry) -> Histogram {
+    let histogram = Histogram::with_opts(
+        HistogramOpts::new(
+            "delivery_attempt_duration_seconds",
+            "Duration of webhook delivery attempts",
+        )
+        .buckets(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("metric: {e}"));
+    r.register(Box::new(histogram.clone()))
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+    histogram
+}
+
 impl Metrics {
     // Registration only fails on a programming error (a bad or repeated name), caught by the
     // unit test below: start-up may panic then.
     fn new() -> Self {
         let r = Registry::new_custom(Some("feedback_webhooks".into()), None)
             .unwrap_or_else(|e| panic!("metrics registry: {e}"));
-        let attempt_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "delivery_attempt_duration_seconds",
-                "Duration of webhook delivery attempts",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        r.register(Box::new(attempt_seconds.clone()))
-            .unwrap_or_else(|e| panic!("metric: {e}"));
         Metrics {
             events_consumed: counter(
                 &r,
@@ -139,7 +143,7 @@ impl Metrics {
                 "Webhook delivery attempts, by result class",
                 &["class"],
             ),
-            attempt_seconds,
+            attempt_seconds: attempt_histogram(&r),
             retries_pending: gauge(
                 &r,
                 "retries_pending",

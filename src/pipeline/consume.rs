@@ -8,15 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-
-use crate::fatal::Fatal;
 use tracing::{error, info, warn};
 
-use crate::delivery::unix_ms;
+use crate::domain::time::unix_ms;
+use crate::fatal::{Fatal, FatalCause};
 use crate::source::commit::CommitError;
-use crate::source::{InputRecord, PartitionKey, RecordSource};
+use crate::source::{InputRecord, Lease, PartitionKey, RecordSource};
 
 /// One consumer loop: each record becomes a task, at most `limit` at once.
 ///
@@ -47,41 +46,26 @@ pub(super) async fn consume<S, C, F, Fut>(
         fatal,
         commit_every,
     } = l;
-    // Partitions paused until their head record is due: (when, partition, generation).
-    let mut deferred: Vec<(tokio::time::Instant, PartitionKey, u64)> = Vec::new();
+    let mut not_due = NotDue::default();
     let permits = Arc::new(Semaphore::new(limit));
     let mut commit_tick = tokio::time::interval(commit_every);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tasks = JoinSet::new();
     // Records received while full (only while paused: newly assigned partitions).
     let mut held: VecDeque<(InputRecord, Option<Waiting>)> = VecDeque::new();
-    // Records waiting for their due time, per partition (see `LOOKAHEAD`).
-    let mut waiting: HashMap<PartitionKey, Arc<AtomicUsize>> = HashMap::new();
     let mut paused = false;
     let mut full_since: Option<tokio::time::Instant> = None;
     let spawn = |record: InputRecord, permit, waiting: Option<Waiting>, tasks: &mut JoinSet<()>| {
         let lease = record.lease();
-        let work = handler(context.clone(), record);
-        tasks.spawn(async move {
-            let _waiting = waiting;
-            // An unfinished record (shutdown, panic) drops its lease and is released.
-            if work.await {
-                lease.complete();
-            }
-            drop(permit);
-        });
+        start_task(
+            tasks,
+            lease,
+            handler(context.clone(), record),
+            permit,
+            waiting,
+        );
     };
-    let commit = || match consumer.commit() {
-        Ok(()) => {}
-        Err(e @ (CommitError::Kafka(_) | CommitError::Busy)) => {
-            warn!(consumer = name, error = %e, "commit failed; the next commit covers it")
-        }
-        // Exactly once, a failed commit voids results whose records count as done here.
-        Err(e) => {
-            error!(consumer = name, error = %e, "transaction failed; stopping");
-            fatal.raise(format!("{name} commit: {e}"));
-        }
-    };
+    let commit = || commit_progress(consumer, name, fatal);
     let count_in_flight = |permits: &Semaphore| {
         if let Some(gauge) = in_flight_gauge {
             gauge.set((limit - permits.available_permits()) as i64);
@@ -89,20 +73,8 @@ pub(super) async fn consume<S, C, F, Fut>(
     };
 
     while !*stopping.borrow() {
-        // Start held records while there is room; drop those whose partition moved away.
         count_in_flight(&permits);
-        while let Some((record, w)) = held.pop_front() {
-            if !record.is_current() {
-                continue;
-            }
-            match permits.clone().try_acquire_owned() {
-                Ok(permit) => spawn(record, permit, w, &mut tasks),
-                Err(_) => {
-                    held.push_front((record, w));
-                    break;
-                }
-            }
-        }
+        start_held(&mut held, &permits, |r, p, w| spawn(r, p, w, &mut tasks));
         let full = permits.available_permits() == 0 || !held.is_empty();
         if paused && held.is_empty() && permits.available_permits() >= limit.div_ceil(2) {
             consumer.resume();
@@ -114,7 +86,7 @@ pub(super) async fn consume<S, C, F, Fut>(
             full_since = None;
             tokio::time::Instant::now()
         };
-        let next_due = deferred.iter().map(|d| d.0).min();
+        let next_due = not_due.next_due();
         tokio::select! {
             biased;
             _ = stopping.changed() => {}
@@ -126,14 +98,7 @@ pub(super) async fn consume<S, C, F, Fut>(
                 commit_tick.reset();
             }
             () = tokio::time::sleep_until(next_due.unwrap_or(since)), if next_due.is_some() => {
-                let now = tokio::time::Instant::now();
-                deferred.retain(|(at, key, generation)| {
-                    let due = *at <= now;
-                    if due {
-                        consumer.resume_deferred(key, *generation);
-                    }
-                    !due
-                });
+                not_due.resume_due(consumer);
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
@@ -141,7 +106,10 @@ pub(super) async fn consume<S, C, F, Fut>(
                     // partition's commit point could not pass it again: stop the process
                     // instead, and the record is processed again after the restart.
                     error!(consumer = name, error = %e, "record task failed; stopping");
-                    fatal.raise(format!("a {name} record task failed: {e}"));
+                    fatal.raise(FatalCause::TaskFailed {
+                        consumer: name,
+                        reason: e.to_string(),
+                    });
                 }
             }
             _ = permits.acquire(), if full => {}
@@ -154,20 +122,12 @@ pub(super) async fn consume<S, C, F, Fut>(
                 Ok(Some(record)) => {
                     let mut w = None;
                     if let Some(wait) = due.and_then(|due| not_due_for(due(&record))) {
-                        // Past a few records waiting in its partition, a record not due yet
-                        // goes back to the partition, paused until then: waiting costs no
-                        // task, permit or memory, and other partitions keep their share.
-                        let count = waiting.entry(record.key.clone()).or_default().clone();
                         // Half the budget stays free for records that are due.
                         let scarce = permits.available_permits() <= limit / 2;
-                        if (scarce || count.load(Ordering::Relaxed) >= LOOKAHEAD)
-                            && consumer.defer(&record)
-                        {
-                            let at = tokio::time::Instant::now() + wait;
-                            deferred.push((at, record.key.clone(), record.generation));
-                            continue;
+                        match not_due.admit(consumer, &record, wait, scarce) {
+                            Some(waits) => w = Some(waits),
+                            None => continue,
                         }
-                        w = Some(Waiting::new(count));
                     }
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) if held.is_empty() => spawn(record, permit, w, &mut tasks),
@@ -182,7 +142,69 @@ pub(super) async fn consume<S, C, F, Fut>(
 
     // Records not started are left for the next run; those under way may finish.
     held.clear();
-    let drained = tokio::time::timeout(drain, async {
+    drain_tasks(name, drain, tasks).await;
+    count_in_flight(&permits);
+}
+
+/// Runs one record's work as a task holding its permit (and its place among the records
+/// waiting, if it waits); the record completes if the work says so.
+fn start_task(
+    tasks: &mut JoinSet<()>,
+    lease: Lease,
+    work: impl Future<Output = bool> + Send + 'static,
+    permit: OwnedSemaphorePermit,
+    waiting: Option<Waiting>,
+) {
+    tasks.spawn(async move {
+        let _waiting = waiting;
+        // An unfinished record (shutdown, panic) drops its lease and is released.
+        if work.await {
+            lease.complete();
+        }
+        drop(permit);
+    });
+}
+
+/// Starts held records while there is room; drops those whose partition moved away.
+fn start_held(
+    held: &mut VecDeque<(InputRecord, Option<Waiting>)>,
+    permits: &Arc<Semaphore>,
+    mut start: impl FnMut(InputRecord, OwnedSemaphorePermit, Option<Waiting>),
+) {
+    while let Some((record, w)) = held.pop_front() {
+        if !record.is_current() {
+            continue;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            held.push_front((record, w));
+            break;
+        };
+        start(record, permit, w);
+    }
+}
+
+/// Commits a loop's progress. A failure the next commit covers is logged; exactly once, a
+/// failed transaction voids results whose records count as done here, so it is fatal.
+fn commit_progress<S: RecordSource>(consumer: &S, name: &'static str, fatal: &Fatal) {
+    match consumer.commit() {
+        Ok(()) => {}
+        Err(e @ (CommitError::Kafka(_) | CommitError::Busy)) => {
+            warn!(consumer = name, error = %e, "commit failed; the next commit covers it")
+        }
+        Err(e) => {
+            error!(consumer = name, error = %e, "transaction failed; stopping");
+            fatal.raise(FatalCause::Commit {
+                consumer: name,
+                reason: e.to_string(),
+            });
+        }
+    }
+}
+
+/// Waits up to `deadline` for the tasks under way; past it, they are aborted and their
+/// records stay uncommitted.
+async fn drain_tasks(name: &'static str, deadline: Duration, mut tasks: JoinSet<()>) {
+    let drained = tokio::time::timeout(deadline, async {
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = joined {
                 error!(consumer = name, error = %e, "record task failed");
@@ -199,7 +221,55 @@ pub(super) async fn consume<S, C, F, Fut>(
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    count_in_flight(&permits);
+}
+
+/// Records of a loop whose records wait for their due time (the retry tiers): a few wait as
+/// tasks in each partition; past them, a record goes back to its partition, paused until
+/// then, so waiting costs no task, permit or memory, and other partitions keep their share.
+#[derive(Default)]
+struct NotDue {
+    /// Partitions paused until their head record is due: (when, partition, generation).
+    deferred: Vec<(tokio::time::Instant, PartitionKey, u64)>,
+    /// Records waiting for their due time as tasks, per partition (see `LOOKAHEAD`).
+    waiting: HashMap<PartitionKey, Arc<AtomicUsize>>,
+}
+
+impl NotDue {
+    /// When the first deferred partition's record is due.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.deferred.iter().map(|d| d.0).min()
+    }
+
+    /// Resumes the deferred partitions whose record is due.
+    fn resume_due<S: RecordSource>(&mut self, consumer: &S) {
+        let now = tokio::time::Instant::now();
+        self.deferred.retain(|(at, key, generation)| {
+            let due = *at <= now;
+            if due {
+                consumer.resume_deferred(key, *generation);
+            }
+            !due
+        });
+    }
+
+    /// A record due in `wait`: the count it holds while it waits as a task, or `None` when
+    /// it went back to its partition (`scarce`: the loop's budget is half used).
+    fn admit<S: RecordSource>(
+        &mut self,
+        consumer: &S,
+        record: &InputRecord,
+        wait: Duration,
+        scarce: bool,
+    ) -> Option<Waiting> {
+        let count = self.waiting.entry(record.key.clone()).or_default().clone();
+        if (scarce || count.load(Ordering::Relaxed) >= LOOKAHEAD) && consumer.defer(record) {
+            let at = tokio::time::Instant::now() + wait;
+            self.deferred
+                .push((at, record.key.clone(), record.generation));
+            return None;
+        }
+        Some(Waiting::new(count))
+    }
 }
 
 /// One consumer loop's parts.
@@ -459,7 +529,7 @@ mod tests {
         let why = tokio::time::timeout(Duration::from_secs(5), fatal.raised())
             .await
             .expect("raised");
-        assert!(why.contains("record task failed"), "{why}");
+        assert!(why.to_string().contains("record task failed"), "{why}");
         // The commit point never passed the record that did not complete.
         assert!(source.stored.lock().unwrap().iter().all(|&next| next <= 1));
         stop.send(true).unwrap();

@@ -2,22 +2,22 @@
 //! request. Each ends in an outcome or a parked record (see `advance`).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde_json::Value;
 use tracing::{debug, error, warn, Instrument};
 
 use super::Context;
-use crate::delivery::{unix_ms, Step};
+use crate::delivery::{EventProgress, Step};
 use crate::domain::event::{self, EventError, FeedbackEvent};
 use crate::domain::matching::Decision;
-use crate::domain::outcome::{Attempt, Outcome, Reason, Replay, Source, WebhookRef};
+use crate::domain::outcome::{Outcome, Reason, Replay, Source, WebhookRef};
 use crate::domain::parked::Parked;
 use crate::domain::payload;
 use crate::domain::replay::ReplayRecord;
-use crate::domain::time::{after, bounded, rfc3339_millis};
-use crate::join::{join, StoreError};
+use crate::domain::time::{after, bounded, rfc3339_millis, unix_ms};
+use crate::join::{join, Joined, StoreError};
 use crate::source::InputRecord;
 
 /// The span of one event's work: its id, org and sandbox (never a secret).
@@ -84,7 +84,7 @@ pub(super) async fn handle_input(context: Arc<Context>, record: InputRecord) -> 
                 .and_then(|p| serde_json::from_slice(p).ok())
                 .unwrap_or(Value::Null)
         };
-        let progress = Progress {
+        let progress = EventProgress {
             attempts: Vec::new(),
             first_seen_ms,
             busy_parks: 0,
@@ -176,7 +176,7 @@ pub(super) async fn handle_parked(context: Arc<Context>, record: InputRecord) ->
         busy_parks,
         ..
     } = parked;
-    let progress = Progress {
+    let progress = EventProgress {
         attempts,
         first_seen_ms,
         busy_parks,
@@ -189,14 +189,6 @@ pub(super) async fn handle_parked(context: Arc<Context>, record: InputRecord) ->
 }
 
 /// Where an event stands: attempts so far, since when, and the replay redelivering it.
-struct Progress {
-    attempts: Vec<Attempt>,
-    first_seen_ms: u64,
-    /// Parks in a row because the webhook's queue was full (they back off).
-    busy_parks: u32,
-    replay: Option<Replay>,
-}
-
 /// A redelivery request from an operator's replay: delivered like a new event (current
 /// config, normal retries and isolation), its outcome marked with the replay.
 pub(super) async fn handle_replay(context: Arc<Context>, record: InputRecord) -> bool {
@@ -218,7 +210,7 @@ pub(super) async fn handle_replay(context: Arc<Context>, record: InputRecord) ->
         return true;
     };
     let span = event_span(&event);
-    let progress = Progress {
+    let progress = EventProgress {
         attempts: Vec::new(),
         first_seen_ms: unix_ms(SystemTime::now()),
         busy_parks: 0,
@@ -237,38 +229,15 @@ async fn advance(
     record: &InputRecord,
     event: &FeedbackEvent,
     raw_event: impl FnOnce() -> Value,
-    progress: Progress,
+    mut progress: EventProgress,
     source: Source,
 ) {
-    let Progress {
-        attempts,
-        first_seen_ms,
-        busy_parks,
-        replay,
-    } = progress;
-    let joined = loop {
-        match join(&*context.config, event) {
-            Ok(joined) => break joined,
-            // A cached record that no longer decodes will not decode on a retry either.
-            Err(e @ StoreError::Corrupt { .. }) => {
-                error!(error = %e, "cached config record unreadable");
-                let mut outcome = Outcome::for_event(
-                    event,
-                    Some(Reason::ConfigInvalid),
-                    None,
-                    attempts,
-                    source,
-                    now(),
-                );
-                outcome.replay = replay;
-                context.recorder.outcome(record, &outcome).await;
-                return;
-            }
-            Err(e) => {
-                error!(error = %e, "config cache read failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+    let end = |reason, webhook, progress, source| {
+        finish(context, record, event, reason, webhook, progress, source)
+    };
+    let Some(joined) = join_current(context, event).await else {
+        // A cached record that no longer decodes will not decode on a retry either.
+        return end(Some(Reason::ConfigInvalid), None, progress, source).await;
     };
     let webhook_ref = joined.webhook.as_ref().map(|w| WebhookRef {
         name: w.value.name.clone(),
@@ -289,37 +258,22 @@ async fn advance(
                 Decision::Skip(reason) => reason,
                 Decision::Deliver => Reason::NoWebhook,
             };
-            let mut outcome =
-                Outcome::for_event(event, Some(reason), webhook_ref, attempts, source, now());
-            outcome.replay = replay;
-            context.recorder.outcome(record, &outcome).await;
-            return;
+            return end(Some(reason), webhook_ref, progress, source).await;
         }
     };
     let body = Bytes::from(payload::to_body(&payload::build(event, channel, status)));
-    match context
+    let step = context
         .deliverer
-        .step(
-            event,
-            &webhook.value,
-            webhook.version,
-            body,
-            attempts,
-            first_seen_ms,
-            busy_parks,
-            replay.as_ref().map(|r| r.id.as_str()),
-        )
-        .await
-    {
+        .step(event, &webhook, body, &mut progress)
+        .await;
+    match step {
         Step::Done {
             reason,
             webhook,
             attempts,
         } => {
-            let mut outcome =
-                Outcome::for_event(event, reason, Some(webhook), attempts, source, now());
-            outcome.replay = replay;
-            context.recorder.outcome(record, &outcome).await;
+            progress.attempts = attempts;
+            end(reason, Some(webhook), progress, source).await;
         }
         Step::Park {
             attempts,
@@ -334,47 +288,97 @@ async fn advance(
                 event: raw_event(),
                 source,
                 attempts,
-                first_seen_ms,
-                due_ms: due
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
+                first_seen_ms: progress.first_seen_ms,
+                due_ms: unix_ms(due),
                 busy_parks: if busy {
-                    busy_parks.saturating_add(1)
+                    progress.busy_parks.saturating_add(1)
                 } else {
                     0
                 },
-                replay,
+                replay: progress.replay,
             };
-            debug!(
-                delay_ms = delay.as_millis() as u64,
-                attempts = parked.attempts.len(),
-                "parked for retry"
-            );
-            if context.recorder.park(record, &parked, delay).await.is_err() {
-                // Never written, so never retried: the event ends here, with its attempts.
-                error!(
-                    event_id = event.id,
-                    "parked record refused by the broker; ending the event"
-                );
-                let Parked {
-                    attempts,
-                    source,
-                    replay,
-                    ..
-                } = parked;
-                let mut outcome = Outcome::for_event(
-                    event,
-                    Some(Reason::RetriesExhausted),
-                    Some(webhook),
-                    attempts,
-                    source,
-                    now(),
-                );
-                outcome.replay = replay;
-                context.recorder.outcome(record, &outcome).await;
+            park(context, record, event, parked, delay, webhook).await;
+        }
+    }
+}
+
+/// The joined config of the event, read again until the cache answers; `None` when its
+/// record no longer decodes.
+async fn join_current(context: &Context, event: &FeedbackEvent) -> Option<Joined> {
+    loop {
+        match join(&*context.config, event) {
+            Ok(joined) => return Some(joined),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                error!(error = %e, "cached config record unreadable");
+                return None;
+            }
+            Err(e) => {
+                error!(error = %e, "config cache read failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
+}
+
+/// Ends the event: its outcome, with the attempts made and the replay it belongs to.
+async fn finish(
+    context: &Context,
+    record: &InputRecord,
+    event: &FeedbackEvent,
+    reason: Option<Reason>,
+    webhook: Option<WebhookRef>,
+    progress: EventProgress,
+    source: Source,
+) {
+    let mut outcome = Outcome::for_event(event, reason, webhook, progress.attempts, source, now());
+    outcome.replay = progress.replay;
+    context.recorder.outcome(record, &outcome).await;
+}
+
+/// Parks the event for another attempt after `delay`; a parked record the broker refuses
+/// for good is never retried, so the event ends there, with its attempts.
+async fn park(
+    context: &Context,
+    record: &InputRecord,
+    event: &FeedbackEvent,
+    parked: Parked,
+    delay: Duration,
+    webhook: WebhookRef,
+) {
+    debug!(
+        delay_ms = delay.as_millis() as u64,
+        attempts = parked.attempts.len(),
+        "parked for retry"
+    );
+    if context.recorder.park(record, &parked, delay).await.is_ok() {
+        return;
+    }
+    error!(
+        event_id = event.id,
+        "parked record refused by the broker; ending the event"
+    );
+    let Parked {
+        attempts,
+        source,
+        replay,
+        ..
+    } = parked;
+    let progress = EventProgress {
+        attempts,
+        replay,
+        ..EventProgress::default()
+    };
+    let reason = Some(Reason::RetriesExhausted);
+    finish(
+        context,
+        record,
+        event,
+        reason,
+        Some(webhook),
+        progress,
+        source,
+    )
+    .await;
 }
 
 /// The due time of a parked record, without decoding its event.
@@ -400,12 +404,10 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::delivery::auth::Auth;
-    use crate::delivery::client::ClientOptions;
-    use crate::delivery::secrets::Secrets;
-    use crate::delivery::{build_client, Deliverer, Endpoints, Sender};
+    use crate::delivery::Deliverer;
     use crate::domain::config::tests::{sample_campaign, sample_webhook};
     use crate::domain::event::tests::spec_event;
+    use crate::domain::outcome::Attempt;
     use crate::domain::outcome::Status;
     use crate::join::memory::MemoryConfig;
     use crate::record::memory::MemoryRecorder;
@@ -423,22 +425,10 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let settings = Settings::default();
-        let policy = Arc::new(settings.address_policy().unwrap());
-        let client = build_client(&ClientOptions {
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            extra_ca_file: None,
-            policy: policy.clone(),
-        })
-        .unwrap();
-        let deliverer = Deliverer::new(
-            Sender::new(client, policy),
-            Auth::new(Secrets::new(None, settings.secret_scope())),
-            settings.retry_policy(),
-            Endpoints::new(settings.schedule_policy(), settings.wait_limits()),
-            settings.rules(),
-        );
+        let mut settings = Settings::default();
+        settings.delivery.connect_timeout_ms = 1_000;
+        settings.delivery.request_timeout_ms = 1_000;
+        let deliverer = Deliverer::from_settings(&settings).unwrap();
         let config = Arc::new(MemoryConfig::default());
         let recorder = Arc::new(MemoryRecorder::default());
         let (stop, stopping) = watch::channel(false);

@@ -21,19 +21,17 @@ use tracing::{error, info, warn};
 
 use self::consume::{consume, Loop};
 use self::handlers::{handle_input, handle_parked, handle_replay, parked_due};
-use crate::delivery::auth::Auth;
-use crate::delivery::secrets::Secrets;
-use crate::delivery::{
-    build_client, client::ClientOptions, ClientError, Deliverer, Endpoints, Sender,
-};
+use crate::delivery::{Deliverer, DelivererError};
 use crate::domain::parked::tier_topics;
-use crate::fatal::Fatal;
+use crate::fatal::{Fatal, FatalCause};
 use crate::join::{ConfigFollower, ConfigLookup, ConfigStore, StoreError};
-use crate::kafka::{ensure_topics, internal_record_limit, max_message_bytes};
+use crate::kafka::{ensure_topics, internal_record_limit, max_message_bytes, TopicSpec};
 use crate::observe::{metrics, server, Health};
-use crate::record::{RecordError, RecordSink, Recorder, RecorderOptions};
+use crate::record::{start_recorders, RecordError, RecordSink, Recorder};
 use crate::settings::{Guarantee, Settings};
-use crate::source::{InputConsumer, InputError, Subscription};
+use crate::source::commit::CommitError;
+use crate::source::durable::Results;
+use crate::source::{InputConsumer, InputError, InputRecord, Subscription};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -42,19 +40,22 @@ pub enum PipelineError {
     #[error(transparent)]
     Follower(#[from] crate::join::follower::FollowerError),
     #[error(transparent)]
-    Client(#[from] ClientError),
+    Deliverer(#[from] DelivererError),
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error(transparent)]
     Input(#[from] InputError),
     #[error("retry topics: {0}")]
     Topics(rdkafka::error::KafkaError),
-    #[error(transparent)]
-    Settings(crate::settings::SettingsError),
     #[error("the config follower stopped; see the log above")]
     FollowerStopped,
+    /// A part's start, run off the async workers, did not complete.
+    #[error("{0}")]
+    Start(String),
     #[error("stopping after a fatal error: {0}")]
-    Fatal(String),
+    Fatal(FatalCause),
+    #[error("stopping after a fatal error: final commit: {0}")]
+    FinalCommit(CommitError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
 }
@@ -69,7 +70,9 @@ pub(crate) struct Context {
     pub(crate) stopping: watch::Receiver<bool>,
 }
 
-/// Runs the processor until `shutdown` resolves.
+/// Runs the processor until `shutdown` resolves: the config cache catches up, the
+/// processor's parts start ([`Processor::start`]), and its loops run until shutdown or a
+/// fatal error ([`Processor::run`]).
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
@@ -86,21 +89,7 @@ pub async fn run(
     };
     // Freed C-heap memory (librdkafka's decompression buffers) goes back to the system.
     let trimmer = crate::memory::spawn_trimmer();
-    let store = ConfigStore::open(&settings.store.path)?;
-    {
-        let store = store.clone();
-        metrics().on_scrape(move |m| {
-            m.config_cache_entries
-                .set(store.estimated_entries().try_into().unwrap_or(i64::MAX))
-        });
-    }
-    // Reads the topic's metadata and watermarks, blocking: off the async workers.
-    let mut follower = {
-        let (kafka, store, rules) = (settings.kafka.clone(), store.clone(), settings.rules());
-        tokio::task::spawn_blocking(move || ConfigFollower::start(&kafka, store, rules))
-            .await
-            .map_err(|e| PipelineError::Fatal(format!("config follower start: {e}")))??
-    };
+    let (store, mut follower) = start_cache(&settings).await?;
     tokio::select! {
         caught_up = follower.wait_caught_up() => if !caught_up {
             return Err(PipelineError::FollowerStopped);
@@ -111,323 +100,298 @@ pub async fn run(
         }
     }
     health.set_caught_up();
-    let tiers = tier_topics(&settings.retry_topic_prefix());
-    let replay_topic = settings.replay_topic();
-    let mut internal = tiers.clone();
-    internal.push(replay_topic.clone());
-    let record_limit = internal_record_limit(settings.delivery.max_event_bytes);
-    ensure_topics(&settings.kafka, &internal, settings.internal_topics())
-        .await
-        .map_err(PipelineError::Topics)?;
-
-    let policy = Arc::new(settings.address_policy().map_err(PipelineError::Settings)?);
-    if !policy.allow.is_empty() {
-        warn!(allow = ?settings.delivery.allow_cidrs, "destination guard opened for these ranges");
-    }
-    let client = build_client(&ClientOptions::from_settings(
-        &settings.delivery,
-        policy.clone(),
-    ))?;
-    let endpoints = Endpoints::new(settings.schedule_policy(), settings.wait_limits());
-    let auth = Auth::new(Secrets::new(
-        settings.sealing_key().map_err(PipelineError::Settings)?,
-        settings.secret_scope(),
-    ));
-    if settings.secrets.accept_v1_sealed {
-        warn!("secrets.accept_v1_sealed is on: values sealed before they were bound to their record still open; seal them again with `secret seal --record`");
-    }
-    let (stop_tx, stopping) = watch::channel(false);
-    let deliverer = Arc::new(Deliverer::new(
-        Sender::new(client, policy),
-        auth,
-        settings.retry_policy(),
-        endpoints,
-        settings.rules(),
-    ));
-    let fatal = Fatal::default();
-    let exactly_once = settings.kafka.processing_guarantee == Guarantee::ExactlyOnce;
-    let outcome_limit = max_message_bytes(&settings.kafka, &settings.kafka.outcome_topic)
-        .await
-        .unwrap_or(BROKER_DEFAULT_MAX_MESSAGE_BYTES);
-    let recorder = |transactional_id: Option<String>, max_transaction_records: usize| {
-        let (kafka, tiers, fatal) = (settings.kafka.clone(), tiers.clone(), fatal.clone());
-        // Registering a transactional id waits for the broker: off the async workers.
-        tokio::task::spawn_blocking(move || {
-            let options = RecorderOptions {
-                tier_topics: tiers,
-                max_record_bytes: record_limit,
-                outcome_limit,
-                transactional_id: transactional_id.as_deref(),
-                max_transaction_records,
-                fatal,
-            };
-            Recorder::new(&kafka, options).map(Arc::new)
-        })
-    };
-    let joined = |r: Result<Result<Arc<Recorder>, RecordError>, tokio::task::JoinError>| {
-        r.map_err(|e| PipelineError::Fatal(format!("producer start: {e}")))?
-            .map_err(PipelineError::from)
-    };
-    // Exactly once, each loop writes in transactions of its own, so a loop that loses its
-    // assignment aborts only its own results; a transaction holds at most
-    // `kafka.max_transaction_records` results.
-    let cap = settings.kafka.max_transaction_records;
-    let recorders: [Arc<Recorder>; 3] = if exactly_once {
-        let prefix = settings.transactional_id();
-        info!(transactional_id = prefix, "processing exactly once");
-        [
-            joined(recorder(Some(format!("{prefix}-input")), cap).await)?,
-            joined(recorder(Some(format!("{prefix}-retry")), cap).await)?,
-            joined(recorder(Some(format!("{prefix}-replay")), cap).await)?,
-        ]
-    } else {
-        warn!("processing at least once: a fault may write an outcome twice");
-        let shared = joined(recorder(None, cap).await)?;
-        [shared.clone(), shared.clone(), shared]
-    };
-    let config: Arc<dyn ConfigLookup> = Arc::new(store);
-    let context_for = |recorder: &Arc<Recorder>| {
-        Arc::new(Context {
-            config: config.clone(),
-            deliverer: deliverer.clone(),
-            recorder: recorder.clone(),
-            max_event_bytes: settings.delivery.max_event_bytes,
-            stopping: stopping.clone(),
-        })
-    };
-    {
-        let deliverer = deliverer.clone();
-        metrics().on_scrape(move |m| {
-            let (counts, named) = deliverer
-                .endpoints()
-                .breaker_states(crate::observe::metrics::MAX_OPEN_SERIES);
-            for (state, n) in ["closed", "open", "half_open"].iter().zip(counts) {
-                m.circuit_breakers
-                    .with_label_values(&[state])
-                    .set(n.try_into().unwrap_or(i64::MAX));
-            }
-            m.circuit_open.reset();
-            for endpoint in named {
-                m.circuit_open
-                    .with_label_values(&[endpoint.as_str()])
-                    .set(1);
-            }
-            let (queued, queued_bytes) = deliverer.endpoints().queued();
-            m.deliveries_queued
-                .set(queued.try_into().unwrap_or(i64::MAX));
-            m.deliveries_queued_bytes
-                .set(queued_bytes.try_into().unwrap_or(i64::MAX));
-            let (hosts, webhooks) = deliverer.endpoints().limits();
-            for (gauge, mut limits) in [
-                (&m.host_concurrency_limit, hosts),
-                (&m.webhook_concurrency_limit, webhooks),
-            ] {
-                limits.sort_unstable();
-                gauge.reset();
-                if let (Some(min), Some(max)) = (limits.first(), limits.last()) {
-                    let median = limits[limits.len() / 2];
-                    for (stat, v) in [("min", *min), ("median", median), ("max", *max)] {
-                        gauge
-                            .with_label_values(&[stat])
-                            .set(v.try_into().unwrap_or(i64::MAX));
-                    }
-                }
-            }
-        });
-    }
-    let kafka = &settings.kafka;
-    let revoke_grace = Duration::from_secs(settings.shutdown.revoke_grace_secs);
-    let transactions = |i: usize| {
-        exactly_once.then(|| recorders[i].clone() as Arc<dyn crate::source::commit::Transactions>)
-    };
-    // At least once, a new owner of an input partition learns from the recent outcomes and
-    // parked records what completed after the committed offset (exactly once, the
-    // transactions make the committed offsets exact).
-    let results = if exactly_once {
-        None
-    } else {
-        let mut topics = vec![kafka.outcome_topic.clone()];
-        topics.extend(tiers.iter().cloned());
-        Some(Arc::new(
-            crate::source::durable::Results::new(kafka, topics).map_err(InputError::from)?,
-        ))
-    };
-    let input = InputConsumer::subscribe(
-        kafka,
-        Subscription {
-            name: "input",
-            group: &kafka.group_id,
-            topics: &kafka.input_topics,
-            max_record_bytes: settings.delivery.max_event_bytes,
-            revoke_grace,
-            transactions: transactions(0),
-            fatal: fatal.clone(),
-            results: results.clone(),
-        },
-    )?;
-    let retry_group = format!("{}-retry", kafka.group_id);
-    let retries = InputConsumer::subscribe(
-        kafka,
-        Subscription {
-            name: "retry",
-            group: &retry_group,
-            topics: &tiers,
-            // Parked records embed an event and its attempts.
-            max_record_bytes: record_limit,
-            revoke_grace,
-            transactions: transactions(1),
-            fatal: fatal.clone(),
-            results: None,
-        },
-    )?;
-    let replay_group = format!("{}-replay", kafka.group_id);
-    let replays = InputConsumer::subscribe(
-        kafka,
-        Subscription {
-            name: "replay",
-            group: &replay_group,
-            topics: std::slice::from_ref(&replay_topic),
-            max_record_bytes: record_limit,
-            revoke_grace,
-            transactions: transactions(2),
-            fatal: fatal.clone(),
-            results: None,
-        },
-    )?;
-    info!(topics = ?kafka.input_topics, group = kafka.group_id, "processing input");
-
-    let drain = Duration::from_secs(settings.shutdown.drain_deadline_secs);
-    let commit_every = Duration::from_millis(kafka.commit_interval_ms);
-    let (input, retries, replays) = (Arc::new(input), Arc::new(retries), Arc::new(replays));
-    // Each loop is a task of its own: a revocation waiting for its records (up to the grace
-    // period, inside the consumer's poll) holds up only its own loop.
-    let mut loops = tokio::task::JoinSet::new();
-    let spawn_loop =
-        |loops: &mut tokio::task::JoinSet<()>,
-         consumer: &Arc<InputConsumer>,
-         context: Arc<Context>,
-         name: &'static str,
-         limit: usize,
-         in_flight_gauge: Option<&'static prometheus::IntGauge>,
-         due: Option<fn(&crate::source::InputRecord) -> Option<u64>>,
-         handler: fn(Arc<Context>, crate::source::InputRecord) -> RecordWork| {
-            let (consumer, stopping, fatal) = (consumer.clone(), stopping.clone(), fatal.clone());
-            loops.spawn(async move {
-                let l = Loop {
-                    name,
-                    consumer: &*consumer,
-                    limit,
-                    drain,
-                    in_flight_gauge,
-                    due,
-                    fatal: &fatal,
-                    commit_every,
-                };
-                consume(l, &context, stopping, handler).await;
-            });
-        };
-    spawn_loop(
-        &mut loops,
-        &input,
-        context_for(&recorders[0]),
-        "input",
-        settings.delivery.max_in_flight,
-        None,
-        None,
-        |c, r| Box::pin(handle_input(c, r)),
-    );
-    spawn_loop(
-        &mut loops,
-        &retries,
-        context_for(&recorders[1]),
-        "retry",
-        settings.delivery.max_retrying,
-        Some(&metrics().retries_pending),
-        Some(parked_due),
-        |c, r| Box::pin(handle_parked(c, r)),
-    );
-    // Replays run beside live input with a bounded share of their own.
-    spawn_loop(
-        &mut loops,
-        &replays,
-        context_for(&recorders[2]),
-        "replay",
-        settings.replay.max_in_flight,
-        None,
-        None,
-        |c, r| Box::pin(handle_replay(c, r)),
-    );
-    let loops_done = async {
-        let ((), ()) = tokio::join!(
-            async {
-                while let Some(done) = loops.join_next().await {
-                    if let Err(e) = done {
-                        error!(error = %e, "a consumer loop failed");
-                    }
-                }
-            },
-            ready_when_joined(&input, &health, stopping.clone()),
-        );
-    };
-    let mut loops_done = Box::pin(loops_done);
-    let mut failed = None;
-    tokio::select! {
-        () = &mut loops_done => {}
-        () = &mut shutdown => {}
-        () = follower_stopped(&follower) => failed = Some(PipelineError::FollowerStopped),
-        why = fatal.raised() => failed = Some(PipelineError::Fatal(why)),
-    }
-    health.set_stopping();
-    let _ = stop_tx.send(true);
-    if fatal.is_raised() {
-        // Nothing more completes: what is under way is redone after the restart.
-        error!("fatal error: stopping without draining");
-    } else {
-        info!(
-            deadline_secs = drain.as_secs(),
-            "shutting down: draining deliveries under way"
-        );
-        tokio::select! {
-            () = &mut loops_done => {}
-            why = fatal.raised() => failed = Some(PipelineError::Fatal(why)),
-        }
-    }
-    // Whatever is still under way (after a fatal error) ends here.
-    drop(loops_done);
-    loops.abort_all();
-    // At least once, a flush that times out leaves unacknowledged records uncommitted: the
-    // commit below only covers acknowledged work, so it happens anyway.
-    let flushed = if exactly_once {
-        Ok(())
-    } else {
-        recorders[0].flush(Duration::from_secs(10))
-    };
-    // Progress is committed while the partitions are still ours (exactly once: with the
-    // last transaction), then the group is left.
-    // After a fatal error, exactly once, the open transactions may hold results whose
-    // records count as done wrongly (a failed commit voided them): nothing more commits.
-    let mut committed = Ok(());
-    let commit = !(exactly_once && fatal.is_raised());
-    for consumer in [&*input, &*retries, &*replays] {
-        let result = if commit {
-            tokio::task::block_in_place(|| consumer.commit())
-        } else {
-            tokio::task::block_in_place(|| consumer.abort())
-        };
-        if let Err(e) = result {
-            warn!(error = %e, "final commit failed; the last records may be processed again");
-            committed = Err(PipelineError::Fatal(format!("final commit: {e}")));
-        }
-        consumer.unsubscribe();
-    }
+    let processor = Processor::start(&settings, Arc::new(store)).await?;
+    let stopped = processor.run(&health, &follower, shutdown).await;
     follower.stop();
     trimmer.abort();
     info!("stopped");
-    if let Some(failed) = failed {
-        return Err(failed);
+    stopped
+}
+
+/// Opens the config cache and starts following the config topic.
+async fn start_cache(settings: &Settings) -> Result<(ConfigStore, ConfigFollower), PipelineError> {
+    let store = ConfigStore::open(&settings.store.path)?;
+    {
+        let store = store.clone();
+        metrics().on_scrape(move |m| {
+            m.config_cache_entries
+                .set(store.estimated_entries().try_into().unwrap_or(i64::MAX))
+        });
     }
-    flushed?;
-    committed
+    // Reads the topic's metadata and watermarks, blocking: off the async workers.
+    let (kafka, cache, rules) = (settings.kafka.clone(), store.clone(), settings.rules());
+    let follower = tokio::task::spawn_blocking(move || ConfigFollower::start(&kafka, cache, rules))
+        .await
+        .map_err(|e| PipelineError::Start(format!("config follower start: {e}")))??;
+    Ok((store, follower))
+}
+
+/// One consumer loop: what it reads, how much it takes on at once, and what happens to
+/// each of its records (`handlers.rs`).
+struct LoopSpec {
+    name: &'static str,
+    group: String,
+    topics: Vec<String>,
+    max_record_bytes: usize,
+    limit: usize,
+    in_flight_gauge: Option<&'static prometheus::IntGauge>,
+    due: Option<fn(&InputRecord) -> Option<u64>>,
+    handler: fn(Arc<Context>, InputRecord) -> RecordWork,
+}
+
+/// The three loops, in the order of their recorders: live input; the retry tiers, whose
+/// records wait for their due time; operators' redeliveries, beside live input with a
+/// bounded share of their own.
+fn loops(settings: &Settings, tiers: &[String]) -> [LoopSpec; 3] {
+    let kafka = &settings.kafka;
+    // Parked records and redelivery requests embed an event and its attempts.
+    let record_limit = internal_record_limit(settings.delivery.max_event_bytes);
+    [
+        LoopSpec {
+            name: "input",
+            group: kafka.group_id.clone(),
+            topics: kafka.input_topics.clone(),
+            max_record_bytes: settings.delivery.max_event_bytes,
+            limit: settings.delivery.max_in_flight,
+            in_flight_gauge: None,
+            due: None,
+            handler: |c, r| Box::pin(handle_input(c, r)),
+        },
+        LoopSpec {
+            name: "retry",
+            group: format!("{}-retry", kafka.group_id),
+            topics: tiers.to_vec(),
+            max_record_bytes: record_limit,
+            limit: settings.delivery.max_retrying,
+            in_flight_gauge: Some(&metrics().retries_pending),
+            due: Some(parked_due),
+            handler: |c, r| Box::pin(handle_parked(c, r)),
+        },
+        LoopSpec {
+            name: "replay",
+            group: format!("{}-replay", kafka.group_id),
+            topics: vec![settings.replay_topic()],
+            max_record_bytes: record_limit,
+            limit: settings.replay.max_in_flight,
+            in_flight_gauge: None,
+            due: None,
+            handler: |c, r| Box::pin(handle_replay(c, r)),
+        },
+    ]
+}
+
+/// The processor's parts, started: the loops with their consumers and the context of their
+/// record tasks, and what stops them.
+pub struct Processor {
+    loops: Vec<(LoopSpec, Arc<InputConsumer>, Arc<Context>)>,
+    /// At least once, the producer all loops share (flushed at the end).
+    input_recorder: Arc<Recorder>,
+    exactly_once: bool,
+    fatal: Fatal,
+    stop: watch::Sender<bool>,
+    drain: Duration,
+    commit_every: Duration,
+}
+
+impl Processor {
+    /// Makes the internal topics, the deliverer and the recorders, and joins the loops'
+    /// groups, with `config` as the joined config.
+    pub async fn start(
+        settings: &Settings,
+        config: Arc<dyn ConfigLookup>,
+    ) -> Result<Self, PipelineError> {
+        let kafka = &settings.kafka;
+        let tiers = tier_topics(&settings.retry_topic_prefix());
+        let mut internal = tiers.clone();
+        internal.push(settings.replay_topic());
+        ensure_topics(kafka, &internal, TopicSpec::from_settings(settings))
+            .await
+            .map_err(PipelineError::Topics)?;
+        if !settings.delivery.allow_cidrs.is_empty() {
+            warn!(allow = ?settings.delivery.allow_cidrs, "destination guard opened for these ranges");
+        }
+        if settings.secrets.accept_v1_sealed {
+            warn!("secrets.accept_v1_sealed is on: values sealed before they were bound to their record still open; seal them again with `secret seal --record`");
+        }
+        let deliverer = Arc::new(Deliverer::from_settings(settings)?);
+        {
+            let deliverer = deliverer.clone();
+            metrics().on_scrape(move |m| deliverer.endpoints().report(m));
+        }
+        let fatal = Fatal::default();
+        let exactly_once = kafka.processing_guarantee == Guarantee::ExactlyOnce;
+        let outcome_limit = max_message_bytes(kafka, &kafka.outcome_topic)
+            .await
+            .unwrap_or(BROKER_DEFAULT_MAX_MESSAGE_BYTES);
+        let recorders = start_recorders(settings, &tiers, outcome_limit, &fatal).await?;
+        let input_recorder = recorders[0].clone();
+        // At least once, a new owner of an input partition learns from the recent outcomes
+        // and parked records what completed after the committed offset (exactly once, the
+        // transactions make the committed offsets exact).
+        let results = if exactly_once {
+            None
+        } else {
+            let mut topics = vec![kafka.outcome_topic.clone()];
+            topics.extend(tiers.iter().cloned());
+            Some(Arc::new(
+                Results::new(kafka, topics).map_err(InputError::from)?,
+            ))
+        };
+        let (stop, stopping) = watch::channel(false);
+        let mut started = Vec::new();
+        for (spec, recorder) in loops(settings, &tiers).into_iter().zip(recorders) {
+            let consumer = InputConsumer::subscribe(
+                kafka,
+                Subscription {
+                    name: spec.name,
+                    group: &spec.group,
+                    topics: &spec.topics,
+                    max_record_bytes: spec.max_record_bytes,
+                    revoke_grace: Duration::from_secs(settings.shutdown.revoke_grace_secs),
+                    transactions: exactly_once
+                        .then(|| recorder.clone() as Arc<dyn crate::source::commit::Transactions>),
+                    fatal: fatal.clone(),
+                    results: results.clone().filter(|_| spec.name == "input"),
+                },
+            )?;
+            let context = Arc::new(Context {
+                config: config.clone(),
+                deliverer: deliverer.clone(),
+                recorder: recorder.clone(),
+                max_event_bytes: settings.delivery.max_event_bytes,
+                stopping: stopping.clone(),
+            });
+            started.push((spec, Arc::new(consumer), context));
+        }
+        info!(topics = ?kafka.input_topics, group = kafka.group_id, "processing input");
+        Ok(Processor {
+            loops: started,
+            input_recorder,
+            exactly_once,
+            fatal,
+            stop,
+            drain: Duration::from_secs(settings.shutdown.drain_deadline_secs),
+            commit_every: Duration::from_millis(kafka.commit_interval_ms),
+        })
+    }
+
+    /// Runs the loops until `shutdown`, a fatal error or the config follower's end; then
+    /// drains what is under way (not after a fatal error), commits and leaves the groups.
+    pub async fn run(
+        self,
+        health: &Health,
+        follower: &ConfigFollower,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), PipelineError> {
+        let fatal = &self.fatal;
+        // Each loop is a task of its own: a revocation waiting for its records (up to the
+        // grace period, inside the consumer's poll) holds up only its own loop.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (spec, consumer, context) in &self.loops {
+            tasks.spawn(self.consume(spec, consumer.clone(), context.clone()));
+        }
+        let input = &self.loops[0].1;
+        let mut loops_done = Box::pin(async {
+            let ((), ()) = tokio::join!(
+                async {
+                    while let Some(done) = tasks.join_next().await {
+                        if let Err(e) = done {
+                            error!(error = %e, "a consumer loop failed");
+                        }
+                    }
+                },
+                ready_when_joined(input, health, self.stop.subscribe()),
+            );
+        });
+        let mut failed = None;
+        tokio::select! {
+            () = &mut loops_done => {}
+            () = shutdown => {}
+            () = follower_stopped(follower) => failed = Some(PipelineError::FollowerStopped),
+            why = fatal.raised() => failed = Some(PipelineError::Fatal(why)),
+        }
+        health.set_stopping();
+        let _ = self.stop.send(true);
+        if fatal.is_raised() {
+            // Nothing more completes: what is under way is redone after the restart.
+            error!("fatal error: stopping without draining");
+        } else {
+            info!(
+                deadline_secs = self.drain.as_secs(),
+                "shutting down: draining deliveries under way"
+            );
+            tokio::select! {
+                () = &mut loops_done => {}
+                why = fatal.raised() => failed = Some(PipelineError::Fatal(why)),
+            }
+        }
+        // Whatever is still under way (after a fatal error) ends here.
+        drop(loops_done);
+        tasks.abort_all();
+        let settled = self.settle();
+        failed.map_or(settled, Err)
+    }
+
+    /// One loop's task.
+    fn consume(
+        &self,
+        spec: &LoopSpec,
+        consumer: Arc<InputConsumer>,
+        context: Arc<Context>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (name, limit, gauge, due, handler) = (
+            spec.name,
+            spec.limit,
+            spec.in_flight_gauge,
+            spec.due,
+            spec.handler,
+        );
+        let (fatal, stopping) = (self.fatal.clone(), self.stop.subscribe());
+        let (drain, commit_every) = (self.drain, self.commit_every);
+        async move {
+            let l = Loop {
+                name,
+                consumer: &*consumer,
+                limit,
+                drain,
+                in_flight_gauge: gauge,
+                due,
+                fatal: &fatal,
+                commit_every,
+            };
+            consume(l, &context, stopping, handler).await;
+        }
+    }
+
+    /// After the loops: progress is committed while the partitions are still ours (exactly
+    /// once: with the last transaction), then the groups are left.
+    fn settle(&self) -> Result<(), PipelineError> {
+        // At least once, a flush that times out leaves unacknowledged records uncommitted:
+        // the commit below only covers acknowledged work, so it happens anyway.
+        let flushed = if self.exactly_once {
+            Ok(())
+        } else {
+            self.input_recorder.flush(Duration::from_secs(10))
+        };
+        // After a fatal error, exactly once, the open transactions may hold results whose
+        // records count as done wrongly (a failed commit voided them): nothing more commits.
+        let mut committed = Ok(());
+        let commit = !(self.exactly_once && self.fatal.is_raised());
+        for (_, consumer, _) in &self.loops {
+            let result = if commit {
+                tokio::task::block_in_place(|| consumer.commit())
+            } else {
+                tokio::task::block_in_place(|| consumer.abort())
+            };
+            if let Err(e) = result {
+                warn!(error = %e, "final commit failed; the last records may be processed again");
+                committed = Err(PipelineError::FinalCommit(e));
+            }
+            consumer.unsubscribe();
+        }
+        flushed?;
+        committed
+    }
 }
 
 /// The broker's default `max.message.bytes`, for when a topic's cannot be read.

@@ -5,6 +5,8 @@ mod gate;
 #[cfg(test)]
 pub mod memory;
 pub mod outcomes;
+mod recorders;
+pub mod transaction;
 pub mod watchdog;
 
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use outcomes::{RecordError, Recorder, RecorderOptions, Refused};
+pub use recorders::start_recorders;
 
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::Parked;

@@ -3,34 +3,34 @@
 //! Exactly once, the records are written in a transaction, which commits them together with
 //! the offsets of the records they are the results of (see [`Transactions`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use tracing::{debug, error, warn};
 
-use super::gate::Gate;
+use super::transaction::{Sent, Timing, Transaction, TxnHold};
 use super::watchdog::Watchdog;
 
 use super::RecordSink;
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::TIERS;
 use crate::domain::parked::{tier_for, Parked};
-use crate::fatal::Fatal;
+use crate::fatal::{Fatal, FatalCause};
 use crate::kafka::KafkaSettings;
 use crate::observe::metrics;
 use crate::source::commit::{CommitError, Offsets, Transactions};
-use crate::source::input::Hold;
 use crate::source::InputRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("producer: {0}")]
     Kafka(#[from] KafkaError),
+    /// A producer's start, run off the async workers, did not complete.
+    #[error("producer start: {0}")]
+    Start(String),
 }
 
 /// A record the broker will never take (too large, invalid), as opposed to a failure that
@@ -83,79 +83,7 @@ pub struct Recorder {
     /// transaction).
     outcome_limit: usize,
     /// Exactly once: the open transaction.
-    txn: Option<Arc<Txn>>,
-}
-
-/// The open transaction's bookkeeping.
-#[derive(Debug)]
-struct Txn {
-    /// Between writes and commits (see [`Gate`]).
-    gate: Gate,
-    /// Something was written since the last commit.
-    written: AtomicBool,
-    /// A record was given up after its result was written (a shutdown past its drain
-    /// deadline): committing would keep that result without its offset, so the
-    /// transaction is aborted instead.
-    orphaned: AtomicBool,
-    /// A commit failed for good: the process is stopping, and what is done since is
-    /// counted against results that were thrown away, so nothing commits any more (not
-    /// even on the revocation that leaving the group causes).
-    failed: AtomicBool,
-    /// Ends the process when a transaction call blocks past its deadline.
-    watchdog: Arc<Watchdog>,
-    /// What the open transaction holds, to write again if it must be aborted because the
-    /// group's generation moved on (see [`Recorder::rewrite`]).
-    sent: Mutex<Vec<Sent>>,
-}
-
-/// A record written in the open transaction.
-#[derive(Debug, Clone)]
-struct Sent {
-    topic: String,
-    key: String,
-    value: Vec<u8>,
-}
-
-/// How a transaction step ended.
-enum Stepped {
-    Done,
-    /// Offsets were sent with a group generation that a rebalance had just replaced: the
-    /// transaction must be aborted, though nothing was wrong with what it holds.
-    GroupMoved(KafkaError),
-}
-
-/// Whether the group's generation moved on under a commit (a rebalance under way).
-fn group_moved(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::IllegalGeneration | RDKafkaErrorCode::RebalanceInProgress)
-    )
-}
-
-/// How many times one commit writes its transaction again after the group moved on.
-const REWRITES: u32 = 5;
-
-/// What a write inside a transaction holds until its record settles. Dropped otherwise (the
-/// write was abandoned half-way, at shutdown), it marks the transaction orphaned.
-#[derive(Debug)]
-struct TxnHold {
-    _read: tokio::sync::OwnedRwLockReadGuard<()>,
-    txn: Arc<Txn>,
-    completed: bool,
-}
-
-impl Hold for TxnHold {
-    fn settle(mut self: Box<Self>, completed: bool) {
-        self.completed = completed;
-    }
-}
-
-impl Drop for TxnHold {
-    fn drop(&mut self) {
-        if !self.completed {
-            self.txn.orphaned.store(true, Ordering::SeqCst);
-        }
-    }
+    txn: Option<Arc<Transaction>>,
 }
 
 /// What the outcome writer needs to know.
@@ -209,19 +137,16 @@ impl Recorder {
             Some(id) => {
                 let watchdog = Watchdog::start(id);
                 {
-                    let _w =
-                        watchdog.watch("init transactions", TRANSACTION_TIMEOUT + STUCK_MARGIN);
+                    let margin = Timing::default().stuck_margin;
+                    let _w = watchdog.watch("init transactions", TRANSACTION_TIMEOUT + margin);
                     producer.init_transactions(TRANSACTION_TIMEOUT)?;
                 }
                 producer.begin_transaction()?;
-                Some(Arc::new(Txn {
+                Some(Arc::new(Transaction::new(
                     watchdog,
-                    gate: Gate::new(o.max_transaction_records),
-                    written: AtomicBool::new(false),
-                    orphaned: AtomicBool::new(false),
-                    failed: AtomicBool::new(false),
-                    sent: Mutex::new(Vec::new()),
-                }))
+                    o.max_transaction_records,
+                    Timing::default(),
+                )))
             }
         };
         Ok(Recorder {
@@ -241,7 +166,7 @@ impl Recorder {
         let Some(txn) = &self.txn else {
             return Ok(None);
         };
-        let read = txn.gate.enter().await;
+        let read = txn.enter().await;
         if !record.is_held() {
             debug!(
                 topic = record.key.topic,
@@ -251,12 +176,7 @@ impl Recorder {
             );
             return Err(());
         }
-        txn.written.store(true, Ordering::SeqCst);
-        Ok(Some(TxnHold {
-            _read: read,
-            txn: txn.clone(),
-            completed: false,
-        }))
+        Ok(Some(txn.hold(read)))
     }
 
     /// Writes one outcome and waits for the broker's acknowledgement. An outcome the broker
@@ -382,13 +302,11 @@ impl Recorder {
                 Ok(delivery) => match delivery.await {
                     Ok(Ok(_)) => {
                         if let Some(txn) = &self.txn {
-                            if let Ok(mut sent) = txn.sent.lock() {
-                                sent.push(Sent {
-                                    topic: topic.to_owned(),
-                                    key: key.to_owned(),
-                                    value: value.to_vec(),
-                                });
-                            }
+                            txn.sent(Sent {
+                                topic: topic.to_owned(),
+                                key: key.to_owned(),
+                                value: value.to_vec(),
+                            });
                         }
                         return Ok(());
                     }
@@ -412,9 +330,9 @@ impl Recorder {
                 Failure::Fatal => {
                     error!(topic, error = %e, "the producer cannot go on; stopping");
                     if let Some(txn) = &self.txn {
-                        txn.failed.store(true, Ordering::SeqCst);
+                        txn.fail();
                     }
-                    self.fatal.raise(format!("producer: {e}"));
+                    self.fatal.raise(FatalCause::Producer(e.to_string()));
                     return std::future::pending().await;
                 }
             }
@@ -426,210 +344,7 @@ impl Recorder {
         self.producer.flush(timeout)?;
         Ok(())
     }
-
-    /// Runs a transaction step, retrying what can be retried for up to the transaction's
-    /// timeout; a step that requires it aborts the transaction (and opens the next).
-    ///
-    /// `may_have_committed`: the step may have reached the coordinator's commit (the commit
-    /// itself). A failure there is ambiguous (the response may be what was lost): instead of
-    /// aborting and redoing in process, which would redo committed work, the process stops;
-    /// the restart's `init_transactions` settles the transaction, and the committed offsets
-    /// it then reads say what is done.
-    fn step(
-        &self,
-        txn: &Txn,
-        what: &str,
-        may_have_committed: bool,
-        op: impl Fn() -> Result<(), KafkaError>,
-    ) -> Result<Stepped, CommitError> {
-        let started = std::time::Instant::now();
-        loop {
-            let result = {
-                let _w = txn.watchdog.watch(what, STEP_WAIT + STUCK_MARGIN);
-                op()
-            };
-            let e = match result {
-                Ok(()) => return Ok(Stepped::Done),
-                Err(e) => e,
-            };
-            let fatal = self.producer.client().fatal_error().is_some();
-            match &e {
-                KafkaError::Transaction(t)
-                    if !fatal
-                        && !t.is_fatal()
-                        && t.is_retriable()
-                        && started.elapsed() < STEP_BUDGET =>
-                {
-                    warn!(step = what, error = %e, "transaction step failed; retrying");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                KafkaError::Transaction(t)
-                    if !fatal
-                        && !t.is_fatal()
-                        && t.txn_requires_abort()
-                        && !may_have_committed
-                        && group_moved(&e) =>
-                {
-                    return Ok(Stepped::GroupMoved(e));
-                }
-                KafkaError::Transaction(t)
-                    if !fatal && !t.is_fatal() && t.txn_requires_abort() && !may_have_committed =>
-                {
-                    // Redoing in process has let a result through twice under a broker
-                    // failover; a restart redoes from the committed offsets, as after
-                    // `kill -9`, which never has.
-                    warn!(step = what, error = %e, "transaction aborted; stopping");
-                    self.abort_open(txn)?;
-                    metrics().transactions.with_label_values(&["aborted"]).inc();
-                    return Err(CommitError::Fatal(format!(
-                        "{what}: transaction aborted: {e}"
-                    )));
-                }
-                _ => return Err(CommitError::Fatal(format!("{what}: {e}"))),
-            }
-        }
-    }
-
-    /// Commits the open transaction with the offsets `offsets` gives (the caller holds the
-    /// barrier).
-    fn commit_open(
-        &self,
-        txn: &Txn,
-        offsets: &mut dyn FnMut() -> Option<Offsets>,
-    ) -> Result<(), CommitError> {
-        if txn.orphaned.load(Ordering::SeqCst) {
-            self.abort_open(txn)?;
-            metrics().transactions.with_label_values(&["aborted"]).inc();
-            return Err(CommitError::Fatal(
-                "a record was given up after its result was written; transaction aborted".into(),
-            ));
-        }
-        let mut rewrites = 0;
-        loop {
-            let offsets = offsets();
-            if offsets.is_none() && !txn.written.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            let Some((tpl, group)) = &offsets else {
-                break;
-            };
-            let sent = self.step(txn, "send offsets", false, || {
-                self.producer
-                    .send_offsets_to_transaction(tpl, group, STEP_WAIT)
-            })?;
-            match sent {
-                Stepped::Done => break,
-                Stepped::GroupMoved(e) if rewrites < REWRITES => {
-                    rewrites += 1;
-                    warn!(error = %e, attempt = rewrites,
-                        "the group moved on during a commit; writing the transaction again");
-                    self.rewrite(txn)?;
-                    // The consumer learns its new generation from the coordinator.
-                    std::thread::sleep(Duration::from_millis(100 * u64::from(rewrites)));
-                }
-                Stepped::GroupMoved(e) => {
-                    warn!(step = "send offsets", error = %e, "transaction aborted; stopping");
-                    self.abort_open(txn)?;
-                    metrics().transactions.with_label_values(&["aborted"]).inc();
-                    return Err(CommitError::Fatal(format!(
-                        "send offsets: the group kept moving: {e}"
-                    )));
-                }
-            }
-        }
-        if let Stepped::GroupMoved(e) = self.step(txn, "commit", true, || {
-            self.producer.commit_transaction(STEP_WAIT)
-        })? {
-            return Err(CommitError::Fatal(format!("commit: {e}")));
-        }
-        txn.written.store(false, Ordering::SeqCst);
-        if let Ok(mut sent) = txn.sent.lock() {
-            sent.clear();
-        }
-        let _w = txn.watchdog.watch("begin", STEP_WAIT + STUCK_MARGIN);
-        self.producer
-            .begin_transaction()
-            .map_err(|e| CommitError::Fatal(format!("begin: {e}")))?;
-        metrics()
-            .transactions
-            .with_label_values(&["committed"])
-            .inc();
-        Ok(())
-    }
-
-    /// Aborts the open transaction and writes what it held again in the next one.
-    ///
-    /// Only for a transaction refused because the group's generation moved on under a
-    /// rebalance: this instance is still a member, no partition it holds has been handed
-    /// over (a handover commits first), so nobody else has written results for these
-    /// records. Writing them again (instead of redoing their deliveries, or stopping and
-    /// leaving them to the next owner) keeps one committed result per record and sends no
-    /// request twice.
-    fn rewrite(&self, txn: &Txn) -> Result<(), CommitError> {
-        let records = txn.sent.lock().map(|s| s.clone()).unwrap_or_default();
-        {
-            let _w = txn.watchdog.watch("abort", ABORT_WAIT + STUCK_MARGIN);
-            self.producer
-                .abort_transaction(ABORT_WAIT)
-                .and_then(|()| self.producer.begin_transaction())
-                .map_err(|e| CommitError::Fatal(format!("abort: {e}")))?;
-        }
-        metrics()
-            .transactions
-            .with_label_values(&["rewritten"])
-            .inc();
-        let mut deliveries = Vec::with_capacity(records.len());
-        for r in &records {
-            let record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
-            let delivery = self
-                .producer
-                .send_result(record)
-                .map_err(|(e, _)| CommitError::Fatal(format!("writing again: {e}")))?;
-            deliveries.push(delivery);
-        }
-        let _w = txn.watchdog.watch("write again", STEP_WAIT + STUCK_MARGIN);
-        for result in futures::executor::block_on(futures::future::join_all(deliveries)) {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(CommitError::Fatal(format!("writing again: {e}"))),
-                Err(_) => return Err(CommitError::Fatal("writing again: cancelled".into())),
-            }
-        }
-        Ok(())
-    }
-
-    /// Aborts the open transaction and opens the next.
-    fn abort_open(&self, txn: &Txn) -> Result<(), CommitError> {
-        let _w = txn.watchdog.watch("abort", ABORT_WAIT + STUCK_MARGIN);
-        self.producer
-            .abort_transaction(ABORT_WAIT)
-            .and_then(|()| self.producer.begin_transaction())
-            .map_err(|e| CommitError::Fatal(format!("abort: {e}")))?;
-        txn.written.store(false, Ordering::SeqCst);
-        txn.orphaned.store(false, Ordering::SeqCst);
-        if let Ok(mut sent) = txn.sent.lock() {
-            sent.clear();
-        }
-        Ok(())
-    }
 }
-
-/// How long one transaction call (sending offsets, committing) may wait for the broker, and
-/// how long a step is retried in all. Past that the process stops and its supervisor
-/// restarts it: the restart's `init_transactions` settles the transaction left behind, one
-/// way or the other, before anything is read again.
-const STEP_WAIT: Duration = Duration::from_secs(10);
-const STEP_BUDGET: Duration = Duration::from_secs(30);
-
-/// How much longer than its own timeout a transaction call may block before the process
-/// ends (see [`Watchdog`]).
-const STUCK_MARGIN: Duration = Duration::from_secs(20);
-
-/// How long an abort may take before the producer is given up (and the process restarts).
-const ABORT_WAIT: Duration = Duration::from_secs(15);
-
-/// How long a commit waits for the writes under way.
-const BARRIER_WAIT: Duration = Duration::from_secs(2);
 
 /// Bytes a record takes beyond its key and value (batch and record headers), for the
 /// outcome size check.
@@ -637,46 +352,25 @@ const RECORD_OVERHEAD: usize = 512;
 
 impl Transactions for Recorder {
     fn commit(&self, offsets: &mut dyn FnMut() -> Option<Offsets>) -> Result<(), CommitError> {
-        let Some(txn) = &self.txn else {
-            return Ok(());
-        };
-        // Every write under way finishes (its record settles) first; new ones wait. A write
-        // that does not finish soon (the broker is away) is waited for by a later commit,
-        // and new writes wait until then.
-        let Some(_barrier) = txn.gate.drain(BARRIER_WAIT) else {
-            return Err(CommitError::Busy);
-        };
-        if txn.failed.load(Ordering::SeqCst) {
-            return Err(CommitError::Fatal(
-                "an earlier transaction failed; nothing commits until the restart".into(),
-            ));
+        match &self.txn {
+            Some(txn) => txn.commit(&self.producer, offsets),
+            None => Ok(()),
         }
-        let result = self.commit_open(txn, offsets);
-        if let Err(CommitError::Fatal(_)) = &result {
-            txn.failed.store(true, Ordering::SeqCst);
-        }
-        result
     }
 
     fn filled(&self) -> Option<Arc<tokio::sync::Notify>> {
-        self.txn.as_ref().map(|txn| txn.gate.filled())
+        self.txn.as_ref().map(|txn| txn.filled())
     }
 
     fn held_back(&self) -> bool {
-        self.txn.as_ref().is_some_and(|txn| txn.gate.is_closed())
+        self.txn.as_ref().is_some_and(|txn| txn.held_back())
     }
 
     fn abort(&self) -> Result<(), CommitError> {
-        let Some(txn) = &self.txn else {
-            return Ok(());
-        };
-        // Writes under way are thrown away with the rest: no need to wait long for them.
-        let _barrier = txn.gate.drain(BARRIER_WAIT);
-        let aborted = self.abort_open(txn);
-        txn.gate.reopen();
-        aborted?;
-        metrics().transactions.with_label_values(&["aborted"]).inc();
-        Ok(())
+        match &self.txn {
+            Some(txn) => txn.abort(&self.producer),
+            None => Ok(()),
+        }
     }
 }
 

@@ -8,9 +8,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::error;
+
+use crate::domain::time::now_ms;
 
 /// Exit status of a process ended by a stuck transaction call.
 pub const EXIT_STUCK: i32 = 3;
@@ -35,12 +37,6 @@ const CALLS: [&str; 5] = [
     "begin",
     "init transactions",
 ];
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 impl Watchdog {
     /// Starts the watching thread; it ends when the returned handle is dropped.

@@ -199,3 +199,182 @@ pub fn committed_progress(tpl: &TopicPartitionList) -> Vec<(PartitionKey, Progre
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The committer against a scripted transaction and a consumer that never connects
+    //! anywhere that answers (its group metadata is all it gives).
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::BaseConsumer;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Scripted {
+        /// Each commit's offsets: (partition, next offset, metadata).
+        committed: Mutex<Vec<Vec<(i32, i64, String)>>>,
+        fail_next: Mutex<Option<CommitError>>,
+        aborted: AtomicUsize,
+        filled: Arc<Notify>,
+    }
+
+    impl Transactions for Scripted {
+        fn commit(&self, offsets: &mut dyn FnMut() -> Option<Offsets>) -> Result<(), CommitError> {
+            let Some((tpl, _group)) = offsets() else {
+                return Ok(());
+            };
+            if let Some(e) = self.fail_next.lock().unwrap().take() {
+                return Err(e);
+            }
+            let mut each: Vec<_> = tpl
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(next) => (e.partition(), next, e.metadata().to_owned()),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            each.sort();
+            self.committed.lock().unwrap().push(each);
+            Ok(())
+        }
+
+        fn filled(&self) -> Option<Arc<Notify>> {
+            Some(self.filled.clone())
+        }
+
+        fn held_back(&self) -> bool {
+            false
+        }
+
+        fn abort(&self) -> Result<(), CommitError> {
+            self.aborted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn consumer() -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("group.id", "committer-test")
+            .create()
+            .unwrap()
+    }
+
+    fn key(partition: i32) -> PartitionKey {
+        PartitionKey {
+            topic: "in".into(),
+            partition,
+        }
+    }
+
+    /// Completes `offsets` of a partition.
+    fn done(tracker: &Mutex<OffsetTracker>, partition: i32, offsets: &[i64]) {
+        let mut t = tracker.lock().unwrap();
+        for &offset in offsets {
+            let generation = t.begin(&key(partition), offset).unwrap();
+            t.start(&key(partition), generation, offset);
+            t.complete(&key(partition), generation, offset);
+        }
+    }
+
+    fn exactly_once() -> (Committer, Arc<Scripted>, Arc<Mutex<OffsetTracker>>) {
+        let scripted = Arc::new(Scripted::default());
+        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let committer = Committer::new(tracker.clone(), Some(scripted.clone()));
+        (committer, scripted, tracker)
+    }
+
+    #[test]
+    fn only_progress_that_changed_goes_into_the_transaction() {
+        let (committer, scripted, tracker) = exactly_once();
+        let consumer = consumer();
+        done(&tracker, 0, &[0, 1]);
+        done(&tracker, 1, &[0]);
+        committer.commit(&consumer, CommitMode::Sync).unwrap();
+        done(&tracker, 0, &[2]);
+        committer.commit(&consumer, CommitMode::Sync).unwrap();
+        // Nothing new: no offsets at all.
+        committer.commit(&consumer, CommitMode::Sync).unwrap();
+        let committed = scripted.committed.lock().unwrap().clone();
+        let nexts: Vec<Vec<(i32, i64)>> = committed
+            .iter()
+            .map(|c| c.iter().map(|(p, n, _)| (*p, *n)).collect())
+            .collect();
+        assert_eq!(nexts, [vec![(0, 2), (1, 1)], vec![(0, 3)]]);
+        assert_eq!(committer.durable(&key(0), None), Some(Progress::at(3)));
+    }
+
+    #[test]
+    fn records_done_past_a_gap_travel_in_the_metadata() {
+        let (committer, scripted, tracker) = exactly_once();
+        done(&tracker, 0, &[0]);
+        // Offset 1 is under way while 2 and 3 complete.
+        {
+            let mut t = tracker.lock().unwrap();
+            let generation = t.begin(&key(0), 1).unwrap();
+            t.start(&key(0), generation, 1);
+        }
+        done(&tracker, 0, &[2, 3]);
+        let consumer = consumer();
+        committer.commit(&consumer, CommitMode::Sync).unwrap();
+        let (_, next, metadata) = scripted.committed.lock().unwrap()[0][0].clone();
+        assert_eq!(next, 1);
+        let durable = committer.durable(&key(0), None).unwrap();
+        assert_eq!(durable, Progress::decode(1, &metadata));
+        assert_eq!(durable.done, [(2, 3)]);
+        // What a new owner reads back from the committed offsets is the same.
+        let taken = [(key(0), durable.clone())];
+        assert_eq!(committed_progress(&offsets_of(&taken)), taken);
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_the_progress_to_the_next_one() {
+        let (committer, scripted, tracker) = exactly_once();
+        let consumer = consumer();
+        done(&tracker, 0, &[0]);
+        *scripted.fail_next.lock().unwrap() = Some(CommitError::Busy);
+        assert!(matches!(
+            committer.commit(&consumer, CommitMode::Sync),
+            Err(CommitError::Busy)
+        ));
+        assert_eq!(committer.durable(&key(0), None), None);
+        committer.commit(&consumer, CommitMode::Sync).unwrap();
+        assert_eq!(scripted.committed.lock().unwrap().len(), 1);
+        assert_eq!(committer.durable(&key(0), None), Some(Progress::at(1)));
+    }
+
+    #[test]
+    fn what_a_handed_over_partition_did_depends_on_the_guarantee() {
+        let (committer, _, tracker) = exactly_once();
+        done(&tracker, 0, &[0]);
+        committer.commit(&consumer(), CommitMode::Sync).unwrap();
+        // Exactly once: only what the last transaction committed, whatever is tracked.
+        let tracked = Some(Progress::at(5));
+        assert_eq!(
+            committer.durable(&key(0), tracked.clone()),
+            Some(Progress::at(1))
+        );
+        committer.forget(&key(0));
+        assert_eq!(committer.durable(&key(0), tracked.clone()), None);
+        // At least once: every completed record is durable.
+        let at_least_once = Committer::new(tracker, None);
+        assert!(!at_least_once.exactly_once());
+        assert_eq!(at_least_once.durable(&key(0), tracked.clone()), tracked);
+        assert!(at_least_once.abort().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_full_transaction_asks_for_a_commit_and_an_abort_is_passed_on() {
+        let (committer, scripted, _) = exactly_once();
+        scripted.filled.notify_one();
+        tokio::time::timeout(std::time::Duration::from_secs(1), committer.wanted())
+            .await
+            .expect("a commit is wanted");
+        committer.abort().unwrap();
+        assert_eq!(scripted.aborted.load(Ordering::SeqCst), 1);
+    }
+}

@@ -23,8 +23,8 @@ use tracing::{info, warn};
 
 use super::offsets::PartitionKey;
 use super::progress::Progress;
-use crate::delivery::unix_ms;
 use crate::domain::outcome::Source;
+use crate::domain::time::unix_ms;
 use crate::kafka::{client_config, partition_ids, KafkaSettings};
 
 /// How far back results are looked for.

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use super::commit::{committed_progress, CommitError, Committer, Transactions};
 use super::durable::Results;
 use super::offsets::{OffsetTracker, PartitionKey};
-use crate::fatal::Fatal;
+use crate::fatal::{Fatal, FatalCause};
 use crate::kafka::{client_config, KafkaSettings};
 use crate::observe::metrics;
 
@@ -267,7 +267,10 @@ impl InputContext {
                 // never commit now, and other partitions' work in it is lost with it.
                 error!(consumer = self.name, error = %e, "no commit on revocation; stopping");
                 let _ = self.committer.abort();
-                self.fatal.raise(format!("{} revocation: {e}", self.name));
+                self.fatal.raise(FatalCause::Revocation {
+                    consumer: self.name,
+                    reason: e.to_string(),
+                });
             } else {
                 warn!(consumer = self.name, error = %e, "commit on revocation failed; the next owner repeats some records");
             }

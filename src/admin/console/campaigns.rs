@@ -7,18 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use minijinja::context;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
 
 use super::{render_status, said, urlencode, value, Signed};
+use crate::admin::service::campaigns::{self, OptIn};
+use crate::admin::service::At;
+use crate::admin::versions::Expect;
 use crate::admin::AppState;
-
-/// A campaign's opt-in, as listed.
-#[derive(Serialize)]
-pub struct CampaignRow {
-    pub id: String,
-    pub enabled: bool,
-}
 
 pub async fn page(
     State(state): State<Arc<AppState>>,
@@ -37,22 +32,8 @@ fn show(
     status: StatusCode,
 ) -> Response {
     // Outside the token's scope there is nothing to show (no existence leak).
-    let records = if signed.0.principal.scope.sees(org, sandbox) {
-        state
-            .store
-            .scan(&format!("campaign/{org}/{sandbox}/"))
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let rows: Vec<CampaignRow> = records
-        .into_iter()
-        .filter_map(|(_, stored)| serde_json::from_slice::<Value>(&stored.value).ok())
-        .map(|v| CampaignRow {
-            id: v["campaignID"].as_str().unwrap_or_default().to_owned(),
-            enabled: v["webhooksEnabled"].as_bool().unwrap_or(false),
-        })
-        .collect();
+    let rows: Vec<OptIn> =
+        campaigns::all(&state.service, At::new(signed.caller(), org, sandbox)).unwrap_or_default();
     render_status(
         state,
         "campaigns.html",
@@ -79,28 +60,27 @@ pub async fn set(
     Form(form): Form<CampaignForm>,
 ) -> Response {
     let campaign = form.campaign.trim();
-    let principal = &signed.0.principal;
     let refused = |why: String, status| show(&state, &signed, &org, &sandbox, Some(why), status);
-    if let Err(problem) = crate::admin::auth::allow(principal, &org, Some(&sandbox), true) {
-        return refused(problem.detail, problem.status);
-    }
     if campaign.is_empty() {
+        // Who may write is answered before what was sent.
+        if let Err(problem) =
+            crate::admin::service::allow(signed.caller(), &org, Some(&sandbox), true)
+        {
+            return refused(problem.detail, problem.status);
+        }
         return refused(
             "Give the campaign's id.".into(),
             StatusCode::UNPROCESSABLE_ENTITY,
         );
     }
-    let key = crate::domain::config::ConfigKey::campaign(&org, &sandbox, campaign);
     let enabled = form.enabled == "true";
-    let written = crate::admin::write_record(&state, principal, &key, |_| {
-        Ok(Some(serde_json::json!({
-            "kind": "campaign",
-            "imsOrg": org,
-            "sandboxId": sandbox,
-            "campaignID": campaign,
-            "webhooksEnabled": enabled,
-        })))
-    })
+    let written = campaigns::put(
+        &state.service,
+        At::new(signed.caller(), &org, &sandbox),
+        campaign,
+        &Expect::Nothing,
+        enabled,
+    )
     .await;
     match written {
         Ok(_) => Redirect::to(&format!(
@@ -126,7 +106,7 @@ mod tests {
             .render(context! {
                 who => "w", csrf => "c", org => "my org", sandbox => "sb/1",
                 org_path => urlencode("my org"), sandbox_path => urlencode("sb/1"),
-                rows => value(vec![CampaignRow {
+                rows => value(vec![OptIn {
                     id: "<c-1>".into(), enabled: true,
                 }]),
             })

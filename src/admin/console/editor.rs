@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use base64::engine::general_purpose::STANDARD;
@@ -17,10 +16,12 @@ use minijinja::context;
 use serde::Serialize;
 
 use super::form::{errors_by_field, Action, WebhookForm, MAX_HEADERS};
-use super::webhook::{if_match, read};
-use super::{answer, refused, render_status, said, value, webhook_path, Signed};
-use crate::admin::auth::Caller;
-use crate::admin::{webhooks, AppState};
+use super::webhook::read;
+use super::{refused, render_status, said, value, webhook_path, Signed};
+use crate::admin::service::webhooks::{self, WebhookInput};
+use crate::admin::service::At;
+use crate::admin::versions::Expect;
+use crate::admin::AppState;
 
 /// A banner above the form: what happened to the save.
 #[derive(Serialize, Default)]
@@ -35,7 +36,7 @@ pub async fn new(
     signed: Signed,
     Path((org, sandbox)): Path<(String, String)>,
 ) -> Response {
-    if read(&state, &signed, &org, &sandbox).await.is_ok() {
+    if read(&state, &signed, &org, &sandbox).is_ok() {
         return Redirect::to(&format!("{}/edit", webhook_path(&org, &sandbox))).into_response();
     }
     show(
@@ -54,7 +55,7 @@ pub async fn edit(
     signed: Signed,
     Path((org, sandbox)): Path<(String, String)>,
 ) -> Response {
-    match read(&state, &signed, &org, &sandbox).await {
+    match read(&state, &signed, &org, &sandbox) {
         Ok(webhook) => show(
             &state,
             &signed,
@@ -143,21 +144,20 @@ pub async fn submit(
             );
         }
     };
-    let headers = if form.version.is_empty() {
-        HeaderMap::new()
+    let expect = if form.version.is_empty() {
+        Expect::Nothing
     } else {
-        if_match(&form.version)
+        Expect::version(&form.version)
     };
-    let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
-    let put = webhooks::put(
-        State(state.clone()),
-        Caller(signed.0.principal.clone()),
-        Path((org.clone(), sandbox.clone())),
-        headers,
-        Ok(body),
+    let input = WebhookInput(record);
+    let saved = webhooks::put(
+        &state.service,
+        At::new(signed.caller(), &org, &sandbox),
+        &expect,
+        input,
     )
     .await;
-    let problem = match answer(put).await {
+    let problem = match saved {
         Ok(_) => return Redirect::to(&webhook_path(&org, &sandbox)).into_response(),
         Err(problem) => problem,
     };
@@ -166,7 +166,6 @@ pub async fn submit(
         StatusCode::UNPROCESSABLE_ENTITY => None,
         StatusCode::PRECONDITION_FAILED => {
             let by = read(&state, &signed, &org, &sandbox)
-                .await
                 .ok()
                 .map(|w| {
                     format!(

@@ -226,7 +226,7 @@ impl WebhookForm {
 
     /// The webhook record the form describes, for the API (which fills what the path says
     /// and checks everything else); or what the form itself can tell is wrong.
-    pub fn to_record(&self) -> Result<Value, Vec<Violation>> {
+    pub fn to_record(&self) -> Result<Map<String, Value>, Vec<Violation>> {
         let mut refused = Vec::new();
         let mut refuse = |field: &str, message: &str| {
             refused.push(Violation {
@@ -338,7 +338,7 @@ impl WebhookForm {
             },
         );
         if refused.is_empty() {
-            Ok(Value::Object(record))
+            Ok(record)
         } else {
             Err(refused)
         }

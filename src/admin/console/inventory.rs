@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{render, urlencode, value, Signed};
-use crate::admin::deliveries::Query as LogQuery;
+use crate::admin::service::{campaigns, deliveries, webhooks};
 use crate::admin::tokens::Scope;
 use crate::admin::AppState;
-use crate::delivery::unix_ms;
 use crate::domain::config::WebhookConfig;
+use crate::domain::time::unix_ms;
 
 /// Rows on one page.
 pub const PAGE_ROWS: usize = 100;
@@ -65,36 +65,16 @@ pub async fn page(
 ) -> Response {
     let scope = &signed.0.principal.scope;
     // Another org's webhooks do not exist for this caller: the page is simply empty.
-    let visible = scope.sees_org(&org);
-    let scan = |prefix: String| {
-        if visible {
-            state.store.scan(&prefix).unwrap_or_default()
-        } else {
-            Vec::new()
-        }
-    };
-    let webhooks: Vec<(WebhookConfig, Value)> = scan(format!("webhook/{org}/"))
-        .into_iter()
-        .filter_map(|(_, stored)| {
-            let config = serde_json::from_slice::<WebhookConfig>(&stored.value).ok()?;
-            let raw = serde_json::from_slice::<Value>(&stored.value).ok()?;
-            scope
-                .sees(&org, &config.sandbox.id)
-                .then_some((config, raw))
-        })
-        .collect();
+    let caller = signed.caller();
+    let webhooks = webhooks::visible(&state.service, caller, &org).unwrap_or_default();
 
     // The picker: sandboxes with a webhook or a campaign, and the token's own.
     let mut sandboxes: BTreeMap<String, String> = webhooks
         .iter()
         .map(|(c, _)| (c.sandbox.id.clone(), c.sandbox.name.clone()))
         .collect();
-    for (key, _) in scan(format!("campaign/{org}/")) {
-        if let Some(id) = key.split('/').nth(2) {
-            if scope.sees(&org, id) {
-                sandboxes.entry(id.to_owned()).or_default();
-            }
-        }
+    for id in campaigns::sandboxes(&state.service, caller, &org).unwrap_or_default() {
+        sandboxes.entry(id).or_default();
     }
     if let Scope::Sandbox(o, s) = scope {
         if *o == org {
@@ -178,22 +158,7 @@ pub async fn page(
 
 fn row(state: &AppState, org: &str, config: &WebhookConfig, raw: &Value, now: u64) -> Row {
     let sandbox = &config.sandbox.id;
-    let last = state
-        .deliveries
-        .query(
-            org,
-            sandbox,
-            &LogQuery {
-                limit: 1,
-                ..LogQuery::default()
-            },
-        )
-        .ok()
-        .and_then(|(items, _)| items.into_iter().next());
-    let tally = state
-        .deliveries
-        .last_24h(org, sandbox, now)
-        .unwrap_or_default();
+    let (last, tally) = deliveries::summary(&state.service, org, sandbox, now);
     Row {
         name: config.name.clone(),
         sandbox: if config.sandbox.name.is_empty() {

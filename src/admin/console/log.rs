@@ -9,18 +9,18 @@ use std::time::SystemTime;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Form, Json};
+use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{answer, refused, render_status, urlencode, value, webhook_path, Signed};
-use crate::admin::auth::{allow, Caller};
-use crate::admin::deliveries::Query as LogQuery;
-use crate::admin::redeliver::{self, WindowRequest};
+use super::{refused, render_status, urlencode, value, webhook_path, Signed};
+use crate::admin::deliveries::LogQuery;
+use crate::admin::service::redeliver::{self, WindowRequest};
+use crate::admin::service::{deliveries, webhooks, At};
 use crate::admin::AppState;
-use crate::delivery::unix_ms;
 use crate::domain::time::parse_rfc3339;
+use crate::domain::time::unix_ms;
 
 /// Outcomes on one page.
 const PAGE: usize = 50;
@@ -36,6 +36,11 @@ pub struct Filters {
     from: Option<String>,
     to: Option<String>,
     cursor: Option<String>,
+}
+
+/// Where a refused page leads back to.
+fn inventory_path(org: &str) -> String {
+    format!("/console/orgs/{}/webhooks", urlencode(org))
 }
 
 /// A `datetime-local` value (`2026-11-30T10:00`, seconds optional) or RFC 3339, as Unix ms.
@@ -65,15 +70,6 @@ pub async fn page(
     Path((org, sandbox)): Path<(String, String)>,
     Query(f): Query<Filters>,
 ) -> Response {
-    if let Err(problem) = allow(&signed.0.principal, &org, Some(&sandbox), false) {
-        return refused(
-            &state,
-            &signed,
-            &org,
-            &problem,
-            &format!("/console/orgs/{}/webhooks", urlencode(&org)),
-        );
-    }
     let mut errors = Vec::new();
     let mut time = |name: &str, v: &Option<String>| {
         let text = given(v)?;
@@ -92,10 +88,15 @@ pub async fn page(
         after: given(&f.cursor),
         limit: PAGE,
     };
-    let (items, next) = state
-        .deliveries
-        .query(&org, &sandbox, &query)
-        .unwrap_or_default();
+    let (items, next) = match deliveries::search(
+        &state.service,
+        At::new(signed.caller(), &org, &sandbox),
+        &query,
+    ) {
+        Ok(found) => found,
+        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => Default::default(),
+        Err(problem) => return refused(&state, &signed, &org, &problem, &inventory_path(&org)),
+    };
     let next_query = next.map(|cursor| {
         let mut parts = vec![format!("cursor={}", urlencode(&cursor))];
         for (k, v) in [
@@ -111,13 +112,9 @@ pub async fn page(
         }
         parts.join("&")
     });
-    let name = state
-        .store
-        .raw(&crate::domain::config::ConfigKey::webhook(&org, &sandbox))
+    let name = webhooks::get(&state.service, At::new(signed.caller(), &org, &sandbox))
         .ok()
-        .flatten()
-        .and_then(|s| serde_json::from_slice::<Value>(&s.value).ok())
-        .and_then(|w| w["name"].as_str().map(str::to_owned));
+        .and_then(|w| w.record["name"].as_str().map(str::to_owned));
     render_status(
         &state,
         "log.html",
@@ -152,20 +149,15 @@ pub async fn event(
     Path((org, sandbox, event)): Path<(String, String, String)>,
     Query(w): Query<Waiting>,
 ) -> Response {
-    if let Err(problem) = allow(&signed.0.principal, &org, Some(&sandbox), false) {
-        return refused(
-            &state,
-            &signed,
-            &org,
-            &problem,
-            &format!("/console/orgs/{}/webhooks", urlencode(&org)),
-        );
-    }
-    let outcome = state
-        .deliveries
-        .latest_of(&org, &sandbox, &event)
-        .ok()
-        .flatten();
+    let outcome = match deliveries::latest(
+        &state.service,
+        At::new(signed.caller(), &org, &sandbox),
+        &event,
+    ) {
+        Ok(outcome) => outcome,
+        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => None,
+        Err(problem) => return refused(&state, &signed, &org, &problem, &inventory_path(&org)),
+    };
     let replay = given(&w.replay);
     let arrived = match (&replay, &outcome) {
         (Some(id), Some(o)) => o.pointer("/replay/id").and_then(Value::as_str) == Some(id),
@@ -201,9 +193,9 @@ pub async fn redeliver_one(
     Path((org, sandbox, event)): Path<(String, String, String)>,
 ) -> Response {
     let queued = redeliver::one(
-        State(state.clone()),
-        Caller(signed.0.principal.clone()),
-        Path((org.clone(), sandbox.clone(), event.clone())),
+        &state.service,
+        At::new(signed.caller(), &org, &sandbox),
+        &event,
     )
     .await;
     let event_path = format!(
@@ -211,11 +203,12 @@ pub async fn redeliver_one(
         webhook_path(&org, &sandbox),
         urlencode(&event)
     );
-    match answer(queued).await {
-        Ok(a) => {
-            let replay = a.body["replayId"].as_str().unwrap_or_default();
-            Redirect::to(&format!("{event_path}?replay={}", urlencode(replay))).into_response()
-        }
+    match queued {
+        Ok(queued) => Redirect::to(&format!(
+            "{event_path}?replay={}",
+            urlencode(&queued.replay_id)
+        ))
+        .into_response(),
         Err(problem) => refused(&state, &signed, &org, &problem, &event_path),
     }
 }
@@ -250,22 +243,18 @@ pub async fn redeliver_window(
         to: given(&form.to).map(|t| rfc3339(&t)),
     };
     let started = redeliver::window(
-        State(state.clone()),
-        Caller(signed.0.principal.clone()),
-        Path((org.clone(), sandbox.clone())),
-        Ok(Json(request)),
+        &state.service,
+        At::new(signed.caller(), &org, &sandbox),
+        &request,
     )
     .await;
-    match answer(started).await {
-        Ok(a) => {
-            let replay = a.body["replayId"].as_str().unwrap_or_default();
-            Redirect::to(&format!(
-                "{}/redeliver/{}",
-                webhook_path(&org, &sandbox),
-                urlencode(replay)
-            ))
-            .into_response()
-        }
+    match started {
+        Ok(started) => Redirect::to(&format!(
+            "{}/redeliver/{}",
+            webhook_path(&org, &sandbox),
+            urlencode(&started.replay_id)
+        ))
+        .into_response(),
         Err(problem) => refused(&state, &signed, &org, &problem, &log),
     }
 }
@@ -277,17 +266,16 @@ pub async fn progress(
     Path((org, sandbox, replay)): Path<(String, String, String)>,
 ) -> Response {
     let got = redeliver::progress(
-        State(state.clone()),
-        Caller(signed.0.principal.clone()),
-        Path((org.clone(), sandbox.clone(), replay.clone())),
-    )
-    .await;
+        &state.service,
+        At::new(signed.caller(), &org, &sandbox),
+        &replay,
+    );
     let log = format!("{}/deliveries", webhook_path(&org, &sandbox));
     let status = match got {
-        Ok(Json(status)) => status,
+        Ok(status) => status,
         Err(problem) => return refused(&state, &signed, &org, &problem, &log),
     };
-    let running = status["state"] == "running";
+    let running = status.state == "running";
     let mut response = render_status(
         &state,
         "progress.html",

@@ -1,7 +1,8 @@
 //! The admin console: server-rendered pages served by `feedback-webhooks admin` itself, on
-//! the same state as the API (its cache, its delivery log, its tokens). Its writes and
-//! actions call the API's own handlers in-process, so the console validates, versions,
-//! audits and refuses exactly as the API does.
+//! the same state as the API (its cache, its delivery log, its tokens). Each page reads a
+//! form, calls the operations of [`crate::admin::service`] the API calls, and renders what
+//! they answer, so the console validates, versions, audits and refuses exactly as the API
+//! does.
 //!
 //! - `sign_in.rs`: sign in with an API token, sign out, the org choice of operators.
 //! - `inventory.rs`: the org's webhooks, the sandbox picker, "Create feedback webhook".
@@ -36,7 +37,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use minijinja::{context, Environment};
-use serde_json::Value;
 
 use super::problem::Problem;
 use super::AppState;
@@ -196,6 +196,11 @@ impl FromRequestParts<Arc<AppState>> for Signed {
 }
 
 impl Signed {
+    /// Who is signed in, as the operations take it.
+    fn caller(&self) -> &crate::admin::tokens::Principal {
+        &self.0.principal
+    }
+
     /// What every signed-in page shows: who is signed in, the form token, and where.
     fn base(&self, org: &str, sandbox: Option<&str>) -> minijinja::Value {
         context! {
@@ -275,25 +280,6 @@ fn refused_csrf() -> Response {
         Html("<!doctype html><title>Refused</title><p>This form has expired or did not come from this console: reload the page and try again.</p>"),
     )
         .into_response()
-}
-
-/// What an API handler answered with success: its JSON body.
-struct Answer {
-    body: Value,
-}
-
-async fn answer(result: Result<Response, Problem>) -> Result<Answer, Problem> {
-    let response = result?;
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 4 << 20)
-        .await
-        .map_err(|e| Problem::unavailable(e.to_string()))?;
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(Answer { body })
-    } else {
-        Err(Problem::new(status, "Refused", body.to_string()))
-    }
 }
 
 /// A problem as one line for a page: its field refusals, or its detail.

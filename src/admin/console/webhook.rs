@@ -4,41 +4,27 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{answer, message, refused, render_status, said, urlencode, webhook_path, Signed};
-use crate::admin::auth::Caller;
+use super::{message, refused, render_status, said, urlencode, webhook_path, Signed};
 use crate::admin::problem::Problem;
-use crate::admin::{send_test, webhooks, AppState};
+use crate::admin::service::{send_test, webhooks, At};
+use crate::admin::versions::Expect;
+use crate::admin::AppState;
 
 /// The webhook as the API shows it (secrets as fingerprints), or why not.
-pub(super) async fn read(
-    state: &Arc<AppState>,
+pub(super) fn read(
+    state: &AppState,
     signed: &Signed,
     org: &str,
     sandbox: &str,
 ) -> Result<Value, Problem> {
-    let got = webhooks::get(
-        State(state.clone()),
-        Caller(signed.0.principal.clone()),
-        Path((org.to_owned(), sandbox.to_owned())),
-    )
-    .await;
-    Ok(answer(got).await?.body)
-}
-
-/// `If-Match` for the version a form was made from.
-pub(super) fn if_match(version: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", version.trim())) {
-        headers.insert(header::IF_MATCH, v);
-    }
-    headers
+    webhooks::get(&state.service, At::new(signed.caller(), org, sandbox)).map(|found| found.record)
 }
 
 pub async fn page(
@@ -57,7 +43,7 @@ async fn show(
     sandbox: &str,
     test: Option<Value>,
 ) -> Response {
-    match read(state, signed, org, sandbox).await {
+    match read(state, signed, org, sandbox) {
         Ok(webhook) => render_status(
             state,
             "webhook.html",
@@ -108,18 +94,15 @@ pub async fn set_enabled(
     Path((org, sandbox)): Path<(String, String)>,
     Form(form): Form<Toggle>,
 ) -> Response {
-    let args = (
-        State(state.clone()),
-        Caller(signed.0.principal.clone()),
-        Path((org.clone(), sandbox.clone())),
-        HeaderMap::new(),
-    );
-    let done = if form.enabled == "true" {
-        webhooks::enable(args.0, args.1, args.2, args.3).await
-    } else {
-        webhooks::disable(args.0, args.1, args.2, args.3).await
-    };
-    match answer(done).await {
+    let enabled = form.enabled == "true";
+    let done = webhooks::set_enabled(
+        &state.service,
+        At::new(signed.caller(), &org, &sandbox),
+        &Expect::Nothing,
+        enabled,
+    )
+    .await;
+    match done {
         Ok(_) => Redirect::to(&webhook_path(&org, &sandbox)).into_response(),
         Err(problem) => refused(
             &state,
@@ -137,16 +120,11 @@ pub async fn send_test(
     signed: Signed,
     Path((org, sandbox)): Path<(String, String)>,
 ) -> Response {
-    let sent = send_test::send(
-        State(state.clone()),
-        Caller(signed.0.principal.clone()),
-        Path((org.clone(), sandbox.clone())),
-    )
-    .await;
-    let result = match answer(sent).await {
-        Ok(a) => a.body,
-        Err(problem) => serde_json::json!({ "refused": said(&problem) }),
-    };
+    let result =
+        match send_test::send(&state.service, At::new(signed.caller(), &org, &sandbox)).await {
+            Ok(got) => serde_json::to_value(got).unwrap_or(Value::Null),
+            Err(problem) => serde_json::json!({ "refused": said(&problem) }),
+        };
     show(&state, &signed, &org, &sandbox, Some(result)).await
 }
 
@@ -156,7 +134,7 @@ pub async fn confirm_delete(
     signed: Signed,
     Path((org, sandbox)): Path<(String, String)>,
 ) -> Response {
-    match read(&state, &signed, &org, &sandbox).await {
+    match read(&state, &signed, &org, &sandbox) {
         Ok(webhook) => render_status(
             &state,
             "delete.html",
@@ -187,14 +165,14 @@ pub async fn delete(
     Path((org, sandbox)): Path<(String, String)>,
     Form(form): Form<Delete>,
 ) -> Response {
+    let expect = Expect::version(&form.version);
     let deleted = webhooks::delete(
-        State(state.clone()),
-        Caller(signed.0.principal.clone()),
-        Path((org.clone(), sandbox.clone())),
-        if_match(&form.version),
+        &state.service,
+        At::new(signed.caller(), &org, &sandbox),
+        &expect,
     )
     .await;
-    match answer(deleted).await {
+    match deleted {
         Ok(_) => Redirect::to(&format!(
             "/console/orgs/{}/webhooks?sandbox={}",
             urlencode(&org),

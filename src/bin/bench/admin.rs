@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use feedback_webhooks::admin::deliveries::{DeliveryLog, Query};
+use feedback_webhooks::admin::deliveries::{DeliveryLog, LogQuery};
 use feedback_webhooks::admin::tokens;
-use feedback_webhooks::delivery::unix_ms;
 use feedback_webhooks::domain::time::rfc3339_millis;
+use feedback_webhooks::domain::time::unix_ms;
 use serde_json::{json, Value};
 
 use super::{create_topics, delete_topics, Topics};
@@ -100,23 +100,23 @@ fn delivery_log(webhooks: usize) {
         OUTCOMES as f64 / indexing.as_secs_f64(),
         dir_bytes(dir.path()) as f64 / 1048576.0
     );
-    let page = Query {
+    let page = LogQuery {
         limit: 50,
-        ..Query::default()
+        ..LogQuery::default()
     };
     let middle = now - (per as u64 / 2) * 1000;
-    let queries: [(&str, Query); 5] = [
+    let queries: [(&str, LogQuery); 5] = [
         ("newest 50", page.clone()),
         (
             "failed (1%), 50",
-            Query {
+            LogQuery {
                 status: Some("failed".into()),
                 ..page.clone()
             },
         ),
         (
             "sms + bounce, 50",
-            Query {
+            LogQuery {
                 channel: Some("sms".into()),
                 feedback_status: Some("bounce".into()),
                 ..page.clone()
@@ -124,7 +124,7 @@ fn delivery_log(webhooks: usize) {
         ),
         (
             "a 10-minute window mid-way",
-            Query {
+            LogQuery {
                 from_ms: Some(middle - 600_000),
                 to_ms: Some(middle),
                 ..page.clone()
@@ -132,7 +132,7 @@ fn delivery_log(webhooks: usize) {
         ),
         (
             "a filter nothing matches",
-            Query {
+            LogQuery {
                 status: Some("skipped".into()),
                 ..page.clone()
             },

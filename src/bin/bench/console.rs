@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use feedback_webhooks::admin::tokens;
-use feedback_webhooks::delivery::unix_ms;
+use feedback_webhooks::domain::time::unix_ms;
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
 

@@ -3,61 +3,39 @@
 //! headers, timeouts). It writes no outcome, and each webhook gets a few a minute.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::auth::{allow, Caller};
-use super::problem::Problem;
-use super::AppState;
-use crate::delivery::auth::Auth;
-use crate::delivery::client::ClientOptions;
-use crate::delivery::secrets::Secrets;
+use super::{At, Service};
+use crate::admin::problem::Problem;
 use crate::delivery::sender::DeliveryIds;
-use crate::delivery::{build_client, ClientError, Sender};
-use crate::domain::config::{ConfigKey, WebhookConfig};
+use crate::delivery::{Deliverer, DelivererError};
+use crate::domain::config::WebhookConfig;
 use crate::domain::retry::AttemptResult;
 use crate::domain::time::unix_seconds;
-use crate::settings::{Settings, SettingsError};
+use crate::settings::Settings;
 
 /// The example payload of the SPEC (`examples/payload.json`).
-const EXAMPLE: &str = include_str!("../../examples/payload.json");
+const EXAMPLE: &str = include_str!("../../../examples/payload.json");
 
 /// What a test send needs: the processor's sender and authentication.
 pub struct Tester {
-    sender: Sender,
-    auth: Auth,
+    deliverer: Deliverer,
     per_minute: usize,
     recent: Mutex<HashMap<String, Vec<Instant>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TesterError {
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-    #[error(transparent)]
-    Client(#[from] ClientError),
-}
+#[error(transparent)]
+pub struct TesterError(#[from] DelivererError);
 
 impl Tester {
     pub fn new(settings: &Settings) -> Result<Self, TesterError> {
-        let policy = Arc::new(settings.address_policy()?);
-        let client = build_client(&ClientOptions::from_settings(
-            &settings.delivery,
-            policy.clone(),
-        ))?;
         Ok(Tester {
-            sender: Sender::new(client, policy),
-            auth: Auth::new(Secrets::new(
-                settings.sealing_key()?,
-                settings.secret_scope(),
-            )),
+            deliverer: Deliverer::from_settings(settings)?,
             per_minute: settings.admin.test_sends_per_minute.max(1),
             recent: Mutex::new(HashMap::new()),
         })
@@ -89,29 +67,34 @@ pub fn test_payload(webhook: &WebhookConfig) -> Value {
     payload
 }
 
-/// `POST .../webhook/test`: sends the SPEC's example payload through the processor's sender.
-#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/test", tag = "webhooks", params(super::openapi::SandboxPath),
-    responses((status = 200, description = "What the test send got", body = super::openapi::TestResult)))]
-pub async fn send(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox)): Path<(String, String)>,
-) -> Result<Response, Problem> {
-    allow(&caller, &org, Some(&sandbox), true)?;
-    let key = ConfigKey::webhook(&org, &sandbox);
-    let stored = state
-        .store
-        .raw(&key)
-        .map_err(|e| Problem::unavailable(e.to_string()))?
-        .ok_or_else(|| {
-            Problem::not_found(format!("org {org:?} has no webhook in sandbox {sandbox:?}"))
-        })?;
-    let webhook: WebhookConfig = serde_json::from_slice(&stored.value)
-        .map_err(|e| Problem::unavailable(format!("stored record unreadable: {e}")))?;
-    let tester = &state.tester;
+/// What a test send got.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResult {
+    /// The test request's `webhook-id` (`test-...`).
+    pub webhook_id: String,
+    /// A 2xx answer.
+    pub delivered: bool,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    /// The first KiB of the answer.
+    pub response: String,
+}
+
+fn cannot_authenticate(what: &str, e: impl std::fmt::Display) -> Problem {
+    Problem::unprocessable("Webhook cannot authenticate", format!("{what}: {e}"))
+}
+
+/// Sends the SPEC's example payload to the webhook through the processor's sender. It
+/// writes no outcome, and each webhook gets a few a minute.
+pub async fn send(svc: &Service, at: At<'_>) -> Result<TestResult, Problem> {
+    at.allow(true)?;
+    let (org, sandbox) = (at.org, at.sandbox);
+    let (key, webhook) = super::webhooks::config(svc, org, sandbox)?;
+    let tester = &svc.tester;
     if !tester.admit(&key.to_string()) {
-        return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Err(Problem::too_many(
             "Too many test sends",
             format!(
                 "at most {} test sends a minute per webhook",
@@ -119,32 +102,21 @@ pub async fn send(
             ),
         ));
     }
-    let prepared = tester.auth.prepare(&webhook).map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Webhook cannot authenticate",
-            format!("authentication or signing settings: {e}"),
-        )
-    })?;
+    let (auth, sender) = (tester.deliverer.auth(), tester.deliverer.sender());
+    let prepared = auth
+        .prepare(&webhook)
+        .map_err(|e| cannot_authenticate("authentication or signing settings", e))?;
     let id = format!("test-{}", uuid::Uuid::new_v4());
     let body = Bytes::from(serde_json::to_vec(&test_payload(&webhook)).unwrap_or_default());
     let at = SystemTime::now();
-    let security = tester
-        .auth
+    let security = auth
         .headers(&prepared, &id, unix_seconds(at), &body)
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Webhook cannot authenticate",
-                format!("authentication or signing: {e}"),
-            )
-        })?;
+        .map_err(|e| cannot_authenticate("authentication or signing", e))?;
     let ids = DeliveryIds {
         webhook_id: &id,
         replay_id: None,
     };
-    let report = tester
-        .sender
+    let report = sender
         .send(
             &webhook.url,
             webhook.headers.as_ref(),
@@ -154,17 +126,16 @@ pub async fn send(
             body,
         )
         .await
-        .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid headers", e.0))?;
+        .map_err(|e| Problem::unprocessable("Invalid headers", e.0))?;
     let delivered = matches!(report.result, AttemptResult::Response { status, .. } if (200..300).contains(&status));
-    Ok(Json(json!({
-        "webhookId": id,
-        "delivered": delivered,
-        "httpStatus": report.attempt.http_status,
-        "error": report.attempt.error,
-        "latencyMs": report.elapsed.as_millis() as u64,
-        "response": String::from_utf8_lossy(&report.response_head),
-    }))
-    .into_response())
+    Ok(TestResult {
+        webhook_id: id,
+        delivered,
+        http_status: report.attempt.http_status,
+        error: report.attempt.error,
+        latency_ms: u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+        response: String::from_utf8_lossy(&report.response_head).into_owned(),
+    })
 }
 
 #[cfg(test)]

@@ -11,20 +11,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::auth::{allow, Caller};
-use super::problem::Problem;
-use super::AppState;
-use crate::delivery::unix_ms;
+use super::{At, Service};
+use crate::admin::problem::Problem;
 use crate::domain::outcome::{Replay, Source};
 use crate::domain::replay::{Filters, ReplaySource, Tally, Window, ANY_REASON};
+use crate::domain::time::unix_ms;
 use crate::domain::time::{parse_rfc3339, rfc3339_millis};
 use crate::kafka::ensure_topics;
 use crate::replay::queue::queue_plan;
@@ -218,45 +212,46 @@ async fn topic_ready(settings: &Settings) -> Result<(), Problem> {
     ensure_topics(
         &settings.kafka,
         std::slice::from_ref(&topic),
-        settings.internal_topics(),
+        crate::kafka::TopicSpec::from_settings(settings),
     )
     .await
     .map_err(|e| failed(e.into()))
 }
 
-/// `POST .../webhook/deliveries/{eventId}/redeliver`: queues one event whose newest outcome
-/// failed or was skipped.
-#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/deliveries/{eventId}/redeliver", tag = "deliveries",
-    params(super::openapi::SandboxPath, ("eventId" = String, Path, description = "The event's id")),
-    responses((status = 202, description = "Queued for redelivery", body = super::openapi::Redelivery)))]
-pub async fn one(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox, event_id)): Path<(String, String, String)>,
-) -> Result<Response, Problem> {
-    allow(&caller, &org, Some(&sandbox), true)?;
-    let outcome = state
-        .deliveries
-        .latest_of(&org, &sandbox, &event_id)
-        .map_err(|e| Problem::unavailable(e.to_string()))?
-        .ok_or_else(|| {
-            Problem::not_found(format!(
-                "no outcome of event {event_id:?} in the delivery log"
-            ))
-        })?;
+/// A redelivery queued or started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Queued {
+    pub replay_id: String,
+    /// Events queued (one event: 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    /// A window's state (`running`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+}
+
+/// Queues one event whose newest outcome failed or was skipped.
+pub async fn one(svc: &Service, at: At<'_>, event_id: &str) -> Result<Queued, Problem> {
+    at.allow(true)?;
+    let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
+    let outcome = super::deliveries::latest(svc, at, event_id)?.ok_or_else(|| {
+        Problem::not_found(format!(
+            "no outcome of event {event_id:?} in the delivery log"
+        ))
+    })?;
     let status = outcome["status"].as_str().unwrap_or_default();
     if status != "failed" && status != "skipped" {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
+        return Err(Problem::conflict(
             "Not redeliverable",
             format!("the event's last outcome is {status:?}: only failed or skipped events are redelivered"),
         ));
     }
     let source: Source = serde_json::from_value(outcome["source"].clone())
         .map_err(|_| Problem::unavailable("the outcome names no input record"))?;
-    topic_ready(&state.settings).await?;
+    topic_ready(&svc.settings).await?;
     let replay = new_replay();
-    let (settings, queued_replay) = (state.settings.clone(), replay.clone());
+    let (settings, queued_replay) = (svc.settings.clone(), replay.clone());
     let queued = blocking(move || {
         let consumer = reader(&settings, "admin")?;
         queue_plan(
@@ -272,9 +267,7 @@ pub async fn one(
     .await
     .map_err(failed)?;
     if queued.queued == 0 {
-        return Err(Problem::new(
-            StatusCode::GONE,
-            "Gone",
+        return Err(Problem::gone(
             "the event is no longer retained in the input topics",
         ));
     }
@@ -283,39 +276,30 @@ pub async fn one(
         who = caller.name, org, sandbox, event_id, replay_id = replay.id,
         "redelivery queued"
     );
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "replayId": replay.id, "queued": queued.queued })),
-    )
-        .into_response())
+    Ok(Queued {
+        replay_id: replay.id,
+        queued: Some(queued.queued),
+        state: None,
+    })
 }
 
-/// `POST .../webhook/redeliver`: queues the webhook's failed (or skipped) events of a
-/// window, in the background; answers with the replay id and where its progress is.
-#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/redeliver", tag = "deliveries", params(super::openapi::SandboxPath),
-    request_body = super::openapi::RedeliverWindow,
-    responses((status = 202, description = "Started", body = super::openapi::Redelivery,
-        headers(("Location" = String, description = "Where its progress is")))))]
-pub async fn window(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox)): Path<(String, String)>,
-    body: Result<Json<WindowRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, Problem> {
-    allow(&caller, &org, Some(&sandbox), true)?;
-    let Json(request) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
+/// Starts queueing the webhook's failed (or skipped) events of a window, in the background;
+/// its progress is asked for with [`progress`].
+pub async fn window(svc: &Service, at: At<'_>, request: &WindowRequest) -> Result<Queued, Problem> {
+    at.allow(true)?;
+    let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
     let now = unix_ms(SystemTime::now()) as i64;
-    let selection = window_selection(&org, &sandbox, &request, now).map_err(Problem::invalid)?;
-    topic_ready(&state.settings).await?;
+    let selection = window_selection(org, sandbox, request, now).map_err(Problem::invalid)?;
+    topic_ready(&svc.settings).await?;
     let replay = new_replay();
-    let status = state.redeliveries.start(&replay.id, &org, &sandbox);
+    let status = svc.redeliveries.start(&replay.id, org, sandbox);
     info!(
         target: "feedback_webhooks::audit",
         who = caller.name, org, sandbox, replay_id = replay.id,
         from = request.from, to = request.to,
         "redelivery of a window started"
     );
-    let settings = state.settings.clone();
+    let settings = svc.settings.clone();
     let id = replay.id.clone();
     tokio::spawn(async move {
         let progress = status.clone();
@@ -360,32 +344,20 @@ pub async fn window(
             }
         }
     });
-    let location = format!("/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/redeliver/{id}");
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(json!({ "replayId": id, "state": "running" })),
-    )
-        .into_response())
+    Ok(Queued {
+        replay_id: id,
+        queued: None,
+        state: Some("running"),
+    })
 }
 
-/// `GET .../webhook/redeliver/{replayId}`: a window redelivery's progress.
-#[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/redeliver/{replayId}", tag = "deliveries",
-    params(super::openapi::SandboxPath, ("replayId" = String, Path, description = "The redelivery's replay id")),
-    responses((status = 200, description = "Its progress", body = super::openapi::RedeliveryStatus)))]
-pub async fn progress(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox, replay_id)): Path<(String, String, String)>,
-) -> Result<Json<Value>, Problem> {
-    allow(&caller, &org, Some(&sandbox), false)?;
-    let status = state
-        .redeliveries
-        .find(&replay_id, &org, &sandbox)
-        .ok_or_else(|| {
-            Problem::not_found(format!("no redelivery {replay_id:?} on this instance"))
-        })?;
-    Ok(Json(serde_json::to_value(status).unwrap_or(Value::Null)))
+/// A window redelivery's progress, kept by the instance that runs it.
+pub fn progress(svc: &Service, at: At<'_>, replay_id: &str) -> Result<Status, Problem> {
+    at.allow(false)?;
+    let (org, sandbox) = (at.org, at.sandbox);
+    svc.redeliveries
+        .find(replay_id, org, sandbox)
+        .ok_or_else(|| Problem::not_found(format!("no redelivery {replay_id:?} on this instance")))
 }
 
 #[cfg(test)]

@@ -1,0 +1,146 @@
+//! The webhook of an org + sandbox (get, create, replace, delete, enable, disable, send a
+//! test) and the inventory of an org's webhooks.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::shapes::{IfMatch, OrgPath, SandboxPath, Webhook, WebhookPage, WebhookWrite};
+use super::{bad_query, body, saved, versioned};
+use crate::admin::auth::Caller;
+use crate::admin::problem::Problem;
+use crate::admin::service::send_test::{self, TestResult};
+use crate::admin::service::webhooks::{self, InventoryQuery, WebhookInput};
+use crate::admin::service::{allow, At};
+use crate::admin::versions::{if_match, Expect};
+use crate::admin::AppState;
+
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook", tag = "webhooks", params(SandboxPath),
+    responses((status = 200, description = "The webhook", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path((org, sandbox)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let found = webhooks::get(&state.service, At::new(&caller, &org, &sandbox))?;
+    Ok(versioned(StatusCode::OK, found))
+}
+
+/// `PUT`: creates (no `If-Match`; 409 when one exists) or replaces (`If-Match`; 412 when
+/// it changed meanwhile).
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook", tag = "webhooks", params(SandboxPath, IfMatch),
+    request_body = WebhookWrite,
+    responses(
+        (status = 201, description = "Created", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\""))),
+        (status = 200, description = "Replaced", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path((org, sandbox)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    // Who may write is answered before what was sent.
+    allow(&caller, &org, Some(&sandbox), true)?;
+    let input = WebhookInput::parse(&body(request)?)?;
+    let expect = if_match(&headers);
+    let done = webhooks::put(
+        &state.service,
+        At::new(&caller, &org, &sandbox),
+        &expect,
+        input,
+    )
+    .await?;
+    Ok(saved(done))
+}
+
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook", tag = "webhooks", params(SandboxPath, IfMatch),
+    responses((status = 204, description = "Deleted")))]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path((org, sandbox)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    webhooks::delete(
+        &state.service,
+        At::new(&caller, &org, &sandbox),
+        &if_match(&headers),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/enable", tag = "webhooks", params(SandboxPath, IfMatch),
+    responses((status = 200, description = "Enabled", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
+pub async fn enable(
+    state: State<Arc<AppState>>,
+    caller: Caller,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    set_enabled(state, caller, path, headers, true).await
+}
+
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/disable", tag = "webhooks", params(SandboxPath, IfMatch),
+    responses((status = 200, description = "Disabled", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
+pub async fn disable(
+    state: State<Arc<AppState>>,
+    caller: Caller,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    set_enabled(state, caller, path, headers, false).await
+}
+
+async fn set_enabled(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path((org, sandbox)): Path<(String, String)>,
+    headers: HeaderMap,
+    enabled: bool,
+) -> Result<Response, Problem> {
+    let expect: Expect = if_match(&headers);
+    let done = webhooks::set_enabled(
+        &state.service,
+        At::new(&caller, &org, &sandbox),
+        &expect,
+        enabled,
+    )
+    .await?;
+    Ok(versioned(StatusCode::OK, done))
+}
+
+/// The org's webhooks the caller may see, filtered, in sandbox-id order, a page at a time.
+/// `GET /orgs/{org}/webhooks`: the org's webhooks the caller may see, paged and filtered.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/webhooks", tag = "webhooks",
+    params(OrgPath, InventoryQuery),
+    responses((status = 200, description = "A page of webhooks", body = WebhookPage)))]
+pub async fn inventory(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path(org): Path<String>,
+    query: Result<Query<InventoryQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    allow(&caller, &org, None, false)?;
+    let Query(q) = query.map_err(bad_query)?;
+    let page = webhooks::inventory(&state.service, &caller, &org, &q)?;
+    Ok(Json(page).into_response())
+}
+
+/// `POST .../webhook/test`: sends the SPEC's example payload through the processor's sender.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/test", tag = "webhooks", params(SandboxPath),
+    responses((status = 200, description = "What the test send got", body = TestResult)))]
+pub async fn send(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path((org, sandbox)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let result = send_test::send(&state.service, At::new(&caller, &org, &sandbox)).await?;
+    Ok(Json(result).into_response())
+}

@@ -1,0 +1,212 @@
+//! Campaign opt-ins of a sandbox: list, get, set (on by default), delete.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::paging::{page_of, Page};
+use super::{At, Saved, Service, Versioned};
+use crate::admin::problem::Problem;
+use crate::admin::tokens::Principal;
+use crate::admin::versions::{check, Expect};
+use crate::domain::config::ConfigKey;
+use crate::schema::Violation;
+
+/// Which opt-ins a list shows, and which page.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub enabled: Option<bool>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// The sandbox's opt-ins, a page at a time.
+pub fn list(svc: &Service, at: At<'_>, q: &ListQuery) -> Result<Page<Value>, Problem> {
+    at.allow(false)?;
+    let (org, sandbox) = (at.org, at.sandbox);
+    let records = svc.scan(&format!("campaign/{org}/{sandbox}/"))?;
+    page_of(records, q.cursor.as_deref(), q.limit, |key_text, stored| {
+        let key = ConfigKey::parse(key_text).ok()?;
+        let shown = svc.shown(&key, &stored).record;
+        q.enabled
+            .is_none_or(|e| shown["webhooksEnabled"].as_bool() == Some(e))
+            .then_some(shown)
+    })
+}
+
+/// A campaign's opt-in, as listed on the console.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OptIn {
+    pub id: String,
+    pub enabled: bool,
+}
+
+/// Every opt-in of the sandbox, for the console's page (nothing outside the caller's scope).
+pub fn all(svc: &Service, at: At<'_>) -> Result<Vec<OptIn>, Problem> {
+    let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
+    if !caller.scope.sees(org, sandbox) {
+        return Ok(Vec::new());
+    }
+    Ok(svc
+        .scan(&format!("campaign/{org}/{sandbox}/"))?
+        .into_iter()
+        .filter_map(|(_, stored)| serde_json::from_slice::<Value>(&stored.value).ok())
+        .map(|v| OptIn {
+            id: v["campaignID"].as_str().unwrap_or_default().to_owned(),
+            enabled: v["webhooksEnabled"].as_bool().unwrap_or(false),
+        })
+        .collect())
+}
+
+/// The sandboxes of the org that have opt-ins the caller may see.
+pub fn sandboxes(svc: &Service, caller: &Principal, org: &str) -> Result<Vec<String>, Problem> {
+    if !caller.scope.sees_org(org) {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<String> = svc
+        .scan(&format!("campaign/{org}/"))?
+        .into_iter()
+        .filter_map(|(key, _)| key.split('/').nth(2).map(str::to_owned))
+        .filter(|id| caller.scope.sees(org, id))
+        .collect();
+    ids.dedup();
+    Ok(ids)
+}
+
+fn no_opt_in(campaign: &str) -> Problem {
+    Problem::not_found(format!("campaign {campaign:?} has no opt-in record"))
+}
+
+pub fn get(svc: &Service, at: At<'_>, campaign: &str) -> Result<Versioned<Value>, Problem> {
+    at.allow(false)?;
+    let (org, sandbox) = (at.org, at.sandbox);
+    let key = ConfigKey::campaign(org, sandbox, campaign);
+    let stored = svc.current(&key)?.ok_or_else(|| no_opt_in(campaign))?;
+    Ok(svc.shown(&key, &stored))
+}
+
+/// The opt-in a body asks for: `{"webhooksEnabled": true|false}`, `true` when left out.
+pub fn enabled_of(mut body: serde_json::Map<String, Value>) -> Result<bool, Problem> {
+    match body.remove("webhooksEnabled") {
+        None => Ok(true),
+        Some(Value::Bool(enabled)) => Ok(enabled),
+        Some(_) => Err(Problem::invalid(vec![Violation {
+            field: "/webhooksEnabled".into(),
+            message: "must be true or false".into(),
+        }])),
+    }
+}
+
+/// Sets the opt-in; `expect` is checked when given.
+pub async fn put(
+    svc: &Service,
+    at: At<'_>,
+    campaign: &str,
+    expect: &Expect,
+    enabled: bool,
+) -> Result<Saved, Problem> {
+    at.allow(true)?;
+    let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
+    let key = ConfigKey::campaign(org, sandbox, campaign);
+    let written = svc
+        .write(caller, &key, |current| {
+            if *expect != Expect::Nothing {
+                check(expect, current.map(|c| c.version), false, "the opt-in")?;
+            }
+            Ok(Some(json!({
+                "kind": "campaign",
+                "imsOrg": org,
+                "sandboxId": sandbox,
+                "campaignID": campaign,
+                "webhooksEnabled": enabled,
+            })))
+        })
+        .await?;
+    Ok(Saved {
+        record: svc.shown_after(&key, &written, "the opt-in")?,
+        created: written.old.is_none(),
+    })
+}
+
+pub async fn delete(
+    svc: &Service,
+    at: At<'_>,
+    campaign: &str,
+    expect: &Expect,
+) -> Result<(), Problem> {
+    at.allow(true)?;
+    let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
+    let key = ConfigKey::campaign(org, sandbox, campaign);
+    svc.write(caller, &key, |current| {
+        if current.is_none() {
+            return Err(no_opt_in(campaign));
+        }
+        if *expect != Expect::Nothing {
+            check(expect, current.map(|c| c.version), false, "the opt-in")?;
+        }
+        Ok(None)
+    })
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+    use crate::admin::service::fake::{caller, Fixture};
+
+    #[tokio::test]
+    async fn opt_ins_are_set_listed_and_removed() {
+        let f = Fixture::new();
+        let admin = caller("acme/sb1", true);
+        let at = At::new(&admin, "acme", "sb1");
+        let set = |campaign, expect, enabled| put(&f.svc, at, campaign, expect, enabled);
+        let first = set("c1", &Expect::Nothing, true).await.unwrap();
+        assert!(first.created);
+        assert!(!set("c1", &Expect::Nothing, false).await.unwrap().created);
+        set("c2", &Expect::Nothing, true).await.unwrap();
+        // The version read is checked when given.
+        let stale = Expect::version(&first.record.version.to_string());
+        let refused = set("c1", &stale, true).await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::PRECONDITION_FAILED);
+
+        let on = ListQuery {
+            enabled: Some(true),
+            ..ListQuery::default()
+        };
+        let listed = list(&f.svc, at, &on).unwrap();
+        assert_eq!(listed.items.len(), 1);
+        assert_eq!(listed.items[0]["campaignID"], "c2");
+        let opt_in = |id: &str, enabled| OptIn {
+            id: id.into(),
+            enabled,
+        };
+        assert_eq!(
+            all(&f.svc, at).unwrap(),
+            [opt_in("c1", false), opt_in("c2", true)]
+        );
+        assert_eq!(sandboxes(&f.svc, &admin, "acme").unwrap(), ["sb1"]);
+        let elsewhere = caller("acme/sb2", false);
+        assert!(all(&f.svc, At::new(&elsewhere, "acme", "sb1"))
+            .unwrap()
+            .is_empty());
+
+        delete(&f.svc, at, "c1", &Expect::Nothing).await.unwrap();
+        let again = delete(&f.svc, at, "c1", &Expect::Nothing).await;
+        assert_eq!(again.unwrap_err().status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_body_without_the_opt_in_turns_it_on() {
+        assert!(enabled_of(serde_json::Map::new()).unwrap());
+        let mut body = serde_json::Map::new();
+        body.insert("webhooksEnabled".into(), Value::from("yes"));
+        assert_eq!(
+            enabled_of(body).unwrap_err().errors[0].field,
+            "/webhooksEnabled"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The delivery log's queries: a webhook's outcomes newest first, filtered and paged; an
+//! event's newest outcome; the inventory's summary of a webhook.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::paging::{after_cursor, cursor_of, limit_of, Page};
+use super::{unavailable, At, Service};
+use crate::admin::deliveries::{LogQuery, Tally};
+use crate::admin::problem::Problem;
+use crate::domain::time::{parse_rfc3339, unix_ms};
+
+/// The API's query of a webhook's outcomes.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeliveriesQuery {
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    pub feedback_status: Option<String>,
+    /// RFC 3339.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// The webhook's recent outcomes, newest first, a page at a time.
+pub fn list(svc: &Service, at: At<'_>, q: &DeliveriesQuery) -> Result<Page<Value>, Problem> {
+    at.allow(false)?;
+    let time = |field: &str, value: &Option<String>| -> Result<Option<u64>, Problem> {
+        value
+            .as_deref()
+            .map(|t| {
+                parse_rfc3339(t)
+                    .map(unix_ms)
+                    .ok_or_else(|| Problem::bad_request(format!("{field} is not an RFC 3339 time")))
+            })
+            .transpose()
+    };
+    let query = LogQuery {
+        status: q.status.clone(),
+        channel: q.channel.clone(),
+        feedback_status: q.feedback_status.clone(),
+        from_ms: time("from", &q.from)?,
+        to_ms: time("to", &q.to)?,
+        after: after_cursor(q.cursor.as_deref())?,
+        limit: limit_of(q.limit)?,
+    };
+    let (items, next) = search(svc, at, &query)?;
+    Ok(Page {
+        items,
+        next_cursor: next.map(|k| cursor_of(&k)),
+    })
+}
+
+/// The webhook's outcomes a query selects, and the log key to go on after (the console
+/// keeps it as it is).
+pub fn search(
+    svc: &Service,
+    at: At<'_>,
+    query: &LogQuery,
+) -> Result<(Vec<Value>, Option<String>), Problem> {
+    at.allow(false)?;
+    let (org, sandbox) = (at.org, at.sandbox);
+    svc.deliveries
+        .query(org, sandbox, query)
+        .map_err(unavailable)
+}
+
+/// The newest outcome of an event, if the log has one.
+pub fn latest(svc: &Service, at: At<'_>, event_id: &str) -> Result<Option<Value>, Problem> {
+    at.allow(false)?;
+    let (org, sandbox) = (at.org, at.sandbox);
+    svc.deliveries
+        .latest_of(org, sandbox, event_id)
+        .map_err(unavailable)
+}
+
+/// A webhook at a glance: its newest outcome, and the outcomes of the last 24 hours.
+pub fn summary(svc: &Service, org: &str, sandbox: &str, now_ms: u64) -> (Option<Value>, Tally) {
+    let last = svc
+        .deliveries
+        .query(
+            org,
+            sandbox,
+            &LogQuery {
+                limit: 1,
+                ..LogQuery::default()
+            },
+        )
+        .ok()
+        .and_then(|(items, _)| items.into_iter().next());
+    let tally = svc
+        .deliveries
+        .last_24h(org, sandbox, now_ms)
+        .unwrap_or_default();
+    (last, tally)
+}

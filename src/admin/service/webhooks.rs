@@ -1,0 +1,427 @@
+//! The webhook of an org + sandbox: get, create or replace, delete, enable or disable; and
+//! the inventory of an org's webhooks.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::paging::{page_of, Page};
+use super::{allow, object, At, Saved, Service, Versioned};
+use crate::admin::problem::Problem;
+use crate::admin::tokens::Principal;
+use crate::admin::versions::{check, Expect};
+use crate::domain::config::{ConfigKey, WebhookConfig};
+use crate::schema::Violation;
+
+/// A webhook as a caller writes it: a JSON object (the shape `WebhookWrite` of the API's
+/// document). What the path names (`kind`, `imsOrg`, `sandbox.id`) may be left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookInput(pub Map<String, Value>);
+
+impl WebhookInput {
+    /// A request body: a JSON object, or why not.
+    pub fn parse(body: &[u8]) -> Result<Self, Problem> {
+        object(body).map(WebhookInput)
+    }
+
+    /// Fills what the path says (`kind`, `imsOrg`, `sandbox.id`) and refuses a body that
+    /// says otherwise. A `version` echoed from a read is dropped.
+    fn place(mut self, org: &str, sandbox: &str) -> Result<Value, Vec<Violation>> {
+        let body = &mut self.0;
+        let mut refused = Vec::new();
+        let mut must = |field: &str, found: Option<&Value>, expected: &str| {
+            if found.is_some_and(|f| f.as_str() != Some(expected)) {
+                refused.push(Violation {
+                    field: field.to_owned(),
+                    message: format!("must be {expected:?}, as in the path"),
+                });
+            }
+        };
+        must("/kind", body.get("kind"), "webhook");
+        must("/imsOrg", body.get("imsOrg"), org);
+        must(
+            "/sandbox/id",
+            body.get("sandbox").and_then(|s| s.get("id")),
+            sandbox,
+        );
+        if !refused.is_empty() {
+            return Err(refused);
+        }
+        body.remove("version");
+        body.insert("kind".into(), json!("webhook"));
+        body.insert("imsOrg".into(), json!(org));
+        match body.get_mut("sandbox") {
+            Some(Value::Object(s)) => {
+                s.insert("id".into(), json!(sandbox));
+            }
+            None => {
+                body.insert("sandbox".into(), json!({ "id": sandbox }));
+            }
+            Some(_) => {}
+        }
+        Ok(Value::Object(self.0))
+    }
+}
+
+fn no_webhook(org: &str, sandbox: &str) -> Problem {
+    Problem::not_found(format!("org {org:?} has no webhook in sandbox {sandbox:?}"))
+}
+
+/// The webhook as callers see it (secrets as fingerprints).
+pub fn get(svc: &Service, at: At<'_>) -> Result<Versioned<Value>, Problem> {
+    at.allow(false)?;
+    let (org, sandbox) = (at.org, at.sandbox);
+    let key = ConfigKey::webhook(org, sandbox);
+    let stored = svc.current(&key)?.ok_or_else(|| no_webhook(org, sandbox))?;
+    Ok(svc.shown(&key, &stored))
+}
+
+/// The webhook as the processor reads it (secrets sealed or referenced), for a test send.
+pub(super) fn config(
+    svc: &Service,
+    org: &str,
+    sandbox: &str,
+) -> Result<(ConfigKey, WebhookConfig), Problem> {
+    let key = ConfigKey::webhook(org, sandbox);
+    let stored = svc.current(&key)?.ok_or_else(|| no_webhook(org, sandbox))?;
+    let webhook = serde_json::from_slice(&stored.value)
+        .map_err(|e| Problem::unavailable(format!("stored record unreadable: {e}")))?;
+    Ok((key, webhook))
+}
+
+/// Creates (`expect` nothing; 409 when one exists) or replaces (`expect` the version read;
+/// 412 when it changed meanwhile, 428 without it).
+pub async fn put(
+    svc: &Service,
+    at: At<'_>,
+    expect: &Expect,
+    input: WebhookInput,
+) -> Result<Saved, Problem> {
+    at.allow(true)?;
+    let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
+    let placed = input.place(org, sandbox);
+    let key = ConfigKey::webhook(org, sandbox);
+    let written = svc
+        .write(caller, &key, |current| {
+            check(expect, current.map(|c| c.version), true, "the webhook")?;
+            match &placed {
+                Ok(value) => Ok(Some(value.clone())),
+                Err(refused) => Err(Problem::invalid(refused.clone())),
+            }
+        })
+        .await?;
+    Ok(Saved {
+        record: svc.shown_after(&key, &written, "the record")?,
+        created: *expect == Expect::Nothing,
+    })
+}
+
+/// Deletes the webhook of the version `expect` names.
+pub async fn delete(svc: &Service, at: At<'_>, expect: &Expect) -> Result<(), Problem> {
+    at.allow(true)?;
+    let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
+    let key = ConfigKey::webhook(org, sandbox);
+    svc.write(caller, &key, |current| {
+        if current.is_none() {
+            return Err(no_webhook(org, sandbox));
+        }
+        check(expect, current.map(|c| c.version), false, "the webhook")?;
+        Ok(None)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Sets `enabled` on the current record (a version is optional here: the change is one
+/// field).
+pub async fn set_enabled(
+    svc: &Service,
+    at: At<'_>,
+    expect: &Expect,
+    enabled: bool,
+) -> Result<Versioned<Value>, Problem> {
+    at.allow(true)?;
+    let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
+    let key = ConfigKey::webhook(org, sandbox);
+    let written = svc
+        .write(caller, &key, |current| {
+            let Some(current) = current else {
+                return Err(no_webhook(org, sandbox));
+            };
+            if *expect != Expect::Nothing {
+                check(expect, Some(current.version), false, "the webhook")?;
+            }
+            let mut record: Value = serde_json::from_slice(&current.value)
+                .map_err(|e| Problem::unavailable(format!("stored record unreadable: {e}")))?;
+            record["enabled"] = Value::Bool(enabled);
+            Ok(Some(record))
+        })
+        .await?;
+    svc.shown_after(&key, &written, "the record")
+}
+
+/// Which of an org's webhooks a list shows, and which page.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryQuery {
+    /// Case-insensitive part of the name.
+    pub name: Option<String>,
+    pub channel: Option<String>,
+    pub enabled: Option<bool>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// The org's webhooks the caller may see, filtered, in sandbox-id order, a page at a time.
+pub fn inventory(
+    svc: &Service,
+    caller: &Principal,
+    org: &str,
+    q: &InventoryQuery,
+) -> Result<Page<Value>, Problem> {
+    allow(caller, org, None, false)?;
+    let records = svc.scan(&format!("webhook/{org}/"))?;
+    let name = q.name.as_deref().map(str::to_lowercase);
+    page_of(records, q.cursor.as_deref(), q.limit, |_, stored| {
+        let config = serde_json::from_slice::<WebhookConfig>(&stored.value).ok()?;
+        let wanted = caller.scope.sees(org, &config.sandbox.id)
+            && name
+                .as_deref()
+                .is_none_or(|n| config.name.to_lowercase().contains(n))
+            && q.channel.as_deref().is_none_or(|c| config.wants_channel(c))
+            && q.enabled.is_none_or(|e| config.enabled == e);
+        let key = ConfigKey::webhook(org, &config.sandbox.id);
+        wanted.then(|| svc.shown(&key, &stored).record)
+    })
+}
+
+/// Every webhook of the org the caller may see, decoded, with its record as callers see it
+/// (the console's inventory filters and pages them itself).
+pub fn visible(
+    svc: &Service,
+    caller: &Principal,
+    org: &str,
+) -> Result<Vec<(WebhookConfig, Value)>, Problem> {
+    if !caller.scope.sees_org(org) {
+        return Ok(Vec::new());
+    }
+    Ok(svc
+        .scan(&format!("webhook/{org}/"))?
+        .into_iter()
+        .filter_map(|(_, stored)| {
+            let config = serde_json::from_slice::<WebhookConfig>(&stored.value).ok()?;
+            let raw = serde_json::from_slice::<Value>(&stored.value).ok()?;
+            caller
+                .scope
+                .sees(org, &config.sandbox.id)
+                .then_some((config, raw))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_fills_the_record_and_a_body_that_disagrees_is_refused() {
+        let body = json!({"name": "n", "sandbox": {"name": "prod"}, "version": "0-1"});
+        let input = WebhookInput(body.as_object().unwrap().clone());
+        let body = input.place("acme", "sb1").unwrap();
+        assert_eq!(body["imsOrg"], "acme");
+        assert_eq!(body["sandbox"], json!({"id": "sb1", "name": "prod"}));
+        assert_eq!(body["kind"], "webhook");
+        assert!(body.get("version").is_none());
+
+        let other = json!({"imsOrg": "evil", "sandbox": {"id": "x", "name": "p"}});
+        let refused = WebhookInput(other.as_object().unwrap().clone())
+            .place("acme", "sb1")
+            .unwrap_err();
+        let fields: Vec<&str> = refused.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["/imsOrg", "/sandbox/id"]);
+    }
+}
+
+/// The operations against the in-memory config topic: every refusal the API and the
+/// console answer with, and secrets kept by their fingerprint.
+#[cfg(test)]
+mod operations {
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    use super::*;
+    use crate::admin::service::fake::{caller, Fixture};
+    use crate::admin::service::Saved;
+
+    fn webhook() -> WebhookInput {
+        WebhookInput::parse(
+            br#"{"sandbox": {"name": "prod"}, "name": "Orders", "channels": ["email"],
+                "url": "https://hooks.example.com/x", "enabled": true,
+                "authentication": {"type": "none"}}"#,
+        )
+        .unwrap()
+    }
+
+    /// `webhook()` with `field` set to `value`.
+    fn with(field: &str, value: Value) -> WebhookInput {
+        let mut input = webhook();
+        input.0.insert(field.into(), value);
+        input
+    }
+
+    fn version(saved: &Saved) -> Expect {
+        Expect::version(&saved.record.version.to_string())
+    }
+
+    impl Fixture {
+        /// A put into acme/sb1 by a caller of `scope` that may write.
+        async fn put(
+            &self,
+            scope: &str,
+            expect: &Expect,
+            input: WebhookInput,
+        ) -> Result<Saved, Problem> {
+            let who = caller(scope, true);
+            put(&self.svc, At::new(&who, "acme", "sb1"), expect, input).await
+        }
+
+        fn stored(&self) -> Option<Value> {
+            self.config.json("webhook/acme/sb1")
+        }
+    }
+
+    #[tokio::test]
+    async fn create_replace_and_delete_check_the_version_read() {
+        let f = Fixture::new();
+        let created = f.put("acme", &Expect::Nothing, webhook()).await.unwrap();
+        assert!(created.created);
+        let stored = f.stored().unwrap();
+        assert_eq!(
+            (&stored["imsOrg"], &stored["updatedBy"]),
+            (&json!("acme"), &json!("test-acme"))
+        );
+        assert_eq!(
+            created.record.record["version"],
+            created.record.version.to_string()
+        );
+
+        // Created again without a version: 409; replaced with an old version: 412.
+        let again = f.put("acme", &Expect::Nothing, webhook()).await;
+        assert_eq!(again.unwrap_err().status, StatusCode::CONFLICT);
+        let replaced = f.put("acme", &version(&created), webhook()).await.unwrap();
+        assert!(!replaced.created);
+        let stale = f.put("acme", &version(&created), webhook()).await;
+        assert_eq!(stale.unwrap_err().status, StatusCode::PRECONDITION_FAILED);
+
+        // A delete names the version it deletes.
+        let admin = caller("acme", true);
+        let at = At::new(&admin, "acme", "sb1");
+        let blind = delete(&f.svc, at, &Expect::Nothing).await;
+        assert_eq!(blind.unwrap_err().status, StatusCode::PRECONDITION_REQUIRED);
+        delete(&f.svc, at, &version(&replaced)).await.unwrap();
+        assert!(f.stored().is_none());
+        assert_eq!(get(&f.svc, at).unwrap_err().status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn every_refused_field_is_named_and_nothing_is_published() {
+        let f = Fixture::new();
+        let other_org = f.put("acme", &Expect::Nothing, with("imsOrg", json!("other")));
+        let refused = other_org.await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(refused.errors[0].field, "/imsOrg");
+
+        let mut plain = with("url", json!("http://hooks.example.com/x"));
+        plain
+            .0
+            .insert("headers".into(), json!({"Host": "elsewhere"}));
+        let refused = f.put("acme", &Expect::Nothing, plain).await.unwrap_err();
+        let fields: Vec<&str> = refused.errors.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["/url", "/headers/Host"]);
+        assert_eq!(f.published(), 0);
+    }
+
+    #[tokio::test]
+    async fn scopes_hide_other_orgs_and_readers_do_not_write() {
+        let f = Fixture::new();
+        let other = f.put("globex", &Expect::Nothing, webhook()).await;
+        assert_eq!(other.unwrap_err().status, StatusCode::NOT_FOUND);
+        let reader = caller("acme", false);
+        let read_only = put(
+            &f.svc,
+            At::new(&reader, "acme", "sb1"),
+            &Expect::Nothing,
+            webhook(),
+        );
+        assert_eq!(read_only.await.unwrap_err().status, StatusCode::FORBIDDEN);
+        f.put("acme/sb1", &Expect::Nothing, webhook())
+            .await
+            .unwrap();
+        let second = caller("acme/sb2", true);
+        put(
+            &f.svc,
+            At::new(&second, "acme", "sb2"),
+            &Expect::Nothing,
+            webhook(),
+        )
+        .await
+        .unwrap();
+        // A sandbox token sees its own webhook in the inventory, an org token both.
+        let listed = |scope| {
+            let page = inventory(
+                &f.svc,
+                &caller(scope, false),
+                "acme",
+                &InventoryQuery::default(),
+            );
+            page.unwrap().items.len()
+        };
+        assert_eq!((listed("acme/sb1"), listed("acme")), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_sealed_shown_by_fingerprint_and_kept_when_written_back() {
+        let f = Fixture::new();
+        let jwt = with(
+            "authentication",
+            json!({"type": "jwt", "algorithm": "HS256", "key": {"value": "a-32-byte-long-shared-secret-key"},
+                   "issuer": "i", "subject": "s", "audience": "a", "expiresInSeconds": 300}),
+        );
+        let created = f.put("acme", &Expect::Nothing, jwt).await.unwrap();
+        let sealed = f.stored().unwrap()["authentication"]["key"].clone();
+        assert!(sealed.get("encrypted").is_some(), "{sealed}");
+        let shown = &created.record.record["authentication"]["key"];
+        assert_eq!(shown["set"], true);
+        assert!(!shown.to_string().contains("a-32-byte"));
+
+        // The record read back, renamed and written with its version: the secret is kept.
+        let mut back = WebhookInput(created.record.record.as_object().unwrap().clone());
+        back.0.insert("name".into(), json!("Renamed"));
+        f.put("acme", &version(&created), back).await.unwrap();
+        let stored = f.stored().unwrap();
+        assert_eq!(stored["name"], "Renamed");
+        assert_eq!(stored["authentication"]["key"], sealed);
+    }
+
+    #[tokio::test]
+    async fn a_write_fenced_by_another_instance_starts_again() {
+        let f = Fixture::new();
+        f.config.fence_next(2);
+        f.put("acme", &Expect::Nothing, webhook()).await.unwrap();
+        assert_eq!(f.published(), 3);
+        // Fenced every time: the write gives up with a 503, and nothing is stored.
+        f.config.fence_next(10);
+        let admin = caller("acme", true);
+        let disabled = set_enabled(
+            &f.svc,
+            At::new(&admin, "acme", "sb1"),
+            &Expect::Nothing,
+            false,
+        );
+        assert_eq!(
+            disabled.await.unwrap_err().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(f.stored().unwrap()["enabled"], true);
+    }
+}
