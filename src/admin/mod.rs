@@ -72,6 +72,50 @@ pub enum AdminError {
     Operator(#[from] crate::observe::server::ServerError),
 }
 
+/// A request on one org + sandbox, for either face: the shared state, who asks (`W`: the
+/// API's bearer `Caller` or the console's `Signed` session, extracted first, so that an
+/// unauthenticated request learns nothing else) and the names of its path. A route with a
+/// third name (a campaign, an event) extracts that itself.
+pub(crate) struct OnSandbox<W> {
+    pub state: Arc<AppState>,
+    pub who: W,
+    pub org: String,
+    pub sandbox: String,
+}
+
+#[derive(serde::Deserialize)]
+struct SandboxNames {
+    org: String,
+    sandbox: String,
+}
+
+impl<W> axum::extract::FromRequestParts<Arc<AppState>> for OnSandbox<W>
+where
+    W: axum::extract::FromRequestParts<Arc<AppState>> + Send,
+    W::Rejection: IntoResponse,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let who = W::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let axum::extract::Path(names) =
+            axum::extract::Path::<SandboxNames>::from_request_parts(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        Ok(OnSandbox {
+            state: state.clone(),
+            who,
+            org: names.org,
+            sandbox: names.sandbox,
+        })
+    }
+}
+
 /// What every request of either face shares.
 pub struct AppState {
     /// The operations both faces call.

@@ -1,37 +1,29 @@
 //! The delivery log of a webhook and redelivery: one event, or a window in the background
 //! with its progress.
 
-use std::sync::Arc;
-
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::bad_query;
 use super::shapes::{DeliveryPage, RedeliverWindow, Redelivery, RedeliveryStatus, SandboxPath};
-use crate::admin::auth::Caller;
+use super::{bad_query, OnSandbox};
 use crate::admin::problem::Problem;
 use crate::admin::service::deliveries::{self, DeliveriesQuery};
 use crate::admin::service::redeliver::{self, WindowRequest};
-use crate::admin::service::{allow, At};
-use crate::admin::AppState;
 
 /// `GET .../webhook/deliveries`: the webhook's recent outcomes, newest first.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/deliveries", tag = "deliveries",
     params(SandboxPath, DeliveriesQuery),
     responses((status = 200, description = "A page of outcomes, newest first", body = DeliveryPage)))]
 pub async fn list(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox)): Path<(String, String)>,
+    on: OnSandbox,
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    allow(&caller, &org, Some(&sandbox), false)?;
+    on.at().allow(false)?;
     let Query(q) = query.map_err(bad_query)?;
-    let page = deliveries::list(&state.service, At::new(&caller, &org, &sandbox), &q)?;
-    Ok(Json(page).into_response())
+    Ok(Json(deliveries::list(on.service(), on.at(), &q)?).into_response())
 }
 
 /// `POST .../webhook/deliveries/{eventId}/redeliver`: queues one event whose newest outcome
@@ -40,12 +32,10 @@ pub async fn list(
     params(SandboxPath, ("eventId" = String, Path, description = "The event's id")),
     responses((status = 202, description = "Queued for redelivery", body = Redelivery)))]
 pub async fn one(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox, event_id)): Path<(String, String, String)>,
+    on: OnSandbox,
+    Path((_, _, event_id)): Path<(String, String, String)>,
 ) -> Result<Response, Problem> {
-    let queued =
-        redeliver::one(&state.service, At::new(&caller, &org, &sandbox), &event_id).await?;
+    let queued = redeliver::one(on.service(), on.at(), &event_id).await?;
     Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
 }
 
@@ -56,18 +46,15 @@ pub async fn one(
     responses((status = 202, description = "Started", body = Redelivery,
         headers(("Location" = String, description = "Where its progress is")))))]
 pub async fn window(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox)): Path<(String, String)>,
+    on: OnSandbox,
     request: Result<Json<WindowRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    allow(&caller, &org, Some(&sandbox), true)?;
+    on.at().allow(true)?;
     let Json(request) = request.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let started =
-        redeliver::window(&state.service, At::new(&caller, &org, &sandbox), &request).await?;
+    let started = redeliver::window(on.service(), on.at(), &request).await?;
     let location = format!(
-        "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/redeliver/{}",
-        started.replay_id
+        "/api/v1/orgs/{}/sandboxes/{}/webhook/redeliver/{}",
+        on.org, on.sandbox, started.replay_id
     );
     Ok((
         StatusCode::ACCEPTED,
@@ -82,10 +69,9 @@ pub async fn window(
     params(SandboxPath, ("replayId" = String, Path, description = "The redelivery's replay id")),
     responses((status = 200, description = "Its progress", body = RedeliveryStatus)))]
 pub async fn progress(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox, replay_id)): Path<(String, String, String)>,
+    on: OnSandbox,
+    Path((_, _, replay_id)): Path<(String, String, String)>,
 ) -> Result<Response, Problem> {
-    let status = redeliver::progress(&state.service, At::new(&caller, &org, &sandbox), &replay_id)?;
+    let status = redeliver::progress(on.service(), on.at(), &replay_id)?;
     Ok(Json(status).into_response())
 }

@@ -22,8 +22,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
+use super::auth::Caller;
 use super::problem::Problem;
-use super::service::{Saved, Versioned};
+use super::service::{At, Saved, Versioned};
 use super::versions::etag;
 use super::AppState;
 
@@ -63,6 +64,19 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/v1/openapi.json",
             get(|| async { Json(openapi::document()) }),
         )
+}
+
+/// A request of the API on one org + sandbox.
+type OnSandbox = super::OnSandbox<Caller>;
+
+impl OnSandbox {
+    fn at(&self) -> At<'_> {
+        At::new(&self.who.0, &self.org, &self.sandbox)
+    }
+
+    fn service(&self) -> &super::service::Service {
+        &self.state.service
+    }
 }
 
 /// A record with its ETag.

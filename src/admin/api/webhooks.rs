@@ -11,24 +11,22 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::shapes::{IfMatch, OrgPath, SandboxPath, Webhook, WebhookPage, WebhookWrite};
-use super::{bad_query, body, saved, versioned};
+use super::{bad_query, body, saved, versioned, OnSandbox};
 use crate::admin::auth::Caller;
 use crate::admin::problem::Problem;
+use crate::admin::service::allow;
 use crate::admin::service::send_test::{self, TestResult};
 use crate::admin::service::webhooks::{self, InventoryQuery, WebhookInput};
-use crate::admin::service::{allow, At};
-use crate::admin::versions::{if_match, Expect};
+use crate::admin::versions::if_match;
 use crate::admin::AppState;
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook", tag = "webhooks", params(SandboxPath),
     responses((status = 200, description = "The webhook", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
-pub async fn get(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox)): Path<(String, String)>,
-) -> Result<Response, Problem> {
-    let found = webhooks::get(&state.service, At::new(&caller, &org, &sandbox))?;
-    Ok(versioned(StatusCode::OK, found))
+pub async fn get(on: OnSandbox) -> Result<Response, Problem> {
+    Ok(versioned(
+        StatusCode::OK,
+        webhooks::get(on.service(), on.at())?,
+    ))
 }
 
 /// `PUT`: creates (no `If-Match`; 409 when one exists) or replaces (`If-Match`; 412 when
@@ -39,80 +37,45 @@ pub async fn get(
         (status = 201, description = "Created", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\""))),
         (status = 200, description = "Replaced", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
 pub async fn put(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox)): Path<(String, String)>,
+    on: OnSandbox,
     headers: HeaderMap,
     request: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     // Who may write is answered before what was sent.
-    allow(&caller, &org, Some(&sandbox), true)?;
+    on.at().allow(true)?;
     let input = WebhookInput::parse(&body(request)?)?;
     let expect = if_match(&headers);
-    let done = webhooks::put(
-        &state.service,
-        At::new(&caller, &org, &sandbox),
-        &expect,
-        input,
-    )
-    .await?;
-    Ok(saved(done))
+    Ok(saved(
+        webhooks::put(on.service(), on.at(), &expect, input).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook", tag = "webhooks", params(SandboxPath, IfMatch),
     responses((status = 204, description = "Deleted")))]
-pub async fn delete(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    webhooks::delete(
-        &state.service,
-        At::new(&caller, &org, &sandbox),
-        &if_match(&headers),
-    )
-    .await?;
+pub async fn delete(on: OnSandbox, headers: HeaderMap) -> Result<Response, Problem> {
+    webhooks::delete(on.service(), on.at(), &if_match(&headers)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/enable", tag = "webhooks", params(SandboxPath, IfMatch),
     responses((status = 200, description = "Enabled", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
-pub async fn enable(
-    state: State<Arc<AppState>>,
-    caller: Caller,
-    path: Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    set_enabled(state, caller, path, headers, true).await
+pub async fn enable(on: OnSandbox, headers: HeaderMap) -> Result<Response, Problem> {
+    set_enabled(on, headers, true).await
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/disable", tag = "webhooks", params(SandboxPath, IfMatch),
     responses((status = 200, description = "Disabled", body = Webhook, headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\"")))))]
-pub async fn disable(
-    state: State<Arc<AppState>>,
-    caller: Caller,
-    path: Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    set_enabled(state, caller, path, headers, false).await
+pub async fn disable(on: OnSandbox, headers: HeaderMap) -> Result<Response, Problem> {
+    set_enabled(on, headers, false).await
 }
 
 async fn set_enabled(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox)): Path<(String, String)>,
+    on: OnSandbox,
     headers: HeaderMap,
     enabled: bool,
 ) -> Result<Response, Problem> {
-    let expect: Expect = if_match(&headers);
-    let done = webhooks::set_enabled(
-        &state.service,
-        At::new(&caller, &org, &sandbox),
-        &expect,
-        enabled,
-    )
-    .await?;
+    let expect = if_match(&headers);
+    let done = webhooks::set_enabled(on.service(), on.at(), &expect, enabled).await?;
     Ok(versioned(StatusCode::OK, done))
 }
 
@@ -136,11 +99,6 @@ pub async fn inventory(
 /// `POST .../webhook/test`: sends the SPEC's example payload through the processor's sender.
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/test", tag = "webhooks", params(SandboxPath),
     responses((status = 200, description = "What the test send got", body = TestResult)))]
-pub async fn send(
-    State(state): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org, sandbox)): Path<(String, String)>,
-) -> Result<Response, Problem> {
-    let result = send_test::send(&state.service, At::new(&caller, &org, &sandbox)).await?;
-    Ok(Json(result).into_response())
+pub async fn send(on: OnSandbox) -> Result<Response, Problem> {
+    Ok(Json(send_test::send(on.service(), on.at()).await?).into_response())
 }

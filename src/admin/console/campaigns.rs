@@ -1,48 +1,27 @@
 //! A sandbox's campaign opt-ins: enable or disable webhooks of a campaign, add one by id.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{render_status, said, urlencode, value, Signed};
+use super::page::{redirect, SandboxPage};
+use super::{said, urlencode, value};
 use crate::admin::service::campaigns::{self, OptIn};
-use crate::admin::service::At;
 use crate::admin::versions::Expect;
-use crate::admin::AppState;
 
-pub async fn page(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox)): Path<(String, String)>,
-) -> Response {
-    show(&state, &signed, &org, &sandbox, None, StatusCode::OK)
+pub async fn page(page: SandboxPage) -> Response {
+    show(&page, None, StatusCode::OK)
 }
 
-fn show(
-    state: &AppState,
-    signed: &Signed,
-    org: &str,
-    sandbox: &str,
-    error: Option<String>,
-    status: StatusCode,
-) -> Response {
+fn show(page: &SandboxPage, error: Option<String>, status: StatusCode) -> Response {
     // Outside the token's scope there is nothing to show (no existence leak).
-    let rows: Vec<OptIn> =
-        campaigns::all(&state.service, At::new(signed.caller(), org, sandbox)).unwrap_or_default();
-    render_status(
-        state,
+    let rows: Vec<OptIn> = campaigns::all(page.service(), page.at()).unwrap_or_default();
+    page.render(
         "campaigns.html",
         status,
-        context! {
-            error => error,
-            rows => value(&rows),
-            ..signed.base(org, Some(sandbox))
-        },
+        context! { error => error, rows => value(&rows), ..page.base() },
     )
 }
 
@@ -53,42 +32,31 @@ pub struct CampaignForm {
 }
 
 /// Turns a campaign's opt-in on or off (or adds it), through the API's own write path.
-pub async fn set(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox)): Path<(String, String)>,
-    Form(form): Form<CampaignForm>,
-) -> Response {
+pub async fn set(page: SandboxPage, Form(form): Form<CampaignForm>) -> Response {
     let campaign = form.campaign.trim();
-    let refused = |why: String, status| show(&state, &signed, &org, &sandbox, Some(why), status);
+    let refused = |why: String, status| show(&page, Some(why), status);
     if campaign.is_empty() {
         // Who may write is answered before what was sent.
-        if let Err(problem) =
-            crate::admin::service::allow(signed.caller(), &org, Some(&sandbox), true)
-        {
+        if let Err(problem) = page.at().allow(true) {
             return refused(problem.detail, problem.status);
         }
-        return refused(
-            "Give the campaign's id.".into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        );
+        let why = "Give the campaign's id.".to_owned();
+        return refused(why, StatusCode::UNPROCESSABLE_ENTITY);
     }
     let enabled = form.enabled == "true";
     let written = campaigns::put(
-        &state.service,
-        At::new(signed.caller(), &org, &sandbox),
+        page.service(),
+        page.at(),
         campaign,
         &Expect::Nothing,
         enabled,
-    )
-    .await;
-    match written {
-        Ok(_) => Redirect::to(&format!(
+    );
+    match written.await {
+        Ok(_) => redirect(&format!(
             "/console/orgs/{}/sandboxes/{}/campaigns",
-            urlencode(&org),
-            urlencode(&sandbox)
-        ))
-        .into_response(),
+            urlencode(&page.org),
+            urlencode(&page.sandbox)
+        )),
         Err(problem) => refused(said(&problem), problem.status),
     }
 }

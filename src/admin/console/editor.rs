@@ -4,11 +4,9 @@
 //! meanwhile by someone else (412) is reported with a way to reload, never overwritten.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::Form;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -16,12 +14,12 @@ use minijinja::context;
 use serde::Serialize;
 
 use super::form::{errors_by_field, Action, WebhookForm, MAX_HEADERS};
+use super::page::{redirect, SandboxPage};
 use super::webhook::read;
-use super::{refused, render_status, said, value, webhook_path, Signed};
+use super::{said, value};
+use crate::admin::problem::Problem;
 use crate::admin::service::webhooks::{self, WebhookInput};
-use crate::admin::service::At;
 use crate::admin::versions::Expect;
-use crate::admin::AppState;
 
 /// A banner above the form: what happened to the save.
 #[derive(Serialize, Default)]
@@ -31,18 +29,12 @@ struct Banner {
     reload: Option<String>,
 }
 
-pub async fn new(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox)): Path<(String, String)>,
-) -> Response {
-    if read(&state, &signed, &org, &sandbox).is_ok() {
-        return Redirect::to(&format!("{}/edit", webhook_path(&org, &sandbox))).into_response();
+pub async fn new(page: SandboxPage) -> Response {
+    if read(&page).is_ok() {
+        return redirect(&format!("{}/edit", page.webhook_path()));
     }
     show(
-        &state,
-        &signed,
-        (&org, &sandbox),
+        &page,
         &WebhookForm::blank(),
         BTreeMap::new(),
         None,
@@ -50,42 +42,24 @@ pub async fn new(
     )
 }
 
-pub async fn edit(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox)): Path<(String, String)>,
-) -> Response {
-    match read(&state, &signed, &org, &sandbox) {
-        Ok(webhook) => show(
-            &state,
-            &signed,
-            (&org, &sandbox),
-            &WebhookForm::from_record(&webhook),
-            BTreeMap::new(),
-            None,
-            StatusCode::OK,
-        ),
-        Err(problem) => refused(
-            &state,
-            &signed,
-            &org,
-            &problem,
-            &format!("/console/orgs/{}/webhooks", super::urlencode(&org)),
-        ),
+pub async fn edit(page: SandboxPage) -> Response {
+    match read(&page) {
+        Ok(webhook) => {
+            let form = WebhookForm::from_record(&webhook);
+            show(&page, &form, BTreeMap::new(), None, StatusCode::OK)
+        }
+        Err(problem) => page.refused(&problem, &page.inventory_path()),
     }
 }
 
 fn show(
-    state: &AppState,
-    signed: &Signed,
-    (org, sandbox): (&str, &str),
+    page: &SandboxPage,
     form: &WebhookForm,
     errors: BTreeMap<String, Vec<String>>,
     banner: Option<Banner>,
     status: StatusCode,
 ) -> Response {
-    render_status(
-        state,
+    page.render(
         "edit.html",
         status,
         context! {
@@ -95,8 +69,8 @@ fn show(
             banner => banner.map(value),
             creating => form.version.is_empty(),
             may_add_header => form.headers.len() < MAX_HEADERS,
-            webhook_path => webhook_path(org, sandbox),
-            ..signed.base(org, Some(sandbox))
+            webhook_path => page.webhook_path(),
+            ..page.base()
         },
     )
 }
@@ -109,39 +83,17 @@ fn new_signing_secret() -> String {
 
 /// Every submit of the form: an action on the form itself (add or remove a header row,
 /// generate or remove a secret) shows it again; Save writes through the API.
-pub async fn submit(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox)): Path<(String, String)>,
-    Form(pairs): Form<Vec<(String, String)>>,
-) -> Response {
-    let at = (org.as_str(), sandbox.as_str());
+pub async fn submit(page: SandboxPage, Form(pairs): Form<Vec<(String, String)>>) -> Response {
     let (mut form, action) = WebhookForm::from_pairs(&pairs);
     if action != Action::Save {
         form.apply(&action, new_signing_secret);
-        return show(
-            &state,
-            &signed,
-            at,
-            &form,
-            BTreeMap::new(),
-            None,
-            StatusCode::OK,
-        );
+        return show(&page, &form, BTreeMap::new(), None, StatusCode::OK);
     }
     let record = match form.to_record() {
         Ok(record) => record,
         Err(refused) => {
             let errors = errors_by_field(&refused, &form);
-            return show(
-                &state,
-                &signed,
-                at,
-                &form,
-                errors,
-                None,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            );
+            return show(&page, &form, errors, None, StatusCode::UNPROCESSABLE_ENTITY);
         }
     };
     let expect = if form.version.is_empty() {
@@ -149,23 +101,23 @@ pub async fn submit(
     } else {
         Expect::version(&form.version)
     };
-    let input = WebhookInput(record);
-    let saved = webhooks::put(
-        &state.service,
-        At::new(signed.caller(), &org, &sandbox),
-        &expect,
-        input,
-    )
-    .await;
+    let saved = webhooks::put(page.service(), page.at(), &expect, WebhookInput(record)).await;
     let problem = match saved {
-        Ok(_) => return Redirect::to(&webhook_path(&org, &sandbox)).into_response(),
+        Ok(_) => return redirect(&page.webhook_path()),
         Err(problem) => problem,
     };
-    let reload = Some(format!("{}/edit", webhook_path(&org, &sandbox)));
-    let banner = match problem.status {
+    let banner = banner(&page, &problem);
+    let errors = errors_by_field(&problem.errors, &form);
+    show(&page, &form, errors, banner, problem.status)
+}
+
+/// What a refused save says above the form (field refusals are shown at their fields).
+fn banner(page: &SandboxPage, problem: &Problem) -> Option<Banner> {
+    let reload = Some(format!("{}/edit", page.webhook_path()));
+    match problem.status {
         StatusCode::UNPROCESSABLE_ENTITY => None,
         StatusCode::PRECONDITION_FAILED => {
-            let by = read(&state, &signed, &org, &sandbox)
+            let by = read(page)
                 .ok()
                 .map(|w| {
                     format!(
@@ -191,10 +143,8 @@ pub async fn submit(
             reload: None,
         }),
         _ => Some(Banner {
-            text: said(&problem),
+            text: said(problem),
             reload: None,
         }),
-    };
-    let errors = errors_by_field(&problem.errors, &form);
-    show(&state, &signed, at, &form, errors, banner, problem.status)
+    }
 }

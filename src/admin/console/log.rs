@@ -3,29 +3,25 @@
 //! the new outcome), and "Redeliver failed since…" for a window (then its progress page
 //! reloads itself until it is done).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{refused, render_status, urlencode, value, webhook_path, Signed};
+use super::page::{redirect, SandboxPage};
+use super::{urlencode, value};
 use crate::admin::deliveries::LogQuery;
 use crate::admin::service::redeliver::{self, WindowRequest};
-use crate::admin::service::{deliveries, webhooks, At};
-use crate::admin::AppState;
-use crate::domain::time::parse_rfc3339;
-use crate::domain::time::unix_ms;
+use crate::admin::service::{deliveries, webhooks};
+use crate::domain::time::{parse_rfc3339, rfc3339_millis, unix_ms};
 
 /// Outcomes on one page.
 const PAGE: usize = 50;
-/// How often a page waiting for work reloads itself, in seconds.
-const RELOAD_SECONDS: &str = "1";
 
 #[derive(Deserialize, Default)]
 pub struct Filters {
@@ -36,11 +32,6 @@ pub struct Filters {
     from: Option<String>,
     to: Option<String>,
     cursor: Option<String>,
-}
-
-/// Where a refused page leads back to.
-fn inventory_path(org: &str) -> String {
-    format!("/console/orgs/{}/webhooks", urlencode(org))
 }
 
 /// A `datetime-local` value (`2026-11-30T10:00`, seconds optional) or RFC 3339, as Unix ms.
@@ -64,12 +55,7 @@ fn given(v: &Option<String>) -> Option<String> {
         .map(str::to_owned)
 }
 
-pub async fn page(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox)): Path<(String, String)>,
-    Query(f): Query<Filters>,
-) -> Response {
+pub async fn page(page: SandboxPage, Query(f): Query<Filters>) -> Response {
     let mut errors = Vec::new();
     let mut time = |name: &str, v: &Option<String>| {
         let text = given(v)?;
@@ -88,14 +74,10 @@ pub async fn page(
         after: given(&f.cursor),
         limit: PAGE,
     };
-    let (items, next) = match deliveries::search(
-        &state.service,
-        At::new(signed.caller(), &org, &sandbox),
-        &query,
-    ) {
+    let (items, next) = match deliveries::search(page.service(), page.at(), &query) {
         Ok(found) => found,
         Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => Default::default(),
-        Err(problem) => return refused(&state, &signed, &org, &problem, &inventory_path(&org)),
+        Err(problem) => return page.refused(&problem, &page.inventory_path()),
     };
     let next_query = next.map(|cursor| {
         let mut parts = vec![format!("cursor={}", urlencode(&cursor))];
@@ -112,11 +94,10 @@ pub async fn page(
         }
         parts.join("&")
     });
-    let name = webhooks::get(&state.service, At::new(signed.caller(), &org, &sandbox))
+    let name = webhooks::get(page.service(), page.at())
         .ok()
         .and_then(|w| w.record["name"].as_str().map(str::to_owned));
-    render_status(
-        &state,
+    page.render(
         "log.html",
         StatusCode::OK,
         context! {
@@ -129,8 +110,8 @@ pub async fn page(
             from => given(&f.from),
             to => given(&f.to),
             name => name,
-            webhook_path => webhook_path(&org, &sandbox),
-            ..signed.base(&org, Some(&sandbox))
+            webhook_path => page.webhook_path(),
+            ..page.base()
         },
     )
 }
@@ -144,19 +125,14 @@ pub struct Waiting {
 /// An event's newest outcome; with `?replay=`, reloads until that redelivery's outcome is
 /// in the log.
 pub async fn event(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox, event)): Path<(String, String, String)>,
+    page: SandboxPage,
+    Path((_, _, event)): Path<(String, String, String)>,
     Query(w): Query<Waiting>,
 ) -> Response {
-    let outcome = match deliveries::latest(
-        &state.service,
-        At::new(signed.caller(), &org, &sandbox),
-        &event,
-    ) {
+    let outcome = match deliveries::latest(page.service(), page.at(), &event) {
         Ok(outcome) => outcome,
         Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => None,
-        Err(problem) => return refused(&state, &signed, &org, &problem, &inventory_path(&org)),
+        Err(problem) => return page.refused(&problem, &page.inventory_path()),
     };
     let replay = given(&w.replay);
     let arrived = match (&replay, &outcome) {
@@ -164,52 +140,29 @@ pub async fn event(
         (None, _) => true,
         (Some(_), None) => false,
     };
-    let mut response = render_status(
-        &state,
-        "event.html",
-        StatusCode::OK,
-        context! {
-            event => event.clone(),
-            outcome => outcome.map(value),
-            replay => replay,
-            waiting => !arrived,
-            log_path => format!("{}/deliveries", webhook_path(&org, &sandbox)),
-            ..signed.base(&org, Some(&sandbox))
-        },
-    );
-    if !arrived {
-        response.headers_mut().insert(
-            header::REFRESH,
-            axum::http::HeaderValue::from_static(RELOAD_SECONDS),
-        );
-    }
-    response
+    let ctx = context! {
+        event => event.clone(),
+        outcome => outcome.map(value),
+        replay => replay,
+        waiting => !arrived,
+        log_path => page.log_path(),
+        ..page.base()
+    };
+    page.render_waiting("event.html", ctx, !arrived)
 }
 
 /// Queues one failed or skipped event again, then waits on its page for the new outcome.
 pub async fn redeliver_one(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox, event)): Path<(String, String, String)>,
+    page: SandboxPage,
+    Path((_, _, event)): Path<(String, String, String)>,
 ) -> Response {
-    let queued = redeliver::one(
-        &state.service,
-        At::new(signed.caller(), &org, &sandbox),
-        &event,
-    )
-    .await;
-    let event_path = format!(
-        "{}/deliveries/{}",
-        webhook_path(&org, &sandbox),
-        urlencode(&event)
-    );
-    match queued {
-        Ok(queued) => Redirect::to(&format!(
+    let event_path = format!("{}/{}", page.log_path(), urlencode(&event));
+    match redeliver::one(page.service(), page.at(), &event).await {
+        Ok(queued) => redirect(&format!(
             "{event_path}?replay={}",
             urlencode(&queued.replay_id)
-        ))
-        .into_response(),
-        Err(problem) => refused(&state, &signed, &org, &problem, &event_path),
+        )),
+        Err(problem) => page.refused(&problem, &event_path),
     }
 }
 
@@ -221,20 +174,10 @@ pub struct Window {
 }
 
 /// Starts a redelivery of the window's failed (or skipped) events, then shows its progress.
-pub async fn redeliver_window(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox)): Path<(String, String)>,
-    Form(form): Form<Window>,
-) -> Response {
-    let log = format!("{}/deliveries", webhook_path(&org, &sandbox));
+pub async fn redeliver_window(page: SandboxPage, Form(form): Form<Window>) -> Response {
     let rfc3339 = |text: &str| {
         instant_of(text)
-            .map(|ms| {
-                crate::domain::time::rfc3339_millis(
-                    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-                )
-            })
+            .map(|ms| rfc3339_millis(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)))
             .unwrap_or_else(|| text.to_owned())
     };
     let request = WindowRequest {
@@ -242,58 +185,33 @@ pub async fn redeliver_window(
         from: Some(rfc3339(&form.from)),
         to: given(&form.to).map(|t| rfc3339(&t)),
     };
-    let started = redeliver::window(
-        &state.service,
-        At::new(signed.caller(), &org, &sandbox),
-        &request,
-    )
-    .await;
-    match started {
-        Ok(started) => Redirect::to(&format!(
+    match redeliver::window(page.service(), page.at(), &request).await {
+        Ok(started) => redirect(&format!(
             "{}/redeliver/{}",
-            webhook_path(&org, &sandbox),
+            page.webhook_path(),
             urlencode(&started.replay_id)
-        ))
-        .into_response(),
-        Err(problem) => refused(&state, &signed, &org, &problem, &log),
+        )),
+        Err(problem) => page.refused(&problem, &page.log_path()),
     }
 }
 
 /// A window redelivery's progress; reloads itself until it is done.
 pub async fn progress(
-    State(state): State<Arc<AppState>>,
-    signed: Signed,
-    Path((org, sandbox, replay)): Path<(String, String, String)>,
+    page: SandboxPage,
+    Path((_, _, replay)): Path<(String, String, String)>,
 ) -> Response {
-    let got = redeliver::progress(
-        &state.service,
-        At::new(signed.caller(), &org, &sandbox),
-        &replay,
-    );
-    let log = format!("{}/deliveries", webhook_path(&org, &sandbox));
-    let status = match got {
+    let status = match redeliver::progress(page.service(), page.at(), &replay) {
         Ok(status) => status,
-        Err(problem) => return refused(&state, &signed, &org, &problem, &log),
+        Err(problem) => return page.refused(&problem, &page.log_path()),
     };
     let running = status.state == "running";
-    let mut response = render_status(
-        &state,
-        "progress.html",
-        StatusCode::OK,
-        context! {
-            run => value(&status),
-            running => running,
-            log_path => log,
-            ..signed.base(&org, Some(&sandbox))
-        },
-    );
-    if running {
-        response.headers_mut().insert(
-            header::REFRESH,
-            axum::http::HeaderValue::from_static(RELOAD_SECONDS),
-        );
-    }
-    response
+    let ctx = context! {
+        run => value(&status),
+        running => running,
+        log_path => page.log_path(),
+        ..page.base()
+    };
+    page.render_waiting("progress.html", ctx, running)
 }
 
 #[cfg(test)]

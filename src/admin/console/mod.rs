@@ -23,6 +23,7 @@ mod editor;
 mod form;
 mod inventory;
 mod log;
+mod page;
 mod session;
 mod sign_in;
 mod webhook;
@@ -45,25 +46,28 @@ pub use session::Sessions;
 
 const CSS: &str = include_str!("static/console.css");
 
+/// Every page's template, by name.
+const TEMPLATES: [(&str, &str); 12] = [
+    ("layout.html", include_str!("templates/layout.html")),
+    ("sign_in.html", include_str!("templates/sign_in.html")),
+    ("orgs.html", include_str!("templates/orgs.html")),
+    ("inventory.html", include_str!("templates/inventory.html")),
+    ("campaigns.html", include_str!("templates/campaigns.html")),
+    ("webhook.html", include_str!("templates/webhook.html")),
+    ("edit.html", include_str!("templates/edit.html")),
+    ("delete.html", include_str!("templates/delete.html")),
+    ("log.html", include_str!("templates/log.html")),
+    ("event.html", include_str!("templates/event.html")),
+    ("progress.html", include_str!("templates/progress.html")),
+    ("message.html", include_str!("templates/message.html")),
+];
+
 /// The templates, parsed once.
 pub fn templates() -> Environment<'static> {
     let mut env = Environment::new();
     // A path segment from a value (an event id, say), percent-encoded.
     env.add_filter("segment", |text: String| urlencode(&text));
-    for (name, source) in [
-        ("layout.html", include_str!("templates/layout.html")),
-        ("sign_in.html", include_str!("templates/sign_in.html")),
-        ("orgs.html", include_str!("templates/orgs.html")),
-        ("inventory.html", include_str!("templates/inventory.html")),
-        ("campaigns.html", include_str!("templates/campaigns.html")),
-        ("webhook.html", include_str!("templates/webhook.html")),
-        ("edit.html", include_str!("templates/edit.html")),
-        ("delete.html", include_str!("templates/delete.html")),
-        ("log.html", include_str!("templates/log.html")),
-        ("event.html", include_str!("templates/event.html")),
-        ("progress.html", include_str!("templates/progress.html")),
-        ("message.html", include_str!("templates/message.html")),
-    ] {
+    for (name, source) in TEMPLATES {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(name, error = %e, "console template does not parse");
             debug_assert!(false, "{name}: {e:#}");
@@ -186,10 +190,9 @@ impl FromRequestParts<Arc<AppState>> for Signed {
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        state
-            .console
-            .get(&parts.headers)
+    ) -> Result<Self, Redirect> {
+        let session = state.console.get(&parts.headers);
+        session
             .map(Signed)
             .ok_or_else(|| Redirect::to("/console/sign-in"))
     }
@@ -325,20 +328,7 @@ mod tests {
     #[test]
     fn every_template_parses_and_path_segments_are_encoded() {
         let env = templates();
-        for name in [
-            "layout.html",
-            "sign_in.html",
-            "orgs.html",
-            "inventory.html",
-            "campaigns.html",
-            "webhook.html",
-            "edit.html",
-            "delete.html",
-            "log.html",
-            "event.html",
-            "progress.html",
-            "message.html",
-        ] {
+        for (name, _) in TEMPLATES {
             if let Err(e) = env.get_template(name) {
                 panic!("{name}: {e:#}");
             }
