@@ -18,7 +18,7 @@ use crate::domain::time::rfc3339_millis;
 use crate::kafka::ensure_topics;
 use crate::replay::queue::queue_plan;
 use crate::replay::selection::{plan, reader, Selection};
-use crate::replay::{blocking, new_id, Counts, Progress, ReplayError};
+use crate::replay::{blocking, new_id, Counts, ReplayError, Reporter};
 use crate::settings::Settings;
 
 /// What to replay, from the command line.
@@ -138,7 +138,7 @@ impl Terminal {
     }
 }
 
-impl Progress for Terminal {
+impl Reporter for Terminal {
     fn phase(&mut self, name: &'static str, total: u64) {
         self.total = total;
         self.counts = Counts::default();

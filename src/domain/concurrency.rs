@@ -84,11 +84,11 @@ pub struct Limit {
     limit: f64,
     /// Long-run latency when not congested (seconds), the yardstick for a window.
     baseline: Option<f64>,
-    window: Window,
+    window: Sampling,
 }
 
 #[derive(Debug, Clone, Default)]
-struct Window {
+struct Sampling {
     answers: usize,
     latency_sum: f64,
     /// The limit was reached at some point during the window: only then is growing useful.
@@ -104,7 +104,7 @@ impl Limit {
             policy,
             limit: policy.initial as f64,
             baseline: policy.fixed_baseline.map(|d| d.as_secs_f64()),
-            window: Window::default(),
+            window: Sampling::default(),
         }
     }
 
@@ -171,7 +171,7 @@ impl Limit {
     fn decrease(&mut self, factor: f64) {
         self.limit = (self.limit * factor).max(self.policy.min as f64);
         // The window measured the old limit; start afresh.
-        self.window = Window::default();
+        self.window = Sampling::default();
     }
 }
 

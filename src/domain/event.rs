@@ -21,11 +21,8 @@ pub enum EventError {
     Schema(schema::Violation),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Sandbox {
-    pub id: String,
-    pub name: String,
-}
+/// The sandbox an event names, as a webhook record names it.
+pub use super::config::Sandbox;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]

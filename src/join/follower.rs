@@ -150,7 +150,7 @@ impl ConfigFollower {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(FollowerStats::default());
         let (tx, caught_up) = watch::channel(false);
-        let state = Loop {
+        let state = Following {
             wait: fetch_wait,
             last_sync: None,
             consumer,
@@ -227,7 +227,7 @@ fn delete_retention(kafka: &KafkaSettings, topic: &str) -> Option<u64> {
         .ok()
 }
 
-struct Loop {
+struct Following {
     /// How long a poll waits for a record.
     wait: Duration,
     last_sync: Option<Instant>,
@@ -245,7 +245,7 @@ struct Loop {
     started: Instant,
 }
 
-impl Loop {
+impl Following {
     fn run(mut self) {
         self.check_caught_up();
         while !self.stop.load(Ordering::Relaxed) {

@@ -43,7 +43,7 @@ pub struct Counts {
 }
 
 /// Where a replay reports how far it got: a progress bar, a status an API serves, nothing.
-pub trait Progress {
+pub trait Reporter {
     /// A phase starts that reads `total` records.
     fn phase(&mut self, _name: &'static str, _total: u64) {}
     /// After each record read.
@@ -55,7 +55,7 @@ pub trait Progress {
 /// Reports nothing.
 pub struct Quiet;
 
-impl Progress for Quiet {}
+impl Reporter for Quiet {}
 
 /// A new replay id: sortable by time, unique.
 pub fn new_id() -> String {

@@ -14,7 +14,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
 
 use super::selection::{read_plan, reader, scan, whole_topic, Plan, Read};
-use super::{Progress, ReplayError, REPLAY_ID_HEADER};
+use super::{ReplayError, Reporter, REPLAY_ID_HEADER};
 use crate::domain::outcome::Replay;
 use crate::domain::replay::{Filters, ReplayRecord};
 use crate::kafka::internal_record_limit;
@@ -45,7 +45,7 @@ pub fn queue_plan(
     plan: &Plan,
     replay: &Replay,
     resume: bool,
-    progress: &mut dyn Progress,
+    progress: &mut dyn Reporter,
 ) -> Result<Queued, ReplayError> {
     let topic = settings.replay_topic();
     let done = if resume {

@@ -13,7 +13,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use super::{Counts, Progress, ReplayError};
+use super::{Counts, ReplayError, Reporter};
 use crate::domain::event;
 use crate::domain::outcome::Source;
 use crate::domain::replay::{
@@ -293,7 +293,7 @@ pub fn plan(
     selection: &Selection,
     count_input: bool,
     tally: &mut Tally,
-    progress: &mut dyn Progress,
+    progress: &mut dyn Reporter,
 ) -> Result<(Plan, u64), ReplayError> {
     let filters = &selection.filters;
     let mut unreadable = 0u64;
@@ -402,7 +402,7 @@ pub fn read_plan(
     filters: &Filters,
     plan: &Plan,
     sink: &mut dyn FnMut(Chosen) -> Result<bool, ReplayError>,
-    progress: &mut dyn Progress,
+    progress: &mut dyn Reporter,
 ) -> Result<Read, ReplayError> {
     let segments = match plan {
         Plan::Input { segments } => segments.clone(),

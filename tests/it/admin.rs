@@ -31,6 +31,9 @@ pub struct Api {
 
 const KEY_FILE: &str = "config-key";
 
+/// An answer: its status, its ETag, and its JSON body.
+pub type Answer = (StatusCode, Option<String>, Value);
+
 impl Api {
     pub fn start(h: &Harness) -> Api {
         Api::start_with(h, &[])
@@ -122,6 +125,31 @@ impl Api {
         &self.tokens.iter().find(|(n, _)| n == name).unwrap().1
     }
 
+    /// The API of `h`, once ready, with the webhook of ORG + SANDBOX (to `h`'s receiver)
+    /// created and CAMPAIGN opted in, by the operator; and the webhook's path.
+    pub async fn with_webhook(h: &Harness) -> (Api, String) {
+        let api = Api::start(h);
+        api.wait_ready().await;
+        let hook = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/webhook");
+        let body = webhook_body(&h.receiver.url("/api"));
+        let (status, _, created) = api.send(Method::PUT, &hook, "operator", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let campaign = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/campaigns/{CAMPAIGN}");
+        let (status, _, _) = api.ask(Method::PUT, &campaign, "operator").await;
+        assert_eq!(status, StatusCode::CREATED);
+        (api, hook)
+    }
+
+    /// A request without a body as `who`.
+    pub async fn ask(&self, method: Method, path: &str, who: &str) -> Answer {
+        self.call(method, path, Some(who), None, None).await
+    }
+
+    /// A request with a JSON `body` as `who`.
+    pub async fn send(&self, method: Method, path: &str, who: &str, body: &Value) -> Answer {
+        self.call(method, path, Some(who), None, Some(body)).await
+    }
+
     /// One request as `who` (a token name, or `None` for no token).
     pub async fn call(
         &self,
@@ -130,7 +158,7 @@ impl Api {
         who: Option<&str>,
         if_match: Option<&str>,
         body: Option<&Value>,
-    ) -> (StatusCode, Option<String>, Value) {
+    ) -> Answer {
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(who) = who {
             request = request.bearer_auth(self.token(who));
@@ -261,12 +289,11 @@ async fn webhooks_are_published_validated_and_versioned() {
 
     // Create: 201 with its version; the secret is never shown, only set and a fingerprint.
     let (status, etag, created) = api
-        .call(
+        .send(
             Method::PUT,
             hook,
-            Some("acme"),
-            None,
-            Some(&webhook_body("https://hooks.example.com/a")),
+            "acme",
+            &webhook_body("https://hooks.example.com/a"),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -284,7 +311,7 @@ async fn webhooks_are_published_validated_and_versioned() {
     assert!(!created.to_string().contains(HMAC_KEY));
 
     // Read your write: the same version, at once.
-    let (status, get_tag, read) = api.call(Method::GET, hook, Some("acme"), None, None).await;
+    let (status, get_tag, read) = api.ask(Method::GET, hook, "acme").await;
     assert_eq!(
         (status, get_tag.as_deref()),
         (StatusCode::OK, Some(etag.as_str()))
@@ -299,9 +326,7 @@ async fn webhooks_are_published_validated_and_versioned() {
 
     // A second create is a conflict; a stale version is refused; a missing one required.
     let body = webhook_body("https://hooks.example.com/b");
-    let (status, _, problem) = api
-        .call(Method::PUT, hook, Some("acme"), None, Some(&body))
-        .await;
+    let (status, _, problem) = api.send(Method::PUT, hook, "acme", &body).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     let (status, _, _) = api
         .call(
@@ -313,9 +338,7 @@ async fn webhooks_are_published_validated_and_versioned() {
         )
         .await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED);
-    let (status, _, _) = api
-        .call(Method::DELETE, hook, Some("acme"), None, None)
-        .await;
+    let (status, _, _) = api.ask(Method::DELETE, hook, "acme").await;
     assert_eq!(status, StatusCode::PRECONDITION_REQUIRED);
 
     // Replace with the current version, keeping the secret by sending back what was shown.
@@ -342,12 +365,11 @@ async fn webhooks_are_published_validated_and_versioned() {
     bad["headers"] = json!({ "Host": "evil.example.com" });
     bad["channels"] = json!(["fax"]);
     let (status, _, problem) = api
-        .call(
+        .send(
             Method::PUT,
             "/orgs/acme/sandboxes/sb2/webhook",
-            Some("acme"),
-            None,
-            Some(&bad),
+            "acme",
+            &bad,
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -364,13 +386,7 @@ async fn webhooks_are_published_validated_and_versioned() {
 
     // Disable and enable keep everything else.
     let (status, _, disabled) = api
-        .call(
-            Method::POST,
-            &format!("{hook}/disable"),
-            Some("acme"),
-            None,
-            None,
-        )
+        .ask(Method::POST, &format!("{hook}/disable"), "acme")
         .await;
     assert_eq!(
         (status, &disabled["enabled"]),
@@ -381,68 +397,41 @@ async fn webhooks_are_published_validated_and_versioned() {
     // The inventory: paged, filtered.
     let second = webhook_body("https://hooks.example.com/c");
     let (status, _, _) = api
-        .call(
+        .send(
             Method::PUT,
             "/orgs/acme/sandboxes/sb0/webhook",
-            Some("acme"),
-            None,
-            Some(&second),
+            "acme",
+            &second,
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, _, page) = api
-        .call(
-            Method::GET,
-            "/orgs/acme/webhooks?limit=1",
-            Some("acme"),
-            None,
-            None,
-        )
+        .ask(Method::GET, "/orgs/acme/webhooks?limit=1", "acme")
         .await;
     assert_eq!(page["items"][0]["sandbox"]["id"], "sb0");
     let cursor = page["nextCursor"].as_str().expect("a next page");
     let (_, _, page2) = api
-        .call(
+        .ask(
             Method::GET,
             &format!("/orgs/acme/webhooks?limit=1&cursor={cursor}"),
-            Some("acme"),
-            None,
-            None,
+            "acme",
         )
         .await;
     assert_eq!(page2["items"][0]["sandbox"]["id"], "sb1");
     assert_eq!(page2["nextCursor"], Value::Null);
     let (_, _, enabled) = api
-        .call(
-            Method::GET,
-            "/orgs/acme/webhooks?enabled=true",
-            Some("acme"),
-            None,
-            None,
-        )
+        .ask(Method::GET, "/orgs/acme/webhooks?enabled=true", "acme")
         .await;
     assert_eq!(enabled["items"].as_array().unwrap().len(), 1);
     let (_, _, sms) = api
-        .call(
-            Method::GET,
-            "/orgs/acme/webhooks?channel=sms",
-            Some("acme"),
-            None,
-            None,
-        )
+        .ask(Method::GET, "/orgs/acme/webhooks?channel=sms", "acme")
         .await;
     assert_eq!(sms["items"], json!([]));
 
     // Campaign opt-ins: on, listed, off.
     let campaigns = "/orgs/acme/sandboxes/sb1/campaigns";
     let (status, _, c) = api
-        .call(
-            Method::PUT,
-            &format!("{campaigns}/c1"),
-            Some("acme"),
-            None,
-            None,
-        )
+        .ask(Method::PUT, &format!("{campaigns}/c1"), "acme")
         .await;
     assert_eq!(
         (status, &c["webhooksEnabled"]),
@@ -450,21 +439,13 @@ async fn webhooks_are_published_validated_and_versioned() {
     );
     let off = json!({ "webhooksEnabled": false });
     let (status, _, c) = api
-        .call(
-            Method::PUT,
-            &format!("{campaigns}/c2"),
-            Some("acme"),
-            None,
-            Some(&off),
-        )
+        .send(Method::PUT, &format!("{campaigns}/c2"), "acme", &off)
         .await;
     assert_eq!(
         (status, &c["webhooksEnabled"]),
         (StatusCode::CREATED, &json!(false))
     );
-    let (_, _, list) = api
-        .call(Method::GET, campaigns, Some("acme"), None, None)
-        .await;
+    let (_, _, list) = api.ask(Method::GET, campaigns, "acme").await;
     let ids: Vec<&str> = list["items"]
         .as_array()
         .unwrap()
@@ -473,27 +454,19 @@ async fn webhooks_are_published_validated_and_versioned() {
         .collect();
     assert_eq!(ids, ["c1", "c2"]);
     let (status, _, _) = api
-        .call(
-            Method::DELETE,
-            &format!("{campaigns}/c2"),
-            Some("acme"),
-            None,
-            None,
-        )
+        .ask(Method::DELETE, &format!("{campaigns}/c2"), "acme")
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, _, list) = api
-        .call(Method::GET, campaigns, Some("acme"), None, None)
-        .await;
+    let (_, _, list) = api.ask(Method::GET, campaigns, "acme").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 
     // Delete with the current version: gone.
-    let (_, tag, _) = api.call(Method::GET, hook, Some("acme"), None, None).await;
+    let (_, tag, _) = api.ask(Method::GET, hook, "acme").await;
     let (status, _, _) = api
         .call(Method::DELETE, hook, Some("acme"), tag.as_deref(), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _, _) = api.call(Method::GET, hook, Some("acme"), None, None).await;
+    let (status, _, _) = api.ask(Method::GET, hook, "acme").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Every write is an audit line naming who, the key and the versions; no secret logged.
@@ -518,9 +491,7 @@ async fn tokens_reach_only_their_scope() {
     api.wait_ready().await;
     let hook = "/orgs/acme/sandboxes/sb1/webhook";
     let body = webhook_body("https://hooks.example.com/a");
-    let (status, _, _) = api
-        .call(Method::PUT, hook, Some("acme"), None, Some(&body))
-        .await;
+    let (status, _, _) = api.send(Method::PUT, hook, "acme", &body).await;
     assert_eq!(status, StatusCode::CREATED);
 
     // Another org's token: the webhook and the org do not exist for it.
@@ -529,7 +500,7 @@ async fn tokens_reach_only_their_scope() {
         "/orgs/acme/webhooks",
         "/orgs/acme/sandboxes/sb1/campaigns",
     ] {
-        let (status, _, _) = api.call(Method::GET, path, Some("other"), None, None).await;
+        let (status, _, _) = api.ask(Method::GET, path, "other").await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
     }
     let (status, _, _) = api
@@ -537,34 +508,22 @@ async fn tokens_reach_only_their_scope() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A read token of acme/sb1 reads there, writes nowhere, and sees no other sandbox.
-    let (status, _, _) = api
-        .call(Method::GET, hook, Some("acme-reader"), None, None)
-        .await;
+    let (status, _, _) = api.ask(Method::GET, hook, "acme-reader").await;
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = api
-        .call(
-            Method::POST,
-            &format!("{hook}/disable"),
-            Some("acme-reader"),
-            None,
-            None,
-        )
+        .ask(Method::POST, &format!("{hook}/disable"), "acme-reader")
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _, _) = api
-        .call(
+        .ask(
             Method::GET,
             "/orgs/acme/sandboxes/sb2/webhook",
-            Some("acme-reader"),
-            None,
-            None,
+            "acme-reader",
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // The operator sees everything.
-    let (status, _, _) = api
-        .call(Method::GET, hook, Some("operator"), None, None)
-        .await;
+    let (status, _, _) = api.ask(Method::GET, hook, "operator").await;
     assert_eq!(status, StatusCode::OK);
 
     // Without a valid token: 401 with a challenge; too many failures: 429; the token is
@@ -607,35 +566,11 @@ async fn tokens_reach_only_their_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_processor_delivers_with_what_the_api_published() {
     let h = Harness::start("admin-e2e").await;
-    let api = Api::start(&h);
-    api.wait_ready().await;
-    let hook = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/webhook");
-    let (status, _, created) = api
-        .call(
-            Method::PUT,
-            &hook,
-            Some("operator"),
-            None,
-            Some(&webhook_body(&h.receiver.url("/api"))),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let (status, _, _) = api
-        .call(
-            Method::PUT,
-            &format!("/orgs/{ORG}/sandboxes/{SANDBOX}/campaigns/{CAMPAIGN}"),
-            Some("operator"),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let (api, hook) = Api::with_webhook(&h).await;
 
     // A test send goes through the same sender (the JWT included) and writes no outcome.
     let test = format!("{hook}/test");
-    let (status, _, sent) = api
-        .call(Method::POST, &test, Some("operator"), None, None)
-        .await;
+    let (status, _, sent) = api.ask(Method::POST, &test, "operator").await;
     assert_eq!(status, StatusCode::OK, "{sent}");
     assert_eq!(
         (&sent["delivered"], &sent["httpStatus"]),
@@ -655,9 +590,7 @@ async fn the_processor_delivers_with_what_the_api_published() {
     );
     h.receiver
         .respond(|_| feedback_webhooks::receiver::Reply::status(503));
-    let (status, _, failed) = api
-        .call(Method::POST, &test, Some("operator"), None, None)
-        .await;
+    let (status, _, failed) = api.ask(Method::POST, &test, "operator").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         (&failed["delivered"], &failed["httpStatus"]),
@@ -705,9 +638,7 @@ async fn the_processor_delivers_with_what_the_api_published() {
     let deliveries = format!("{hook}/deliveries?status=delivered&channel=email");
     let until = Instant::now() + PATIENCE;
     let log = loop {
-        let (status, _, log) = api
-            .call(Method::GET, &deliveries, Some("operator"), None, None)
-            .await;
+        let (status, _, log) = api.ask(Method::GET, &deliveries, "operator").await;
         assert_eq!(status, StatusCode::OK, "{log}");
         if !log["items"].as_array().unwrap().is_empty() {
             break log;
@@ -725,23 +656,15 @@ async fn the_processor_delivers_with_what_the_api_published() {
     );
     assert_eq!(entry["attempts"][0]["httpStatus"], 200);
     let (_, _, none) = api
-        .call(
+        .ask(
             Method::GET,
             &format!("{hook}/deliveries?status=failed"),
-            Some("operator"),
-            None,
-            None,
+            "operator",
         )
         .await;
     assert_eq!(none["items"], json!([]));
     let (status, _, _) = api
-        .call(
-            Method::GET,
-            &format!("{hook}/deliveries"),
-            Some("other"),
-            None,
-            None,
-        )
+        .ask(Method::GET, &format!("{hook}/deliveries"), "other")
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -758,31 +681,17 @@ async fn the_processor_delivers_with_what_the_api_published() {
     h.receiver
         .respond(|_| feedback_webhooks::receiver::Reply::status(200));
     let redeliver = |id: &str| format!("{hook}/deliveries/{id}/redeliver");
-    let (status, _, _) = api
-        .call(Method::POST, &redeliver("e2"), Some("reader"), None, None)
-        .await;
+    let (status, _, _) = api.ask(Method::POST, &redeliver("e2"), "reader").await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,
         "a read token may not redeliver"
     );
-    let (status, _, refused) = api
-        .call(Method::POST, &redeliver("e1"), Some("operator"), None, None)
-        .await;
+    let (status, _, refused) = api.ask(Method::POST, &redeliver("e1"), "operator").await;
     assert_eq!(status, StatusCode::CONFLICT, "e1 was delivered: {refused}");
-    let (status, _, _) = api
-        .call(
-            Method::POST,
-            &redeliver("nope"),
-            Some("operator"),
-            None,
-            None,
-        )
-        .await;
+    let (status, _, _) = api.ask(Method::POST, &redeliver("nope"), "operator").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _, queued) = api
-        .call(Method::POST, &redeliver("e2"), Some("operator"), None, None)
-        .await;
+    let (status, _, queued) = api.ask(Method::POST, &redeliver("e2"), "operator").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     let replay_id = queued["replayId"].as_str().expect("a replay id").to_owned();
     let again = wait_for_outcome(&api, &hook, "e2", |o| o["status"] == "delivered").await;
@@ -809,12 +718,11 @@ async fn the_processor_delivers_with_what_the_api_published() {
         .respond(|_| feedback_webhooks::receiver::Reply::status(200));
     let window = format!("{hook}/redeliver");
     let (status, _, refused) = api
-        .call(
+        .send(
             Method::POST,
             &window,
-            Some("operator"),
-            None,
-            Some(&json!({ "status": ["delivered"] })),
+            "operator",
+            &json!({ "status": ["delivered"] }),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -826,12 +734,11 @@ async fn the_processor_delivers_with_what_the_api_published() {
         .collect();
     assert_eq!(pointers, ["/status/0", "/from"]);
     let (status, _, started) = api
-        .call(
+        .send(
             Method::POST,
             &window,
-            Some("operator"),
-            None,
-            Some(&json!({ "status": ["failed"], "from": since })),
+            "operator",
+            &json!({ "status": ["failed"], "from": since }),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
@@ -839,9 +746,7 @@ async fn the_processor_delivers_with_what_the_api_published() {
     let progress = &format!("{window}/{window_id}");
     let until = Instant::now() + PATIENCE;
     let done = loop {
-        let (status, _, run) = api
-            .call(Method::GET, progress, Some("operator"), None, None)
-            .await;
+        let (status, _, run) = api.ask(Method::GET, progress, "operator").await;
         assert_eq!(status, StatusCode::OK, "{run}");
         if run["state"] != "running" {
             break run;
@@ -854,9 +759,7 @@ async fn the_processor_delivers_with_what_the_api_published() {
         (&json!("done"), &json!(1)),
         "{done}"
     );
-    let (status, _, _) = api
-        .call(Method::GET, progress, Some("other"), None, None)
-        .await;
+    let (status, _, _) = api.ask(Method::GET, progress, "other").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let redone = wait_for_outcome(&api, &hook, "e3", |o| o["status"] == "delivered").await;
     assert_eq!(redone["replay"]["id"], window_id.as_str());
@@ -875,13 +778,7 @@ async fn the_processor_delivers_with_what_the_api_published() {
         assert!(!text.contains(HMAC_KEY), "secret in {log}");
     }
     let (_, _, all) = api
-        .call(
-            Method::GET,
-            &format!("{hook}/deliveries"),
-            Some("operator"),
-            None,
-            None,
-        )
+        .ask(Method::GET, &format!("{hook}/deliveries"), "operator")
         .await;
     assert!(!all.to_string().contains(HMAC_KEY));
 }
@@ -896,13 +793,7 @@ async fn wait_for_outcome(
     let until = Instant::now() + PATIENCE;
     loop {
         let (status, _, log) = api
-            .call(
-                Method::GET,
-                &format!("{hook}/deliveries"),
-                Some("operator"),
-                None,
-                None,
-            )
+            .ask(Method::GET, &format!("{hook}/deliveries"), "operator")
             .await;
         assert_eq!(status, StatusCode::OK, "{log}");
         let newest = log["items"]
@@ -934,13 +825,9 @@ async fn the_server_conforms_to_its_openapi_document() {
     // Something to read: a webhook and an opt-in.
     let hook = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/webhook");
     let body = webhook_body(&h.receiver.url("/api"));
-    let (status, _, _) = api
-        .call(Method::PUT, &hook, Some("operator"), None, Some(&body))
-        .await;
+    let (status, _, _) = api.send(Method::PUT, &hook, "operator", &body).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _, document) = api
-        .call(Method::GET, "/openapi.json", Some("operator"), None, None)
-        .await;
+    let (status, _, document) = api.ask(Method::GET, "/openapi.json", "operator").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(document["openapi"], "3.1.0");
     let dir = h.dir.path();
@@ -1002,16 +889,12 @@ async fn two_instances_answer_consistently() {
     b.wait_ready().await;
     let hook = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/webhook");
     let body = webhook_body(&h.receiver.url("/a"));
-    let (status, v1, _) = a
-        .call(Method::PUT, &hook, Some("operator"), None, Some(&body))
-        .await;
+    let (status, v1, _) = a.send(Method::PUT, &hook, "operator", &body).await;
     assert_eq!(status, StatusCode::CREATED);
     // B follows the topic: it serves A's write shortly after.
     let until = Instant::now() + PATIENCE;
     loop {
-        let (status, tag, _) = b
-            .call(Method::GET, &hook, Some("operator"), None, None)
-            .await;
+        let (status, tag, _) = b.ask(Method::GET, &hook, "operator").await;
         if status == StatusCode::OK {
             assert_eq!(tag, v1);
             break;
@@ -1020,9 +903,7 @@ async fn two_instances_answer_consistently() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A second create on B is refused, however fresh B's cache.
-    let (status, _, _) = b
-        .call(Method::PUT, &hook, Some("operator"), None, Some(&body))
-        .await;
+    let (status, _, _) = b.send(Method::PUT, &hook, "operator", &body).await;
     assert_eq!(status, StatusCode::CONFLICT);
     // B replaces with A's version; then A's stale version is refused at A.
     let mut edited = body.clone();
@@ -1049,18 +930,12 @@ async fn two_instances_answer_consistently() {
         .await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{stale}");
     // A answers reads with B's write once it has applied it, and both list the same.
-    let (status, tag, read) = a
-        .call(Method::GET, &hook, Some("operator"), None, None)
-        .await;
+    let (status, tag, read) = a.ask(Method::GET, &hook, "operator").await;
     assert_eq!((status, tag), (StatusCode::OK, v2.clone()));
     assert_eq!(read["url"], h.receiver.url("/b"));
     let inventory = format!("/orgs/{ORG}/webhooks");
-    let (_, _, from_a) = a
-        .call(Method::GET, &inventory, Some("operator"), None, None)
-        .await;
-    let (_, _, from_b) = b
-        .call(Method::GET, &inventory, Some("operator"), None, None)
-        .await;
+    let (_, _, from_a) = a.ask(Method::GET, &inventory, "operator").await;
+    let (_, _, from_b) = b.ask(Method::GET, &inventory, "operator").await;
     assert_eq!(from_a, from_b);
     assert_eq!(from_a["items"].as_array().unwrap().len(), 1);
 
@@ -1105,9 +980,7 @@ async fn two_instances_answer_consistently() {
         for api in [&a, &b] {
             let until = Instant::now() + PATIENCE;
             loop {
-                let (_, tag, read) = api
-                    .call(Method::GET, &hook, Some("operator"), None, None)
-                    .await;
+                let (_, tag, read) = api.ask(Method::GET, &hook, "operator").await;
                 if tag == winner {
                     assert_eq!(read["name"], name.as_str());
                     break;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::admin::{admin_env, webhook_body, Api};
+use crate::admin::{admin_env, Api};
 use crate::support::processor::Processor;
 use crate::support::*;
 use feedback_webhooks::receiver::Reply;
@@ -110,29 +110,7 @@ fn local_input(at: SystemTime) -> String {
 async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
     let started = SystemTime::now() - Duration::from_secs(60);
     let h = Harness::start("console").await;
-    let api = Api::start(&h);
-    api.wait_ready().await;
-    let hook = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/webhook");
-    let (status, _, _) = api
-        .call(
-            Method::PUT,
-            &hook,
-            Some("operator"),
-            None,
-            Some(&webhook_body(&h.receiver.url("/api"))),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, _, _) = api
-        .call(
-            Method::PUT,
-            &format!("/orgs/{ORG}/sandboxes/{SANDBOX}/campaigns/{CAMPAIGN}"),
-            Some("operator"),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let (api, hook) = Api::with_webhook(&h).await;
     let root = api.base.trim_end_matches("/api/v1").to_owned();
 
     // Every page: CSP without inline scripts, no framing, no referrer.
@@ -195,12 +173,10 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let (status, _, _) = api
-        .call(
+        .ask(
             Method::GET,
             &format!("/orgs/{ORG}/sandboxes/{SANDBOX}/campaigns/forged"),
-            Some("operator"),
-            None,
-            None,
+            "operator",
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "a forged form wrote");
@@ -238,12 +214,10 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
     )
     .await;
     let (status, _, campaign) = api
-        .call(
+        .ask(
             Method::GET,
             &format!("/orgs/{ORG}/sandboxes/{SANDBOX}/campaigns/cmp-1"),
-            Some("operator"),
-            None,
-            None,
+            "operator",
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -255,15 +229,11 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
 
     // Delete (with its confirmation), then create through the form.
     run("delete", with(&[("name", "Order feedback".into())])).await;
-    let (status, _, _) = api
-        .call(Method::GET, &hook, Some("operator"), None, None)
-        .await;
+    let (status, _, _) = api.ask(Method::GET, &hook, "operator").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "deleted in the browser");
     let first = h.receiver.url("/first");
     run("create", with(&[("url", first.clone())])).await;
-    let (status, _, created) = api
-        .call(Method::GET, &hook, Some("operator"), None, None)
-        .await;
+    let (status, _, created) = api.ask(Method::GET, &hook, "operator").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(created["url"], first.as_str());
     assert_eq!(created["channels"], json!(["email"]));

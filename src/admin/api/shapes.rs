@@ -29,7 +29,8 @@ pub struct FieldError {
 
 /// A sandbox: its id (from the path) and name.
 #[derive(Serialize, ToSchema)]
-pub struct Sandbox {
+#[schema(as = Sandbox)]
+pub struct SandboxShape {
     pub id: String,
     pub name: String,
 }
@@ -42,7 +43,7 @@ pub struct Webhook {
     /// Always `webhook`.
     pub kind: String,
     pub ims_org: String,
-    pub sandbox: Sandbox,
+    pub sandbox: SandboxShape,
     pub name: String,
     /// `email` and/or `sms`.
     pub channels: Vec<String>,

@@ -26,7 +26,7 @@ pub const PAGE_ROWS: usize = 100;
 pub const PICKER_SUGGESTIONS: usize = 200;
 
 #[derive(Deserialize, Default)]
-pub struct Filters {
+pub struct InventoryFilters {
     name: Option<String>,
     channel: Option<String>,
     sandbox: Option<String>,
@@ -52,7 +52,7 @@ pub struct Row {
 
 /// A sandbox the picker offers.
 #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
-struct Sandbox {
+struct SandboxChoice {
     id: String,
     name: String,
 }
@@ -61,7 +61,7 @@ pub async fn page(
     State(state): State<Arc<AppState>>,
     signed: Signed,
     Path(org): Path<String>,
-    Query(filters): Query<Filters>,
+    Query(filters): Query<InventoryFilters>,
 ) -> Response {
     let scope = &signed.0.principal.scope;
     // Another org's webhooks do not exist for this caller: the page is simply empty.
@@ -127,10 +127,10 @@ pub async fn page(
         parts.join("&")
     };
     let known = sandboxes.len();
-    let picker: Vec<Sandbox> = sandboxes
+    let picker: Vec<SandboxChoice> = sandboxes
         .into_iter()
         .take(PICKER_SUGGESTIONS)
-        .map(|(id, name)| Sandbox { id, name })
+        .map(|(id, name)| SandboxChoice { id, name })
         .collect();
     render(
         &state,

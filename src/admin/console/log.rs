@@ -24,7 +24,7 @@ use crate::domain::time::{parse_rfc3339, rfc3339_millis, unix_ms};
 const PAGE: usize = 50;
 
 #[derive(Deserialize, Default)]
-pub struct Filters {
+pub struct LogFilters {
     status: Option<String>,
     channel: Option<String>,
     feedback: Option<String>,
@@ -55,7 +55,7 @@ fn given(v: &Option<String>) -> Option<String> {
         .map(str::to_owned)
 }
 
-pub async fn page(page: SandboxPage, Query(f): Query<Filters>) -> Response {
+pub async fn page(page: SandboxPage, Query(f): Query<LogFilters>) -> Response {
     let mut errors = Vec::new();
     let mut time = |name: &str, v: &Option<String>| {
         let text = given(v)?;
@@ -167,14 +167,14 @@ pub async fn redeliver_one(
 }
 
 #[derive(Deserialize)]
-pub struct Window {
+pub struct WindowForm {
     status: Option<String>,
     from: String,
     to: Option<String>,
 }
 
 /// Starts a redelivery of the window's failed (or skipped) events, then shows its progress.
-pub async fn redeliver_window(page: SandboxPage, Form(form): Form<Window>) -> Response {
+pub async fn redeliver_window(page: SandboxPage, Form(form): Form<WindowForm>) -> Response {
     let rfc3339 = |text: &str| {
         instant_of(text)
             .map(|ms| rfc3339_millis(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)))

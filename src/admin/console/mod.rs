@@ -46,20 +46,20 @@ pub use session::Sessions;
 
 const CSS: &str = include_str!("static/console.css");
 
+/// `(name, source)` of each template, embedded from `templates/{name}.html`.
+macro_rules! templates {
+    ($($name:ident),* $(,)?) => {
+        [$((
+            concat!(stringify!($name), ".html"),
+            include_str!(concat!("templates/", stringify!($name), ".html")),
+        )),*]
+    };
+}
+
 /// Every page's template, by name.
-const TEMPLATES: [(&str, &str); 12] = [
-    ("layout.html", include_str!("templates/layout.html")),
-    ("sign_in.html", include_str!("templates/sign_in.html")),
-    ("orgs.html", include_str!("templates/orgs.html")),
-    ("inventory.html", include_str!("templates/inventory.html")),
-    ("campaigns.html", include_str!("templates/campaigns.html")),
-    ("webhook.html", include_str!("templates/webhook.html")),
-    ("edit.html", include_str!("templates/edit.html")),
-    ("delete.html", include_str!("templates/delete.html")),
-    ("log.html", include_str!("templates/log.html")),
-    ("event.html", include_str!("templates/event.html")),
-    ("progress.html", include_str!("templates/progress.html")),
-    ("message.html", include_str!("templates/message.html")),
+const TEMPLATES: [(&str, &str); 12] = templates![
+    layout, sign_in, orgs, inventory, campaigns, webhook, edit, delete, log, event, progress,
+    message,
 ];
 
 /// The templates, parsed once.

@@ -23,7 +23,7 @@ use crate::domain::time::{parse_rfc3339, rfc3339_millis};
 use crate::kafka::ensure_topics;
 use crate::replay::queue::queue_plan;
 use crate::replay::selection::{plan, reader, Plan, Selection};
-use crate::replay::{blocking, new_id, Counts, Progress, ReplayError};
+use crate::replay::{blocking, new_id, Counts, ReplayError, Reporter};
 use crate::schema::Violation;
 use crate::settings::Settings;
 
@@ -91,7 +91,7 @@ impl Runs {
 /// Progress written where the status endpoint reads it.
 struct Shared(Arc<Mutex<Status>>);
 
-impl Progress for Shared {
+impl Reporter for Shared {
     fn phase(&mut self, name: &'static str, total: u64) {
         if let Ok(mut s) = self.0.lock() {
             s.phase = name;
