@@ -302,6 +302,27 @@ impl DeliveryLog {
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
+    /// The entries whose key starts with `prefix`, in key order (keys that are not text
+    /// are passed over).
+    fn under<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = Result<(String, Box<[u8]>), rocksdb::Error>> + 'a {
+        self.db
+            .prefix_iterator(prefix.as_bytes())
+            .filter_map(|item| match item {
+                Ok((key, value)) => String::from_utf8(key.into_vec())
+                    .ok()
+                    .map(|k| Ok((k, value))),
+                Err(e) => Some(Err(e)),
+            })
+            // An error is passed on, for the caller to stop at.
+            .take_while(move |item| match item {
+                Ok((key, _)) => key.starts_with(prefix),
+                Err(_) => true,
+            })
+    }
+
     /// Deletes entries older than `retention` and beyond `per_webhook` per webhook.
     pub fn prune(
         &self,
@@ -314,14 +335,9 @@ impl DeliveryLog {
         let mut removed = 0;
         let mut current = String::new();
         let mut kept = 0usize;
-        for item in self.db.prefix_iterator(b"d/") {
+        for item in self.under("d/") {
             let (key, value) = item?;
-            let Ok(key) = std::str::from_utf8(&key) else {
-                continue;
-            };
-            if !key.starts_with("d/") {
-                break;
-            }
+            let key = key.as_str();
             // `d/{org}/{sandbox}/`: the first three segments.
             let webhook: String = key.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
             if webhook != current {
@@ -346,14 +362,9 @@ impl DeliveryLog {
         }
         // Hour counters past what the failure rate reads.
         let oldest_hour = (unix_ms(now) / HOUR_MS).saturating_sub(HOURS_KEPT);
-        for item in self.db.prefix_iterator(b"h/") {
+        for item in self.under("h/") {
             let (key, _) = item?;
-            let Ok(key) = std::str::from_utf8(&key) else {
-                continue;
-            };
-            if !key.starts_with("h/") {
-                break;
-            }
+            let key = key.as_str();
             let hour = key
                 .rsplit('/')
                 .next()
@@ -481,6 +492,18 @@ mod tests {
         .unwrap()
     }
 
+    /// A log in a folder of its own, holding outcomes as (partition, offset, event id,
+    /// status, completed at).
+    fn log_with(outcomes: &[(i32, i64, &str, &str, &str)]) -> (tempfile::TempDir, DeliveryLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DeliveryLog::open(dir.path()).unwrap();
+        for &(partition, offset, id, status, at) in outcomes {
+            log.apply(partition, offset, &outcome(id, status, at))
+                .unwrap();
+        }
+        (dir, log)
+    }
+
     fn ids(items: &[Value]) -> Vec<&str> {
         items
             .iter()
@@ -490,19 +513,14 @@ mod tests {
 
     #[test]
     fn the_last_24_hours_count_delivered_and_failed_outcomes() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = DeliveryLog::open(dir.path()).unwrap();
+        let (_dir, log) = log_with(&[
+            (0, 0, "old", "failed", "2026-11-28T09:00:00Z"),
+            (0, 1, "a", "delivered", "2026-11-30T09:10:00Z"),
+            (0, 2, "b", "failed", "2026-11-30T09:20:00Z"),
+            (0, 3, "c", "delivered", "2026-11-30T10:00:00Z"),
+            (0, 4, "d", "skipped", "2026-11-30T10:00:00Z"),
+        ]);
         let at = |t: &str| parse_rfc3339(t).map(unix_ms).unwrap();
-        log.apply(0, 0, &outcome("old", "failed", "2026-11-28T09:00:00Z"))
-            .unwrap();
-        log.apply(0, 1, &outcome("a", "delivered", "2026-11-30T09:10:00Z"))
-            .unwrap();
-        log.apply(0, 2, &outcome("b", "failed", "2026-11-30T09:20:00Z"))
-            .unwrap();
-        log.apply(0, 3, &outcome("c", "delivered", "2026-11-30T10:00:00Z"))
-            .unwrap();
-        log.apply(0, 4, &outcome("d", "skipped", "2026-11-30T10:00:00Z"))
-            .unwrap();
         let tally = log
             .last_24h("acme", "sb1", at("2026-11-30T10:30:00Z"))
             .unwrap();
@@ -528,14 +546,11 @@ mod tests {
 
     #[test]
     fn newest_first_filtered_and_paged() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = DeliveryLog::open(dir.path()).unwrap();
-        log.apply(0, 0, &outcome("a", "delivered", "2026-11-30T10:00:00Z"))
-            .unwrap();
-        log.apply(0, 1, &outcome("b", "failed", "2026-11-30T10:00:01Z"))
-            .unwrap();
-        log.apply(1, 0, &outcome("c", "delivered", "2026-11-30T10:00:02Z"))
-            .unwrap();
+        let (_dir, log) = log_with(&[
+            (0, 0, "a", "delivered", "2026-11-30T10:00:00Z"),
+            (0, 1, "b", "failed", "2026-11-30T10:00:01Z"),
+            (1, 0, "c", "delivered", "2026-11-30T10:00:02Z"),
+        ]);
         log.apply(1, 1, b"not json").unwrap();
         assert_eq!(log.next_offset(1).unwrap(), Some(2));
         let all = LogQuery {
@@ -617,12 +632,10 @@ mod tests {
 
     #[test]
     fn an_event_points_at_its_newest_outcome_until_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = DeliveryLog::open(dir.path()).unwrap();
-        log.apply(0, 0, &outcome("a", "failed", "2026-11-29T10:00:00Z"))
-            .unwrap();
-        log.apply(0, 1, &outcome("a", "delivered", "2026-11-29T10:05:00Z"))
-            .unwrap();
+        let (_dir, log) = log_with(&[
+            (0, 0, "a", "failed", "2026-11-29T10:00:00Z"),
+            (0, 1, "a", "delivered", "2026-11-29T10:05:00Z"),
+        ]);
         let latest = log.latest_of("acme", "sb1", "a").unwrap().unwrap();
         assert_eq!(latest["status"], "delivered");
         let now = parse_rfc3339("2026-11-30T00:00:00Z").unwrap();

@@ -619,6 +619,11 @@ mod tests {
         }
     }
 
+    /// A transport failure, before connecting or after.
+    fn transport(connect: bool, elapsed: Duration) -> Finished {
+        Finished::Transport { connect, elapsed }
+    }
+
     fn ok(ms: u64) -> Finished {
         Finished::Answered {
             status: 200,
@@ -627,6 +632,16 @@ mod tests {
     }
 
     /// Admits and queues `n` requests for `webhook`; returns how many went through at once.
+    /// A host of `limit` offered `n` events of each webhook, now.
+    fn offered(limit: usize, offers: &[(&str, u64)]) -> (HostSchedule<u64>, Instant) {
+        let t = Instant::now();
+        let mut s = HostSchedule::new(policy(limit));
+        for &(webhook, n) in offers {
+            offer(&mut s, webhook, n, t);
+        }
+        (s, t)
+    }
+
     fn offer(s: &mut HostSchedule<u64>, webhook: &str, n: u64, t: Instant) -> usize {
         let mut now = 0;
         for i in 0..n {
@@ -670,14 +685,7 @@ mod tests {
         // Requests of "slow" never finish; as the first five end (say, at their timeout),
         // the freed slots go to "fast", and "slow" gets none back while above its share.
         for _ in 0..5 {
-            s.finish(
-                "slow",
-                Finished::Transport {
-                    connect: false,
-                    elapsed: Duration::from_secs(10),
-                },
-                t,
-            );
+            s.finish("slow", transport(false, Duration::from_secs(10)), t);
         }
         let mut got = Vec::new();
         while let Some(d) = s.next_ready(t) {
@@ -725,10 +733,7 @@ mod tests {
 
     #[test]
     fn http_failures_open_only_the_webhooks_breaker_and_refuse_its_waiters() {
-        let t = Instant::now();
-        let mut s = HostSchedule::new(policy(3));
-        offer(&mut s, "bad", 5, t);
-        offer(&mut s, "good", 2, t);
+        let (mut s, t) = offered(3, &[("bad", 5), ("good", 2)]);
         let mut refused = Vec::new();
         for _ in 0..3 {
             refused.extend(s.finish(
@@ -764,19 +769,9 @@ mod tests {
 
     #[test]
     fn connect_failures_open_the_host_for_a_short_while() {
-        let t = Instant::now();
-        let mut s = HostSchedule::new(policy(4));
-        offer(&mut s, "a", 3, t);
-        offer(&mut s, "b", 1, t);
+        let (mut s, t) = offered(4, &[("a", 3), ("b", 1)]);
         for w in ["a", "b", "a"] {
-            s.finish(
-                w,
-                Finished::Transport {
-                    connect: true,
-                    elapsed: Duration::from_millis(1),
-                },
-                t,
-            );
+            s.finish(w, transport(true, Duration::from_millis(1)), t);
         }
         assert!(matches!(
             s.admit("c", 1, t, Budget::UNLIMITED),
@@ -799,14 +794,7 @@ mod tests {
         let mut s = HostSchedule::new(policy(10));
         offer(&mut s, "hang", 5, t);
         for _ in 0..5 {
-            s.finish(
-                "hang",
-                Finished::Transport {
-                    connect: false,
-                    elapsed: Duration::from_secs(10),
-                },
-                t,
-            );
+            s.finish("hang", transport(false, Duration::from_secs(10)), t);
         }
         assert!(matches!(
             s.admit("hang", 1, t, Budget::UNLIMITED),

@@ -126,23 +126,23 @@ mod tests {
     #[test]
     fn missing_type_channel_or_status_is_skipped_not_delivered() {
         let (w, c) = (sample_webhook(), sample_campaign());
-        let mut e = spec_event();
-        e["_experience"]["customerJourneyManagement"]["messageExecution"]
-            .as_object_mut()
-            .unwrap()
-            .remove("messageType");
+        // The event without `field` at `at` (a JSON pointer).
+        let without = |at: &str, field: &str| {
+            let mut e = spec_event();
+            e.pointer_mut(at)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .remove(field);
+            run(&e, Some(&w), Some(&c))
+        };
+        let cjm = "/_experience/customerJourneyManagement";
         assert_eq!(
-            run(&e, Some(&w), Some(&c)),
+            without(&format!("{cjm}/messageExecution"), "messageType"),
             Decision::Skip(Reason::NotTransactional)
         );
-
-        let mut e = spec_event();
-        e["_experience"]["customerJourneyManagement"]
-            .as_object_mut()
-            .unwrap()
-            .remove("messageProfile");
         assert_eq!(
-            run(&e, Some(&w), Some(&c)),
+            without(cjm, "messageProfile"),
             Decision::Skip(Reason::ChannelNotSelected)
         );
 

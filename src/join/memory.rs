@@ -32,16 +32,18 @@ impl MemoryConfig {
         }
     }
 
+    /// `value` stored under the next version.
+    fn stored<T>(&self, value: T) -> Arc<Stored<T>> {
+        Arc::new(Stored {
+            value,
+            version: self.version(),
+        })
+    }
+
     pub fn put_webhook(&self, webhook: WebhookConfig) {
         let key = (webhook.ims_org.clone(), webhook.sandbox.id.clone());
-        let version = self.version();
-        self.webhooks.lock().unwrap().insert(
-            key,
-            Arc::new(Stored {
-                value: webhook,
-                version,
-            }),
-        );
+        let stored = self.stored(webhook);
+        self.webhooks.lock().unwrap().insert(key, stored);
     }
 
     pub fn put_campaign(&self, campaign: CampaignConfig) {
@@ -50,14 +52,8 @@ impl MemoryConfig {
             campaign.sandbox_id.clone(),
             campaign.campaign_id.clone(),
         );
-        let version = self.version();
-        self.campaigns.lock().unwrap().insert(
-            key,
-            Arc::new(Stored {
-                value: campaign,
-                version,
-            }),
-        );
+        let stored = self.stored(campaign);
+        self.campaigns.lock().unwrap().insert(key, stored);
     }
 }
 

@@ -459,16 +459,22 @@ mod tests {
         (stop, task)
     }
 
+    /// A source holding a record of each payload, at offsets 0, 1, …
+    fn holding(payloads: &[&str]) -> &'static FakeSource {
+        let source = leak(FakeSource::default());
+        for (offset, payload) in (0..).zip(payloads) {
+            source.push(offset, payload);
+        }
+        source
+    }
+
     fn leak(source: FakeSource) -> &'static FakeSource {
         Box::leak(Box::new(source))
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_commit_point_follows_the_completed_prefix() {
-        let source = leak(FakeSource::default());
-        for (offset, ms) in [(0, 300), (1, 100), (2, 200)] {
-            source.push(offset, &ms.to_string());
-        }
+        let source = holding(&["300", "100", "200"]);
         let (stop, task) = run(a_loop(source, 8), |_, r| async move {
             let ms: u64 = String::from_utf8(r.payload.unwrap())
                 .unwrap()
@@ -516,10 +522,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_record_task_that_panics_stops_the_process_instead_of_freezing_its_partition() {
-        let source = leak(FakeSource::default());
-        for offset in 0..3 {
-            source.push(offset, if offset == 1 { "panic" } else { "" });
-        }
+        let source = holding(&["", "panic", ""]);
         let l = a_loop(source, 8);
         let fatal = l.fatal;
         let (stop, task) = run(l, |_, r| async move {
@@ -538,10 +541,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn at_its_limit_the_loop_takes_no_more_records() {
-        let source = leak(FakeSource::default());
-        for offset in 0..5 {
-            source.push(offset, "");
-        }
+        let source = holding(&[""; 5]);
         let started = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(Notify::new());
         let (stop, task) = run(a_loop(source, 2), {
@@ -576,11 +576,8 @@ mod tests {
         // payload says when it is due in seconds of the test's clock.
         static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
         START.get_or_init(tokio::time::Instant::now);
-        let source = leak(FakeSource::default());
         // Due in 10 s each; a budget of 4 keeps half for records that are due.
-        for offset in 0..4 {
-            source.push(offset, "10");
-        }
+        let source = holding(&["10"; 4]);
         let handled = Arc::new(Mutex::new(Vec::new()));
         let mut l = a_loop(source, 4);
         l.due = Some(|r: &InputRecord| {

@@ -449,6 +449,13 @@ mod tests {
     }
 
     impl Fixture {
+        /// The SPEC's example event as input record 1, handled to completion: its outcomes.
+        async fn input_spec_event(&self) -> Vec<Outcome> {
+            let event = serde_json::to_vec(&spec_event()).unwrap();
+            assert!(handle_input(self.context.clone(), self.record("input", 1, &event)).await);
+            self.outcomes()
+        }
+
         fn record(&self, topic: &str, offset: i64, payload: &[u8]) -> InputRecord {
             let key = PartitionKey {
                 topic: topic.into(),
@@ -491,9 +498,7 @@ mod tests {
     #[tokio::test]
     async fn an_event_without_a_webhook_is_skipped() {
         let f = fixture();
-        let event = serde_json::to_vec(&spec_event()).unwrap();
-        assert!(handle_input(f.context.clone(), f.record("input", 1, &event)).await);
-        let outcomes = f.outcomes();
+        let outcomes = f.input_spec_event().await;
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].status, Status::Skipped);
         assert_eq!(outcomes[0].reason, Some(Reason::NoWebhook));
@@ -508,9 +513,7 @@ mod tests {
         campaign["webhooksEnabled"] = json!(false);
         f.config
             .put_campaign(serde_json::from_value(campaign).unwrap());
-        let event = serde_json::to_vec(&spec_event()).unwrap();
-        assert!(handle_input(f.context.clone(), f.record("input", 1, &event)).await);
-        let outcomes = f.outcomes();
+        let outcomes = f.input_spec_event().await;
         assert_eq!(outcomes[0].reason, Some(Reason::CampaignNotEnabled));
         assert_eq!(
             outcomes[0].webhook.as_ref().map(|w| w.name.as_str()),
@@ -522,9 +525,7 @@ mod tests {
     async fn a_destination_in_a_private_range_is_refused_without_a_request() {
         let f = fixture();
         f.with_webhook("https://10.1.2.3/feedback");
-        let event = serde_json::to_vec(&spec_event()).unwrap();
-        assert!(handle_input(f.context.clone(), f.record("input", 1, &event)).await);
-        let outcomes = f.outcomes();
+        let outcomes = f.input_spec_event().await;
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].status, Status::Failed);
         assert_eq!(outcomes[0].reason, Some(Reason::DestinationBlocked));
@@ -574,9 +575,7 @@ mod tests {
     async fn an_unreadable_cached_record_ends_the_event_as_config_invalid() {
         let f = fixture();
         f.config.corrupt(ORG_OF_SPEC_EVENT);
-        let event = serde_json::to_vec(&spec_event()).unwrap();
-        assert!(handle_input(f.context.clone(), f.record("input", 1, &event)).await);
-        let outcomes = f.outcomes();
+        let outcomes = f.input_spec_event().await;
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].status, Status::Skipped);
         assert_eq!(outcomes[0].reason, Some(Reason::ConfigInvalid));

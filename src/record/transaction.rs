@@ -605,6 +605,21 @@ mod tests {
         });
     }
 
+    /// A transaction that holds one written result, and its scripted producer.
+    fn written(value: &str) -> (Arc<Transaction>, Script) {
+        let txn = transaction();
+        write(&txn, value);
+        (txn, Script::default())
+    }
+
+    /// Why a commit stopped the process (it must have).
+    fn stopped(result: Result<(), CommitError>) -> String {
+        match result {
+            Err(CommitError::Fatal(why)) => why,
+            other => panic!("the commit did not stop: {other:?}"),
+        }
+    }
+
     /// A commit whose progress is what the consumer gives every time it is asked (it is
     /// asked again after each rewrite).
     fn commit(txn: &Transaction, calls: &Script) -> Result<(), CommitError> {
@@ -620,8 +635,7 @@ mod tests {
 
     #[test]
     fn a_commit_sends_the_offsets_commits_and_begins_the_next() {
-        let (txn, calls) = (transaction(), Script::default());
-        write(&txn, "a");
+        let (txn, calls) = written("a");
         commit(&txn, &calls).unwrap();
         assert_eq!(calls.calls(), ["send offsets", "commit", "begin"]);
         // The next commit has nothing to do.
@@ -631,8 +645,7 @@ mod tests {
 
     #[test]
     fn a_retriable_failure_is_tried_again_within_the_budget() {
-        let (txn, calls) = (transaction(), Script::default());
-        write(&txn, "a");
+        let (txn, calls) = written("a");
         calls.fail_offsets(2, failed(true, false, false));
         commit(&txn, &calls).unwrap();
         assert_eq!(calls.called("send offsets"), 3);
@@ -641,40 +654,26 @@ mod tests {
 
     #[test]
     fn retries_past_the_budget_stop_and_nothing_commits_after() {
-        let (txn, calls) = (transaction(), Script::default());
-        write(&txn, "a");
+        let (txn, calls) = written("a");
         calls.fail_offsets(100_000, failed(true, false, false));
-        let e = commit(&txn, &calls).unwrap_err();
-        assert!(
-            matches!(e, CommitError::Fatal(ref m) if m.starts_with("send offsets: ")),
-            "{e}"
-        );
+        assert!(stopped(commit(&txn, &calls)).starts_with("send offsets: "));
         assert_eq!(calls.called("commit"), 0);
         calls.send_offsets.lock().unwrap().clear();
-        let again = commit(&txn, &calls).unwrap_err();
-        assert!(
-            again.to_string().contains("an earlier transaction failed"),
-            "{again}"
-        );
+        let again = stopped(commit(&txn, &calls));
+        assert!(again.contains("an earlier transaction failed"), "{again}");
     }
 
     #[test]
     fn a_failure_that_requires_an_abort_aborts_and_stops() {
-        let (txn, calls) = (transaction(), Script::default());
-        write(&txn, "a");
+        let (txn, calls) = written("a");
         calls.fail_offsets(1, failed(false, true, false));
-        let e = commit(&txn, &calls).unwrap_err();
-        assert!(
-            e.to_string().contains("send offsets: transaction aborted"),
-            "{e}"
-        );
+        assert!(stopped(commit(&txn, &calls)).contains("send offsets: transaction aborted"));
         assert_eq!(calls.calls(), ["send offsets", "abort", "begin"]);
     }
 
     #[test]
     fn a_group_that_moved_on_gets_the_transaction_written_again() {
-        let (txn, calls) = (transaction(), Script::default());
-        write(&txn, "a");
+        let (txn, calls) = written("a");
         write(&txn, "b");
         calls.fail_offsets(2, failed(false, true, true));
         commit(&txn, &calls).unwrap();
@@ -706,45 +705,33 @@ mod tests {
 
     #[test]
     fn a_group_that_keeps_moving_is_given_up_after_the_rewrites() {
-        let (txn, calls) = (transaction(), Script::default());
-        write(&txn, "a");
+        let (txn, calls) = written("a");
         calls.fail_offsets(REWRITES as usize + 1, failed(false, true, true));
-        let e = commit(&txn, &calls).unwrap_err();
-        assert!(e.to_string().contains("the group kept moving"), "{e}");
+        assert!(stopped(commit(&txn, &calls)).contains("the group kept moving"));
         assert_eq!(calls.called("write again"), REWRITES as usize);
         assert_eq!(calls.called("commit"), 0);
     }
 
     #[test]
     fn a_commit_that_may_have_committed_stops_without_an_abort() {
-        let (txn, calls) = (transaction(), Script::default());
-        write(&txn, "a");
+        let (txn, calls) = written("a");
         calls
             .commit
             .lock()
             .unwrap()
             .push_back(failed(false, true, false));
-        let e = commit(&txn, &calls).unwrap_err();
-        assert!(
-            matches!(e, CommitError::Fatal(ref m) if m.starts_with("commit: ")),
-            "{e}"
-        );
+        assert!(stopped(commit(&txn, &calls)).starts_with("commit: "));
         assert_eq!(calls.called("abort"), 0);
         assert_eq!(calls.called("begin"), 0);
     }
 
     #[test]
     fn a_fatal_producer_stops_even_on_a_retriable_error() {
-        let (txn, calls) = (transaction(), Script::default());
-        write(&txn, "a");
+        let (txn, calls) = written("a");
         let mut fatal = failed(true, true, true);
         fatal.fatal = true;
         calls.fail_offsets(1, fatal);
-        let e = commit(&txn, &calls).unwrap_err();
-        assert!(
-            matches!(e, CommitError::Fatal(ref m) if m == "send offsets: scripted"),
-            "{e}"
-        );
+        assert_eq!(stopped(commit(&txn, &calls)), "send offsets: scripted");
         assert_eq!(calls.calls(), ["send offsets"]);
     }
 
@@ -753,11 +740,10 @@ mod tests {
         let (txn, calls) = (transaction(), Script::default());
         let read = futures::executor::block_on(txn.enter());
         drop(txn.hold(read));
-        let e = commit(&txn, &calls).unwrap_err();
+        let why = stopped(commit(&txn, &calls));
         assert!(
-            e.to_string()
-                .contains("given up after its result was written"),
-            "{e}"
+            why.contains("given up after its result was written"),
+            "{why}"
         );
         assert_eq!(calls.calls(), ["abort", "begin"]);
     }
@@ -776,8 +762,7 @@ mod tests {
 
     #[test]
     fn an_abort_throws_the_transaction_away_and_lets_writes_in() {
-        let (txn, calls) = (transaction(), Script::default());
-        write(&txn, "a");
+        let (txn, calls) = written("a");
         txn.abort(&calls).unwrap();
         assert_eq!(calls.calls(), ["abort", "begin"]);
         // Nothing is left to commit.

@@ -386,6 +386,23 @@ impl OffsetTracker {
 mod tests {
     use super::*;
 
+    /// A partition that has received `offsets`.
+    fn received(offsets: &[i64]) -> PartitionOffsets {
+        let mut p = PartitionOffsets::default();
+        for &o in offsets {
+            p.begin(o);
+        }
+        p
+    }
+
+    /// Progress with `next` and the ranges done after it.
+    fn done_after(next: i64, done: &[(i64, i64)]) -> Progress {
+        Progress {
+            next,
+            done: done.to_vec(),
+        }
+    }
+
     #[test]
     fn in_order_completion_advances_each_time() {
         let mut p = PartitionOffsets::default();
@@ -400,10 +417,7 @@ mod tests {
 
     #[test]
     fn out_of_order_commits_only_the_contiguous_prefix() {
-        let mut p = PartitionOffsets::default();
-        for o in [0, 1, 2, 3] {
-            p.begin(o);
-        }
+        let mut p = received(&[0, 1, 2, 3]);
         assert_eq!(p.complete(2), None);
         assert_eq!(p.complete(3), None);
         assert_eq!(p.complete(1), None);
@@ -414,9 +428,7 @@ mod tests {
     #[test]
     fn gaps_in_offsets_are_fine() {
         // Compaction and transaction markers leave holes in the offsets a consumer sees.
-        let mut p = PartitionOffsets::default();
-        p.begin(5);
-        p.begin(9);
+        let mut p = received(&[5, 9]);
         assert_eq!(p.complete(9), None);
         assert_eq!(p.complete(5), Some(10));
     }
@@ -448,11 +460,7 @@ mod tests {
 
     #[test]
     fn stale_generation_is_ignored_after_reassignment() {
-        let mut t = OffsetTracker::default();
-        let key = PartitionKey {
-            topic: "t".into(),
-            partition: 0,
-        };
+        let (mut t, key) = (OffsetTracker::default(), key0());
         let g1 = t.assign(key.clone());
         assert_eq!(t.begin(&key, 0), Some(g1));
         t.revoke(&key);
@@ -466,11 +474,7 @@ mod tests {
 
     #[test]
     fn revocation_lets_work_under_way_complete_then_reports_the_commit_point() {
-        let mut t = OffsetTracker::default();
-        let key = PartitionKey {
-            topic: "t".into(),
-            partition: 0,
-        };
+        let (mut t, key) = (OffsetTracker::default(), key0());
         let g = t.begin(&key, 0).unwrap();
         for o in 1..5 {
             t.begin(&key, o);
@@ -490,13 +494,7 @@ mod tests {
         assert_eq!(t.open_in(std::slice::from_ref(&key)), 0);
         // The released offset 2 is never passed: its next owner processes it again.
         // Offset 3 is done: whoever gets the partition next skips it.
-        assert_eq!(
-            t.revoke(&key),
-            Some(Progress {
-                next: 2,
-                done: vec![(3, 3)]
-            })
-        );
+        assert_eq!(t.revoke(&key), Some(done_after(2, &[(3, 3)])));
         assert_eq!(t.revoke(&key), None);
     }
 
@@ -519,25 +517,13 @@ mod tests {
             t.complete(&key, g, o);
         }
         let progress = t.revoke(&key).unwrap();
-        assert_eq!(
-            progress,
-            Progress {
-                next: 2,
-                done: vec![(3, 4)]
-            }
-        );
+        assert_eq!(progress, done_after(2, &[(3, 4)]));
         t.retain(key.clone(), progress);
         // The group's committed offset is older (0): what was done is skipped, not redone.
         let g2 = t.assign(key.clone());
         let handed: Vec<i64> = (0..7).filter(|o| t.begin(&key, *o).is_some()).collect();
         assert_eq!(handed, [2, 5, 6]);
-        assert_eq!(
-            t.progress_of(&key),
-            Some(Progress {
-                next: 2,
-                done: vec![(3, 4)]
-            })
-        );
+        assert_eq!(t.progress_of(&key), Some(done_after(2, &[(3, 4)])));
         t.complete(&key, g2, 2);
         assert_eq!(t.progress_of(&key), Some(Progress::at(5)));
     }
@@ -551,44 +537,25 @@ mod tests {
             t.begin(&key, o);
         }
         t.complete(&key, g, 8);
-        assert_eq!(
-            t.progress_of(&key),
-            Some(Progress {
-                next: 7,
-                done: vec![(8, 8)]
-            })
-        );
+        assert_eq!(t.progress_of(&key), Some(done_after(7, &[(8, 8)])));
     }
 
     #[test]
     fn committed_metadata_adds_what_another_owner_did() {
         let (mut t, key) = (OffsetTracker::default(), key0());
         let g = t.assign(key.clone());
-        t.resume(
-            &key,
-            &Progress {
-                next: 10,
-                done: vec![(12, 12)],
-            },
-        );
+        t.resume(&key, &done_after(10, &[(12, 12)]));
         let handed: Vec<i64> = (10..14).filter(|o| t.begin(&key, *o).is_some()).collect();
         assert_eq!(handed, [10, 11, 13]);
         t.complete(&key, g, 11);
-        assert_eq!(
-            t.progress_of(&key),
-            Some(Progress {
-                next: 10,
-                done: vec![(11, 12)]
-            })
-        );
+        assert_eq!(t.progress_of(&key), Some(done_after(10, &[(11, 12)])));
         t.complete(&key, g, 10);
         assert_eq!(t.progress_of(&key), Some(Progress::at(13)));
     }
 
     #[test]
     fn a_released_offset_cannot_be_completed_later() {
-        let mut p = PartitionOffsets::default();
-        p.begin(0);
+        let mut p = received(&[0]);
         p.release(0);
         assert_eq!(p.complete(0), None);
         assert_eq!(p.open(), 0);
