@@ -136,6 +136,9 @@ struct LoopSpec {
     limit: usize,
     in_flight_gauge: Option<&'static prometheus::IntGauge>,
     due: Option<fn(&InputRecord) -> Option<u64>>,
+    /// At least once, a new owner of a partition learns what completed after the committed
+    /// offset from the recent results (the input loop's records have them).
+    learns_results: bool,
     handler: fn(Arc<Context>, InputRecord) -> RecordWork,
 }
 
@@ -155,6 +158,7 @@ fn loops(settings: &Settings, tiers: &[String]) -> [LoopSpec; 3] {
             limit: settings.delivery.max_in_flight,
             in_flight_gauge: None,
             due: None,
+            learns_results: true,
             handler: |c, r| Box::pin(handle_input(c, r)),
         },
         LoopSpec {
@@ -165,6 +169,7 @@ fn loops(settings: &Settings, tiers: &[String]) -> [LoopSpec; 3] {
             limit: settings.delivery.max_retrying,
             in_flight_gauge: Some(&metrics().retries_pending),
             due: Some(parked_due),
+            learns_results: false,
             handler: |c, r| Box::pin(handle_parked(c, r)),
         },
         LoopSpec {
@@ -175,6 +180,7 @@ fn loops(settings: &Settings, tiers: &[String]) -> [LoopSpec; 3] {
             limit: settings.replay.max_in_flight,
             in_flight_gauge: None,
             due: None,
+            learns_results: false,
             handler: |c, r| Box::pin(handle_replay(c, r)),
         },
     ]
@@ -251,7 +257,7 @@ impl Processor {
                     transactions: exactly_once
                         .then(|| recorder.clone() as Arc<dyn crate::source::commit::Transactions>),
                     fatal: fatal.clone(),
-                    results: results.clone().filter(|_| spec.name == "input"),
+                    results: results.clone().filter(|_| spec.learns_results),
                 },
             )?;
             let context = Arc::new(Context {

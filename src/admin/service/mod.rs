@@ -40,7 +40,7 @@ use crate::domain::secret::SealingKey;
 use crate::join::store::Listed;
 use crate::join::{ConfigStore, StoreError, Stored, Version};
 use crate::settings::Settings;
-pub use write::Written;
+use write::Written;
 
 /// What the operations read of the config cache.
 pub trait ConfigRecords: Send + Sync {
@@ -149,11 +149,6 @@ impl Service {
     /// Whether secrets sent as values can be sealed.
     pub fn seals(&self) -> bool {
         self.sealing.is_some()
-    }
-
-    /// The delivery log this instance keeps.
-    pub fn deliveries(&self) -> &DeliveryLog {
-        &self.deliveries
     }
 
     fn current(&self, key: &ConfigKey) -> Result<Option<Stored<Vec<u8>>>, Problem> {
