@@ -17,6 +17,7 @@
 //! [`domain`] holds the pure rules (parsing, matching, payload, outcome, retry policy) and
 //! [`schema`] the JSON Schemas they validate against.
 
+pub mod accept;
 pub mod admin;
 pub mod cli;
 pub mod delivery;

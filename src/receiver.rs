@@ -19,7 +19,7 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::debug;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
@@ -135,28 +135,17 @@ pub async fn serve_until(
     handler: Handler,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let mut backoff = crate::observe::server::AcceptBackoff::default();
+    let tls = TlsAcceptor::from(tls);
+    let mut incoming = crate::accept::Acceptor::new(listener);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (tcp, peer) = tokio::select! {
+            accepted = incoming.accept() => accepted,
             _ = stop.wait_for(|s| *s) => return,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => {
-                backoff.reset();
-                accepted
-            }
-            Err(e) => {
-                warn!(error = %e, "accepting a connection failed; backing off");
-                tokio::time::sleep(backoff.next()).await;
-                continue;
-            }
         };
         // As web servers do (nginx's `tcp_nodelay on`): small responses are not held back
         // by Nagle's algorithm waiting for the client's delayed ACK.
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let acceptor = tls.clone();
         let handler = handler.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {

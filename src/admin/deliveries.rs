@@ -592,8 +592,7 @@ mod tests {
 
     #[test]
     fn a_page_reads_a_bounded_number_of_entries_and_says_where_to_go_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = DeliveryLog::open(dir.path()).unwrap();
+        let (_dir, log) = log_with(&[]);
         for i in 0..10 {
             let status = if i == 1 { "failed" } else { "delivered" };
             let at = format!("2026-11-30T10:00:{i:02}Z");
@@ -652,8 +651,7 @@ mod tests {
 
     #[test]
     fn pruning_keeps_the_newest_within_retention() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = DeliveryLog::open(dir.path()).unwrap();
+        let (_dir, log) = log_with(&[]);
         for (i, at) in [
             "2026-11-20T00:00:00Z",
             "2026-11-29T00:00:00Z",

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::Peer;
 use super::AdminError;
-use crate::observe::server::AcceptBackoff;
+use crate::accept::Acceptor;
 use crate::settings::AdminSettings;
 
 /// How long open connections may take to finish after shutdown began.
@@ -89,21 +89,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AdminError> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut backoff = AcceptBackoff::default();
+    let mut acceptor = Acceptor::new(listener);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => {
-                    backoff.reset();
-                    a
-                }
-                Err(e) => {
-                    warn!(error = %e, "accepting a connection failed; backing off");
-                    tokio::time::sleep(backoff.next()).await;
-                    continue;
-                }
-            },
+            accepted = acceptor.accept() => accepted,
             () = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(app.clone().layer(Extension(Peer(peer))));
@@ -133,7 +123,7 @@ pub async fn serve(
         });
     }
     info!("admin API stopping");
-    drop(listener);
+    drop(acceptor);
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
         .is_err()

@@ -450,6 +450,17 @@ mod tests {
         ))
     }
 
+    /// Asserts that `webhook` on `host` is refused busy after waiting `secs` seconds (give or
+    /// take one), and that it left no place held in the queue.
+    async fn refused_busy_after(e: &Endpoints, host: &str, webhook: &str, bytes: usize, secs: u64) {
+        let started = tokio::time::Instant::now();
+        let refused = e.admit(host, webhook, bytes).await.err();
+        assert!(matches!(refused, Some(Refusal::Busy(_))));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(secs) && waited < Duration::from_secs(secs + 1));
+        assert_eq!(e.queued(), (0, 0));
+    }
+
     fn ok() -> Finished {
         Finished::Answered {
             status: 200,
@@ -489,14 +500,7 @@ mod tests {
     async fn a_long_wait_ends_busy_and_frees_its_place() {
         let e = endpoints(1, Duration::from_secs(30), 100);
         let _held = e.admit("h", "w1", 10).await.unwrap();
-        let started = tokio::time::Instant::now();
-        assert!(matches!(
-            e.admit("h", "w1", 10).await.err(),
-            Some(Refusal::Busy(_))
-        ));
-        let waited = started.elapsed();
-        assert!(waited >= Duration::from_secs(30) && waited < Duration::from_secs(31));
-        assert_eq!(e.queued(), (0, 0));
+        refused_busy_after(&e, "h", "w1", 10, 30).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -604,14 +608,7 @@ mod tests {
         }
         // Over the cap and over its share: it may wait, but after `overflow_wait` (1 s) its
         // webhook has gone unanswered that long, so it gives up.
-        let started = tokio::time::Instant::now();
-        assert!(matches!(
-            e.admit("h", "a", 1).await.err(),
-            Some(Refusal::Busy(_))
-        ));
-        let waited = started.elapsed();
-        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(2));
-        assert_eq!(e.queued(), (0, 0));
+        refused_busy_after(&e, "h", "a", 1, 1).await;
         drop(held);
     }
 

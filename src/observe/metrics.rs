@@ -10,6 +10,7 @@
 
 use std::sync::{Mutex, OnceLock};
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -76,46 +77,46 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+/// The metric `made`, registered. Start-up only: a bad name or a clash is a programming error.
+fn registered<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    name: &str,
+    made: prometheus::Result<M>,
+) -> M {
+    let metric = made.unwrap_or_else(|e| panic!("metric {name}: {e}"));
     registry
         .register(Box::new(metric.clone()))
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(
+        registry,
+        name,
+        IntCounterVec::new(Opts::new(name, help), labels),
+    )
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry
-        .register(Box::new(metric.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    metric
+    registered(
+        registry,
+        name,
+        IntGaugeVec::new(Opts::new(name, help), labels),
+    )
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let metric = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry
-        .register(Box::new(metric.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    metric
+    registered(registry, name, IntGauge::new(name, help))
 }
 
 fn attempt_histogram(r: &Registry) -> Histogram {
-    let histogram = Histogram::with_opts(
-        HistogramOpts::new(
-            "delivery_attempt_duration_seconds",
-            "Duration of webhook delivery attempts",
-        )
-        .buckets(vec![
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        ]),
-    )
-    .unwrap_or_else(|e| panic!("metric: {e}"));
-    r.register(Box::new(histogram.clone()))
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-    histogram
+    let name = "delivery_attempt_duration_seconds";
+    let buckets = vec![
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let opts = HistogramOpts::new(name, "Duration of webhook delivery attempts").buckets(buckets);
+    registered(r, name, Histogram::with_opts(opts))
 }
 
 impl Metrics {

@@ -12,7 +12,9 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
+
+use crate::accept::Acceptor;
 
 use super::{metrics, Health};
 
@@ -38,21 +40,9 @@ pub async fn start(
     let local: SocketAddr = listener.local_addr().map_err(bind_error)?;
     info!(addr = %local, "serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(async move {
-        let mut backoff = AcceptBackoff::default();
+        let mut acceptor = Acceptor::new(listener);
         loop {
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => {
-                    backoff.reset();
-                    tcp
-                }
-                Err(e) => {
-                    // Out of file descriptors (EMFILE) and the like: retrying at once would
-                    // spin a core until the condition passes.
-                    warn!(error = %e, "accepting a connection failed; backing off");
-                    tokio::time::sleep(backoff.next()).await;
-                    continue;
-                }
-            };
+            let (tcp, _) = acceptor.accept().await;
             let health = health.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request| answer(request, health.clone()));
@@ -65,26 +55,6 @@ pub async fn start(
             });
         }
     }))
-}
-
-/// Pause after a failed accept: 10 ms, doubling up to 1 s, reset by a success.
-#[derive(Default)]
-pub(crate) struct AcceptBackoff(Option<std::time::Duration>);
-
-impl AcceptBackoff {
-    pub(crate) fn next(&mut self) -> std::time::Duration {
-        use std::time::Duration;
-        let next = self
-            .0
-            .map_or(Duration::from_millis(10), |d| d.saturating_mul(2))
-            .min(Duration::from_secs(1));
-        self.0 = Some(next);
-        next
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.0 = None;
-    }
 }
 
 async fn answer(
@@ -124,24 +94,5 @@ async fn answer(
             ),
         },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn failed_accepts_back_off_up_to_a_second_and_a_success_resets() {
-        let mut b = AcceptBackoff::default();
-        assert_eq!(b.next(), Duration::from_millis(10));
-        assert_eq!(b.next(), Duration::from_millis(20));
-        for _ in 0..20 {
-            b.next();
-        }
-        assert_eq!(b.next(), Duration::from_secs(1));
-        b.reset();
-        assert_eq!(b.next(), Duration::from_millis(10));
     }
 }

@@ -64,21 +64,20 @@ pub async fn set(page: SandboxPage, Form(form): Form<CampaignForm>) -> Response 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::console::templates;
+    use crate::admin::console::rendered;
 
     #[test]
     fn links_encode_their_segments_and_buttons_name_their_campaign() {
-        let html = templates()
-            .get_template("campaigns.html")
-            .unwrap()
-            .render(context! {
+        let html = rendered(
+            "campaigns.html",
+            context! {
                 who => "w", csrf => "c", org => "my org", sandbox => "sb/1",
                 org_path => urlencode("my org"), sandbox_path => urlencode("sb/1"),
                 rows => value(vec![OptIn {
                     id: "<c-1>".into(), enabled: true,
                 }]),
-            })
-            .unwrap();
+            },
+        );
         assert!(
             html.contains("/console/orgs/my%20org/sandboxes/sb%2F1/campaigns"),
             "{html}"

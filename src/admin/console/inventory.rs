@@ -188,14 +188,13 @@ fn row(state: &AppState, org: &str, config: &WebhookConfig, raw: &Value, now: u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::console::templates;
+    use crate::admin::console::rendered;
 
     #[test]
     fn what_users_typed_is_escaped() {
-        let html = templates()
-            .get_template("inventory.html")
-            .unwrap()
-            .render(context! {
+        let html = rendered(
+            "inventory.html",
+            context! {
                 who => "<b>me</b>", csrf => "c", org => "acme", org_path => "acme",
                 name => "", channel => "", total => 1,
                 rows => value(vec![Row {
@@ -205,8 +204,8 @@ mod tests {
                     auth: "JWT", enabled: true, last_status: None, last_at: None,
                     failure_rate: Some("2.5 %".into()), outcomes_24h: 40,
                 }]),
-            })
-            .unwrap();
+            },
+        );
         assert!(
             html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
             "{html}"

@@ -321,6 +321,13 @@ fn urlencode(text: &str) -> String {
         .collect()
 }
 
+/// The page `name` rendered with `ctx`, for the pages' tests.
+#[cfg(test)]
+pub(crate) fn rendered(name: &str, ctx: minijinja::Value) -> String {
+    let html = templates().get_template(name).and_then(|t| t.render(ctx));
+    html.unwrap_or_else(|e| panic!("{name}: {e:#}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
