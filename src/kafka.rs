@@ -17,6 +17,19 @@ pub fn client_config(kafka: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// A client configuration for a consumer that reads partitions by assignment: no group is
+/// joined and nothing is committed. librdkafka still wants a group id:
+/// `{group_id}-{purpose}`.
+pub fn reader_config(kafka: &KafkaSettings, purpose: &str) -> ClientConfig {
+    let mut config = client_config(kafka);
+    config
+        .set("group.id", format!("{}-{purpose}", kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    config
+}
+
 /// librdkafka's name for the Java client's default partitioner (murmur2 of the key): a
 /// key lands in the same partition whoever publishes it, Java tools included. Every
 /// producer of this project uses it.

@@ -26,7 +26,8 @@ use tracing::{info, warn};
 
 use crate::domain::time::parse_rfc3339;
 use crate::domain::time::unix_ms;
-use crate::kafka::{client_config, partition_ids, KafkaSettings};
+use crate::kafka::{partition_ids, reader_config, KafkaSettings};
+use crate::settings::AdminSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -44,12 +45,26 @@ pub struct DeliveryLog {
     db: Arc<DB>,
 }
 
+/// What the log keeps: outcomes younger than `age`, at most `per_webhook` of them per webhook.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    pub age: Duration,
+    pub per_webhook: usize,
+}
+
+impl Keep {
+    pub fn from_settings(admin: &AdminSettings) -> Self {
+        Keep {
+            age: Duration::from_secs(admin.delivery_retention_days.max(1) * 86_400),
+            per_webhook: admin.deliveries_per_webhook.max(1),
+        }
+    }
+}
+
 /// What a query of the log asks for.
 #[derive(Debug, Default, Clone)]
 pub struct LogQuery {
-    pub status: Option<String>,
-    pub channel: Option<String>,
-    pub feedback_status: Option<String>,
+    pub matching: Matching,
     /// Completed at or after / before (Unix ms).
     pub from_ms: Option<u64>,
     pub to_ms: Option<u64>,
@@ -121,14 +136,26 @@ fn at_of(key: &str, prefix_len: usize) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok().map(|inv| u64::MAX - inv)
 }
 
-/// Whether an outcome passes the query's filters.
-pub fn matches(outcome: &Value, q: &LogQuery) -> bool {
-    let is = |field: &str, wanted: &Option<String>| {
-        wanted
-            .as_deref()
-            .is_none_or(|w| outcome.get(field).and_then(Value::as_str) == Some(w))
-    };
-    is("status", &q.status) && is("channel", &q.channel) && is("feedbackStatus", &q.feedback_status)
+/// The values a listed outcome has: its status, channel and feedback status, each any
+/// where `None`.
+#[derive(Debug, Default, Clone)]
+pub struct Matching {
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    pub feedback_status: Option<String>,
+}
+
+impl Matching {
+    pub fn accepts(&self, outcome: &Value) -> bool {
+        let is = |field: &str, wanted: &Option<String>| {
+            wanted
+                .as_deref()
+                .is_none_or(|w| outcome.get(field).and_then(Value::as_str) == Some(w))
+        };
+        is("status", &self.status)
+            && is("channel", &self.channel)
+            && is("feedbackStatus", &self.feedback_status)
+    }
 }
 
 impl DeliveryLog {
@@ -279,7 +306,7 @@ impl DeliveryLog {
             let Ok(outcome) = serde_json::from_slice::<Value>(&value) else {
                 continue;
             };
-            if matches(&outcome, q) {
+            if q.matching.accepts(&outcome) {
                 items.push(outcome);
             }
         }
@@ -323,14 +350,9 @@ impl DeliveryLog {
             })
     }
 
-    /// Deletes entries older than `retention` and beyond `per_webhook` per webhook.
-    pub fn prune(
-        &self,
-        retention: Duration,
-        per_webhook: usize,
-        now: SystemTime,
-    ) -> Result<usize, LogError> {
-        let oldest = unix_ms(now).saturating_sub(retention.as_millis() as u64);
+    /// Deletes the entries the log no longer keeps.
+    pub fn prune(&self, keep: Keep, now: SystemTime) -> Result<usize, LogError> {
+        let oldest = unix_ms(now).saturating_sub(keep.age.as_millis() as u64);
         let mut batch = WriteBatch::default();
         let mut removed = 0;
         let mut current = String::new();
@@ -345,7 +367,7 @@ impl DeliveryLog {
                 kept = 0;
             }
             let at = at_of(key, current.len() + 1).unwrap_or(0);
-            if kept >= per_webhook || at < oldest {
+            if kept >= keep.per_webhook || at < oldest {
                 batch.delete(key);
                 removed += 1;
                 // The event's pointer goes with its newest outcome.
@@ -385,21 +407,13 @@ pub struct LogFollower {
 }
 
 impl LogFollower {
-    pub fn start(
-        kafka: &KafkaSettings,
-        log: DeliveryLog,
-        retention: Duration,
-        per_webhook: usize,
-    ) -> Result<Self, LogError> {
+    pub fn start(kafka: &KafkaSettings, log: DeliveryLog, keep: Keep) -> Result<Self, LogError> {
         let topic = kafka.outcome_topic.clone();
-        let consumer: BaseConsumer = client_config(kafka)
-            .set("group.id", format!("{}-admin-delivery-log", kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+        let consumer: BaseConsumer = reader_config(kafka, "admin-delivery-log")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .create()?;
-        let since = unix_ms(SystemTime::now()).saturating_sub(retention.as_millis() as u64) as i64;
+        let since = unix_ms(SystemTime::now()).saturating_sub(keep.age.as_millis() as u64) as i64;
         let mut tpl = TopicPartitionList::new();
         let mut by_time = TopicPartitionList::new();
         for p in partition_ids(&consumer, &topic)? {
@@ -449,7 +463,7 @@ impl LogFollower {
                     }
                     if pruned.elapsed() > PRUNE_EVERY {
                         pruned = Instant::now();
-                        match log.prune(retention, per_webhook, SystemTime::now()) {
+                        match log.prune(keep, SystemTime::now()) {
                             Ok(n) if n > 0 => info!(removed = n, "delivery log pruned"),
                             Ok(_) => {}
                             Err(e) => warn!(error = %e, "delivery log prune failed"),
@@ -504,6 +518,20 @@ mod tests {
         (dir, log)
     }
 
+    fn keep(age_secs: u64, per_webhook: usize) -> Keep {
+        Keep {
+            age: Duration::from_secs(age_secs),
+            per_webhook,
+        }
+    }
+
+    fn failed_only() -> Matching {
+        Matching {
+            status: Some("failed".into()),
+            ..Matching::default()
+        }
+    }
+
     fn ids(items: &[Value]) -> Vec<&str> {
         items
             .iter()
@@ -530,8 +558,7 @@ mod tests {
         assert_eq!(Tally::default().failure_percent(), None);
         // Counters older than two days go with pruning; the others stay.
         let now = SystemTime::UNIX_EPOCH + Duration::from_millis(at("2026-11-30T10:30:00Z"));
-        log.prune(Duration::from_secs(30 * 86400), 1000, now)
-            .unwrap();
+        log.prune(keep(30 * 86400, 1000), now).unwrap();
         let two_days_ago = log
             .last_24h("acme", "sb1", at("2026-11-28T10:30:00Z"))
             .unwrap();
@@ -560,7 +587,7 @@ mod tests {
         let (items, next) = log.query("acme", "sb1", &all).unwrap();
         assert_eq!((ids(&items), next), (vec!["c", "b", "a"], None));
         let failed = LogQuery {
-            status: Some("failed".into()),
+            matching: failed_only(),
             ..all.clone()
         };
         assert_eq!(ids(&log.query("acme", "sb1", &failed).unwrap().0), ["b"]);
@@ -600,7 +627,7 @@ mod tests {
                 .unwrap();
         }
         let failed = LogQuery {
-            status: Some("failed".into()),
+            matching: failed_only(),
             limit: 10,
             ..LogQuery::default()
         };
@@ -638,13 +665,13 @@ mod tests {
         let latest = log.latest_of("acme", "sb1", "a").unwrap().unwrap();
         assert_eq!(latest["status"], "delivered");
         let now = parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
-        assert_eq!(log.prune(Duration::from_secs(86_400), 1, now).unwrap(), 1);
+        assert_eq!(log.prune(keep(86_400, 1), now).unwrap(), 1);
         assert_eq!(
             log.latest_of("acme", "sb1", "a").unwrap().unwrap()["status"],
             "delivered",
             "pruning an older outcome keeps the pointer"
         );
-        assert_eq!(log.prune(Duration::from_secs(3_600), 1, now).unwrap(), 1);
+        assert_eq!(log.prune(keep(3_600, 1), now).unwrap(), 1);
         assert!(log.latest_of("acme", "sb1", "a").unwrap().is_none());
         assert!(log.db.get(event_key("acme", "sb1", "a")).unwrap().is_none());
     }
@@ -665,7 +692,7 @@ mod tests {
                 .unwrap();
         }
         let now = parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
-        let removed = log.prune(Duration::from_secs(7 * 86_400), 2, now).unwrap();
+        let removed = log.prune(keep(7 * 86_400, 2), now).unwrap();
         assert_eq!(removed, 2, "one too old, one beyond two per webhook");
         let all = LogQuery {
             limit: 10,

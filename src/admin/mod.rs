@@ -224,12 +224,8 @@ pub async fn run(
     )?;
     let publisher = Publisher::new(&settings.kafka, store.clone())?;
     let log = deliveries::DeliveryLog::open(&admin.deliveries_path)?;
-    let mut log_follower = deliveries::LogFollower::start(
-        &settings.kafka,
-        log.clone(),
-        std::time::Duration::from_secs(admin.delivery_retention_days.max(1) * 86_400),
-        admin.deliveries_per_webhook.max(1),
-    )?;
+    let keep = deliveries::Keep::from_settings(admin);
+    let mut log_follower = deliveries::LogFollower::start(&settings.kafka, log.clone(), keep)?;
     let service = Service::new(settings, Arc::new(store), Arc::new(publisher), log)?;
     if !service.seals() {
         warn!("no secrets.encryption_key_file: secrets sent as values will be refused");

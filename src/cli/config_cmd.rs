@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::domain::config::{self, ConfigError, ConfigKey, ConfigRecord, Rules};
 use crate::domain::time::rfc3339_millis;
-use crate::kafka::{client_config, partition_ids};
+use crate::kafka::{client_config, partition_ids, reader_config};
 use crate::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -136,14 +136,7 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, CommandE
 /// The current state of the config topic: latest value per key, tombstoned keys removed.
 pub fn read_all(settings: &Settings) -> Result<BTreeMap<String, Value>, CommandError> {
     let topic = &settings.kafka.config_topic;
-    let consumer: BaseConsumer = client_config(&settings.kafka)
-        .set(
-            "group.id",
-            format!("{}-config-cli", settings.kafka.group_id),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
+    let consumer: BaseConsumer = reader_config(&settings.kafka, "config-cli").create()?;
     let ids = partitions(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();

@@ -16,8 +16,7 @@ use crate::domain::outcome::Replay;
 use crate::domain::replay::{parse_range, Filters, ReplaySource, Tally, Window};
 use crate::domain::time::rfc3339_millis;
 use crate::kafka::ensure_topics;
-use crate::replay::queue::queue_plan;
-use crate::replay::selection::{plan, reader, Selection};
+use crate::replay::selection::{Scanner, Selection};
 use crate::replay::{blocking, new_id, Counts, ReplayError, Reporter};
 use crate::settings::Settings;
 
@@ -241,11 +240,8 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> Result<(), ReplayErr
     let (planned, tally, unreadable) = {
         let (settings, selection) = (settings.clone(), selection.clone());
         blocking(move || {
-            let consumer = reader(&settings, "scan")?;
             let mut tally = Tally::default();
-            let (planned, unreadable) = plan(
-                &settings,
-                &consumer,
+            let (planned, unreadable) = Scanner::open(&settings, "scan")?.plan(
                 &selection,
                 counted,
                 &mut tally,
@@ -284,16 +280,9 @@ pub async fn run(settings: &Settings, args: &ReplayArgs) -> Result<(), ReplayErr
     let done = {
         let settings = settings.clone();
         blocking(move || {
-            let consumer = reader(&settings, "scan")?;
-            queue_plan(
-                &settings,
-                &consumer,
-                &selection.filters,
-                &planned,
-                &replay,
-                resume,
-                &mut Terminal::new(),
-            )
+            let scanner = Scanner::open(&settings, "scan")?;
+            let mut progress = Terminal::new();
+            scanner.queue(&selection.filters, &planned, &replay, resume, &mut progress)
         })
         .await?
     };

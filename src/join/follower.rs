@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use super::store::{ConfigStore, StoreError};
 use crate::domain::config::{self, Rules};
-use crate::kafka::{client_config, partition_ids, KafkaSettings};
+use crate::kafka::{client_config, partition_ids, reader_config, KafkaSettings};
 use crate::observe::metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,15 +68,9 @@ impl ConfigFollower {
         fetch_wait: Duration,
     ) -> Result<Self, FollowerError> {
         let topic = kafka.config_topic.clone();
-        // Partitions are assigned, not group-managed: the group id is required by librdkafka
-        // but no group is joined and nothing is committed.
-        let consumer: BaseConsumer = client_config(kafka)
-            .set("group.id", format!("{}-config-follower", kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
+        let consumer: BaseConsumer = reader_config(kafka, "config-follower")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
-            .set("enable.partition.eof", "false")
             .create()?;
 
         let partitions = partition_ids(&consumer, &topic)?;

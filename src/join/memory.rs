@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{ConfigLookup, StoreError, Stored, Version};
+use super::{ConfigLookup, Found, StoreError, Stored, Version};
 use crate::domain::config::{CampaignConfig, WebhookConfig};
 
 type Records<K, T> = Mutex<HashMap<K, Arc<Stored<T>>>>;
@@ -58,11 +58,7 @@ impl MemoryConfig {
 }
 
 impl ConfigLookup for MemoryConfig {
-    fn webhook(
-        &self,
-        ims_org: &str,
-        sandbox_id: &str,
-    ) -> Result<Option<Arc<Stored<WebhookConfig>>>, StoreError> {
+    fn webhook(&self, ims_org: &str, sandbox_id: &str) -> Found<WebhookConfig> {
         if self.corrupt.lock().unwrap().iter().any(|o| o == ims_org) {
             return Err(StoreError::Corrupt {
                 key: format!("webhook/{ims_org}/{sandbox_id}"),
@@ -73,17 +69,8 @@ impl ConfigLookup for MemoryConfig {
         Ok(self.webhooks.lock().unwrap().get(&key).cloned())
     }
 
-    fn campaign(
-        &self,
-        ims_org: &str,
-        sandbox_id: &str,
-        campaign_id: &str,
-    ) -> Result<Option<Arc<Stored<CampaignConfig>>>, StoreError> {
-        let key = (
-            ims_org.to_owned(),
-            sandbox_id.to_owned(),
-            campaign_id.to_owned(),
-        );
+    fn campaign(&self, org: &str, sandbox: &str, campaign: &str) -> Found<CampaignConfig> {
+        let key = (org.to_owned(), sandbox.to_owned(), campaign.to_owned());
         Ok(self.campaigns.lock().unwrap().get(&key).cloned())
     }
 }

@@ -19,19 +19,13 @@ use crate::domain::matching::{decide, Decision};
 /// Reads of the current configuration: the RocksDB cache in the processor, an in-memory
 /// map in unit tests. Calls may block briefly (RocksDB's memtable or block cache).
 pub trait ConfigLookup: Send + Sync {
-    fn webhook(
-        &self,
-        ims_org: &str,
-        sandbox_id: &str,
-    ) -> Result<Option<Arc<Stored<WebhookConfig>>>, StoreError>;
+    fn webhook(&self, org: &str, sandbox: &str) -> Found<WebhookConfig>;
 
-    fn campaign(
-        &self,
-        ims_org: &str,
-        sandbox_id: &str,
-        campaign_id: &str,
-    ) -> Result<Option<Arc<Stored<CampaignConfig>>>, StoreError>;
+    fn campaign(&self, org: &str, sandbox: &str, campaign: &str) -> Found<CampaignConfig>;
 }
+
+/// A lookup's answer: the stored record, if there is one.
+pub type Found<T> = Result<Option<Arc<Stored<T>>>, StoreError>;
 
 /// An event joined with its current configuration.
 #[derive(Debug, Clone)]

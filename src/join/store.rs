@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rocksdb::{Options, WriteBatch, DB};
 
 use super::memo::Memo;
-use super::ConfigLookup;
+use super::{ConfigLookup, Found};
 use crate::domain::config::{CampaignConfig, ConfigKey, WebhookConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -280,26 +280,16 @@ fn decode_version(bytes: &[u8]) -> Option<(Version, &[u8])> {
 }
 
 impl ConfigLookup for ConfigStore {
-    fn webhook(
-        &self,
-        ims_org: &str,
-        sandbox_id: &str,
-    ) -> Result<Option<Arc<Stored<WebhookConfig>>>, StoreError> {
+    fn webhook(&self, ims_org: &str, sandbox_id: &str) -> Found<WebhookConfig> {
         self.webhooks.get_or_read(ims_org, sandbox_id, "", || {
             self.get_json(&ConfigKey::webhook(ims_org, sandbox_id))
         })
     }
 
-    fn campaign(
-        &self,
-        ims_org: &str,
-        sandbox_id: &str,
-        campaign_id: &str,
-    ) -> Result<Option<Arc<Stored<CampaignConfig>>>, StoreError> {
-        self.campaigns
-            .get_or_read(ims_org, sandbox_id, campaign_id, || {
-                self.get_json(&ConfigKey::campaign(ims_org, sandbox_id, campaign_id))
-            })
+    fn campaign(&self, org: &str, sandbox: &str, campaign: &str) -> Found<CampaignConfig> {
+        self.campaigns.get_or_read(org, sandbox, campaign, || {
+            self.get_json(&ConfigKey::campaign(org, sandbox, campaign))
+        })
     }
 }
 

@@ -7,13 +7,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
 
-use super::selection::{read_plan, reader, scan, whole_topic, Plan, Read};
+use super::selection::{read_plan, reader, scan, whole_topic, Plan, Read, Scanner};
 use super::{ReplayError, Reporter, REPLAY_ID_HEADER};
 use crate::domain::outcome::Replay;
 use crate::domain::replay::{Filters, ReplayRecord};
@@ -36,57 +35,59 @@ pub struct Queued {
     pub skipped: u64,
 }
 
-/// Reads the planned events and queues those this replay id has not queued yet.
-/// `resume`: look for what earlier runs of this id queued (a new id has queued nothing).
-pub fn queue_plan(
-    settings: &Settings,
-    consumer: &BaseConsumer,
-    filters: &Filters,
-    plan: &Plan,
-    replay: &Replay,
-    resume: bool,
-    progress: &mut dyn Reporter,
-) -> Result<Queued, ReplayError> {
-    let topic = settings.replay_topic();
-    let done = if resume {
-        already_queued(settings, &topic, &replay.id)?
-    } else {
-        HashSet::new()
-    };
-    let mut queue = Queue::new(settings, topic, &replay.id)?;
-    let (mut queued, mut skipped) = (0u64, 0u64);
-    let read = read_plan(
-        settings,
-        consumer,
-        filters,
-        plan,
-        &mut |chosen| {
-            let key = (
-                chosen.source.topic.clone(),
-                chosen.source.partition,
-                chosen.source.offset,
-            );
-            if done.contains(&key) {
-                skipped += 1;
-                return Ok(false);
-            }
-            queue.push(&ReplayRecord {
-                kind: "replay".into(),
-                replay: replay.clone(),
-                event: chosen.event,
-                source: chosen.source,
-            })?;
-            queued += 1;
-            Ok(true)
-        },
-        progress,
-    )?;
-    queue.settle()?;
-    Ok(Queued {
-        read,
-        queued,
-        skipped,
-    })
+impl Scanner<'_> {
+    /// Reads the planned events and queues those this replay id has not queued yet.
+    /// `resume`: look for what earlier runs of this id queued (a new id has queued nothing).
+    pub fn queue(
+        &self,
+        filters: &Filters,
+        plan: &Plan,
+        replay: &Replay,
+        resume: bool,
+        progress: &mut dyn Reporter,
+    ) -> Result<Queued, ReplayError> {
+        let (settings, consumer) = (self.settings, &self.consumer);
+        let topic = settings.replay_topic();
+        let done = if resume {
+            already_queued(settings, &topic, &replay.id)?
+        } else {
+            HashSet::new()
+        };
+        let mut queue = Queue::new(settings, topic, &replay.id)?;
+        let (mut queued, mut skipped) = (0u64, 0u64);
+        let read = read_plan(
+            settings,
+            consumer,
+            filters,
+            plan,
+            &mut |chosen| {
+                let key = (
+                    chosen.source.topic.clone(),
+                    chosen.source.partition,
+                    chosen.source.offset,
+                );
+                if done.contains(&key) {
+                    skipped += 1;
+                    return Ok(false);
+                }
+                queue.push(&ReplayRecord {
+                    kind: "replay".into(),
+                    replay: replay.clone(),
+                    event: chosen.event,
+                    source: chosen.source,
+                })?;
+                queued += 1;
+                Ok(true)
+            },
+            progress,
+        )?;
+        queue.settle()?;
+        Ok(Queued {
+            read,
+            queued,
+            skipped,
+        })
+    }
 }
 
 /// The sources this replay id has already queued (its earlier runs).

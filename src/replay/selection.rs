@@ -19,7 +19,7 @@ use crate::domain::outcome::Source;
 use crate::domain::replay::{
     outcome_selected, Facts, Filters, OffsetRange, ReplaySource, Tally, Window,
 };
-use crate::kafka::{client_config, partition_ids};
+use crate::kafka::{partition_ids, reader_config};
 use crate::settings::Settings;
 
 /// How long a Kafka call or a silent read may take.
@@ -108,17 +108,25 @@ pub struct Read {
     pub gone: u64,
 }
 
+/// What a replay reads its events with: the settings and a consumer outside the live group.
+pub struct Scanner<'a> {
+    pub(super) settings: &'a Settings,
+    pub(super) consumer: BaseConsumer,
+}
+
+impl<'a> Scanner<'a> {
+    /// `purpose` names the consumer's group id (`{group_id}-replay-{purpose}`).
+    pub fn open(settings: &'a Settings, purpose: &str) -> Result<Self, ReplayError> {
+        Ok(Self {
+            settings,
+            consumer: reader(settings, purpose)?,
+        })
+    }
+}
+
 /// A consumer outside the live group that reads by assignment and commits nothing.
 pub fn reader(settings: &Settings, purpose: &str) -> Result<BaseConsumer, ReplayError> {
-    Ok(client_config(&settings.kafka)
-        .set(
-            "group.id",
-            format!("{}-replay-{purpose}", settings.kafka.group_id),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .create()?)
+    Ok(reader_config(&settings.kafka, &format!("replay-{purpose}")).create()?)
 }
 
 fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, ReplayError> {
@@ -283,109 +291,112 @@ pub fn scan(
     Ok(())
 }
 
-/// Plans a replay and counts what it selects into `tally` (the dry run), queueing nothing.
-/// Input windows are only counted when `count_input` (the count is wanted before
-/// queueing); outcome windows are always read, since that is how their events are chosen.
-/// Returns the plan and how many unreadable records were ignored.
-pub fn plan(
-    settings: &Settings,
-    consumer: &BaseConsumer,
-    selection: &Selection,
-    count_input: bool,
-    tally: &mut Tally,
-    progress: &mut dyn Reporter,
-) -> Result<(Plan, u64), ReplayError> {
-    let filters = &selection.filters;
-    let mut unreadable = 0u64;
-    let mut counts = Counts::default();
-    let plan = match selection.source {
-        ReplaySource::Input => {
-            let segments = if selection.ranges.is_empty() {
-                window_segments(consumer, &settings.kafka.input_topics, selection.window)?
-            } else {
-                let mut segments = Vec::new();
-                for r in &selection.ranges {
-                    segments.extend(segment(
-                        consumer,
-                        &r.topic,
-                        r.partition,
-                        r.first,
-                        r.last + 1,
-                    )?);
-                }
-                segments
-            };
-            if !count_input {
-                return Ok((Plan::Input { segments }, 0));
-            }
-            progress.phase("counting", segments.iter().map(Segment::len).sum());
-            scan(consumer, &segments, |m| {
-                counts.scanned += 1;
-                match event::parse(m.payload(), settings.delivery.max_event_bytes) {
-                    Ok(e) => {
-                        let facts = Facts::of_event(&e);
-                        if filters.matches(&facts) {
-                            counts.matched += 1;
-                            tally.add(&facts);
-                        }
-                    }
-                    // An invalid event would only be recorded invalid again.
-                    Err(_) => unreadable += 1,
-                }
-                progress.tick(&counts);
-            })?;
-            Plan::Input { segments }
-        }
-        ReplaySource::Outcomes => {
-            let topics = [settings.kafka.outcome_topic.clone()];
-            let segments = window_segments(consumer, &topics, selection.window)?;
-            progress.phase("outcomes", segments.iter().map(Segment::len).sum());
-            // Each event once, by its latest outcome in the window: one that failed and was
-            // delivered since is not redelivered. (Outcomes of an event share a partition,
-            // keyed by its id, so they are read in order.)
-            let mut latest: BTreeMap<(String, i32, i64), (String, String, String)> =
-                BTreeMap::new();
-            scan(consumer, &segments, |m| {
-                counts.scanned += 1;
-                progress.tick(&counts);
-                let Some(outcome) = m
-                    .payload()
-                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-                else {
-                    unreadable += 1;
-                    return;
-                };
-                let facts = Facts::of_outcome(&outcome);
-                if !filters.matches(&facts) {
-                    return;
-                }
-                let Ok(source) = serde_json::from_value::<Source>(outcome["source"].clone()) else {
-                    return;
-                };
-                let key = (source.topic, source.partition, source.offset);
-                if outcome_selected(&outcome, selection.failed, &selection.skipped_reasons) {
-                    let name = |v: Option<&str>| v.unwrap_or("-").to_owned();
-                    let facts = (name(facts.org), name(facts.sandbox), name(facts.status));
-                    latest.insert(key, facts);
+impl Scanner<'_> {
+    /// Plans a replay and counts what it selects into `tally` (the dry run), queueing
+    /// nothing. Input windows are only counted when `count_input` (the count is wanted
+    /// before queueing); outcome windows are always read, since that is how their events
+    /// are chosen. Returns the plan and how many unreadable records were ignored.
+    pub fn plan(
+        &self,
+        selection: &Selection,
+        count_input: bool,
+        tally: &mut Tally,
+        progress: &mut dyn Reporter,
+    ) -> Result<(Plan, u64), ReplayError> {
+        let (settings, consumer) = (self.settings, &self.consumer);
+        let filters = &selection.filters;
+        let mut unreadable = 0u64;
+        let mut counts = Counts::default();
+        let plan = match selection.source {
+            ReplaySource::Input => {
+                let segments = if selection.ranges.is_empty() {
+                    window_segments(consumer, &settings.kafka.input_topics, selection.window)?
                 } else {
-                    latest.remove(&key);
+                    let mut segments = Vec::new();
+                    for r in &selection.ranges {
+                        segments.extend(segment(
+                            consumer,
+                            &r.topic,
+                            r.partition,
+                            r.first,
+                            r.last + 1,
+                        )?);
+                    }
+                    segments
+                };
+                if !count_input {
+                    return Ok((Plan::Input { segments }, 0));
                 }
-                counts.matched = latest.len() as u64;
-            })?;
-            for (org, sandbox, status) in latest.values() {
-                tally.add(&Facts {
-                    org: Some(org),
-                    sandbox: Some(sandbox),
-                    status: Some(status),
-                    ..Facts::default()
-                });
+                progress.phase("counting", segments.iter().map(Segment::len).sum());
+                scan(consumer, &segments, |m| {
+                    counts.scanned += 1;
+                    match event::parse(m.payload(), settings.delivery.max_event_bytes) {
+                        Ok(e) => {
+                            let facts = Facts::of_event(&e);
+                            if filters.matches(&facts) {
+                                counts.matched += 1;
+                                tally.add(&facts);
+                            }
+                        }
+                        // An invalid event would only be recorded invalid again.
+                        Err(_) => unreadable += 1,
+                    }
+                    progress.tick(&counts);
+                })?;
+                Plan::Input { segments }
             }
-            let wanted = latest.into_keys().collect();
-            Plan::Records { wanted }
-        }
-    };
-    progress.done(&counts);
-    Ok((plan, unreadable))
+            ReplaySource::Outcomes => {
+                let topics = [settings.kafka.outcome_topic.clone()];
+                let segments = window_segments(consumer, &topics, selection.window)?;
+                progress.phase("outcomes", segments.iter().map(Segment::len).sum());
+                // Each event once, by its latest outcome in the window: one that failed and was
+                // delivered since is not redelivered. (Outcomes of an event share a partition,
+                // keyed by its id, so they are read in order.)
+                let mut latest: BTreeMap<(String, i32, i64), (String, String, String)> =
+                    BTreeMap::new();
+                scan(consumer, &segments, |m| {
+                    counts.scanned += 1;
+                    progress.tick(&counts);
+                    let Some(outcome) = m
+                        .payload()
+                        .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                    else {
+                        unreadable += 1;
+                        return;
+                    };
+                    let facts = Facts::of_outcome(&outcome);
+                    if !filters.matches(&facts) {
+                        return;
+                    }
+                    let Ok(source) = serde_json::from_value::<Source>(outcome["source"].clone())
+                    else {
+                        return;
+                    };
+                    let key = (source.topic, source.partition, source.offset);
+                    if outcome_selected(&outcome, selection.failed, &selection.skipped_reasons) {
+                        let name = |v: Option<&str>| v.unwrap_or("-").to_owned();
+                        let facts = (name(facts.org), name(facts.sandbox), name(facts.status));
+                        latest.insert(key, facts);
+                    } else {
+                        latest.remove(&key);
+                    }
+                    counts.matched = latest.len() as u64;
+                })?;
+                for (org, sandbox, status) in latest.values() {
+                    tally.add(&Facts {
+                        org: Some(org),
+                        sandbox: Some(sandbox),
+                        status: Some(status),
+                        ..Facts::default()
+                    });
+                }
+                let wanted = latest.into_keys().collect();
+                Plan::Records { wanted }
+            }
+        };
+        progress.done(&counts);
+        Ok((plan, unreadable))
+    }
 }
 
 /// An event chosen for redelivery, with where it came from.

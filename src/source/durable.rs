@@ -25,7 +25,7 @@ use super::offsets::PartitionKey;
 use super::progress::Progress;
 use crate::domain::outcome::Source;
 use crate::domain::time::unix_ms;
-use crate::kafka::{client_config, partition_ids, KafkaSettings};
+use crate::kafka::{partition_ids, reader_config, KafkaSettings};
 
 /// How far back results are looked for.
 pub const LOOKBACK: Duration = Duration::from_secs(60);
@@ -94,11 +94,7 @@ pub struct Results {
 impl Results {
     /// `topics`: the outcome topic and the retry tiers.
     pub fn new(kafka: &KafkaSettings, topics: Vec<String>) -> Result<Self, KafkaError> {
-        let consumer: BaseConsumer = client_config(kafka)
-            .set("group.id", format!("{}-results-tail", kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()?;
+        let consumer: BaseConsumer = reader_config(kafka, "results-tail").create()?;
         Ok(Results { consumer, topics })
     }
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::page::{redirect, SandboxPage};
 use super::{urlencode, value};
-use crate::admin::deliveries::LogQuery;
+use crate::admin::deliveries::{LogQuery, Matching};
 use crate::admin::service::redeliver::{self, WindowRequest};
 use crate::admin::service::{deliveries, webhooks};
 use crate::domain::time::{parse_rfc3339, rfc3339_millis, unix_ms};
@@ -66,9 +66,11 @@ pub async fn page(page: SandboxPage, Query(f): Query<LogFilters>) -> Response {
         at
     };
     let query = LogQuery {
-        status: given(&f.status),
-        channel: given(&f.channel),
-        feedback_status: given(&f.feedback),
+        matching: Matching {
+            status: given(&f.status),
+            channel: given(&f.channel),
+            feedback_status: given(&f.feedback),
+        },
         from_ms: time("From", &f.from),
         to_ms: time("To", &f.to),
         after: given(&f.cursor),

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::paging::{after_cursor, cursor_of, limit_of, Page};
 use super::{unavailable, At, Service};
-use crate::admin::deliveries::{LogQuery, Tally};
+use crate::admin::deliveries::{LogQuery, Matching, Tally};
 use crate::admin::problem::Problem;
 use crate::domain::time::{parse_rfc3339, unix_ms};
 
@@ -39,9 +39,11 @@ pub fn list(svc: &Service, at: At<'_>, q: &DeliveriesQuery) -> Result<Page<Value
             .transpose()
     };
     let query = LogQuery {
-        status: q.status.clone(),
-        channel: q.channel.clone(),
-        feedback_status: q.feedback_status.clone(),
+        matching: Matching {
+            status: q.status.clone(),
+            channel: q.channel.clone(),
+            feedback_status: q.feedback_status.clone(),
+        },
         from_ms: time("from", &q.from)?,
         to_ms: time("to", &q.to)?,
         after: after_cursor(q.cursor.as_deref())?,

@@ -21,8 +21,7 @@ use crate::domain::replay::{Filters, ReplaySource, Tally, Window, ANY_REASON};
 use crate::domain::time::unix_ms;
 use crate::domain::time::{parse_rfc3339, rfc3339_millis};
 use crate::kafka::ensure_topics;
-use crate::replay::queue::queue_plan;
-use crate::replay::selection::{plan, reader, Plan, Selection};
+use crate::replay::selection::{Plan, Scanner, Selection};
 use crate::replay::{blocking, new_id, Counts, ReplayError, Reporter};
 use crate::schema::Violation;
 use crate::settings::Settings;
@@ -253,10 +252,7 @@ pub async fn one(svc: &Service, at: At<'_>, event_id: &str) -> Result<Queued, Pr
     let replay = new_replay();
     let (settings, queued_replay) = (svc.settings.clone(), replay.clone());
     let queued = blocking(move || {
-        let consumer = reader(&settings, "admin")?;
-        queue_plan(
-            &settings,
-            &consumer,
+        Scanner::open(&settings, "admin")?.queue(
             &Filters::default(),
             &Plan::records([&source]),
             &queued_replay,
@@ -304,25 +300,11 @@ pub async fn window(svc: &Service, at: At<'_>, request: &WindowRequest) -> Resul
     tokio::spawn(async move {
         let progress = status.clone();
         let result = blocking(move || {
-            let consumer = reader(&settings, "admin")?;
+            let scanner = Scanner::open(&settings, "admin")?;
             let mut progress = Shared(progress);
-            let (planned, _) = plan(
-                &settings,
-                &consumer,
-                &selection,
-                true,
-                &mut Tally::default(),
-                &mut progress,
-            )?;
-            queue_plan(
-                &settings,
-                &consumer,
-                &selection.filters,
-                &planned,
-                &replay,
-                false,
-                &mut progress,
-            )
+            let (planned, _) =
+                scanner.plan(&selection, true, &mut Tally::default(), &mut progress)?;
+            scanner.queue(&selection.filters, &planned, &replay, false, &mut progress)
         })
         .await;
         if let Ok(mut s) = status.lock() {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use feedback_webhooks::admin::deliveries::{DeliveryLog, LogQuery};
+use feedback_webhooks::admin::deliveries::{DeliveryLog, LogQuery, Matching};
 use feedback_webhooks::admin::tokens;
 use feedback_webhooks::domain::time::rfc3339_millis;
 use feedback_webhooks::domain::time::unix_ms;
@@ -105,37 +105,33 @@ fn delivery_log(webhooks: usize) {
         ..LogQuery::default()
     };
     let middle = now - (per as u64 / 2) * 1000;
+    let matching = |status: Option<&str>, channel: Option<&str>, feedback: Option<&str>| {
+        let text = |v: Option<&str>| v.map(str::to_owned);
+        LogQuery {
+            matching: Matching {
+                status: text(status),
+                channel: text(channel),
+                feedback_status: text(feedback),
+            },
+            ..page.clone()
+        }
+    };
+    let window = LogQuery {
+        from_ms: Some(middle - 600_000),
+        to_ms: Some(middle),
+        ..page.clone()
+    };
     let queries: [(&str, LogQuery); 5] = [
         ("newest 50", page.clone()),
-        (
-            "failed (1%), 50",
-            LogQuery {
-                status: Some("failed".into()),
-                ..page.clone()
-            },
-        ),
+        ("failed (1%), 50", matching(Some("failed"), None, None)),
         (
             "sms + bounce, 50",
-            LogQuery {
-                channel: Some("sms".into()),
-                feedback_status: Some("bounce".into()),
-                ..page.clone()
-            },
+            matching(None, Some("sms"), Some("bounce")),
         ),
-        (
-            "a 10-minute window mid-way",
-            LogQuery {
-                from_ms: Some(middle - 600_000),
-                to_ms: Some(middle),
-                ..page.clone()
-            },
-        ),
+        ("a 10-minute window mid-way", window),
         (
             "a filter nothing matches",
-            LogQuery {
-                status: Some("skipped".into()),
-                ..page.clone()
-            },
+            matching(Some("skipped"), None, None),
         ),
     ];
     let sandbox = format!("sb-{:04}", webhooks / 2);
