@@ -3,7 +3,7 @@
 //! Parsing is liberal where the contract allows (unknown fields are kept and ignored) and
 //! strict where it must be (the schema's required fields, a size bound).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::schema::{self, Kind};
@@ -155,8 +155,10 @@ pub fn parse(value: Option<&[u8]>, max_bytes: usize) -> Result<FeedbackEvent, Ev
     serde_json::from_value(json).map_err(|e| EventError::Malformed(e.to_string()))
 }
 
-/// What could be read from a record that is not a valid event, for its `invalid` outcome.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Who an event is: its ids, org and sandbox. An outcome carries it; for a record that is
+/// not a valid event, what could be read of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Identity {
     pub event_id: Option<String>,
     pub request_id: Option<String>,

@@ -107,10 +107,8 @@ pub struct Replay {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
-    pub event_id: Option<String>,
-    pub request_id: Option<String>,
-    pub ims_org: Option<String>,
-    pub sandbox_id: Option<String>,
+    #[serde(flatten)]
+    pub identity: Identity,
     pub channel: Option<String>,
     pub feedback_status: Option<String>,
     #[serde(rename = "messageExecutionID")]
@@ -151,10 +149,12 @@ impl Outcome {
     ) -> Self {
         // The schema bounds these; capping again keeps the outcome's size independent of it.
         Outcome {
-            event_id: Some(capped(&event.id)),
-            request_id: Some(capped(&event.request_id)),
-            ims_org: Some(capped(&event.ims_org)),
-            sandbox_id: Some(capped(&event.sandbox.id)),
+            identity: Identity {
+                event_id: Some(capped(&event.id)),
+                request_id: Some(capped(&event.request_id)),
+                ims_org: Some(capped(&event.ims_org)),
+                sandbox_id: Some(capped(&event.sandbox.id)),
+            },
             channel: event.channel().map(capped),
             feedback_status: event.feedback_status().map(capped),
             message_execution_id: Some(capped(&event.execution().message_execution_id)),
@@ -178,10 +178,12 @@ impl Outcome {
     ) -> Self {
         let cap = |v: Option<String>| v.as_deref().map(capped);
         Outcome {
-            event_id: cap(identity.event_id),
-            request_id: cap(identity.request_id),
-            ims_org: cap(identity.ims_org),
-            sandbox_id: cap(identity.sandbox_id),
+            identity: Identity {
+                event_id: cap(identity.event_id),
+                request_id: cap(identity.request_id),
+                ims_org: cap(identity.ims_org),
+                sandbox_id: cap(identity.sandbox_id),
+            },
             channel: None,
             feedback_status: None,
             message_execution_id: None,
@@ -199,7 +201,7 @@ impl Outcome {
     /// The record key: the event id; for a record without one, its source coordinates so
     /// that it still lands on a stable partition.
     pub fn key(&self) -> String {
-        match &self.event_id {
+        match &self.identity.event_id {
             Some(id) => id.clone(),
             None => format!(
                 "{}/{}/{}",
@@ -250,11 +252,15 @@ mod tests {
         let at = "2026-11-27T10:15:05.312Z".to_owned();
         let outcome = Outcome::invalid(identity, Reason::InvalidEvent, source(), at);
         assert_eq!(
-            outcome.event_id.as_deref().map(|s| s.chars().count()),
+            outcome
+                .identity
+                .event_id
+                .as_deref()
+                .map(|s| s.chars().count()),
             Some(256)
         );
         assert_eq!(outcome.key().chars().count(), 256);
-        assert_eq!(outcome.ims_org.as_deref(), Some("org"));
+        assert_eq!(outcome.identity.ims_org.as_deref(), Some("org"));
         assert!(
             outcome.to_json().len() < 2_000,
             "{}",

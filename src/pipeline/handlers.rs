@@ -487,7 +487,7 @@ mod tests {
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].status, Status::Invalid);
         assert_eq!(outcomes[0].reason, Some(Reason::InvalidEvent));
-        assert_eq!(outcomes[0].event_id.as_deref(), Some("e-1"));
+        assert_eq!(outcomes[0].identity.event_id.as_deref(), Some("e-1"));
         assert_eq!(
             (outcomes[0].source.partition, outcomes[0].source.offset),
             (3, 17)

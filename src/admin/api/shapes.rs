@@ -5,6 +5,20 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+/// A page of a list: its items and where the next page starts.
+macro_rules! page {
+    ($name:ident of $item:ty, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Serialize, ToSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `cursor` for the next page; null on the last.
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+
 /// An error (RFC 9457).
 #[derive(Serialize, ToSchema)]
 pub struct Problem {
@@ -85,14 +99,7 @@ pub struct SandboxName {
     pub name: String,
 }
 
-/// A page of webhooks.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct WebhookPage {
-    pub items: Vec<Webhook>,
-    /// Pass as `cursor` for the next page; null on the last.
-    pub next_cursor: Option<String>,
-}
+page!(WebhookPage of Webhook, "A page of webhooks.");
 
 /// A campaign's opt-in.
 #[derive(Serialize, ToSchema)]
@@ -116,13 +123,7 @@ pub struct CampaignWrite {
     pub webhooks_enabled: bool,
 }
 
-/// A page of campaign opt-ins.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CampaignPage {
-    pub items: Vec<Campaign>,
-    pub next_cursor: Option<String>,
-}
+page!(CampaignPage of Campaign, "A page of campaign opt-ins.");
 
 /// One outcome of the delivery log (the outcome record of `schemas/outcome.schema.json`).
 #[derive(Serialize, ToSchema)]
@@ -140,13 +141,7 @@ pub struct Delivery {
     pub completed_at: String,
 }
 
-/// A page of the delivery log, newest first.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeliveryPage {
-    pub items: Vec<Delivery>,
-    pub next_cursor: Option<String>,
-}
+page!(DeliveryPage of Delivery, "A page of the delivery log, newest first.");
 
 /// A redelivery queued or started.
 #[derive(Serialize, ToSchema)]

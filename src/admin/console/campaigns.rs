@@ -70,9 +70,8 @@ mod tests {
     fn links_encode_their_segments_and_buttons_name_their_campaign() {
         let html = rendered(
             "campaigns.html",
+            ("w", "my org", Some("sb/1")),
             context! {
-                who => "w", csrf => "c", org => "my org", sandbox => "sb/1",
-                org_path => urlencode("my org"), sandbox_path => urlencode("sb/1"),
                 rows => value(vec![OptIn {
                     id: "<c-1>".into(), enabled: true,
                 }]),

@@ -194,8 +194,8 @@ mod tests {
     fn what_users_typed_is_escaped() {
         let html = rendered(
             "inventory.html",
+            ("<b>me</b>", "acme", None),
             context! {
-                who => "<b>me</b>", csrf => "c", org => "acme", org_path => "acme",
                 name => "", channel => "", total => 1,
                 rows => value(vec![Row {
                     name: "<script>alert(1)</script>".into(), sandbox: "prod".into(),

@@ -204,16 +204,22 @@ impl Signed {
         &self.0.principal
     }
 
-    /// What every signed-in page shows: who is signed in, the form token, and where.
+    /// What every signed-in page shows.
     fn base(&self, org: &str, sandbox: Option<&str>) -> minijinja::Value {
-        context! {
-            who => self.0.principal.name.clone(),
-            csrf => self.0.csrf.clone(),
-            org => org,
-            org_path => urlencode(org),
-            sandbox => sandbox,
-            sandbox_path => sandbox.map(urlencode),
-        }
+        base(&self.0.principal.name, &self.0.csrf, org, sandbox)
+    }
+}
+
+/// What every signed-in page shows: who is signed in, the form token, and where (the org
+/// and sandbox, and their path segments).
+fn base(who: &str, csrf: &str, org: &str, sandbox: Option<&str>) -> minijinja::Value {
+    context! {
+        who => who,
+        csrf => csrf,
+        org => org,
+        org_path => urlencode(org),
+        sandbox => sandbox,
+        sandbox_path => sandbox.map(urlencode),
     }
 }
 
@@ -321,9 +327,15 @@ fn urlencode(text: &str) -> String {
         .collect()
 }
 
-/// The page `name` rendered with `ctx`, for the pages' tests.
+/// The page `name` rendered with `ctx` and the signed-in base of `who` on `org` (and
+/// `sandbox`), for the pages' tests.
 #[cfg(test)]
-pub(crate) fn rendered(name: &str, ctx: minijinja::Value) -> String {
+pub(crate) fn rendered(
+    name: &str,
+    (who, org, sandbox): (&str, &str, Option<&str>),
+    ctx: minijinja::Value,
+) -> String {
+    let ctx = context! { ..ctx, ..base(who, "c", org, sandbox) };
     let html = templates().get_template(name).and_then(|t| t.render(ctx));
     html.unwrap_or_else(|e| panic!("{name}: {e:#}"))
 }
