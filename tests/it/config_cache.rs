@@ -16,8 +16,7 @@ fn options() -> AdminOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cache_older_than_the_tombstone_retention_is_rebuilt() {
-    let h = Harness::start("cache-stale").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let h = Harness::hooked("cache-stale").await;
     let config = AlterConfig::new(ResourceSpecifier::Topic(&h.topics.config))
         .set("delete.retention.ms", "1000");
     for r in admin(&h.topics.bootstrap)
@@ -65,8 +64,7 @@ async fn a_cache_older_than_the_tombstone_retention_is_rebuilt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cache_missing_deleted_records_is_rebuilt() {
-    let h = Harness::start("cache-deleted").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let h = Harness::hooked("cache-deleted").await;
     let mut first = h.processor("first");
     first.wait_log("config cache caught up", 1);
     assert!(first.stop().success());
@@ -156,8 +154,7 @@ async fn a_cached_record_that_no_longer_decodes_ends_its_events_as_config_invali
     use feedback_webhooks::domain::config::ConfigKey;
     use feedback_webhooks::join::ConfigStore;
 
-    let h = Harness::start("cache-corrupt").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let h = Harness::hooked("cache-corrupt").await;
     let mut first = h.processor("first");
     first.wait_log("config cache caught up", 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -209,8 +206,7 @@ async fn a_cached_record_that_no_longer_decodes_ends_its_events_as_config_invali
 async fn a_recreated_config_topic_is_recognised_by_its_id() {
     use rdkafka::admin::{NewTopic, TopicReplication};
 
-    let h = Harness::start("cache-recreated").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let h = Harness::hooked("cache-recreated").await;
     let mut first = h.processor("first");
     first.wait_log("config cache caught up", 1);
     assert!(first.stop().success());

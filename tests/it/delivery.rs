@@ -119,33 +119,50 @@ async fn each_skip_reason_gives_one_skipped_outcome_and_no_request() {
         e["sandbox"]["id"] = json!(sandbox);
         e
     };
-    let cjm = "/_experience/customerJourneyManagement";
-    let mut cases: Vec<(&str, Value)> = Vec::new();
-    cases.push(("no_webhook", for_org("e-no-webhook", "orgNone", "sbxNone")));
-    cases.push(("webhook_disabled", for_org("e-disabled", "orgB", "sbxB")));
-    let mut sms = for_org("e-sms", "orgA", "sbxA");
-    *sms.pointer_mut(&format!("{cjm}/messageProfile/channel/_id"))
-        .unwrap() = json!("https://ns.adobe.com/xdm/channels/sms");
-    cases.push(("channel_not_selected", sms));
-    let mut delivered = for_org("e-delivered-status", "orgA", "sbxA");
-    *delivered
-        .pointer_mut(&format!("{cjm}/messageDeliveryfeedback/feedbackStatus"))
-        .unwrap() = json!("delivered");
-    cases.push(("event_not_selected", delivered));
-    let mut off = for_org("e-campaign-off", "orgA", "sbxA");
-    *off.pointer_mut(&format!("{cjm}/messageExecution/campaignID"))
-        .unwrap() = json!("off-campaign");
-    cases.push(("campaign_not_enabled", off));
-    let mut unknown = for_org("e-campaign-unknown", "orgA", "sbxA");
-    *unknown
-        .pointer_mut(&format!("{cjm}/messageExecution/campaignID"))
-        .unwrap() = json!("never-configured");
-    cases.push(("campaign_not_enabled", unknown));
-    let mut marketing = for_org("e-marketing", "orgA", "sbxA");
-    *marketing
-        .pointer_mut(&format!("{cjm}/messageExecution/messageType"))
-        .unwrap() = json!("marketing");
-    cases.push(("not_transactional", marketing));
+    // An event of orgA/sbxA with one field of its journey data changed.
+    let changed = |id: &str, field: &str, value: &str| {
+        let mut e = for_org(id, "orgA", "sbxA");
+        let pointer = format!("/_experience/customerJourneyManagement{field}");
+        *e.pointer_mut(&pointer).unwrap() = json!(value);
+        e
+    };
+    let sms = "https://ns.adobe.com/xdm/channels/sms";
+    let cases: Vec<(&str, Value)> = vec![
+        ("no_webhook", for_org("e-no-webhook", "orgNone", "sbxNone")),
+        ("webhook_disabled", for_org("e-disabled", "orgB", "sbxB")),
+        (
+            "channel_not_selected",
+            changed("e-sms", "/messageProfile/channel/_id", sms),
+        ),
+        (
+            "event_not_selected",
+            changed(
+                "e-delivered-status",
+                "/messageDeliveryfeedback/feedbackStatus",
+                "delivered",
+            ),
+        ),
+        (
+            "campaign_not_enabled",
+            changed(
+                "e-campaign-off",
+                "/messageExecution/campaignID",
+                "off-campaign",
+            ),
+        ),
+        (
+            "campaign_not_enabled",
+            changed(
+                "e-campaign-unknown",
+                "/messageExecution/campaignID",
+                "never-configured",
+            ),
+        ),
+        (
+            "not_transactional",
+            changed("e-marketing", "/messageExecution/messageType", "marketing"),
+        ),
+    ];
 
     for (_, event) in &cases {
         p.send_json(&s.topics.input, None, event).await;

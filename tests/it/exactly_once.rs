@@ -117,8 +117,7 @@ async fn at_least_once_a_crash_redoes_only_the_work_in_flight() {
 /// either: their outcomes name them, and the next owner reads the recent outcomes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn at_least_once_what_completed_after_the_last_commit_is_not_redone() {
-    let mut h = Harness::start("alo-tail").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let mut h = Harness::hooked("alo-tail").await;
     h.env.extend([
         (
             "FW_KAFKA__PROCESSING_GUARANTEE".into(),
@@ -176,8 +175,7 @@ async fn at_least_once_what_completed_after_the_last_commit_is_not_redone() {
 /// `read_committed` reader sees the transactions as runs of consecutive offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transaction_holds_no_more_than_its_limit() {
-    let mut h = Harness::start("txn-limit").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let mut h = Harness::hooked("txn-limit").await;
     h.env.extend([
         ("FW_KAFKA__COMMIT_INTERVAL_MS".into(), "60000".into()),
         ("FW_KAFKA__MAX_TRANSACTION_RECORDS".into(), "5".into()),
@@ -224,8 +222,7 @@ async fn a_transaction_holds_no_more_than_its_limit() {
 /// outcome is committed twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fenced_processor_stops_and_its_successor_carries_on() {
-    let mut h = Harness::start("fenced").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let mut h = Harness::hooked("fenced").await;
     h.env.push((
         "FW_KAFKA__TRANSACTIONAL_ID".into(),
         "it-fenced-instance".into(),

@@ -23,7 +23,6 @@ use feedback_webhooks::receiver::Reply;
 
 use crate::support::kafka::{Producer, Reader};
 use crate::support::processor::{keep_logs, Processor};
-use crate::support::receiver::TestReceiver;
 use crate::support::*;
 
 fn long() -> bool {
@@ -113,6 +112,13 @@ impl Instance {
         }
     }
 
+    /// A new instance, started.
+    fn started(h: &Harness, name: &str) -> Self {
+        let mut instance = Instance::new(h, name);
+        instance.start();
+        instance
+    }
+
     fn start(&mut self) {
         self.runs += 1;
         let log = self.dir.join(format!("{}-{}.log", self.name, self.runs));
@@ -142,19 +148,14 @@ impl Instance {
 }
 
 /// Produces events at a steady rate in the background; returns the ids acknowledged.
-fn start_load(
-    bootstrap: &str,
-    topic: &str,
-    prefix: &str,
-    per_second: usize,
-    for_: Duration,
-) -> tokio::task::JoinHandle<Vec<String>> {
-    let (bootstrap, topic, prefix) = (bootstrap.to_owned(), topic.to_owned(), prefix.to_owned());
-    tokio::spawn(async move {
+fn start_load(h: &Harness, prefix: &str, per_second: usize, for_: Duration) -> Load {
+    let (bootstrap, topic) = (h.topics.bootstrap.clone(), h.topics.input.clone());
+    let prefix = prefix.to_owned();
+    let started = Instant::now();
+    let sending = tokio::spawn(async move {
         let producer = Producer::on(&bootstrap);
         let tick = Duration::from_millis(50);
         let per_tick = (per_second / 20).max(1);
-        let started = Instant::now();
         let mut ids = Vec::new();
         let mut next = 0;
         while started.elapsed() < for_ {
@@ -176,7 +177,14 @@ fn start_load(
             tokio::time::sleep_until(due.into()).await;
         }
         ids
-    })
+    });
+    Load { sending, started }
+}
+
+/// Events being sent: the ids sent, once done, and when it started.
+struct Load {
+    sending: tokio::task::JoinHandle<Vec<String>>,
+    started: Instant,
 }
 
 /// Reads the outcome topic until every id has an outcome (failing after `patience`), and
@@ -285,16 +293,17 @@ fn scan_logs(dir: &Path) -> (usize, u64, BTreeMap<String, usize>) {
 
 impl Report {
     #[allow(clippy::too_many_arguments)]
+    /// The report of `scenario` (`faults` of them) on `instances`, from what `run` produced
+    /// and what `h`'s receiver got.
     fn build(
         scenario: &str,
         faults: usize,
         instances: &[&Instance],
-        ids: &[String],
-        outcomes: &Reader,
-        receiver: &TestReceiver,
-        logs: &Path,
-        started: Instant,
+        run: &Run,
+        h: &Harness,
     ) -> Self {
+        let (ids, outcomes, started) = (&run.ids, &run.outcomes, run.started);
+        let (receiver, logs) = (&h.receiver, h.dir.path());
         let (revocations, released, warnings) = scan_logs(logs);
         let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let mut per_event: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -515,6 +524,29 @@ async fn replicated_fault_harness(name: &str, bootstrap: &str, replication: i32)
 }
 
 /// Waits `s` seconds, supervising `instances` meanwhile.
+/// What a scenario produced: the events it sent, and the outcome topic read until each
+/// has an outcome (or patience ran out).
+struct Run {
+    ids: Vec<String>,
+    outcomes: Reader,
+    started: Instant,
+}
+
+/// Waits for the load to be sent and for an outcome of each of its events (up to
+/// `patience`), then stops `running`.
+async fn settle(h: &Harness, load: Load, patience: Duration, running: &mut [&mut Instance]) -> Run {
+    let ids = load.sending.await.expect("load");
+    let outcomes = outcomes_of(h, &ids, patience, running);
+    for instance in running.iter_mut() {
+        instance.stop();
+    }
+    Run {
+        ids,
+        outcomes,
+        started: load.started,
+    }
+}
+
 async fn sleep_secs(s: u64, instances: &mut [&mut Instance]) {
     let until = Instant::now() + Duration::from_secs(s);
     while Instant::now() < until {
@@ -526,19 +558,12 @@ async fn sleep_secs(s: u64, instances: &mut [&mut Instance]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_1_to_3_to_1_while_events_flow() {
     let h = fault_harness("scale", &kafka::bootstrap()).await;
-    let started = Instant::now();
     let rounds = pick(1, 3);
     let mut a = Instance::new(&h, "a");
     let mut b = Instance::new(&h, "b");
     let mut c = Instance::new(&h, "c");
     a.start();
-    let load = start_load(
-        &h.topics.bootstrap,
-        &h.topics.input,
-        "scale",
-        100,
-        Duration::from_secs(20 * rounds),
-    );
+    let load = start_load(&h, "scale", 100, Duration::from_secs(20 * rounds));
     for _ in 0..rounds {
         sleep_secs(3, &mut [&mut a]).await;
         b.start();
@@ -550,19 +575,8 @@ async fn scale_1_to_3_to_1_while_events_flow() {
         b.stop();
         sleep_secs(5, &mut [&mut a]).await;
     }
-    let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(180), &mut [&mut a]);
-    a.stop();
-    let report = Report::build(
-        "scale 1→3→1",
-        4 * rounds as usize,
-        &[&a, &b, &c],
-        &ids,
-        &outcomes,
-        &h.receiver,
-        h.dir.path(),
-        started,
-    );
+    let run = settle(&h, load, Duration::from_secs(180), &mut [&mut a]).await;
+    let report = Report::build("scale 1→3→1", 4 * rounds as usize, &[&a, &b, &c], &run, &h);
     report.check();
     // Instances that join and leave gracefully hand over completed work: only a record
     // released unfinished after the grace period may be delivered twice.
@@ -575,19 +589,9 @@ async fn scale_1_to_3_to_1_while_events_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_repeatedly_during_load() {
     let h = fault_harness("kill9", &kafka::bootstrap()).await;
-    let started = Instant::now();
     let kills = pick(3, 20);
-    let mut a = Instance::new(&h, "a");
-    let mut b = Instance::new(&h, "b");
-    a.start();
-    b.start();
-    let load = start_load(
-        &h.topics.bootstrap,
-        &h.topics.input,
-        "kill9",
-        100,
-        Duration::from_secs(6 * kills as u64 + 4),
-    );
+    let [mut a, mut b] = ["a", "b"].map(|name| Instance::started(&h, name));
+    let load = start_load(&h, "kill9", 100, Duration::from_secs(6 * kills as u64 + 4));
     for k in 0..kills {
         sleep_secs(5, &mut [&mut a, &mut b]).await;
         let victim = if k % 2 == 0 { &mut a } else { &mut b };
@@ -595,21 +599,9 @@ async fn kill_9_repeatedly_during_load() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         victim.start();
     }
-    let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240), &mut [&mut a, &mut b]);
-    a.stop();
-    b.stop();
+    let run = settle(&h, load, Duration::from_secs(240), &mut [&mut a, &mut b]).await;
     let name = format!("kill -9 ×{kills}");
-    let report = Report::build(
-        &name,
-        kills,
-        &[&a, &b],
-        &ids,
-        &outcomes,
-        &h.receiver,
-        h.dir.path(),
-        started,
-    );
+    let report = Report::build(&name, kills, &[&a, &b], &run, &h);
     report.check();
     report.check_duplicate_deliveries();
 }
@@ -617,35 +609,17 @@ async fn kill_9_repeatedly_during_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receiver_down_then_back() {
     let mut h = fault_harness("receiver-down", &kafka::bootstrap()).await;
-    let started = Instant::now();
     let down = pick(15, 60);
     let mut a = Instance::new(&h, "a");
     a.start();
-    let load = start_load(
-        &h.topics.bootstrap,
-        &h.topics.input,
-        "down",
-        50,
-        Duration::from_secs(down + 15),
-    );
+    let load = start_load(&h, "down", 50, Duration::from_secs(down + 15));
     sleep_secs(5, &mut [&mut a]).await;
     h.receiver.go_down();
     sleep_secs(down, &mut [&mut a]).await;
     h.receiver.come_back().await;
-    let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(180), &mut [&mut a]);
-    a.stop();
+    let run = settle(&h, load, Duration::from_secs(180), &mut [&mut a]).await;
     let name = format!("receiver down {down} s");
-    let report = Report::build(
-        &name,
-        1,
-        &[&a],
-        &ids,
-        &outcomes,
-        &h.receiver,
-        h.dir.path(),
-        started,
-    );
+    let report = Report::build(&name, 1, &[&a], &run, &h);
     report.check();
     report.check_duplicate_deliveries();
 }
@@ -708,15 +682,10 @@ async fn broker_stop_and_start_during_load() {
     let _alone = OWN_BROKERS.lock().await;
     let broker = OwnBroker::start();
     let h = fault_harness("broker", OwnBroker::BOOTSTRAP).await;
-    let started = Instant::now();
     let (restarts, down) = (pick(1, 3), pick(10, 20));
-    let mut a = Instance::new(&h, "a");
-    let mut b = Instance::new(&h, "b");
-    a.start();
-    b.start();
+    let [mut a, mut b] = ["a", "b"].map(|name| Instance::started(&h, name));
     let load = start_load(
-        &h.topics.bootstrap,
-        &h.topics.input,
+        &h,
         "broker",
         100,
         Duration::from_secs((down + 15) * restarts as u64 + 5),
@@ -728,21 +697,9 @@ async fn broker_stop_and_start_during_load() {
         broker.script("start");
         sleep_secs(9, &mut [&mut a, &mut b]).await;
     }
-    let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240), &mut [&mut a, &mut b]);
-    a.stop();
-    b.stop();
+    let run = settle(&h, load, Duration::from_secs(240), &mut [&mut a, &mut b]).await;
     let name = format!("broker down {down} s ×{restarts}");
-    let report = Report::build(
-        &name,
-        restarts,
-        &[&a, &b],
-        &ids,
-        &outcomes,
-        &h.receiver,
-        h.dir.path(),
-        started,
-    );
+    let report = Report::build(&name, restarts, &[&a, &b], &run, &h);
     drop(h);
     drop(broker);
     report.check();
@@ -812,15 +769,10 @@ async fn a_cluster_broker_killed_during_load() {
     let _alone = OWN_BROKERS.lock().await;
     let cluster = OwnCluster::start();
     let h = replicated_fault_harness("cluster", OwnCluster::BOOTSTRAP, 3).await;
-    let started = Instant::now();
     let (kills, down) = (pick(1, 3), pick(10, 20));
-    let mut a = Instance::new(&h, "a");
-    let mut b = Instance::new(&h, "b");
-    a.start();
-    b.start();
+    let [mut a, mut b] = ["a", "b"].map(|name| Instance::started(&h, name));
     let load = start_load(
-        &h.topics.bootstrap,
-        &h.topics.input,
+        &h,
         "cluster",
         100,
         Duration::from_secs((down + 15) * kills as u64 + 5),
@@ -835,21 +787,9 @@ async fn a_cluster_broker_killed_during_load() {
         cluster.script(&["start-node", &leader.to_string()]);
         sleep_secs(9, &mut [&mut a, &mut b]).await;
     }
-    let ids = load.await.expect("load");
-    let outcomes = outcomes_of(&h, &ids, Duration::from_secs(240), &mut [&mut a, &mut b]);
-    a.stop();
-    b.stop();
+    let run = settle(&h, load, Duration::from_secs(240), &mut [&mut a, &mut b]).await;
     let name = format!("3-node cluster, input leader (nodes {killed:?}) killed for {down} s");
-    let report = Report::build(
-        &name,
-        kills,
-        &[&a, &b],
-        &ids,
-        &outcomes,
-        &h.receiver,
-        h.dir.path(),
-        started,
-    );
+    let report = Report::build(&name, kills, &[&a, &b], &run, &h);
     drop(h);
     drop(cluster);
     report.check();

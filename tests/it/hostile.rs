@@ -22,8 +22,7 @@ fn incompressible(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_with_huge_fields_do_not_stall_their_partition() {
     const ORDINARY: usize = 100;
-    let h = Harness::start("hostile-sizes").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let h = Harness::hooked("hostile-sizes").await;
     let mut processor = Processor::start(&h.env, h.dir.path().join("processor.log"));
     // One key: every record lands on the same partition, behind the hostile one.
     let key = Some("one-partition");
@@ -157,8 +156,7 @@ async fn an_outcome_refused_for_good_is_written_reduced() {
 /// silent spin; the record is not committed, so a restart (once fixed) redoes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fatal_producer_error_stops_the_processor() {
-    let mut h = Harness::start("hostile-fatal").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let mut h = Harness::hooked("hostile-fatal").await;
     h.env.retain(|(k, _)| k != "FW_KAFKA__OUTCOME_TOPIC");
     h.env.push((
         "FW_KAFKA__OUTCOME_TOPIC".into(),

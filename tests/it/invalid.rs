@@ -11,10 +11,9 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_incomplete_and_oversized_events_are_invalid() {
-    let h = Harness::start("invalid").await;
+    let h = Harness::hooked("invalid").await;
     let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
     let env = h.env.clone();
-    h.configure(ORG, &receiver.url("/hook")).await;
     let _processor = Processor::start(&env, dir.path().join("processor.log"));
 
     let malformed = p

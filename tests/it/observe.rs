@@ -26,8 +26,7 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_and_probes_describe_the_work_done() {
-    let h = Harness::start("metrics").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let h = Harness::hooked("metrics").await;
     let mut env = h.env.clone();
     // Attempts are logged at debug level, inside their event's span.
     env.push((

@@ -11,10 +11,9 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_resumes_config_from_the_cache_and_input_from_commits() {
-    let h = Harness::start("restart").await;
+    let h = Harness::hooked("restart").await;
     let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
     let env = h.env.clone();
-    h.configure(ORG, &receiver.url("/hook")).await;
 
     let mut first = Processor::start(&env, dir.path().join("first.log"));
     let caught_up = first.wait_log("config cache caught up", 1);
@@ -67,8 +66,7 @@ async fn restart_resumes_config_from_the_cache_and_input_from_commits() {
 /// the end of its topics instead of reading what was there before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_group_can_start_at_the_end_of_its_input() {
-    let h = Harness::start("offset-reset").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let h = Harness::hooked("offset-reset").await;
     for i in 0..5 {
         h.producer
             .send_json(&h.topics.input, None, &spec_event(&format!("before-{i}")))
@@ -117,8 +115,7 @@ async fn a_stop_with_outcomes_pending_commits_only_acknowledged_work() {
     use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
     use std::time::{Duration, Instant};
 
-    let mut h = Harness::start("stop-pending").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let mut h = Harness::hooked("stop-pending").await;
     h.env
         .push(("FW_SHUTDOWN__DRAIN_DEADLINE_SECS".into(), "2".into()));
     let admin = kafka::admin(&h.topics.bootstrap);

@@ -41,10 +41,9 @@ fn statuses(outcome: &Value) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_after_is_honoured() {
-    let h = Harness::start("retry-after").await;
+    let h = Harness::hooked("retry-after").await;
     let (dir, topics, receiver, p) = (&h.dir, &h.topics, &h.receiver, &h.producer);
     let env = h.env.clone();
-    h.configure(ORG, &receiver.url("/hook")).await;
     first_then_ok(
         receiver,
         Reply {
@@ -264,8 +263,7 @@ async fn deleting_the_webhook_ends_a_pending_retry_as_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_at_the_size_limit_can_be_parked_and_retried() {
-    let h = Harness::start("retry-large").await;
-    h.configure(ORG, &h.receiver.url("/hook")).await;
+    let h = Harness::hooked("retry-large").await;
     first_then_ok(&h.receiver, Reply::status(503));
     let _processor = h.processor("processor");
     // Just under the default max_event_bytes (1 MiB): its parked record is larger than the

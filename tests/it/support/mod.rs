@@ -79,6 +79,14 @@ impl Harness {
         Self::start_on(name, &kafka::bootstrap()).await
     }
 
+    /// As [`Harness::start`], with the webhook of [`ORG`] pointing at the receiver's
+    /// `/hook`.
+    pub async fn hooked(name: &str) -> Self {
+        let h = Self::start(name).await;
+        h.configure(ORG, &h.receiver.url("/hook")).await;
+        h
+    }
+
     /// As [`Harness::start`], on the broker at `bootstrap`.
     pub async fn start_on(name: &str, bootstrap: &str) -> Self {
         Self::start_replicated(name, bootstrap, 1).await
