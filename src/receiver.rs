@@ -138,7 +138,8 @@ pub async fn serve_until(
     let tls = TlsAcceptor::from(tls);
     let mut incoming = crate::accept::Acceptor::new(listener);
     loop {
-        let (tcp, peer) = tokio::select! {
+        // The test receiver is unbounded: benchmarks open as many connections as they need.
+        let (tcp, peer, _unbounded) = tokio::select! {
             accepted = incoming.accept() => accepted,
             _ = stop.wait_for(|s| *s) => return,
         };

@@ -60,8 +60,16 @@ pub struct AdminSettings {
     pub metrics_listen: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
-    /// Failed authentications one client address may make per minute; beyond, 429.
+    /// Connections the API holds at once; more wait to be accepted. Each also has
+    /// deadlines: the TLS handshake 10 s, a request's header 15 s (also the idle limit of a
+    /// keep-alive connection).
+    pub max_connections: usize,
+    /// Failed authentications one client may make per minute; beyond, 429 (a valid token
+    /// is always served).
     pub auth_failures_per_minute: u32,
+    /// Proxies (load balancers) in front of the API whose `X-Forwarded-For` is trusted: the
+    /// client is the address the outermost of them saw. 0: the connection's peer.
+    pub trusted_proxy_hops: usize,
     /// Test sends one webhook may make per minute; beyond, 429.
     pub test_sends_per_minute: usize,
     /// RocksDB folder of the delivery log (the outcome topic, indexed per webhook).
@@ -69,7 +77,7 @@ pub struct AdminSettings {
     /// How long the delivery log keeps an outcome, and how many it keeps per webhook.
     pub delivery_retention_days: u64,
     pub deliveries_per_webhook: usize,
-    /// The API's callers: `[[admin.tokens]]` with `name`, `hash` (Argon2id, from
+    /// The API's callers: `[[admin.tokens]]` with `name`, `hash` (from
     /// `feedback-webhooks admin token`), `scope` (`operator`, `{imsOrg}` or
     /// `{imsOrg}/{sandboxId}`) and `right` (`read` or `write`).
     pub tokens: Vec<TokenEntry>,
@@ -92,7 +100,8 @@ pub enum Right {
 pub struct TokenEntry {
     /// Who the token belongs to: logged with every write and published as `updatedBy`.
     pub name: String,
-    /// Argon2id PHC string of the token (`feedback-webhooks admin token` makes one).
+    /// The token's digest, `$fwa-sha256${id}${sha256}` (`feedback-webhooks admin token`
+    /// makes one); an Argon2id PHC string for a token made before tokens named their entry.
     pub hash: String,
     /// `operator` (every org), `{imsOrg}`, or `{imsOrg}/{sandboxId}`.
     pub scope: String,
@@ -136,7 +145,9 @@ impl Default for AdminSettings {
             store_path: PathBuf::from("data/admin-cache"),
             metrics_listen: "0.0.0.0:9465".into(),
             max_body_bytes: 256 * 1024,
+            max_connections: 512,
             auth_failures_per_minute: 10,
+            trusted_proxy_hops: 0,
             test_sends_per_minute: 6,
             deliveries_path: PathBuf::from("data/admin-deliveries"),
             delivery_retention_days: 7,

@@ -120,9 +120,8 @@ where
 pub struct AppState {
     /// The operations both faces call.
     pub service: Service,
-    pub tokens: Arc<Tokens>,
-    pub failures: auth::Failures,
-    pub auth_failures_per_minute: u32,
+    /// Who is calling: tokens, and failures per client.
+    pub gate: auth::Gate,
     pub health: Arc<Health>,
     /// The console's signed-in browsers, and its pages.
     pub console: console::Sessions,
@@ -150,10 +149,22 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// A request method as a metric label: the methods HTTP defines, or `other`, so that made-up
+/// methods cannot add series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
+}
+
 /// Every error answer is problem+json (those axum makes itself too: 405, 413, bad
 /// paths), nothing is cached or sniffed, and each request is counted.
 async fn problems_and_headers(request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -190,7 +201,7 @@ async fn problems_and_headers(request: Request, next: Next) -> Response {
     );
     metrics()
         .admin_requests
-        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+        .with_label_values(&[method, route.as_str(), status.as_str()])
         .inc();
     response
 }
@@ -232,9 +243,12 @@ pub async fn run(
     }
     let state = Arc::new(AppState {
         service,
-        tokens,
-        failures: auth::Failures::default(),
-        auth_failures_per_minute: admin.auth_failures_per_minute.max(1),
+        gate: auth::Gate {
+            tokens,
+            failures: auth::Failures::default(),
+            failures_per_minute: admin.auth_failures_per_minute.max(1),
+            proxy_hops: admin.trusted_proxy_hops,
+        },
         health: health.clone(),
         console: console::Sessions::default(),
         console_templates: console::templates(),
@@ -248,10 +262,25 @@ pub async fn run(
             health.set_caught_up();
         }
     };
-    let serving = server::serve(listener, tls, app, shutdown);
+    let serving = server::serve(listener, tls, admin.max_connections, app, shutdown);
     let ((), served) = tokio::join!(caught_up, serving);
     health.set_stopping();
     follower.stop();
     log_follower.stop();
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_metric_label() {
+        let method = |m: &str| axum::http::Method::from_bytes(m.as_bytes()).unwrap();
+        assert_eq!(method_label(&method("GET")), "GET");
+        assert_eq!(method_label(&method("PATCH")), "PATCH");
+        for made_up in ["FOO", "BAR1", "get"] {
+            assert_eq!(method_label(&method(made_up)), "other");
+        }
+    }
 }

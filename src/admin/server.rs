@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{Extension, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -18,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::Peer;
 use super::AdminError;
-use crate::accept::Acceptor;
+use crate::accept::{http_server, Acceptor, HANDSHAKE};
 use crate::settings::AdminSettings;
 
 /// How long open connections may take to finish after shutdown began.
@@ -81,18 +80,20 @@ pub async fn bind(addr: &str, tls: bool) -> Result<TcpListener, AdminError> {
     Ok(listener)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes.
+/// Serves `app` on `listener`, holding at most `max_connections` at once, until `shutdown`
+/// completes.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    max_connections: usize,
     app: Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AdminError> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut acceptor = Acceptor::new(listener);
+    let mut acceptor = Acceptor::capped(listener, max_connections);
     tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (tcp, peer, slot) = tokio::select! {
             accepted = acceptor.accept() => accepted,
             () = &mut shutdown => break,
         };
@@ -100,20 +101,25 @@ pub async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let builder = Builder::new(TokioExecutor::new());
+            let _slot = slot;
+            let server = http_server();
             let result = match tls {
-                Some(tls) => match tls.accept(tcp).await {
-                    Ok(stream) => {
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                Some(tls) => match tokio::time::timeout(HANDSHAKE, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let connection = server.serve_connection(TokioIo::new(stream), service);
                         watcher.watch(connection.into_owned()).await
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         debug!(client = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(client = %peer, "TLS handshake timed out");
                         return;
                     }
                 },
                 None => {
-                    let connection = builder.serve_connection(TokioIo::new(tcp), service);
+                    let connection = server.serve_connection(TokioIo::new(tcp), service);
                     watcher.watch(connection.into_owned()).await
                 }
             };

@@ -1,9 +1,16 @@
 //! Who may call the administration API: bearer tokens configured by the operator as
-//! Argon2id hashes (never plaintext at rest), each with a scope (every org, one org, or one
+//! digests (never plaintext at rest), each with a scope (every org, one org, or one
 //! org + sandbox) and a right (read or write).
 //!
-//! Verifying an Argon2 hash is deliberately slow, so a token is checked against the hashes
-//! once and then remembered by its SHA-256 (in memory only) for later requests.
+//! A token names its entry: `fwa_{id}_{secret}`, 16 hex digits of id and 32 random bytes
+//! (base64url). Checking one costs a map lookup and one SHA-256, whoever sends it, so an
+//! unknown or malformed token costs almost nothing. The secret has 256 bits of entropy:
+//! its SHA-256 needs no slowness and no key to be safe at rest.
+//!
+//! Entries made before this format (`fwa_` and 43 characters, an Argon2id hash) keep
+//! working: such a token is checked against the Argon2 entries one at a time (one hash in
+//! memory at once), then remembered by its SHA-256. `feedback-webhooks admin token` makes
+//! entries of the new format; re-issuing a token is the upgrade.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -80,48 +87,126 @@ impl Principal {
     }
 }
 
+/// How an entry's token is checked.
+enum Check {
+    /// SHA-256 of the whole token (`$fwa-sha256${id}${digest}`).
+    Digest([u8; 32]),
+    /// An Argon2id PHC string: an entry made before tokens named their entry.
+    Argon2(String),
+}
+
+/// What a token's check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Valid(Principal),
+    /// Not the shape of any token this API issues: refused before any hashing.
+    Malformed,
+    /// Well formed, and no entry's.
+    Unknown,
+    /// The shape of a token from before tokens named their entry: only an Argon2 check
+    /// (slow, and one at a time) can tell ([`Tokens::verify_slow`]).
+    Slow,
+}
+
 /// The configured tokens, checked.
 pub struct Tokens {
-    entries: Vec<(Principal, String)>,
-    /// SHA-256 of tokens already verified → index in `entries`.
+    entries: Vec<(Principal, Check)>,
+    /// Token id → index in `entries`.
+    by_id: HashMap<String, usize>,
+    /// Whether any entry is an Argon2 one.
+    has_argon2: bool,
+    /// SHA-256 of Argon2 tokens already verified → index in `entries`.
     verified: Mutex<HashMap<[u8; 32], usize>>,
+    /// One Argon2 check at a time (each takes 19 MiB).
+    argon2: Mutex<()>,
 }
 
 /// Tokens remembered at most (a bounded map: only valid tokens enter it).
 const MAX_REMEMBERED: usize = 4096;
+const PREFIX: &str = "fwa_";
+const ID_HEX: usize = 16;
+/// 32 bytes, base64url without padding.
+const SECRET_CHARS: usize = 43;
+const DIGEST_PREFIX: &str = "$fwa-sha256$";
+
+/// The token's id, when it has the shape of one that names its entry.
+fn id_of(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(PREFIX)?;
+    let (id, secret) = (rest.get(..ID_HEX)?, rest.get(ID_HEX..)?);
+    let secret = secret.strip_prefix('_')?;
+    let hex = id
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (hex && is_secret(secret)).then_some(id)
+}
+
+/// Whether `token` has the shape of a token from before tokens named their entry.
+fn is_old_shape(token: &str) -> bool {
+    token.strip_prefix(PREFIX).is_some_and(is_secret)
+}
+
+fn is_secret(s: &str) -> bool {
+    s.len() == SECRET_CHARS
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Equal, in a time that does not depend on where they differ.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An entry's `hash`, read: the token id and its check.
+fn check_of(hash: &str) -> Option<(Option<String>, Check)> {
+    if let Some(rest) = hash.strip_prefix(DIGEST_PREFIX) {
+        let (id, digest) = rest.split_once('$')?;
+        let bytes: [u8; 32] = URL_SAFE_NO_PAD.decode(digest).ok()?.try_into().ok()?;
+        let probe = format!("{PREFIX}{id}_{}", "A".repeat(SECRET_CHARS));
+        id_of(&probe)?;
+        return Some((Some(id.to_owned()), Check::Digest(bytes)));
+    }
+    (hash.starts_with("$argon2") && PasswordHash::new(hash).is_ok())
+        .then(|| (None, Check::Argon2(hash.to_owned())))
+}
 
 impl Tokens {
     pub fn new(entries: &[TokenEntry]) -> Result<Self, TokenError> {
-        let mut checked = Vec::new();
+        let mut checked: Vec<(Principal, Check)> = Vec::new();
+        let mut by_id = HashMap::new();
         for e in entries {
-            if e.name.trim().is_empty()
-                || checked
-                    .iter()
-                    .any(|(p, _): &(Principal, _)| p.name == e.name)
-            {
+            if e.name.trim().is_empty() || checked.iter().any(|(p, _)| p.name == e.name) {
                 return Err(TokenError::BadName(e.name.clone()));
             }
             let scope = Scope::parse(&e.scope).ok_or_else(|| TokenError::BadScope {
                 name: e.name.clone(),
                 scope: e.scope.clone(),
             })?;
-            if PasswordHash::new(&e.hash).is_err() || !e.hash.starts_with("$argon2") {
-                return Err(TokenError::BadHash {
-                    name: e.name.clone(),
-                });
+            let bad_hash = || TokenError::BadHash {
+                name: e.name.clone(),
+            };
+            let (id, check) = check_of(&e.hash).ok_or_else(bad_hash)?;
+            if let Some(id) = id {
+                if by_id.insert(id, checked.len()).is_some() {
+                    return Err(bad_hash());
+                }
             }
-            checked.push((
-                Principal {
-                    name: e.name.clone(),
-                    scope,
-                    right: e.right,
-                },
-                e.hash.clone(),
-            ));
+            let principal = Principal {
+                name: e.name.clone(),
+                scope,
+                right: e.right,
+            };
+            checked.push((principal, check));
         }
         Ok(Tokens {
+            has_argon2: checked.iter().any(|(_, c)| matches!(c, Check::Argon2(_))),
             entries: checked,
+            by_id,
             verified: Mutex::new(HashMap::new()),
+            argon2: Mutex::new(()),
         })
     }
 
@@ -129,37 +214,76 @@ impl Tokens {
         self.entries.is_empty()
     }
 
-    /// The caller a token belongs to, if any. Slow (Argon2) the first time a token is seen.
-    pub fn verify(&self, token: &str) -> Option<Principal> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(&i) = self.verified.lock().ok()?.get(&digest) {
-            return self.entries.get(i).map(|(p, _)| p.clone());
+    /// The caller a token belongs to, as far as a map lookup and one SHA-256 can tell.
+    pub fn check(&self, token: &str) -> Verdict {
+        if let Some(id) = id_of(token) {
+            return match self.by_id.get(id).and_then(|&i| self.entries.get(i)) {
+                Some((p, Check::Digest(d))) if same(d, &digest(token)) => Verdict::Valid(p.clone()),
+                _ => Verdict::Unknown,
+            };
         }
+        if !is_old_shape(token) {
+            return Verdict::Malformed;
+        }
+        if !self.has_argon2 {
+            return Verdict::Unknown;
+        }
+        let known = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&digest(token)).copied());
+        match known.and_then(|i| self.entries.get(i)) {
+            Some((p, _)) => Verdict::Valid(p.clone()),
+            None => Verdict::Slow,
+        }
+    }
+
+    /// The Argon2 check of a [`Verdict::Slow`] token: tens of milliseconds and 19 MiB, one
+    /// at a time (callers queue). Blocking: run it off the async workers.
+    pub fn verify_slow(&self, token: &str) -> Option<Principal> {
+        let _one = self.argon2.lock().ok()?;
         let argon = Argon2::default();
-        let found = self.entries.iter().position(|(_, hash)| {
-            PasswordHash::new(hash)
-                .is_ok_and(|h| argon.verify_password(token.as_bytes(), &h).is_ok())
+        let found = self.entries.iter().position(|(_, check)| match check {
+            Check::Argon2(hash) => PasswordHash::new(hash)
+                .is_ok_and(|h| argon.verify_password(token.as_bytes(), &h).is_ok()),
+            Check::Digest(_) => false,
         })?;
         if let Ok(mut verified) = self.verified.lock() {
             if verified.len() >= MAX_REMEMBERED {
                 verified.clear();
             }
-            verified.insert(digest, found);
+            verified.insert(digest(token), found);
         }
         self.entries.get(found).map(|(p, _)| p.clone())
     }
+
+    /// [`Tokens::check`], then the slow check where it is needed. Blocking.
+    pub fn verify(&self, token: &str) -> Option<Principal> {
+        match self.check(token) {
+            Verdict::Valid(p) => Some(p),
+            Verdict::Slow => self.verify_slow(token),
+            Verdict::Malformed | Verdict::Unknown => None,
+        }
+    }
 }
 
-/// A new random token (`fwa_` and 32 random bytes, base64url) and its Argon2id hash.
+/// A new random token (`fwa_{id}_{secret}`) and the `hash` of its entry.
 pub fn generate() -> Result<(String, String), TokenError> {
-    let bytes: [u8; 32] = rand::random();
-    let token = format!("fwa_{}", URL_SAFE_NO_PAD.encode(bytes));
-    let hash = hash(&token)?;
+    let id: [u8; ID_HEX / 2] = rand::random();
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let secret: [u8; 32] = rand::random();
+    let token = format!("{PREFIX}{id}_{}", URL_SAFE_NO_PAD.encode(secret));
+    let hash = format!(
+        "{DIGEST_PREFIX}{id}${}",
+        URL_SAFE_NO_PAD.encode(digest(&token))
+    );
     Ok((token, hash))
 }
 
-/// The Argon2id PHC string of `token`, with a random salt.
-pub fn hash(token: &str) -> Result<String, TokenError> {
+/// The Argon2id PHC string of `token`, with a random salt: how entries were made before
+/// tokens named their entry (kept for tests of those entries).
+pub fn argon2_hash(token: &str) -> Result<String, TokenError> {
     let salt: [u8; 16] = rand::random();
     let hash: PasswordHash = Argon2::default()
         .hash_password_with_salt(token.as_bytes(), &salt)
@@ -192,6 +316,62 @@ mod tests {
         assert_eq!(tokens.verify(&token), Some(p));
         assert_eq!(tokens.verify("fwa_wrong"), None);
         assert_eq!(tokens.verify(""), None);
+    }
+
+    #[test]
+    fn a_token_names_its_entry_and_made_up_ones_are_refused_without_argon2() {
+        let (token, hash) = generate().unwrap();
+        let id = &token[4..20];
+        assert!(hash.starts_with(&format!("$fwa-sha256${id}$")), "{hash}");
+        let tokens = Tokens::new(&[entry("ci", &hash, "acme", Right::Read)]).unwrap();
+        assert!(matches!(tokens.check(&token), Verdict::Valid(p) if p.name == "ci"));
+        // The right id with another secret; an id nobody has; not a token at all.
+        let other_secret = format!("{}_{}", &token[..20], "x".repeat(43));
+        assert_eq!(tokens.check(&other_secret), Verdict::Unknown);
+        let other_id = format!("fwa_ffffffffffffffff_{}", &token[21..]);
+        assert_eq!(tokens.check(&other_id), Verdict::Unknown);
+        for malformed in [
+            "",
+            "Bearer",
+            "fwa_",
+            "fwa_ZZZZZZZZZZZZZZZZ_x",
+            &"a".repeat(10_000),
+        ] {
+            assert_eq!(
+                tokens.check(malformed),
+                Verdict::Malformed,
+                "{malformed:.20}"
+            );
+        }
+        // The old shape, with no Argon2 entry configured: unknown at once.
+        assert_eq!(
+            tokens.check(&format!("fwa_{}", "A".repeat(43))),
+            Verdict::Unknown
+        );
+        // Two entries with one id are refused.
+        let twice = Tokens::new(&[
+            entry("a", &hash, "acme", Right::Read),
+            entry("b", &hash, "acme", Right::Read),
+        ]);
+        assert!(matches!(twice, Err(TokenError::BadHash { .. })));
+    }
+
+    #[test]
+    fn entries_made_before_tokens_named_their_entry_keep_working() {
+        let old = format!("fwa_{}", "Q".repeat(43));
+        let tokens = Tokens::new(&[entry(
+            "old",
+            &argon2_hash(&old).unwrap(),
+            "acme",
+            Right::Write,
+        )])
+        .unwrap();
+        assert_eq!(tokens.check(&old), Verdict::Slow);
+        assert_eq!(tokens.verify(&old).map(|p| p.name), Some("old".into()));
+        assert!(
+            matches!(tokens.check(&old), Verdict::Valid(_)),
+            "remembered"
+        );
     }
 
     #[test]

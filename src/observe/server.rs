@@ -10,11 +10,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
-use crate::accept::Acceptor;
+use crate::accept::{http_server, Acceptor};
 
 use super::{metrics, Health};
 
@@ -26,6 +26,9 @@ pub enum ServerError {
         source: std::io::Error,
     },
 }
+
+/// Connections the operator port holds at once (scrapers and probes need few).
+const MAX_CONNECTIONS: usize = 64;
 
 /// Binds `addr` and serves the probes and metrics until the task is dropped.
 pub async fn start(
@@ -40,13 +43,14 @@ pub async fn start(
     let local: SocketAddr = listener.local_addr().map_err(bind_error)?;
     info!(addr = %local, "serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(async move {
-        let mut acceptor = Acceptor::new(listener);
+        let mut acceptor = Acceptor::capped(listener, MAX_CONNECTIONS);
         loop {
-            let (tcp, _) = acceptor.accept().await;
+            let (tcp, _, slot) = acceptor.accept().await;
             let health = health.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |request| answer(request, health.clone()));
-                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                if let Err(e) = http_server()
                     .serve_connection(TokioIo::new(tcp), service)
                     .await
                 {

@@ -553,6 +553,13 @@ async fn tokens_reach_only_their_scope() {
         [401, 401, 401, 401, 429, 429],
         "5 failures a minute"
     );
+    // A valid token from the same client is still served: others' failures lock no one out.
+    let (status, _, _) = api.ask(Method::GET, hook, "operator").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a valid token after the client's 429s"
+    );
     let log = std::fs::read_to_string(h.dir.path().join("admin.log")).unwrap();
     assert!(log.contains("authentication failed"));
     for (_, token) in &api.tokens {
@@ -994,4 +1001,81 @@ async fn two_instances_answer_consistently() {
         }
         version = winner;
     }
+}
+
+/// Silent connections, half-sent requests and a flood of connections cannot take the API:
+/// the TLS handshake and a request's header have deadlines (10 s and 15 s), and the
+/// connections it holds are capped (`admin.max_connections`); beyond the cap a client
+/// waits to be accepted instead of the server running out of file descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_connections_are_closed_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start("admin-deadlines").await;
+    let api = Api::start_with(&h, &[("FW_ADMIN__MAX_CONNECTIONS", "8")]);
+    api.wait_ready().await;
+    let addr = api.base["https://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Reads until the server closes the connection (EOF or a reset), or fails the test.
+    async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), secs: u64, what: &str) {
+        let mut buf = [0u8; 1024];
+        let read = async {
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(secs), read)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open after {secs} s"));
+    }
+
+    // Nine silent TCP connections: eight are accepted (the cap) and say nothing.
+    let mut silent = Vec::new();
+    for _ in 0..9 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let started = Instant::now();
+    // A request now waits for a place, and is served once the silent ones are closed.
+    let client = client(&api.ca_pem);
+    let url = format!("{}/orgs/{ORG}/sandboxes/{SANDBOX}/webhook", api.base);
+    let token = api.token("operator").to_owned();
+    let waiting = tokio::spawn(async move { client.get(url).bearer_auth(token).send().await });
+    for (i, stream) in silent.iter_mut().enumerate() {
+        closed_within(stream, 45, &format!("silent connection {i}")).await;
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(45), waiting)
+        .await
+        .expect("the waiting request was served")
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND, "no webhook yet");
+    eprintln!(
+        "silent connections closed and the waiting request served after {:?}",
+        started.elapsed()
+    );
+
+    // A request whose header never ends, over TLS: closed within the header deadline.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(api.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    tls.write_all(b"GET /api/v1/orgs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    closed_within(&mut tls, 30, "half-sent header").await;
 }

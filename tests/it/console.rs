@@ -327,8 +327,8 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
     run("send-test", with(&[])).await;
     processor.stop();
 
-    // Failed sign-ins count against the address like the API's failed authentications
-    // (5 a minute here): then even a valid token waits.
+    // Failed sign-ins count against the client like the API's failed authentications
+    // (5 a minute here): then 429, but a valid token is still let in.
     let attempt = |token: String| {
         let client = api.client.clone();
         let url = format!("{root}/console/sign-in");
@@ -354,9 +354,10 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
         Some(&StatusCode::TOO_MANY_REQUESTS),
         "{statuses:?}"
     );
-    assert_eq!(
-        attempt(api.token("operator").to_owned()).await,
-        StatusCode::TOO_MANY_REQUESTS
+    let valid = attempt(api.token("operator").to_owned()).await;
+    assert!(
+        valid.is_success() || valid.is_redirection(),
+        "a valid token after the client's failures: {valid}"
     );
     // A screenshot of every screen.
     for shot in [

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::session::{self, cookie, new_secret, Session, CSRF_COOKIE, SESSION_COOKIE};
 use super::{render, urlencode, Signed};
+use crate::admin::auth::Denied;
 use crate::admin::tokens::Scope;
 use crate::admin::AppState;
 
@@ -62,35 +63,27 @@ pub struct SignIn {
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
     peer: Option<axum::Extension<crate::admin::auth::Peer>>,
+    headers: HeaderMap,
     Form(sign_in): Form<SignIn>,
 ) -> Response {
-    // Failed sign-ins count with the API's failed authentications, per client address.
-    let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0 .0.ip());
-    if !state.failures.allowed(ip, state.auth_failures_per_minute) {
-        return form(
-            &state,
-            Some("Too many failed sign-ins from this address; try again in a minute."),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
-    }
-    let tokens = state.tokens.clone();
-    let token = sign_in.token.trim().to_owned();
-    let principal = tokio::task::spawn_blocking(move || tokens.verify(&token))
-        .await
-        .ok()
-        .flatten();
-    let Some(principal) = principal else {
-        state.failures.record(ip);
-        crate::observe::metrics()
-            .admin_auth_failures
-            .with_label_values(&["unknown_token"])
-            .inc();
-        tracing::warn!(client = %ip, reason = "unknown_token", "console sign-in refused");
-        return form(
-            &state,
-            Some("That token is not valid."),
-            StatusCode::UNAUTHORIZED,
-        );
+    // Sign-ins go through the API's gate: failures count per client with the API's.
+    let client = state.gate.client(peer.map(|p| p.0 .0.ip()), &headers);
+    let principal = match state.gate.authenticate(client, Some(&sign_in.token)).await {
+        Ok(principal) => principal,
+        Err(Denied::Limited) => {
+            return form(
+                &state,
+                Some("Too many failed sign-ins from this address; try again in a minute."),
+                StatusCode::TOO_MANY_REQUESTS,
+            )
+        }
+        Err(_) => {
+            return form(
+                &state,
+                Some("That token is not valid."),
+                StatusCode::UNAUTHORIZED,
+            )
+        }
     };
     tracing::info!(who = principal.name, "console sign-in");
     let (id, session) = state.console.create(principal);
