@@ -45,6 +45,7 @@ use self::problem::Problem;
 use self::publish::{PublishError, Publisher};
 use self::service::Service;
 use self::tokens::{TokenError, Tokens};
+use crate::domain::ids::Id;
 use crate::join::follower::FollowerError;
 use crate::join::{ConfigFollower, ConfigStore, StoreError};
 use crate::observe::{metrics, Health};
@@ -107,6 +108,11 @@ where
             axum::extract::Path::<SandboxNames>::from_request_parts(parts, state)
                 .await
                 .map_err(IntoResponse::into_response)?;
+        // `%2F` decodes to `/`: the ids keep the record grammar before they reach any key.
+        for (id, value) in [(Id::Org, &names.org), (Id::Sandbox, &names.sandbox)] {
+            id.check(value)
+                .map_err(|why| Problem::bad_request(why).into_response())?;
+        }
         Ok(OnSandbox {
             state: state.clone(),
             who,

@@ -7,6 +7,7 @@ pub mod concurrency;
 pub mod config;
 pub mod event;
 pub mod host_schedule;
+pub mod ids;
 pub mod matching;
 pub mod outcome;
 pub mod parked;

@@ -494,6 +494,22 @@ async fn tokens_reach_only_their_scope() {
     let (status, _, _) = api.send(Method::PUT, hook, "acme", &body).await;
     assert_eq!(status, StatusCode::CREATED);
 
+    // `%2F` decodes to `/` in a path segment: refused at the edge, never part of a key.
+    for path in [
+        "/orgs/acme%2Fsb1/webhooks",
+        "/orgs/acme/sandboxes/sb1%2Fx/webhook",
+        "/orgs/acme/sandboxes/sb1/campaigns/c%2F1",
+        "/orgs/acme/sandboxes/sb1/webhook/deliveries/e%20with%20space/redeliver",
+    ] {
+        let method = if path.ends_with("redeliver") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let (status, _, body) = api.ask(method, path, "operator").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+
     // Another org's token: the webhook and the org do not exist for it.
     for path in [
         hook,

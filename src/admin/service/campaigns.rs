@@ -4,11 +4,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::paging::{page_of, Page};
-use super::{At, Saved, Service, Versioned};
+use super::{id, At, Saved, Service, Versioned};
 use crate::admin::problem::Problem;
 use crate::admin::tokens::Principal;
 use crate::admin::versions::{check, Expect};
 use crate::domain::config::ConfigKey;
+use crate::domain::ids::Id;
 use crate::schema::Violation;
 
 /// Which opt-ins a list shows, and which page.
@@ -64,6 +65,7 @@ pub fn sandboxes(svc: &Service, caller: &Principal, org: &str) -> Result<Vec<Str
     if !caller.scope.sees_org(org) {
         return Ok(Vec::new());
     }
+    let org = id(Id::Org, org)?;
     let mut ids: Vec<String> = svc
         .scan(&format!("campaign/{org}/"))?
         .into_iter()
@@ -81,7 +83,7 @@ fn no_opt_in(campaign: &str) -> Problem {
 pub fn get(svc: &Service, at: At<'_>, campaign: &str) -> Result<Versioned<Value>, Problem> {
     at.allow(false)?;
     let (org, sandbox) = (at.org, at.sandbox);
-    let key = ConfigKey::campaign(org, sandbox, campaign);
+    let key = ConfigKey::campaign(org, sandbox, id(Id::Campaign, campaign)?);
     let stored = svc.current(&key)?.ok_or_else(|| no_opt_in(campaign))?;
     Ok(svc.shown(&key, &stored))
 }
@@ -108,7 +110,7 @@ pub async fn put(
 ) -> Result<Saved, Problem> {
     at.allow(true)?;
     let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
-    let key = ConfigKey::campaign(org, sandbox, campaign);
+    let key = ConfigKey::campaign(org, sandbox, id(Id::Campaign, campaign)?);
     let written = svc
         .write(caller, &key, |current| {
             if *expect != Expect::Nothing {
@@ -137,7 +139,7 @@ pub async fn delete(
 ) -> Result<(), Problem> {
     at.allow(true)?;
     let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
-    let key = ConfigKey::campaign(org, sandbox, campaign);
+    let key = ConfigKey::campaign(org, sandbox, id(Id::Campaign, campaign)?);
     svc.write(caller, &key, |current| {
         if current.is_none() {
             return Err(no_opt_in(campaign));
@@ -197,6 +199,35 @@ mod tests {
         delete(&f.svc, at, "c1", &Expect::Nothing).await.unwrap();
         let again = delete(&f.svc, at, "c1", &Expect::Nothing).await;
         assert_eq!(again.unwrap_err().status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn ids_that_break_the_record_grammar_are_refused_before_any_key() {
+        let f = Fixture::new();
+        let admin = caller("operator", true);
+        let at = At::new(&admin, "acme", "sb1");
+        for bad in ["a/b", ""] {
+            let refused = put(&f.svc, at, bad, &Expect::Nothing, true).await;
+            assert_eq!(
+                refused.unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad:?}"
+            );
+            assert_eq!(
+                get(&f.svc, at, bad).unwrap_err().status,
+                StatusCode::BAD_REQUEST
+            );
+        }
+        assert_eq!(f.published(), 0);
+        let event = crate::admin::service::deliveries::latest(&f.svc, at, "no spaces");
+        assert_eq!(event.unwrap_err().status, StatusCode::BAD_REQUEST);
+        let org = crate::admin::service::webhooks::inventory(
+            &f.svc,
+            &admin,
+            "acme/sb1",
+            &Default::default(),
+        );
+        assert_eq!(org.unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -5,9 +5,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::paging::{after_cursor, cursor_of, limit_of, Page};
-use super::{unavailable, At, Service};
+use super::{id, unavailable, At, Service};
 use crate::admin::deliveries::{LogQuery, Matching, Tally};
 use crate::admin::problem::Problem;
+use crate::domain::ids::Id;
 use crate::domain::time::{parse_rfc3339, unix_ms};
 
 /// The API's query of a webhook's outcomes.
@@ -75,7 +76,7 @@ pub fn latest(svc: &Service, at: At<'_>, event_id: &str) -> Result<Option<Value>
     at.allow(false)?;
     let (org, sandbox) = (at.org, at.sandbox);
     svc.deliveries
-        .latest_of(org, sandbox, event_id)
+        .latest_of(org, sandbox, id(Id::Event, event_id)?)
         .map_err(unavailable)
 }
 

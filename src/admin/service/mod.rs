@@ -25,6 +25,7 @@ pub mod send_test;
 pub mod webhooks;
 mod write;
 
+use crate::domain::ids::Id;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -237,6 +238,12 @@ impl<'a> At<'a> {
     pub fn allow(&self, write: bool) -> Result<(), Problem> {
         allow(self.caller, self.org, Some(self.sandbox), write)
     }
+}
+
+/// `value` as an id of `kind`, or a 400 saying why not (a path segment keeps the record
+/// grammar before it reaches a key).
+pub fn id(kind: Id, value: &str) -> Result<&str, Problem> {
+    kind.check(value).map_err(Problem::bad_request)
 }
 
 /// What a caller may do with an org + sandbox (or the whole org when `sandbox` is `None`).

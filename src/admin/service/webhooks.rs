@@ -10,6 +10,7 @@ use crate::admin::problem::Problem;
 use crate::admin::tokens::Principal;
 use crate::admin::versions::{check, Expect};
 use crate::domain::config::{ConfigKey, WebhookConfig};
+use crate::domain::ids::Id;
 use crate::schema::Violation;
 
 /// A webhook as a caller writes it: a JSON object (the shape `WebhookWrite` of the API's
@@ -180,6 +181,7 @@ pub fn inventory(
     q: &InventoryQuery,
 ) -> Result<Page<Value>, Problem> {
     allow(caller, org, None, false)?;
+    Id::Org.check(org).map_err(Problem::bad_request)?;
     let records = svc.scan(&format!("webhook/{org}/"))?;
     let name = q.name.as_deref().map(str::to_lowercase);
     page_of(records, q.cursor.as_deref(), q.limit, |_, stored| {
@@ -205,6 +207,7 @@ pub fn visible(
     if !caller.scope.sees_org(org) {
         return Ok(Vec::new());
     }
+    let org = Id::Org.check(org).map_err(Problem::bad_request)?;
     Ok(svc
         .scan(&format!("webhook/{org}/"))?
         .into_iter()
