@@ -24,9 +24,11 @@ pub fn spawn_trimmer() -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Returns the C heap's free pages now. Blocking (it walks every arena): a few
+/// milliseconds.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn trim() {
+pub fn trim() {
     // SAFETY: malloc_trim takes no pointers and only releases free memory; it is safe to
     // call at any time from any thread.
     unsafe {
@@ -35,4 +37,19 @@ fn trim() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() {}
+pub fn trim() {}
+
+/// Large allocations (4 MiB and more) go straight to the kernel and back when freed,
+/// instead of glibc raising its threshold after the first free and keeping them in an
+/// arena: the admin API's Argon2 checks (19 MiB each) then leave nothing resident.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn map_large_allocations() {
+    // SAFETY: mallopt only changes the allocator's tuning; called at start-up.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn map_large_allocations() {}

@@ -145,7 +145,7 @@ impl Default for AdminSettings {
             store_path: PathBuf::from("data/admin-cache"),
             metrics_listen: "0.0.0.0:9465".into(),
             max_body_bytes: 256 * 1024,
-            max_connections: 512,
+            max_connections: 1024,
             auth_failures_per_minute: 10,
             trusted_proxy_hops: 0,
             test_sends_per_minute: 6,

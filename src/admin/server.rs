@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::Peer;
 use super::AdminError;
-use crate::accept::{http_server, Acceptor, HANDSHAKE};
+use crate::accept::{http_server, Acceptor, FirstBytes, HANDSHAKE};
 use crate::settings::AdminSettings;
 
 /// How long open connections may take to finish after shutdown began.
@@ -106,6 +106,7 @@ pub async fn serve(
             let result = match tls {
                 Some(tls) => match tokio::time::timeout(HANDSHAKE, tls.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        let stream = FirstBytes::new(stream, HANDSHAKE);
                         let connection = server.serve_connection(TokioIo::new(stream), service);
                         watcher.watch(connection.into_owned()).await
                     }
@@ -119,6 +120,7 @@ pub async fn serve(
                     }
                 },
                 None => {
+                    let tcp = FirstBytes::new(tcp, HANDSHAKE);
                     let connection = server.serve_connection(TokioIo::new(tcp), service);
                     watcher.watch(connection.into_owned()).await
                 }

@@ -248,7 +248,11 @@ impl Tokens {
             Check::Argon2(hash) => PasswordHash::new(hash)
                 .is_ok_and(|h| argon.verify_password(token.as_bytes(), &h).is_ok()),
             Check::Digest(_) => false,
-        })?;
+        });
+        // Each check allocates 19 MiB that malloc may keep in this thread's arena; handing
+        // it back keeps a run of failed checks from adding 19 MiB per blocking thread.
+        crate::memory::trim();
+        let found = found?;
         if let Ok(mut verified) = self.verified.lock() {
             if verified.len() >= MAX_REMEMBERED {
                 verified.clear();

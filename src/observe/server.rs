@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
-use crate::accept::{http_server, Acceptor};
+use crate::accept::{http_server, Acceptor, FirstBytes, HANDSHAKE};
 
 use super::{metrics, Health};
 
@@ -51,7 +51,7 @@ pub async fn start(
                 let _slot = slot;
                 let service = service_fn(move |request| answer(request, health.clone()));
                 if let Err(e) = http_server()
-                    .serve_connection(TokioIo::new(tcp), service)
+                    .serve_connection(TokioIo::new(FirstBytes::new(tcp, HANDSHAKE)), service)
                     .await
                 {
                     debug!(error = %e, "metrics connection ended");

@@ -178,6 +178,12 @@ pub(super) struct AdminProcess {
     pub base: String,
 }
 
+impl AdminProcess {
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for AdminProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -191,16 +197,23 @@ pub(super) fn start_admin(
     dir: &Path,
     token_hash: &str,
 ) -> AdminProcess {
+    let settings = format!("[[admin.tokens]]\nname = \"bench\"\nhash = \"{token_hash}\"\nscope = \"operator\"\nright = \"write\"\n");
+    start_admin_with(bin, topics, dir, &settings)
+}
+
+/// [`start_admin`] with these settings (TOML).
+pub(super) fn start_admin_with(
+    bin: &Path,
+    topics: &Topics,
+    dir: &Path,
+    settings: &str,
+) -> AdminProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let config = dir.join("admin.toml");
-    std::fs::write(
-        &config,
-        format!("[[admin.tokens]]\nname = \"bench\"\nhash = \"{token_hash}\"\nscope = \"operator\"\nright = \"write\"\n"),
-    )
-    .expect("admin settings");
+    std::fs::write(&config, settings).expect("admin settings");
     let child = Command::new(bin)
         .arg("admin")
         .env("FW_CONFIG_FILE", &config)

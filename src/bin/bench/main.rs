@@ -4,6 +4,7 @@
 //!
 //! Run it with `scripts/bench` (see BENCHMARKS.md).
 
+mod abuse;
 mod admin;
 mod console;
 
@@ -105,6 +106,9 @@ struct Args {
     /// 1M outcomes indexed).
     #[arg(long)]
     admin: bool,
+    /// Abuse the administration API instead (made-up tokens, silent connections).
+    #[arg(long)]
+    abuse: bool,
     /// Measure the admin console instead (page weight and time to first render of the
     /// inventory with 1,000 webhooks, in headless Chromium).
     #[arg(long)]
@@ -925,6 +929,10 @@ async fn main() {
 
     if args.console {
         console::run(&bin, &args.bootstrap).await;
+        return;
+    }
+    if args.abuse {
+        abuse::run(&bin, &args.bootstrap).await;
         return;
     }
     if args.admin {
