@@ -533,6 +533,8 @@ fn kubernetes_manifests_are_complete_and_consistent() {
     assert_eq!(get(admin, "spec.selector.matchLabels"), admin_labels);
     let admin_service = find(&objects, "Service", "feedback-webhooks-admin");
     assert_eq!(get(admin_service, "spec.selector"), admin_labels);
+    // Console sessions live in the instance that signed in: a browser stays with it.
+    assert_eq!(s(admin_service, "spec.sessionAffinity"), "ClientIP");
     let admin_toml = s(config_map, "data.admin.toml");
     let admin_settings: toml::Value = toml::from_str(admin_toml).unwrap();
     let tokens_secret = find(&objects, "Secret", "feedback-webhooks-admin-tokens");
