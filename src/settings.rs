@@ -72,6 +72,8 @@ pub struct AdminSettings {
     pub trusted_proxy_hops: usize,
     /// Test sends one webhook may make per minute; beyond, 429.
     pub test_sends_per_minute: usize,
+    /// Single-event redeliveries one webhook may ask for per minute; beyond, 429.
+    pub redeliveries_per_minute: usize,
     /// RocksDB folder of the delivery log (the outcome topic, indexed per webhook).
     pub deliveries_path: PathBuf,
     /// How long the delivery log keeps an outcome, and how many it keeps per webhook.
@@ -149,6 +151,7 @@ impl Default for AdminSettings {
             auth_failures_per_minute: 10,
             trusted_proxy_hops: 0,
             test_sends_per_minute: 6,
+            redeliveries_per_minute: 60,
             deliveries_path: PathBuf::from("data/admin-deliveries"),
             delivery_retention_days: 7,
             deliveries_per_webhook: 10_000,

@@ -128,7 +128,12 @@ impl Api {
     /// The API of `h`, once ready, with the webhook of ORG + SANDBOX (to `h`'s receiver)
     /// created and CAMPAIGN opted in, by the operator; and the webhook's path.
     pub async fn with_webhook(h: &Harness) -> (Api, String) {
-        let api = Api::start(h);
+        Api::with_webhook_and(h, &[]).await
+    }
+
+    /// [`Api::with_webhook`], the API started with `extra_env` too.
+    pub async fn with_webhook_and(h: &Harness, extra_env: &[(&str, &str)]) -> (Api, String) {
+        let api = Api::start_with(h, extra_env);
         api.wait_ready().await;
         let hook = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/webhook");
         let body = webhook_body(&h.receiver.url("/api"));
@@ -589,7 +594,9 @@ async fn tokens_reach_only_their_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_processor_delivers_with_what_the_api_published() {
     let h = Harness::start("admin-e2e").await;
-    let (api, hook) = Api::with_webhook(&h).await;
+    // Two single redeliveries a minute per webhook (e1's refused one counts).
+    let budget = [("FW_ADMIN__REDELIVERIES_PER_MINUTE", "2")];
+    let (api, hook) = Api::with_webhook_and(&h, &budget).await;
 
     // A test send goes through the same sender (the JWT included) and writes no outcome.
     let test = format!("{hook}/test");
@@ -717,6 +724,12 @@ async fn the_processor_delivers_with_what_the_api_published() {
     let (status, _, queued) = api.ask(Method::POST, &redeliver("e2"), "operator").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     let replay_id = queued["replayId"].as_str().expect("a replay id").to_owned();
+    let (status, _, limited) = api.ask(Method::POST, &redeliver("e2"), "operator").await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the webhook's budget: {limited}"
+    );
     let again = wait_for_outcome(&api, &hook, "e2", |o| o["status"] == "delivered").await;
     assert_eq!(again["replay"]["id"], replay_id.as_str());
     let requests = h.receiver.received();

@@ -123,7 +123,7 @@ impl Fixture {
             rules: settings.rules(),
             tester: super::send_test::Tester::new(&settings).unwrap(),
             deliveries: crate::admin::deliveries::DeliveryLog::open(log.path()).unwrap(),
-            redeliveries: super::redeliver::Runs::default(),
+            redeliveries: super::redeliver::Runs::from_settings(&settings),
             settings,
         };
         Fixture {

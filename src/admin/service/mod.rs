@@ -15,6 +15,7 @@
 //! The config cache and the config-topic writer sit behind [`ConfigRecords`] and
 //! [`ConfigWriter`], with an in-memory fake of both (`fake.rs`) for the unit tests.
 
+mod budget;
 pub mod campaigns;
 pub mod deliveries;
 #[cfg(test)]
@@ -142,7 +143,7 @@ impl Service {
             rules: settings.rules(),
             tester: send_test::Tester::new(settings)?,
             deliveries,
-            redeliveries: redeliver::Runs::default(),
+            redeliveries: redeliver::Runs::from_settings(settings),
             settings: settings.clone(),
         })
     }

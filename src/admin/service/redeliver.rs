@@ -7,6 +7,7 @@
 //! kept by the instance that runs it (`GET .../webhook/redeliver/{replayId}`), the last
 //! [`KEPT`] of them.
 
+use super::budget::PerMinute;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -51,13 +52,22 @@ pub struct Status {
     sandbox: String,
 }
 
-/// The progress of the window redeliveries this instance ran.
-#[derive(Default)]
+/// The progress of the window redeliveries this instance ran, and the budget of single
+/// redeliveries.
 pub struct Runs {
     runs: Mutex<VecDeque<Arc<Mutex<Status>>>>,
+    /// Single-event redeliveries per webhook and minute.
+    singles: PerMinute,
 }
 
 impl Runs {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Runs {
+            runs: Mutex::default(),
+            singles: PerMinute::new(settings.admin.redeliveries_per_minute),
+        }
+    }
+
     fn start(&self, replay_id: &str, org: &str, sandbox: &str) -> Arc<Mutex<Status>> {
         let status = Arc::new(Mutex::new(Status {
             replay_id: replay_id.to_owned(),
@@ -239,6 +249,14 @@ pub async fn one(svc: &Service, at: At<'_>, event_id: &str) -> Result<Queued, Pr
             "no outcome of event {event_id:?} in the delivery log"
         ))
     })?;
+    let singles = &svc.redeliveries.singles;
+    if !singles.admit(&format!("{org}/{sandbox}")) {
+        let most = singles.limit();
+        return Err(Problem::too_many(
+            "Too many redeliveries",
+            format!("at most {most} single-event redeliveries a minute per webhook"),
+        ));
+    }
     let status = outcome["status"].as_str().unwrap_or_default();
     if status != "failed" && status != "skipped" {
         return Err(Problem::conflict(

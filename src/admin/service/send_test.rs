@@ -2,9 +2,8 @@
 //! id, POSTed through the processor's own sender (destination guard, TLS, JWT, signing,
 //! headers, timeouts). It writes no outcome, and each webhook gets a few a minute.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use super::budget::PerMinute;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -24,8 +23,8 @@ const EXAMPLE: &str = include_str!("../../../examples/payload.json");
 /// What a test send needs: the processor's sender and authentication.
 pub struct Tester {
     deliverer: Deliverer,
-    per_minute: usize,
-    recent: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Test sends per webhook and minute.
+    budget: PerMinute,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,26 +35,8 @@ impl Tester {
     pub fn new(settings: &Settings) -> Result<Self, TesterError> {
         Ok(Tester {
             deliverer: Deliverer::from_settings(settings)?,
-            per_minute: settings.admin.test_sends_per_minute.max(1),
-            recent: Mutex::new(HashMap::new()),
+            budget: PerMinute::new(settings.admin.test_sends_per_minute),
         })
-    }
-
-    /// Whether `key` may send a test now (and counts it).
-    fn admit(&self, key: &str) -> bool {
-        let Ok(mut recent) = self.recent.lock() else {
-            return false;
-        };
-        recent.retain(|_, times| {
-            times.retain(|t| t.elapsed() < Duration::from_secs(60));
-            !times.is_empty()
-        });
-        let times = recent.entry(key.to_owned()).or_default();
-        if times.len() >= self.per_minute {
-            return false;
-        }
-        times.push(Instant::now());
-        true
     }
 }
 
@@ -93,13 +74,11 @@ pub async fn send(svc: &Service, at: At<'_>) -> Result<TestResult, Problem> {
     let (org, sandbox) = (at.org, at.sandbox);
     let (key, webhook) = super::webhooks::config(svc, org, sandbox)?;
     let tester = &svc.tester;
-    if !tester.admit(&key.to_string()) {
+    if !tester.budget.admit(&key.to_string()) {
+        let most = tester.budget.limit();
         return Err(Problem::too_many(
             "Too many test sends",
-            format!(
-                "at most {} test sends a minute per webhook",
-                tester.per_minute
-            ),
+            format!("at most {most} test sends a minute per webhook"),
         ));
     }
     let (auth, sender) = (tester.deliverer.auth(), tester.deliverer.sender());
@@ -158,11 +137,11 @@ mod tests {
 
     #[test]
     fn each_webhook_gets_a_few_a_minute() {
-        let settings = Settings::default();
-        let mut tester = Tester::new(&settings).unwrap();
-        tester.per_minute = 2;
-        assert!(tester.admit("a") && tester.admit("a"));
-        assert!(!tester.admit("a"));
-        assert!(tester.admit("b"));
+        let mut settings = Settings::default();
+        settings.admin.test_sends_per_minute = 2;
+        let budget = Tester::new(&settings).unwrap().budget;
+        assert!(budget.admit("a") && budget.admit("a"));
+        assert!(!budget.admit("a"));
+        assert!(budget.admit("b"));
     }
 }
