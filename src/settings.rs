@@ -74,6 +74,12 @@ pub struct AdminSettings {
     pub test_sends_per_minute: usize,
     /// Single-event redeliveries one webhook may ask for per minute; beyond, 429.
     pub redeliveries_per_minute: usize,
+    /// Quotas per tenant: webhooks and campaign opt-ins an org may hold (then 422), config
+    /// writes per token and minute and test sends under way per org (then 429).
+    pub max_webhooks_per_org: usize,
+    pub max_campaigns_per_org: usize,
+    pub writes_per_minute: usize,
+    pub max_test_sends_in_flight_per_org: usize,
     /// RocksDB folder of the delivery log (the outcome topic, indexed per webhook).
     pub deliveries_path: PathBuf,
     /// How long the delivery log keeps an outcome, and how many it keeps per webhook.
@@ -152,6 +158,10 @@ impl Default for AdminSettings {
             trusted_proxy_hops: 0,
             test_sends_per_minute: 6,
             redeliveries_per_minute: 60,
+            max_webhooks_per_org: 1_000,
+            max_campaigns_per_org: 10_000,
+            writes_per_minute: 120,
+            max_test_sends_in_flight_per_org: 2,
             deliveries_path: PathBuf::from("data/admin-deliveries"),
             delivery_retention_days: 7,
             deliveries_per_webhook: 10_000,

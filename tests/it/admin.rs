@@ -854,9 +854,15 @@ async fn wait_for_outcome(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_server_conforms_to_its_openapi_document() {
     let h = Harness::start("admin-openapi").await;
-    // The tester sends requests without a token on purpose; past the failure limit every
-    // answer would be 429 and nothing behind it tested.
-    let api = Api::start_with(&h, &[("FW_ADMIN__AUTH_FAILURES_PER_MINUTE", "1000000")]);
+    // The tester sends requests without a token on purpose; past the failure limit (or the
+    // write quota) every answer would be 429 and nothing behind it tested.
+    let api = Api::start_with(
+        &h,
+        &[
+            ("FW_ADMIN__AUTH_FAILURES_PER_MINUTE", "1000000"),
+            ("FW_ADMIN__WRITES_PER_MINUTE", "1000000"),
+        ],
+    );
     api.wait_ready().await;
     // Something to read: a webhook and an opt-in.
     let hook = format!("/orgs/{ORG}/sandboxes/{SANDBOX}/webhook");

@@ -124,6 +124,7 @@ impl Fixture {
             tester: super::send_test::Tester::new(&settings).unwrap(),
             deliveries: crate::admin::deliveries::DeliveryLog::open(log.path()).unwrap(),
             redeliveries: super::redeliver::Runs::from_settings(&settings),
+            quotas: super::quotas::Quotas::from_settings(&settings.admin),
             settings,
         };
         Fixture {

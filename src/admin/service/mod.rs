@@ -21,6 +21,7 @@ pub mod deliveries;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod paging;
+pub(super) mod quotas;
 pub mod redeliver;
 pub mod send_test;
 pub mod webhooks;
@@ -122,6 +123,7 @@ pub struct Service {
     tester: send_test::Tester,
     deliveries: DeliveryLog,
     redeliveries: redeliver::Runs,
+    quotas: quotas::Quotas,
     /// For the redelivery topic's clients.
     settings: Settings,
 }
@@ -144,6 +146,7 @@ impl Service {
             tester: send_test::Tester::new(settings)?,
             deliveries,
             redeliveries: redeliver::Runs::from_settings(settings),
+            quotas: quotas::Quotas::from_settings(&settings.admin),
             settings: settings.clone(),
         })
     }

@@ -74,6 +74,7 @@ pub async fn send(svc: &Service, at: At<'_>) -> Result<TestResult, Problem> {
     let (org, sandbox) = (at.org, at.sandbox);
     let (key, webhook) = super::webhooks::config(svc, org, sandbox)?;
     let tester = &svc.tester;
+    let _sending = svc.quotas.test_send(org)?;
     if !tester.budget.admit(&key.to_string()) {
         let most = tester.budget.limit();
         return Err(Problem::too_many(

@@ -327,6 +327,37 @@ mod operations {
     }
 
     #[tokio::test]
+    async fn an_org_holds_at_most_its_quota_of_webhooks_and_writes() {
+        let mut f = Fixture::new();
+        let mut admin = crate::settings::AdminSettings::default();
+        (admin.max_webhooks_per_org, admin.writes_per_minute) = (1, 3);
+        f.svc.quotas = crate::admin::service::quotas::Quotas::from_settings(&admin);
+        let created = f.put("acme", &Expect::Nothing, webhook()).await.unwrap();
+        let who = caller("acme", true);
+        let second = put(
+            &f.svc,
+            At::new(&who, "acme", "sb2"),
+            &Expect::Nothing,
+            webhook(),
+        );
+        let refused = second.await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(refused.detail.contains("admin.max_webhooks_per_org"));
+        // Replacing the one it holds is not a new one.
+        f.put("acme", &version(&created), webhook()).await.unwrap();
+        let fourth = f
+            .put("acme", &Expect::Nothing, webhook())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            fourth.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "3 writes a minute"
+        );
+        assert_eq!(f.published(), 2);
+    }
+
+    #[tokio::test]
     async fn every_refused_field_is_named_and_nothing_is_published() {
         let f = Fixture::new();
         let other_org = f.put("acme", &Expect::Nothing, with("imsOrg", json!("other")));

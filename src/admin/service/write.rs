@@ -36,6 +36,7 @@ impl Service {
         key: &ConfigKey,
         decide: impl Fn(Option<&Stored<Vec<u8>>>) -> Result<Option<Value>, Problem>,
     ) -> Result<Written, Problem> {
+        self.quotas.write(&caller.name)?;
         let _one_at_a_time = self.writes.lock().await;
         let mut attempt = 0;
         let (old, deleted, version) = loop {
@@ -48,6 +49,9 @@ impl Service {
             let bytes = match decide(current.as_ref())? {
                 None => None,
                 Some(mut value) => {
+                    if current.is_none() {
+                        self.quotas.create(key, self.held_like(key)?)?;
+                    }
                     Some(self.publishable(caller, key, current.as_ref(), &mut value)?)
                 }
             };
@@ -70,6 +74,16 @@ impl Service {
             "config write"
         );
         Ok(Written { version, old })
+    }
+
+    /// How many records of `key`'s kind its org holds (a scan of the org's prefix: bounded
+    /// by the quota itself).
+    fn held_like(&self, key: &ConfigKey) -> Result<usize, Problem> {
+        let (kind, org) = match key {
+            ConfigKey::Webhook { ims_org, .. } => ("webhook", ims_org),
+            ConfigKey::Campaign { ims_org, .. } => ("campaign", ims_org),
+        };
+        Ok(self.scan(&format!("{kind}/{org}/"))?.len())
     }
 
     /// The value as it will be published, or every reason it cannot be.

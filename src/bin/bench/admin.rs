@@ -222,6 +222,10 @@ pub(super) fn start_admin_with(
         .env("FW_KAFKA__CONFIG_TOPIC", &topics.config)
         .env("FW_KAFKA__OUTCOME_TOPIC", &topics.outcomes)
         .env("FW_ADMIN__LISTEN", format!("127.0.0.1:{port}"))
+        // The benchmarks measure speed, not the tenant quotas.
+        .env("FW_ADMIN__WRITES_PER_MINUTE", "1000000000")
+        .env("FW_ADMIN__MAX_WEBHOOKS_PER_ORG", "1000000000")
+        .env("FW_ADMIN__MAX_CAMPAIGNS_PER_ORG", "1000000000")
         .env("FW_ADMIN__ALLOW_PLAIN_HTTP", "true")
         .env("FW_ADMIN__METRICS_LISTEN", "127.0.0.1:0")
         .env("FW_ADMIN__STORE_PATH", dir.join("admin-store"))
