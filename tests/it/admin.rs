@@ -239,20 +239,24 @@ fn client(ca_pem: &str) -> reqwest::Client {
     client_with(ca_pem, reqwest::redirect::Policy::default())
 }
 
-fn client_with(ca_pem: &str, redirects: reqwest::redirect::Policy) -> reqwest::Client {
+/// A TLS client configuration that trusts `ca_pem` only.
+fn tls_trusting(ca_pem: &str) -> rustls::ClientConfig {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth()
+}
+
+fn client_with(ca_pem: &str, redirects: reqwest::redirect::Policy) -> reqwest::Client {
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .use_preconfigured_tls(tls_trusting(ca_pem))
         .redirect(redirects)
         .build()
         .unwrap()
@@ -1094,17 +1098,8 @@ async fn silent_connections_are_closed_and_connections_are_capped() {
     );
 
     // A request whose header never ends, over TLS: closed within the header deadline.
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls_pki_types::pem::PemObject;
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(api.ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    // A request whose header never ends, over TLS: closed within the header deadline.
+    let config = tls_trusting(&api.ca_pem);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();

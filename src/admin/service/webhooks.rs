@@ -288,6 +288,17 @@ mod operations {
             put(&self.svc, At::new(&who, "acme", "sb1"), expect, input).await
         }
 
+        /// A create of `webhook()` in acme/`sandbox` by `who`.
+        async fn create(&self, who: &Principal, sandbox: &str) -> Result<Saved, Problem> {
+            put(
+                &self.svc,
+                At::new(who, "acme", sandbox),
+                &Expect::Nothing,
+                webhook(),
+            )
+            .await
+        }
+
         fn stored(&self) -> Option<Value> {
             self.config.json("webhook/acme/sb1")
         }
@@ -333,14 +344,7 @@ mod operations {
         (admin.max_webhooks_per_org, admin.writes_per_minute) = (1, 3);
         f.svc.quotas = crate::admin::service::quotas::Quotas::from_settings(&admin);
         let created = f.put("acme", &Expect::Nothing, webhook()).await.unwrap();
-        let who = caller("acme", true);
-        let second = put(
-            &f.svc,
-            At::new(&who, "acme", "sb2"),
-            &Expect::Nothing,
-            webhook(),
-        );
-        let refused = second.await.unwrap_err();
+        let refused = f.create(&caller("acme", true), "sb2").await.unwrap_err();
         assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(refused.detail.contains("admin.max_webhooks_per_org"));
         // Replacing the one it holds is not a new one.
@@ -380,14 +384,8 @@ mod operations {
         let f = Fixture::new();
         let other = f.put("globex", &Expect::Nothing, webhook()).await;
         assert_eq!(other.unwrap_err().status, StatusCode::NOT_FOUND);
-        let reader = caller("acme", false);
-        let read_only = put(
-            &f.svc,
-            At::new(&reader, "acme", "sb1"),
-            &Expect::Nothing,
-            webhook(),
-        );
-        assert_eq!(read_only.await.unwrap_err().status, StatusCode::FORBIDDEN);
+        let read_only = f.create(&caller("acme", false), "sb1").await;
+        assert_eq!(read_only.unwrap_err().status, StatusCode::FORBIDDEN);
         f.put("acme/sb1", &Expect::Nothing, webhook())
             .await
             .unwrap();

@@ -49,16 +49,7 @@ pub async fn run(bin: &Path, bootstrap: &str) {
     let settings = entry("bench", &hash) + &entry("old", &old_hash);
     let api = start_admin_with(bin, &topics, dir.path(), &settings);
     let client = plain_client();
-    let until = Instant::now() + Duration::from_secs(60);
-    while !client
-        .get(format!("{}/readyz", api.base))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < until, "the admin API did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    api.wait_ready(&client).await;
     let url = format!("{}/api/v1/orgs/acme/webhooks", api.base);
     let rss_before = status_kib(api.pid(), "VmRSS");
     let hwm_before = status_kib(api.pid(), "VmHWM");

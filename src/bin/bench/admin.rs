@@ -182,6 +182,19 @@ impl AdminProcess {
     pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits (up to a minute) until the API answers `/readyz` with 200.
+    pub(super) async fn wait_ready(&self, client: &reqwest::Client) {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client.get(format!("{}/readyz", self.base)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(Instant::now() < until, "the admin API never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for AdminProcess {
@@ -271,15 +284,7 @@ async fn writes(bin: &Path, bootstrap: &str) {
     let (token, hash) = tokens::generate().expect("token");
     let api = start_admin(bin, &topics, dir.path(), &hash);
     let client = plain_client();
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = client.get(format!("{}/readyz", api.base)).send().await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        assert!(Instant::now() < until, "the admin API never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    api.wait_ready(&client).await;
     let hook = |sandbox: &str| format!("{}/api/v1/orgs/acme/sandboxes/{sandbox}/webhook", api.base);
     let put = |sandbox: String, version: Option<String>, n: usize| {
         let (client, token, url) = (client.clone(), token.clone(), hook(&sandbox));
@@ -331,19 +336,7 @@ async fn writes(bin: &Path, bootstrap: &str) {
     // A second instance: writes alternate between the two, each fencing the other.
     let dir_b = tempfile::tempdir().expect("scratch folder");
     let api_b = start_admin(bin, &topics, dir_b.path(), &hash);
-    let until = Instant::now() + Duration::from_secs(60);
-    while !client
-        .get(format!("{}/readyz", api_b.base))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < until,
-            "the second admin API never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    api_b.wait_ready(&client).await;
     let mut alternating = Vec::new();
     for i in 0..N / 2 {
         for base in [&api.base, &api_b.base] {
