@@ -80,6 +80,8 @@ pub struct AdminSettings {
     pub max_campaigns_per_org: usize,
     pub writes_per_minute: usize,
     pub max_test_sends_in_flight_per_org: usize,
+    /// Window redeliveries running at once on one instance (one per webhook; then 429).
+    pub max_window_redeliveries: usize,
     /// RocksDB folder of the delivery log (the outcome topic, indexed per webhook).
     pub deliveries_path: PathBuf,
     /// How long the delivery log keeps an outcome, and how many it keeps per webhook.
@@ -162,6 +164,7 @@ impl Default for AdminSettings {
             max_campaigns_per_org: 10_000,
             writes_per_minute: 120,
             max_test_sends_in_flight_per_org: 2,
+            max_window_redeliveries: 4,
             deliveries_path: PathBuf::from("data/admin-deliveries"),
             delivery_retention_days: 7,
             deliveries_per_webhook: 10_000,

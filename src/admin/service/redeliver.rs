@@ -8,6 +8,7 @@
 //! [`KEPT`] of them.
 
 use super::budget::PerMinute;
+use crate::admin::deliveries::Keep;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -58,6 +59,8 @@ pub struct Runs {
     runs: Mutex<VecDeque<Arc<Mutex<Status>>>>,
     /// Single-event redeliveries per webhook and minute.
     singles: PerMinute,
+    /// Window redeliveries running at once, over all webhooks (one per webhook).
+    max_running: usize,
 }
 
 impl Runs {
@@ -65,10 +68,45 @@ impl Runs {
         Runs {
             runs: Mutex::default(),
             singles: PerMinute::new(settings.admin.redeliveries_per_minute),
+            max_running: settings.admin.max_window_redeliveries.max(1),
         }
     }
 
-    fn start(&self, replay_id: &str, org: &str, sandbox: &str) -> Arc<Mutex<Status>> {
+    /// Registers a window redelivery as running: 409 while one of the same webhook runs,
+    /// 429 while the most run.
+    fn start(
+        &self,
+        replay_id: &str,
+        org: &str,
+        sandbox: &str,
+    ) -> Result<Arc<Mutex<Status>>, Problem> {
+        let Ok(mut runs) = self.runs.lock() else {
+            return Err(Problem::unavailable("redelivery state unavailable"));
+        };
+        let running: Vec<(String, String, String)> = runs
+            .iter()
+            .filter_map(|s| {
+                s.lock()
+                    .ok()
+                    .filter(|s| s.state == "running")
+                    .map(|s| (s.org.clone(), s.sandbox.clone(), s.replay_id.clone()))
+            })
+            .collect();
+        if let Some((_, _, id)) = running.iter().find(|(o, s, _)| o == org && s == sandbox) {
+            return Err(Problem::conflict(
+                "A redelivery is running",
+                format!("redelivery {id} of this webhook is still running"),
+            ));
+        }
+        if running.len() >= self.max_running {
+            return Err(Problem::too_many(
+                "Too many redeliveries",
+                format!(
+                    "quota admin.max_window_redeliveries: at most {} window redeliveries run at once",
+                    self.max_running
+                ),
+            ));
+        }
         let status = Arc::new(Mutex::new(Status {
             replay_id: replay_id.to_owned(),
             state: "running",
@@ -80,13 +118,11 @@ impl Runs {
             org: org.to_owned(),
             sandbox: sandbox.to_owned(),
         }));
-        if let Ok(mut runs) = self.runs.lock() {
-            if runs.len() == KEPT {
-                runs.pop_front();
-            }
-            runs.push_back(status.clone());
+        if runs.len() == KEPT {
+            runs.pop_front();
         }
-        status
+        runs.push_back(status.clone());
+        Ok(status)
     }
 
     fn find(&self, replay_id: &str, org: &str, sandbox: &str) -> Option<Status> {
@@ -139,6 +175,7 @@ pub fn window_selection(
     sandbox: &str,
     request: &WindowRequest,
     now_ms: i64,
+    max_width_ms: i64,
 ) -> Result<Selection, Vec<Violation>> {
     let mut refused = Vec::new();
     let statuses = request
@@ -172,6 +209,11 @@ pub fn window_selection(
     if let (Some(from), Some(to)) = (from_ms, to_ms) {
         if from >= to {
             refused.push(violation("/to", "must be after from"));
+        } else if to - from > max_width_ms {
+            let days = max_width_ms / 86_400_000;
+            let why =
+                format!("the window is at most {days} day(s) wide (the delivery log's retention)");
+            refused.push(violation("/from", &why));
         }
     }
     if !refused.is_empty() {
@@ -303,10 +345,18 @@ pub async fn window(svc: &Service, at: At<'_>, request: &WindowRequest) -> Resul
     at.allow(true)?;
     let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
     let now = unix_ms(SystemTime::now()) as i64;
-    let selection = window_selection(org, sandbox, request, now).map_err(Problem::invalid)?;
-    topic_ready(&svc.settings).await?;
+    let widest = Keep::from_settings(&svc.settings.admin).age.as_millis() as i64;
+    let selection =
+        window_selection(org, sandbox, request, now, widest).map_err(Problem::invalid)?;
     let replay = new_replay();
-    let status = svc.redeliveries.start(&replay.id, org, sandbox);
+    let status = svc.redeliveries.start(&replay.id, org, sandbox)?;
+    if let Err(problem) = topic_ready(&svc.settings).await {
+        if let Ok(mut s) = status.lock() {
+            s.state = "failed";
+            s.error = Some(problem.detail.clone());
+        }
+        return Err(problem);
+    }
     info!(
         target: "feedback_webhooks::audit",
         who = caller.name, org, sandbox, replay_id = replay.id,
@@ -379,6 +429,7 @@ mod tests {
             "sb1",
             &request(None, Some("2026-11-30T10:00:00Z"), None),
             1_800_000_000_000,
+            i64::MAX,
         )
         .unwrap();
         assert_eq!(s.source, ReplaySource::Outcomes);
@@ -392,10 +443,46 @@ mod tests {
             "sb1",
             &request(Some(vec!["skipped"]), Some("2026-11-30T10:00:00Z"), None),
             1_800_000_000_000,
+            i64::MAX,
         )
         .unwrap();
         assert!(!skipped.failed);
         assert_eq!(skipped.skipped_reasons, [ANY_REASON]);
+    }
+
+    #[test]
+    fn a_window_is_at_most_the_log_retention_wide() {
+        let day = 86_400_000;
+        let week = request(
+            None,
+            Some("2026-11-23T00:00:00Z"),
+            Some("2026-11-30T00:00:00Z"),
+        );
+        assert!(window_selection("acme", "sb1", &week, 0, 7 * day).is_ok());
+        let refused = window_selection("acme", "sb1", &week, 0, 6 * day).unwrap_err();
+        assert_eq!(refused[0].field, "/from");
+        assert!(
+            refused[0].message.contains("at most 6 day(s)"),
+            "{}",
+            refused[0].message
+        );
+    }
+
+    #[test]
+    fn one_window_redelivery_per_webhook_and_a_few_in_all() {
+        let mut settings = Settings::default();
+        settings.admin.max_window_redeliveries = 2;
+        let runs = Runs::from_settings(&settings);
+        let first = runs.start("r1", "acme", "sb1").unwrap();
+        let same = runs.start("r2", "acme", "sb1").unwrap_err();
+        assert_eq!(same.status, axum::http::StatusCode::CONFLICT);
+        assert!(same.detail.contains("r1"));
+        runs.start("r3", "acme", "sb2").unwrap();
+        let third = runs.start("r4", "globex", "sb1").unwrap_err();
+        assert_eq!(third.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+        // A finished one makes room, and its webhook may start again.
+        first.lock().unwrap().state = "done";
+        runs.start("r5", "acme", "sb1").unwrap();
     }
 
     #[test]
@@ -405,6 +492,7 @@ mod tests {
             "sb1",
             &request(Some(vec!["failed", "delivered"]), None, Some("yesterday")),
             0,
+            i64::MAX,
         )
         .unwrap_err();
         let fields: Vec<&str> = refused.iter().map(|v| v.field.as_str()).collect();
@@ -418,6 +506,7 @@ mod tests {
                 Some("2026-11-30T09:00:00Z"),
             ),
             0,
+            i64::MAX,
         )
         .unwrap_err();
         assert_eq!(backwards[0].field, "/to");
