@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing::error;
-use tracing_subscriber::EnvFilter;
 
 use feedback_webhooks::cli::{config_cmd, receiver_cmd, replay_cmd, CliError};
 use feedback_webhooks::domain::config::ConfigKey;
@@ -161,8 +160,8 @@ struct CampaignArgs {
 }
 
 fn init_logging(settings: &Settings) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.filter.clone());
+    let filter = feedback_webhooks::observe::logging::log_filter(&directives);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -217,6 +217,23 @@ fn per_client(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Who made a request and from where, once authenticated: the audit line of a
+/// state-changing request names them (`admin/mod.rs`). Each request carries an empty one.
+#[derive(Clone, Default)]
+pub struct Who(Arc<Mutex<Option<(String, IpAddr)>>>);
+
+impl Who {
+    pub fn set(parts: &Parts, name: &str, client: IpAddr) {
+        if let Some(Ok(mut who)) = parts.extensions.get::<Who>().map(|w| w.0.lock()) {
+            *who = Some((name.to_owned(), client));
+        }
+    }
+
+    pub fn get(&self) -> Option<(String, IpAddr)> {
+        self.0.lock().ok().and_then(|w| w.clone())
+    }
+}
+
 /// The authenticated caller of a request.
 pub struct Caller(pub Principal);
 
@@ -251,7 +268,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match state.gate.authenticate(client, token).await {
-            Ok(p) => Ok(Caller(p)),
+            Ok(p) => {
+                Who::set(parts, &p.name, client);
+                Ok(Caller(p))
+            }
             Err(Denied::Limited) => Err(Refused(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed authentications",

@@ -169,7 +169,13 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 
 /// Every error answer is problem+json (those axum makes itself too: 405, 413, bad
 /// paths), nothing is cached or sniffed, and each request is counted.
-async fn problems_and_headers(request: Request, next: Next) -> Response {
+async fn problems_and_headers(mut request: Request, next: Next) -> Response {
+    let who = auth::Who::default();
+    request.extensions_mut().insert(who.clone());
+    let changes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
     let method = method_label(request.method());
     let route = request
         .extensions()
@@ -205,6 +211,14 @@ async fn problems_and_headers(request: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Every authenticated attempt to change something is audited, refused ones too.
+    if let Some((name, client)) = who.get().filter(|_| changes) {
+        info!(
+            target: "feedback_webhooks::audit",
+            who = name, client = %client, method, route, status = status.as_u16(),
+            "request"
+        );
+    }
     metrics()
         .admin_requests
         .with_label_values(&[method, route.as_str(), status.as_str()])

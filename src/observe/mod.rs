@@ -2,6 +2,7 @@
 //! readiness probes, and the small HTTP server that serves them.
 
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod server;
 

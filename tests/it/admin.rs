@@ -591,6 +591,22 @@ async fn tokens_reach_only_their_scope() {
         assert!(!log.contains(token.as_str()));
     }
     assert!(!log.contains(wrong));
+    // Every authenticated attempt to change something is audited, refused ones too, with
+    // who and from where.
+    let audited: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["target"] == "feedback_webhooks::audit" && l["fields"]["message"] == "request"
+        })
+        .collect();
+    let refused = audited
+        .iter()
+        .find(|l| l["fields"]["who"] == "acme-reader" && l["fields"]["status"] == 403);
+    let refused =
+        refused.unwrap_or_else(|| panic!("no audit line of the refused write: {audited:?}"));
+    assert_eq!(refused["fields"]["client"], "127.0.0.1");
+    assert_eq!(refused["fields"]["method"], "POST");
 }
 
 /// What the API publishes is what the processor delivers with: the JWT key sealed by the

@@ -192,9 +192,13 @@ impl FromRequestParts<Arc<AppState>> for Signed {
         state: &Arc<AppState>,
     ) -> Result<Self, Redirect> {
         let session = state.console.get(&parts.headers);
-        session
+        let signed = session
             .map(Signed)
-            .ok_or_else(|| Redirect::to("/console/sign-in"))
+            .ok_or_else(|| Redirect::to("/console/sign-in"))?;
+        let peer = parts.extensions.get::<crate::admin::auth::Peer>();
+        let client = state.gate.client(peer.map(|p| p.0.ip()), &parts.headers);
+        crate::admin::auth::Who::set(parts, &signed.0.principal.name, client);
+        Ok(signed)
     }
 }
 

@@ -85,7 +85,7 @@ pub async fn sign_in(
             )
         }
     };
-    tracing::info!(who = principal.name, "console sign-in");
+    tracing::info!(target: "feedback_webhooks::audit", who = principal.name, client = %client, "console sign-in");
     let (id, session) = state.console.create(principal);
     let mut response = Redirect::to(&start_of(&session)).into_response();
     let max_age = session::LIFETIME.as_secs();
@@ -100,7 +100,16 @@ pub async fn sign_in(
     response
 }
 
-pub async fn sign_out(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn sign_out(
+    State(state): State<Arc<AppState>>,
+    peer: Option<axum::Extension<crate::admin::auth::Peer>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(session) = state.console.get(&headers) {
+        let client = state.gate.client(peer.map(|p| p.0 .0.ip()), &headers);
+        let who = &session.principal.name;
+        tracing::info!(target: "feedback_webhooks::audit", who, client = %client, "console sign-out");
+    }
     state.console.remove(&headers);
     let mut response = Redirect::to("/console/sign-in").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie(SESSION_COOKIE, "", state.secure_cookies, 0)) {
