@@ -47,11 +47,12 @@ pub fn if_match(headers: &HeaderMap) -> Expect {
     Expect::OneOf(
         value
             .split(',')
-            .map(|t| {
-                t.trim()
-                    .trim_start_matches("W/")
-                    .trim_matches('"')
-                    .to_owned()
+            .map(str::trim)
+            // If-Match compares strongly (RFC 9110, 13.1.1): a weak tag, kept with its
+            // `W/`, matches no version.
+            .map(|t| match t.starts_with("W/") {
+                true => t.to_owned(),
+                false => t.trim_matches('"').to_owned(),
             })
             .filter(|t| !t.is_empty())
             .collect(),
@@ -118,6 +119,8 @@ mod tests {
             412
         );
         assert!(check(&if_match(&headers("W/\"1-6\", \"1-7\"")), v(7), false, "w").is_ok());
+        let weak = check(&if_match(&headers("W/\"1-7\"")), v(7), false, "w");
+        assert_eq!(weak.unwrap_err().status, 412, "a weak tag never matches");
         assert!(check(&if_match(&headers("*")), v(3), false, "w").is_ok());
         assert_eq!(
             check(&if_match(&headers("*")), None, false, "w")
