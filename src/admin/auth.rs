@@ -42,16 +42,18 @@ pub struct Failures {
 impl Failures {
     /// Counts a failure of `client`; whether it is past `per_minute` (then: 429).
     pub fn fail(&self, client: IpAddr, per_minute: u32) -> bool {
-        self.count(client, 1) > per_minute
+        self.count(client, |n| n.saturating_add(1)) > per_minute
     }
 
-    /// Takes a failure slot before a slow check; `false` when none is left.
+    /// Takes a failure slot before a slow check; `false` when none is left. Checked and
+    /// taken under one lock, so a burst of parallel requests cannot take more.
     pub fn reserve(&self, client: IpAddr, per_minute: u32) -> bool {
-        if self.count(client, 0) >= per_minute {
-            return false;
-        }
-        self.count(client, 1);
-        true
+        let mut taken = false;
+        self.count(client, |n| {
+            taken = n < per_minute;
+            n + u32::from(taken)
+        });
+        taken
     }
 
     /// Gives back a slot [`Failures::reserve`] took: the check succeeded.
@@ -63,8 +65,8 @@ impl Failures {
         }
     }
 
-    /// Adds `n` to the client's count in the current window, and returns it.
-    fn count(&self, client: IpAddr, n: u32) -> u32 {
+    /// Changes the client's count in the current window by `change`, and returns it.
+    fn count(&self, client: IpAddr, change: impl FnOnce(u32) -> u32) -> u32 {
         let Ok(mut map) = self.by_client.lock() else {
             return u32::MAX;
         };
@@ -82,7 +84,7 @@ impl Failures {
         if entry.0.elapsed() > WINDOW {
             *entry = (Instant::now(), 0);
         }
-        entry.1 = entry.1.saturating_add(n);
+        entry.1 = change(entry.1);
         entry.1
     }
 
@@ -347,6 +349,18 @@ mod tests {
         // Both slots taken: no third Argon2 check for this client this minute.
         assert_eq!(g.authenticate(A, Some(&wrong)).await, Err(Denied::Limited));
         assert!(g.authenticate(A, Some(&old)).await.is_ok(), "still let in");
+    }
+
+    #[test]
+    fn slots_are_checked_and_taken_at_once_by_parallel_callers() {
+        let f = Arc::new(Failures::default());
+        let taken: usize = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..32).map(|_| s.spawn(|| f.reserve(A, 5))).collect();
+            runs.into_iter()
+                .map(|r| usize::from(r.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(taken, 5);
     }
 
     #[test]
