@@ -38,18 +38,3 @@ pub fn trim() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn trim() {}
-
-/// Large allocations (4 MiB and more) go straight to the kernel and back when freed,
-/// instead of glibc raising its threshold after the first free and keeping them in an
-/// arena: the admin API's Argon2 checks (19 MiB each) then leave nothing resident.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub fn map_large_allocations() {
-    // SAFETY: mallopt only changes the allocator's tuning; called at start-up.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn map_large_allocations() {}

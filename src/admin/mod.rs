@@ -232,7 +232,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AdminError> {
     let admin = &settings.admin;
-    crate::memory::map_large_allocations();
     let tokens = Arc::new(Tokens::new(&admin.all_tokens()?)?);
     if tokens.is_empty() {
         warn!("no admin tokens configured ([[admin.tokens]]): every request will be refused");

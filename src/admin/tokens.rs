@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
+use argon2::password_hash::PasswordHasher;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -117,8 +117,9 @@ pub struct Tokens {
     has_argon2: bool,
     /// SHA-256 of Argon2 tokens already verified → index in `entries`.
     verified: Mutex<HashMap<[u8; 32], usize>>,
-    /// One Argon2 check at a time (each takes 19 MiB).
-    argon2: Mutex<()>,
+    /// One Argon2 check at a time, in one block of memory (19 MiB) made at the first and
+    /// kept: checks allocate nothing, so a run of them cannot grow the process.
+    argon2: Mutex<Vec<Block>>,
 }
 
 /// Tokens remembered at most (a bounded map: only valid tokens enter it).
@@ -206,7 +207,7 @@ impl Tokens {
             entries: checked,
             by_id,
             verified: Mutex::new(HashMap::new()),
-            argon2: Mutex::new(()),
+            argon2: Mutex::new(Vec::new()),
         })
     }
 
@@ -242,17 +243,12 @@ impl Tokens {
     /// The Argon2 check of a [`Verdict::Slow`] token: tens of milliseconds and 19 MiB, one
     /// at a time (callers queue). Blocking: run it off the async workers.
     pub fn verify_slow(&self, token: &str) -> Option<Principal> {
-        let _one = self.argon2.lock().ok()?;
-        let argon = Argon2::default();
+        let mut memory = self.argon2.lock().ok()?;
         let found = self.entries.iter().position(|(_, check)| match check {
-            Check::Argon2(hash) => PasswordHash::new(hash)
-                .is_ok_and(|h| argon.verify_password(token.as_bytes(), &h).is_ok()),
+            Check::Argon2(hash) => argon2_matches(token, hash, &mut memory),
             Check::Digest(_) => false,
-        });
-        // Each check allocates 19 MiB that malloc may keep in this thread's arena; handing
-        // it back keeps a run of failed checks from adding 19 MiB per blocking thread.
-        crate::memory::trim();
-        let found = found?;
+        })?;
+        drop(memory);
         if let Ok(mut verified) = self.verified.lock() {
             if verified.len() >= MAX_REMEMBERED {
                 verified.clear();
@@ -270,6 +266,41 @@ impl Tokens {
             Verdict::Malformed | Verdict::Unknown => None,
         }
     }
+}
+
+/// Whether `token` hashes to the Argon2 PHC string `hash`, computed in `memory` (grown to
+/// what the hash's parameters need, and kept).
+fn argon2_matches(token: &str, hash: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(phc) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        Algorithm::try_from(phc.algorithm.as_str()),
+        Params::try_from(&phc),
+    ) else {
+        return false;
+    };
+    let Ok(version) = Version::try_from(phc.version.unwrap_or(0x13)) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params);
+    argon
+        .hash_password_into_with_memory(token.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        .is_ok()
+        // Compared in constant time: every byte, whatever differs.
+        && out
+            .iter()
+            .zip(expected.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// A new random token (`fwa_{id}_{secret}`) and the `hash` of its entry.
@@ -371,6 +402,8 @@ mod tests {
         )])
         .unwrap();
         assert_eq!(tokens.check(&old), Verdict::Slow);
+        let wrong = format!("fwa_{}", "R".repeat(43));
+        assert_eq!(tokens.verify(&wrong), None, "another old-shaped token");
         assert_eq!(tokens.verify(&old).map(|p| p.name), Some("old".into()));
         assert!(
             matches!(tokens.check(&old), Verdict::Valid(_)),
