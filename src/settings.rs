@@ -82,6 +82,10 @@ pub struct AdminSettings {
     pub max_test_sends_in_flight_per_org: usize,
     /// Window redeliveries running at once on one instance (one per webhook; then 429).
     pub max_window_redeliveries: usize,
+    /// Reads that scan the stores (lists, delivery-log pages, the inventory) under way at
+    /// once per org (then 429) and in all (more wait); they run off the async workers.
+    pub reads_in_flight_per_org: usize,
+    pub max_reads_in_flight: usize,
     /// RocksDB folder of the delivery log (the outcome topic, indexed per webhook).
     pub deliveries_path: PathBuf,
     /// How long the delivery log keeps an outcome, and how many it keeps per webhook.
@@ -165,6 +169,8 @@ impl Default for AdminSettings {
             writes_per_minute: 120,
             max_test_sends_in_flight_per_org: 2,
             max_window_redeliveries: 4,
+            reads_in_flight_per_org: 4,
+            max_reads_in_flight: 8,
             deliveries_path: PathBuf::from("data/admin-deliveries"),
             delivery_retention_days: 7,
             deliveries_per_webhook: 10_000,

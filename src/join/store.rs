@@ -54,9 +54,6 @@ pub struct Stored<T> {
     pub version: Version,
 }
 
-/// A record found by [`ConfigStore::scan`]: its key, and its JSON with its version.
-pub type Listed = (String, Stored<Vec<u8>>);
-
 /// A cheap-to-clone handle on the cache. Calls block briefly (memtable or block cache).
 /// Lookups go through a memo of decoded records (`memo.rs`).
 #[derive(Clone)]
@@ -222,33 +219,50 @@ impl ConfigStore {
         }))
     }
 
-    /// Records whose key starts with `prefix` (e.g. `webhook/{imsOrg}/`), in key order, with
-    /// their keys. A key-value store lists by prefix cheaply; an org's records are a few
-    /// hundred at most.
-    pub fn scan(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+    /// Hands `each` the records whose key starts with `prefix` (e.g. `webhook/{imsOrg}/`)
+    /// and sorts after `after` (from the first when `None`), in key order, until it answers
+    /// `false`. A page seeks to its cursor and copies only what it shows.
+    pub fn visit(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        each: &mut dyn FnMut(&str, Stored<&[u8]>) -> bool,
+    ) -> Result<(), StoreError> {
         let full = format!("{RECORD_PREFIX}{prefix}");
-        let mut out = Vec::new();
-        for item in self.db.prefix_iterator(full.as_bytes()) {
+        let start = match after {
+            Some(a) if a > prefix => format!("{RECORD_PREFIX}{a}"),
+            _ => full.clone(),
+        };
+        let iter = self.db.iterator(rocksdb::IteratorMode::From(
+            start.as_bytes(),
+            rocksdb::Direction::Forward,
+        ));
+        for item in iter {
             let (key, bytes) = item?;
             if !key.starts_with(full.as_bytes()) {
                 break;
             }
-            let key = String::from_utf8_lossy(&key[RECORD_PREFIX.len()..]).into_owned();
+            let key = String::from_utf8_lossy(&key[RECORD_PREFIX.len()..]);
+            if after == Some(key.as_ref()) {
+                continue;
+            }
             let Some((version, json)) = decode_version(&bytes) else {
                 return Err(StoreError::Corrupt {
-                    key,
+                    key: key.into_owned(),
                     reason: "no version".into(),
                 });
             };
-            out.push((
-                key,
+            if !each(
+                &key,
                 Stored {
-                    value: json.to_vec(),
+                    value: json,
                     version,
                 },
-            ));
+            ) {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// RocksDB's cheap estimate of the keys held (config records and a few offsets), for
@@ -358,13 +372,24 @@ mod tests {
                 .apply("cfg", 0, i as i64, Some((&key, Some(b"{}"))))
                 .unwrap();
         }
-        let keys: Vec<String> = store
-            .scan("webhook/A/")
-            .unwrap()
-            .into_iter()
-            .map(|(k, s)| format!("{k}@{}", s.version))
-            .collect();
-        assert_eq!(keys, ["webhook/A/s1@0-1", "webhook/A/s2@0-0"]);
+        let keys = |after: Option<&str>, most: usize| {
+            let mut keys = Vec::new();
+            store
+                .visit("webhook/A/", after, &mut |k, s| {
+                    keys.push(format!("{k}@{}", s.version));
+                    keys.len() < most
+                })
+                .unwrap();
+            keys
+        };
+        assert_eq!(keys(None, 10), ["webhook/A/s1@0-1", "webhook/A/s2@0-0"]);
+        // A page stops when told, and the next seeks past its cursor.
+        assert_eq!(keys(None, 1), ["webhook/A/s1@0-1"]);
+        assert_eq!(keys(Some("webhook/A/s1"), 10), ["webhook/A/s2@0-0"]);
+        assert!(keys(Some("webhook/A/s2"), 10).is_empty());
+        // A cursor of another list reads nothing it should not.
+        assert_eq!(keys(Some("campaign/A/"), 10).len(), 2);
+        assert!(keys(Some("webhook/B/"), 10).is_empty());
         let raw = store.raw(&ConfigKey::webhook("AB", "s1")).unwrap().unwrap();
         assert_eq!((raw.value.as_slice(), raw.version.offset), (&b"{}"[..], 2));
     }

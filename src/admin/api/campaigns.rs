@@ -22,7 +22,7 @@ pub async fn list(
 ) -> Result<Response, Problem> {
     on.at().allow(false)?;
     let Query(q) = query.map_err(bad_query)?;
-    Ok(Json(campaigns::list(on.service(), on.at(), &q)?).into_response())
+    Ok(Json(campaigns::list(on.service(), on.at(), &q).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/campaigns/{campaign}", tag = "campaigns", params(SandboxPath, ("campaign" = String, Path, description = "The campaign id")),

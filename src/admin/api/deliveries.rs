@@ -23,7 +23,7 @@ pub async fn list(
 ) -> Result<Response, Problem> {
     on.at().allow(false)?;
     let Query(q) = query.map_err(bad_query)?;
-    Ok(Json(deliveries::list(on.service(), on.at(), &q)?).into_response())
+    Ok(Json(deliveries::list(on.service(), on.at(), &q).await?).into_response())
 }
 
 /// `POST .../webhook/deliveries/{eventId}/redeliver`: queues one event whose newest outcome

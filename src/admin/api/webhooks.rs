@@ -92,7 +92,7 @@ pub async fn inventory(
 ) -> Result<Response, Problem> {
     allow(&caller, &org, None, false)?;
     let Query(q) = query.map_err(bad_query)?;
-    let page = webhooks::inventory(&state.service, &caller, &org, &q)?;
+    let page = webhooks::inventory(&state.service, &caller, &org, &q).await?;
     Ok(Json(page).into_response())
 }
 

@@ -12,12 +12,14 @@ use crate::admin::service::campaigns::{self, OptIn};
 use crate::admin::versions::Expect;
 
 pub async fn page(page: SandboxPage) -> Response {
-    show(&page, None, StatusCode::OK)
+    show(&page, None, StatusCode::OK).await
 }
 
-fn show(page: &SandboxPage, error: Option<String>, status: StatusCode) -> Response {
+async fn show(page: &SandboxPage, error: Option<String>, status: StatusCode) -> Response {
     // Outside the token's scope there is nothing to show (no existence leak).
-    let rows: Vec<OptIn> = campaigns::all(page.service(), page.at()).unwrap_or_default();
+    let rows: Vec<OptIn> = campaigns::all(page.service(), page.at())
+        .await
+        .unwrap_or_default();
     page.render(
         "campaigns.html",
         status,
@@ -34,14 +36,15 @@ pub struct CampaignForm {
 /// Turns a campaign's opt-in on or off (or adds it), through the API's own write path.
 pub async fn set(page: SandboxPage, Form(form): Form<CampaignForm>) -> Response {
     let campaign = form.campaign.trim();
-    let refused = |why: String, status| show(&page, Some(why), status);
+    let page = &page;
+    let refused = |why: String, status| show(page, Some(why), status);
     if campaign.is_empty() {
         // Who may write is answered before what was sent.
         if let Err(problem) = page.at().allow(true) {
-            return refused(problem.detail, problem.status);
+            return refused(problem.detail, problem.status).await;
         }
         let why = "Give the campaign's id.".to_owned();
-        return refused(why, StatusCode::UNPROCESSABLE_ENTITY);
+        return refused(why, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
     let enabled = form.enabled == "true";
     let written = campaigns::put(
@@ -57,7 +60,7 @@ pub async fn set(page: SandboxPage, Form(form): Form<CampaignForm>) -> Response 
             urlencode(&page.org),
             urlencode(&page.sandbox)
         )),
-        Err(problem) => refused(said(&problem), problem.status),
+        Err(problem) => refused(said(&problem), problem.status).await,
     }
 }
 

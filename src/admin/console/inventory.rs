@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{render, urlencode, value, Signed};
+use crate::admin::deliveries::Tally;
 use crate::admin::service::{campaigns, deliveries, webhooks};
 use crate::admin::tokens::Scope;
 use crate::admin::AppState;
@@ -66,14 +67,19 @@ pub async fn page(
     let scope = &signed.0.principal.scope;
     // Another org's webhooks do not exist for this caller: the page is simply empty.
     let caller = signed.caller();
-    let webhooks = webhooks::visible(&state.service, caller, &org).unwrap_or_default();
+    let webhooks = webhooks::visible(&state.service, caller, &org)
+        .await
+        .unwrap_or_default();
 
     // The picker: sandboxes with a webhook or a campaign, and the token's own.
     let mut sandboxes: BTreeMap<String, String> = webhooks
         .iter()
         .map(|(c, _)| (c.sandbox.id.clone(), c.sandbox.name.clone()))
         .collect();
-    for id in campaigns::sandboxes(&state.service, caller, &org).unwrap_or_default() {
+    for id in campaigns::sandboxes(&state.service, caller, &org)
+        .await
+        .unwrap_or_default()
+    {
         sandboxes.entry(id).or_default();
     }
     if let Scope::Sandbox(o, s) = scope {
@@ -108,11 +114,22 @@ pub async fn page(
     let pages = matching.len().div_ceil(PAGE_ROWS).max(1);
     let page = filters.page.unwrap_or(1).clamp(1, pages);
     let now = unix_ms(SystemTime::now());
-    let rows: Vec<Row> = matching
+    let shown: Vec<&&(WebhookConfig, Value)> = matching
         .iter()
         .skip((page - 1) * PAGE_ROWS)
         .take(PAGE_ROWS)
-        .map(|(config, raw)| row(&state, &org, config, raw, now))
+        .collect();
+    let sandbox_ids = shown.iter().map(|(c, _)| c.sandbox.id.clone()).collect();
+    let summaries = deliveries::summaries(&state.service, &org, sandbox_ids, now)
+        .await
+        .unwrap_or_default();
+    let rows: Vec<Row> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, (config, raw))| {
+            let (last, tally) = summaries.get(i).cloned().unwrap_or_default();
+            row(config, raw, last, tally)
+        })
         .collect();
     let query_of = |page: usize| {
         let mut parts = vec![format!("page={page}")];
@@ -156,9 +173,8 @@ pub async fn page(
     )
 }
 
-fn row(state: &AppState, org: &str, config: &WebhookConfig, raw: &Value, now: u64) -> Row {
+fn row(config: &WebhookConfig, raw: &Value, last: Option<Value>, tally: Tally) -> Row {
     let sandbox = &config.sandbox.id;
-    let (last, tally) = deliveries::summary(&state.service, org, sandbox, now);
     Row {
         name: config.name.clone(),
         sandbox: if config.sandbox.name.is_empty() {

@@ -76,7 +76,7 @@ pub async fn page(page: SandboxPage, Query(f): Query<LogFilters>) -> Response {
         after: given(&f.cursor),
         limit: PAGE,
     };
-    let (items, next) = match deliveries::search(page.service(), page.at(), &query) {
+    let (items, next) = match deliveries::search(page.service(), page.at(), query).await {
         Ok(found) => found,
         Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => Default::default(),
         Err(problem) => return page.refused(&problem, &page.inventory_path()),
@@ -131,7 +131,7 @@ pub async fn event(
     Path((_, _, event)): Path<(String, String, String)>,
     Query(w): Query<Waiting>,
 ) -> Response {
-    let outcome = match deliveries::latest(page.service(), page.at(), &event) {
+    let outcome = match deliveries::latest(page.service(), page.at(), &event).await {
         Ok(outcome) => outcome,
         Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => None,
         Err(problem) => return page.refused(&problem, &page.inventory_path()),

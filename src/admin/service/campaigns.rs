@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::paging::{page_of, Page};
+use super::paging::{Page, Pager};
 use super::{id, At, Saved, Service, Versioned};
 use crate::admin::problem::Problem;
 use crate::admin::tokens::Principal;
@@ -23,17 +23,25 @@ pub struct ListQuery {
 }
 
 /// The sandbox's opt-ins, a page at a time.
-pub fn list(svc: &Service, at: At<'_>, q: &ListQuery) -> Result<Page<Value>, Problem> {
+pub async fn list(svc: &Service, at: At<'_>, q: &ListQuery) -> Result<Page<Value>, Problem> {
     at.allow(false)?;
-    let (org, sandbox) = (at.org, at.sandbox);
-    let records = svc.scan(&format!("campaign/{org}/{sandbox}/"))?;
-    page_of(records, q.cursor.as_deref(), q.limit, |key_text, stored| {
-        let key = ConfigKey::parse(key_text).ok()?;
-        let shown = svc.shown(&key, &stored).record;
-        q.enabled
-            .is_none_or(|e| shown["webhooksEnabled"].as_bool() == Some(e))
-            .then_some(shown)
+    let prefix = format!("campaign/{}/{}/", at.org, at.sandbox);
+    let mut pager = Pager::new(q.cursor.as_deref(), q.limit)?;
+    let enabled = q.enabled;
+    svc.read(at.org, move |stores| {
+        let after = pager.after().map(str::to_owned);
+        stores.visit(&prefix, after.as_deref(), &mut |key_text, stored| {
+            let shown = ConfigKey::parse(key_text).ok().and_then(|key| {
+                let shown = stores.shown(&key, &stored).record;
+                enabled
+                    .is_none_or(|e| shown["webhooksEnabled"].as_bool() == Some(e))
+                    .then_some(shown)
+            });
+            pager.offer(key_text, shown)
+        })?;
+        Ok(pager.page())
     })
+    .await
 }
 
 /// A campaign's opt-in, as listed on the console.
@@ -44,36 +52,52 @@ pub struct OptIn {
 }
 
 /// Every opt-in of the sandbox, for the console's page (nothing outside the caller's scope).
-pub fn all(svc: &Service, at: At<'_>) -> Result<Vec<OptIn>, Problem> {
+pub async fn all(svc: &Service, at: At<'_>) -> Result<Vec<OptIn>, Problem> {
     let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
     if !caller.scope.sees(org, sandbox) {
         return Ok(Vec::new());
     }
-    Ok(svc
-        .scan(&format!("campaign/{org}/{sandbox}/"))?
-        .into_iter()
-        .filter_map(|(_, stored)| serde_json::from_slice::<Value>(&stored.value).ok())
-        .map(|v| OptIn {
-            id: v["campaignID"].as_str().unwrap_or_default().to_owned(),
-            enabled: v["webhooksEnabled"].as_bool().unwrap_or(false),
-        })
-        .collect())
+    let prefix = format!("campaign/{org}/{sandbox}/");
+    svc.read(org, move |stores| {
+        let mut all = Vec::new();
+        stores.visit(&prefix, None, &mut |_, stored| {
+            if let Ok(v) = serde_json::from_slice::<Value>(stored.value) {
+                all.push(OptIn {
+                    id: v["campaignID"].as_str().unwrap_or_default().to_owned(),
+                    enabled: v["webhooksEnabled"].as_bool().unwrap_or(false),
+                });
+            }
+            true
+        })?;
+        Ok(all)
+    })
+    .await
 }
 
 /// The sandboxes of the org that have opt-ins the caller may see.
-pub fn sandboxes(svc: &Service, caller: &Principal, org: &str) -> Result<Vec<String>, Problem> {
+pub async fn sandboxes(
+    svc: &Service,
+    caller: &Principal,
+    org: &str,
+) -> Result<Vec<String>, Problem> {
     if !caller.scope.sees_org(org) {
         return Ok(Vec::new());
     }
-    let org = id(Id::Org, org)?;
-    let mut ids: Vec<String> = svc
-        .scan(&format!("campaign/{org}/"))?
-        .into_iter()
-        .filter_map(|(key, _)| key.split('/').nth(2).map(str::to_owned))
-        .filter(|id| caller.scope.sees(org, id))
-        .collect();
-    ids.dedup();
-    Ok(ids)
+    let org = id(Id::Org, org)?.to_owned();
+    let scope = caller.scope.clone();
+    svc.read(&org.clone(), move |stores| {
+        let mut ids: Vec<String> = Vec::new();
+        stores.visit(&format!("campaign/{org}/"), None, &mut |key, _| {
+            if let Some(id) = key.split('/').nth(2) {
+                if ids.last().map(String::as_str) != Some(id) && scope.sees(&org, id) {
+                    ids.push(id.to_owned());
+                }
+            }
+            true
+        })?;
+        Ok(ids)
+    })
+    .await
 }
 
 fn no_opt_in(campaign: &str) -> Problem {
@@ -179,7 +203,7 @@ mod tests {
             enabled: Some(true),
             ..ListQuery::default()
         };
-        let listed = list(&f.svc, at, &on).unwrap();
+        let listed = list(&f.svc, at, &on).await.unwrap();
         assert_eq!(listed.items.len(), 1);
         assert_eq!(listed.items[0]["campaignID"], "c2");
         let opt_in = |id: &str, enabled| OptIn {
@@ -187,12 +211,13 @@ mod tests {
             enabled,
         };
         assert_eq!(
-            all(&f.svc, at).unwrap(),
+            all(&f.svc, at).await.unwrap(),
             [opt_in("c1", false), opt_in("c2", true)]
         );
-        assert_eq!(sandboxes(&f.svc, &admin, "acme").unwrap(), ["sb1"]);
+        assert_eq!(sandboxes(&f.svc, &admin, "acme").await.unwrap(), ["sb1"]);
         let elsewhere = caller("acme/sb2", false);
         assert!(all(&f.svc, At::new(&elsewhere, "acme", "sb1"))
+            .await
             .unwrap()
             .is_empty());
 
@@ -219,14 +244,15 @@ mod tests {
             );
         }
         assert_eq!(f.published(), 0);
-        let event = crate::admin::service::deliveries::latest(&f.svc, at, "no spaces");
+        let event = crate::admin::service::deliveries::latest(&f.svc, at, "no spaces").await;
         assert_eq!(event.unwrap_err().status, StatusCode::BAD_REQUEST);
         let org = crate::admin::service::webhooks::inventory(
             &f.svc,
             &admin,
             "acme/sb1",
             &Default::default(),
-        );
+        )
+        .await;
         assert_eq!(org.unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 

@@ -27,7 +27,7 @@ pub struct DeliveriesQuery {
 }
 
 /// The webhook's recent outcomes, newest first, a page at a time.
-pub fn list(svc: &Service, at: At<'_>, q: &DeliveriesQuery) -> Result<Page<Value>, Problem> {
+pub async fn list(svc: &Service, at: At<'_>, q: &DeliveriesQuery) -> Result<Page<Value>, Problem> {
     at.allow(false)?;
     let time = |field: &str, value: &Option<String>| -> Result<Option<u64>, Problem> {
         value
@@ -50,7 +50,7 @@ pub fn list(svc: &Service, at: At<'_>, q: &DeliveriesQuery) -> Result<Page<Value
         after: after_cursor(q.cursor.as_deref())?,
         limit: limit_of(q.limit)?,
     };
-    let (items, next) = search(svc, at, &query)?;
+    let (items, next) = search(svc, at, query).await?;
     Ok(Page {
         items,
         next_cursor: next.map(|k| cursor_of(&k)),
@@ -59,44 +59,64 @@ pub fn list(svc: &Service, at: At<'_>, q: &DeliveriesQuery) -> Result<Page<Value
 
 /// The webhook's outcomes a query selects, and the log key to go on after (the console
 /// keeps it as it is).
-pub fn search(
+pub async fn search(
     svc: &Service,
     at: At<'_>,
-    query: &LogQuery,
+    query: LogQuery,
 ) -> Result<(Vec<Value>, Option<String>), Problem> {
     at.allow(false)?;
-    let (org, sandbox) = (at.org, at.sandbox);
-    svc.deliveries
-        .query(org, sandbox, query)
-        .map_err(unavailable)
+    let (org, sandbox) = (at.org.to_owned(), at.sandbox.to_owned());
+    svc.read(at.org, move |stores| {
+        stores
+            .deliveries
+            .query(&org, &sandbox, &query)
+            .map_err(unavailable)
+    })
+    .await
 }
 
 /// The newest outcome of an event, if the log has one.
-pub fn latest(svc: &Service, at: At<'_>, event_id: &str) -> Result<Option<Value>, Problem> {
+pub async fn latest(svc: &Service, at: At<'_>, event_id: &str) -> Result<Option<Value>, Problem> {
     at.allow(false)?;
-    let (org, sandbox) = (at.org, at.sandbox);
-    svc.deliveries
-        .latest_of(org, sandbox, id(Id::Event, event_id)?)
-        .map_err(unavailable)
+    let (org, sandbox) = (at.org.to_owned(), at.sandbox.to_owned());
+    let event_id = id(Id::Event, event_id)?.to_owned();
+    svc.read(at.org, move |stores| {
+        stores
+            .deliveries
+            .latest_of(&org, &sandbox, &event_id)
+            .map_err(unavailable)
+    })
+    .await
 }
 
-/// A webhook at a glance: its newest outcome, and the outcomes of the last 24 hours.
-pub fn summary(svc: &Service, org: &str, sandbox: &str, now_ms: u64) -> (Option<Value>, Tally) {
-    let last = svc
-        .deliveries
-        .query(
-            org,
-            sandbox,
-            &LogQuery {
-                limit: 1,
-                ..LogQuery::default()
-            },
-        )
-        .ok()
-        .and_then(|(items, _)| items.into_iter().next());
-    let tally = svc
-        .deliveries
-        .last_24h(org, sandbox, now_ms)
-        .unwrap_or_default();
-    (last, tally)
+/// Webhooks at a glance: for each sandbox of the org, its newest outcome and the outcomes
+/// of the last 24 hours (one read for all of them).
+pub async fn summaries(
+    svc: &Service,
+    org: &str,
+    sandboxes: Vec<String>,
+    now_ms: u64,
+) -> Result<Vec<(Option<Value>, Tally)>, Problem> {
+    let org_owned = org.to_owned();
+    svc.read(org, move |stores| {
+        let log = &stores.deliveries;
+        Ok(sandboxes
+            .iter()
+            .map(|sandbox| {
+                let newest = LogQuery {
+                    limit: 1,
+                    ..LogQuery::default()
+                };
+                let last = log
+                    .query(&org_owned, sandbox, &newest)
+                    .ok()
+                    .and_then(|(items, _)| items.into_iter().next());
+                let tally = log
+                    .last_24h(&org_owned, sandbox, now_ms)
+                    .unwrap_or_default();
+                (last, tally)
+            })
+            .collect())
+    })
+    .await
 }

@@ -9,7 +9,6 @@ use futures::future::BoxFuture;
 use super::{ConfigRecords, ConfigWriter};
 use crate::admin::publish::PublishError;
 use crate::domain::config::ConfigKey;
-use crate::join::store::Listed;
 use crate::join::{StoreError, Stored, Version};
 
 #[derive(Default)]
@@ -41,13 +40,29 @@ impl ConfigRecords for MemoryConfig {
         Ok(self.records.lock().unwrap().get(&key.to_string()).cloned())
     }
 
-    fn scan(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+    fn visit(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        each: &mut dyn FnMut(&str, Stored<&[u8]>) -> bool,
+    ) -> Result<(), StoreError> {
         let records = self.records.lock().unwrap();
-        Ok(records
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        for (k, v) in records.range(prefix.to_owned()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if after.is_some_and(|a| k.as_str() <= a) {
+                continue;
+            }
+            let stored = Stored {
+                value: v.value.as_slice(),
+                version: v.version,
+            };
+            if !each(k, stored) {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -115,16 +130,19 @@ impl Fixture {
         let settings = crate::settings::Settings::default();
         let key = SealingKey::from_base64(&SealingKey::generate_base64()).unwrap();
         let svc = super::Service {
-            records: config.clone(),
+            stores: super::Stores {
+                records: config.clone(),
+                deliveries: crate::admin::deliveries::DeliveryLog::open(log.path()).unwrap(),
+                sealing: Some(key),
+            },
             writer: config.clone(),
             writes: tokio::sync::Mutex::new(()),
-            sealing: Some(key),
             refs: crate::admin::secrets::RefRules::from_settings(&settings.secrets),
             rules: settings.rules(),
             tester: super::send_test::Tester::new(&settings).unwrap(),
-            deliveries: crate::admin::deliveries::DeliveryLog::open(log.path()).unwrap(),
             redeliveries: super::redeliver::Runs::from_settings(&settings),
             quotas: super::quotas::Quotas::from_settings(&settings.admin),
+            reads: super::reads::Reads::from_settings(&settings.admin),
             settings,
         };
         Fixture {

@@ -11,6 +11,7 @@
 //! - `deliveries.rs`: the delivery log's queries.
 //! - `send_test.rs`: a test request through the processor's sender.
 //! - `redeliver.rs`: redelivery of one event or a window.
+//! - `reads.rs`, `quotas.rs`, `budget.rs`: what each tenant may hold, do and read at once.
 //!
 //! The config cache and the config-topic writer sit behind [`ConfigRecords`] and
 //! [`ConfigWriter`], with an in-memory fake of both (`fake.rs`) for the unit tests.
@@ -22,6 +23,7 @@ pub mod deliveries;
 pub(crate) mod fake;
 pub mod paging;
 pub(super) mod quotas;
+mod reads;
 pub mod redeliver;
 pub mod send_test;
 pub mod webhooks;
@@ -40,7 +42,6 @@ use super::secrets::{self, RefRules};
 use super::tokens::{Principal, Right};
 use crate::domain::config::{ConfigKey, Rules};
 use crate::domain::secret::SealingKey;
-use crate::join::store::Listed;
 use crate::join::{ConfigStore, StoreError, Stored, Version};
 use crate::settings::Settings;
 use write::Written;
@@ -49,8 +50,14 @@ use write::Written;
 pub trait ConfigRecords: Send + Sync {
     /// A record as stored (its JSON), with its version.
     fn raw(&self, key: &ConfigKey) -> Result<Option<Stored<Vec<u8>>>, StoreError>;
-    /// Records whose key starts with `prefix`, in key order.
-    fn scan(&self, prefix: &str) -> Result<Vec<Listed>, StoreError>;
+    /// Hands `each` the records whose key starts with `prefix` and sorts after `after`, in
+    /// key order, until it answers `false`.
+    fn visit(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        each: &mut dyn FnMut(&str, Stored<&[u8]>) -> bool,
+    ) -> Result<(), StoreError>;
 }
 
 impl ConfigRecords for ConfigStore {
@@ -58,8 +65,13 @@ impl ConfigRecords for ConfigStore {
         ConfigStore::raw(self, key)
     }
 
-    fn scan(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
-        ConfigStore::scan(self, prefix)
+    fn visit(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        each: &mut dyn FnMut(&str, Stored<&[u8]>) -> bool,
+    ) -> Result<(), StoreError> {
+        ConfigStore::visit(self, prefix, after, each)
     }
 }
 
@@ -110,20 +122,53 @@ pub struct Saved {
     pub created: bool,
 }
 
+/// What reads use: handles cheap to clone into a read off the async workers.
+#[derive(Clone)]
+struct Stores {
+    records: Arc<dyn ConfigRecords>,
+    deliveries: DeliveryLog,
+    sealing: Option<SealingKey>,
+}
+
+impl Stores {
+    /// A stored record as callers see it: secrets replaced by their fingerprints, and its
+    /// version.
+    fn shown(&self, key: &ConfigKey, stored: &Stored<&[u8]>) -> Versioned<Value> {
+        let record: Value = serde_json::from_slice(stored.value).unwrap_or(Value::Null);
+        let mut shown = secrets::redact(&record, self.sealing.as_ref(), &key.to_string());
+        if let Some(object) = shown.as_object_mut() {
+            object.insert("version".into(), Value::from(stored.version.to_string()));
+        }
+        Versioned {
+            version: stored.version,
+            record: shown,
+        }
+    }
+
+    /// `visit` of the config cache, its failure as a problem.
+    fn visit(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        each: &mut dyn FnMut(&str, Stored<&[u8]>) -> bool,
+    ) -> Result<(), Problem> {
+        self.records.visit(prefix, after, each).map_err(unavailable)
+    }
+}
+
 /// What the operations share.
 pub struct Service {
-    records: Arc<dyn ConfigRecords>,
+    stores: Stores,
     writer: Arc<dyn ConfigWriter>,
     /// Writes of one instance go one at a time: each checks its version against a cache
     /// that has caught up with the topic, then publishes.
     writes: tokio::sync::Mutex<()>,
-    sealing: Option<SealingKey>,
     refs: RefRules,
     rules: Rules,
     tester: send_test::Tester,
-    deliveries: DeliveryLog,
     redeliveries: redeliver::Runs,
     quotas: quotas::Quotas,
+    reads: reads::Reads,
     /// For the redelivery topic's clients.
     settings: Settings,
 }
@@ -137,45 +182,50 @@ impl Service {
         deliveries: DeliveryLog,
     ) -> Result<Self, ServiceError> {
         Ok(Service {
-            records,
+            stores: Stores {
+                records,
+                deliveries,
+                sealing: settings.sealing_key()?,
+            },
             writer,
             writes: tokio::sync::Mutex::new(()),
-            sealing: settings.sealing_key()?,
             refs: RefRules::from_settings(&settings.secrets),
             rules: settings.rules(),
             tester: send_test::Tester::new(settings)?,
-            deliveries,
             redeliveries: redeliver::Runs::from_settings(settings),
             quotas: quotas::Quotas::from_settings(&settings.admin),
+            reads: reads::Reads::from_settings(&settings.admin),
             settings: settings.clone(),
         })
     }
 
     /// Whether secrets sent as values can be sealed.
     pub fn seals(&self) -> bool {
-        self.sealing.is_some()
+        self.stores.sealing.is_some()
     }
 
     fn current(&self, key: &ConfigKey) -> Result<Option<Stored<Vec<u8>>>, Problem> {
-        self.records.raw(key).map_err(unavailable)
+        self.stores.records.raw(key).map_err(unavailable)
     }
 
-    fn scan(&self, prefix: &str) -> Result<Vec<Listed>, Problem> {
-        self.records.scan(prefix).map_err(unavailable)
+    /// Runs `work` on the stores off the async workers, as one read of `org` (`reads.rs`).
+    async fn read<T: Send + 'static>(
+        &self,
+        org: &str,
+        work: impl FnOnce(&Stores) -> Result<T, Problem> + Send + 'static,
+    ) -> Result<T, Problem> {
+        self.reads.run(org, self.stores.clone(), work).await
     }
 
-    /// A stored record as callers see it: secrets replaced by their fingerprints, and its
-    /// version.
+    /// A stored record as callers see it.
     fn shown(&self, key: &ConfigKey, stored: &Stored<Vec<u8>>) -> Versioned<Value> {
-        let record: Value = serde_json::from_slice(&stored.value).unwrap_or(Value::Null);
-        let mut shown = secrets::redact(&record, self.sealing.as_ref(), &key.to_string());
-        if let Some(object) = shown.as_object_mut() {
-            object.insert("version".into(), Value::from(stored.version.to_string()));
-        }
-        Versioned {
-            version: stored.version,
-            record: shown,
-        }
+        self.stores.shown(
+            key,
+            &Stored {
+                value: stored.value.as_slice(),
+                version: stored.version,
+            },
+        )
     }
 
     /// The record `written` stored, as callers see it.

@@ -48,34 +48,55 @@ pub fn limit_of(limit: Option<usize>) -> Result<usize, Problem> {
     }
 }
 
-/// Pages keyed items: skips those up to the cursor's key, keeps at most `limit` of those
-/// `keep` accepts, and names the last one kept when more follow.
-pub fn page_of<T>(
-    listed: impl IntoIterator<Item = (String, T)>,
-    cursor: Option<&str>,
-    limit: Option<usize>,
-    mut keep: impl FnMut(&str, T) -> Option<serde_json::Value>,
-) -> Result<Page<serde_json::Value>, Problem> {
-    let limit = limit_of(limit)?;
-    let after = after_cursor(cursor)?;
-    let mut items = Vec::new();
-    let mut last = String::new();
-    let mut next_cursor = None;
-    for (key, item) in listed {
-        if after.as_deref().is_some_and(|a| key.as_str() <= a) {
-            continue;
-        }
-        let Some(shown) = keep(&key, item) else {
-            continue;
-        };
-        if items.len() == limit {
-            next_cursor = Some(cursor_of(&last));
-            break;
-        }
-        last = key;
-        items.push(shown);
+/// Builds a page of keyed items offered in key order, starting after the cursor's key: keeps
+/// at most `limit` of them and names the last one kept when more follow.
+pub struct Pager {
+    limit: usize,
+    after: Option<String>,
+    items: Vec<serde_json::Value>,
+    last: String,
+    next_cursor: Option<String>,
+}
+
+impl Pager {
+    pub fn new(cursor: Option<&str>, limit: Option<usize>) -> Result<Self, Problem> {
+        Ok(Pager {
+            limit: limit_of(limit)?,
+            after: after_cursor(cursor)?,
+            items: Vec::new(),
+            last: String::new(),
+            next_cursor: None,
+        })
     }
-    Ok(Page { items, next_cursor })
+
+    /// The key the page starts after.
+    pub fn after(&self) -> Option<&str> {
+        self.after.as_deref()
+    }
+
+    /// Offers the item of `key` (`None`: filtered out); answers whether to go on.
+    pub fn offer(&mut self, key: &str, shown: Option<serde_json::Value>) -> bool {
+        if self.after.as_deref().is_some_and(|a| key <= a) {
+            return true;
+        }
+        let Some(shown) = shown else {
+            return true;
+        };
+        if self.items.len() == self.limit {
+            self.next_cursor = Some(cursor_of(&self.last));
+            return false;
+        }
+        self.last = key.to_owned();
+        self.items.push(shown);
+        true
+    }
+
+    pub fn page(self) -> Page<serde_json::Value> {
+        Page {
+            items: self.items,
+            next_cursor: self.next_cursor,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -96,13 +117,21 @@ mod tests {
 
     #[test]
     fn a_page_ends_at_its_last_item_and_the_next_starts_after_it() {
-        let listed = || (1..=5).map(|i| (format!("k{i}"), i));
-        let odd = |_: &str, i: i32| (i % 2 == 1).then(|| serde_json::json!(i));
-        let first = page_of(listed(), None, Some(2), odd).unwrap();
+        let page = |cursor: Option<&str>| {
+            let mut pager = Pager::new(cursor, Some(2)).unwrap();
+            for i in 1..=5 {
+                let odd = (i % 2 == 1).then(|| serde_json::json!(i));
+                if !pager.offer(&format!("k{i}"), odd) {
+                    break;
+                }
+            }
+            pager.page()
+        };
+        let first = page(None);
         assert_eq!(first.items, [1, 3]);
         let cursor = first.next_cursor.unwrap();
         assert_eq!(after_cursor(Some(&cursor)).unwrap().unwrap(), "k3");
-        let second = page_of(listed(), Some(&cursor), Some(2), odd).unwrap();
+        let second = page(Some(&cursor));
         assert_eq!(second.items, [5]);
         assert_eq!(second.next_cursor, None);
     }

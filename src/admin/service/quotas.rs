@@ -2,10 +2,7 @@
 //! and campaign opt-ins per org, config writes per token and minute, test sends under way
 //! per org. Each refusal names its quota and setting.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use super::budget::PerMinute;
+use super::budget::{Held, InFlight, PerMinute};
 use crate::admin::problem::Problem;
 use crate::domain::config::ConfigKey;
 use crate::settings::AdminSettings;
@@ -15,8 +12,8 @@ pub struct Quotas {
     campaigns_per_org: usize,
     /// Config writes per token and minute.
     writes: PerMinute,
-    test_sends_per_org: usize,
-    sending: Arc<Mutex<HashMap<String, usize>>>,
+    /// Test sends under way per org.
+    sending: InFlight,
 }
 
 impl Quotas {
@@ -25,8 +22,7 @@ impl Quotas {
             webhooks_per_org: admin.max_webhooks_per_org.max(1),
             campaigns_per_org: admin.max_campaigns_per_org.max(1),
             writes: PerMinute::new(admin.writes_per_minute),
-            test_sends_per_org: admin.max_test_sends_in_flight_per_org.max(1),
-            sending: Arc::default(),
+            sending: InFlight::new(admin.max_test_sends_in_flight_per_org),
         }
     }
 
@@ -47,7 +43,20 @@ impl Quotas {
     /// Whether the org, holding `held` records of the kind `key` creates, may create one
     /// more (422 otherwise).
     pub fn create(&self, key: &ConfigKey, held: usize) -> Result<(), Problem> {
-        let (most, setting, what) = match key {
+        let (most, setting, what) = self.holding(key);
+        if held < most {
+            return Ok(());
+        }
+        Err(Problem::unprocessable(
+            "Quota reached",
+            format!("quota {setting}: at most {most} {what} per org"),
+        ))
+    }
+
+    /// The most records of the kind `key` names an org may hold, and the setting and name
+    /// of that quota.
+    pub fn holding(&self, key: &ConfigKey) -> (usize, &'static str, &'static str) {
+        match key {
             ConfigKey::Webhook { .. } => (
                 self.webhooks_per_org,
                 "admin.max_webhooks_per_org",
@@ -58,57 +67,21 @@ impl Quotas {
                 "admin.max_campaigns_per_org",
                 "campaign opt-ins",
             ),
-        };
-        if held < most {
-            return Ok(());
         }
-        Err(Problem::unprocessable(
-            "Quota reached",
-            format!("quota {setting}: at most {most} {what} per org"),
-        ))
     }
 
     /// A place for one test send of `org` under way, given back when dropped; 429 when the
     /// org has its most under way.
-    pub fn test_send(&self, org: &str) -> Result<Sending, Problem> {
-        let Ok(mut sending) = self.sending.lock() else {
-            return Err(Problem::unavailable("test sends unavailable"));
-        };
-        let n = sending.entry(org.to_owned()).or_default();
-        if *n >= self.test_sends_per_org {
-            return Err(Problem::too_many(
+    pub fn test_send(&self, org: &str) -> Result<Held, Problem> {
+        self.sending.take(org).ok_or_else(|| {
+            Problem::too_many(
                 "Quota reached",
                 format!(
                     "quota admin.max_test_sends_in_flight_per_org: at most {} test sends under way per org",
-                    self.test_sends_per_org
+                    self.sending.most()
                 ),
-            ));
-        }
-        *n += 1;
-        Ok(Sending {
-            org: org.to_owned(),
-            sending: self.sending.clone(),
+            )
         })
-    }
-}
-
-/// A test send under way.
-#[derive(Debug)]
-pub struct Sending {
-    org: String,
-    sending: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl Drop for Sending {
-    fn drop(&mut self) {
-        if let Ok(mut sending) = self.sending.lock() {
-            if let Some(n) = sending.get_mut(&self.org) {
-                *n -= 1;
-                if *n == 0 {
-                    sending.remove(&self.org);
-                }
-            }
-        }
     }
 }
 

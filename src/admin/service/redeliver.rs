@@ -286,11 +286,13 @@ pub struct Queued {
 pub async fn one(svc: &Service, at: At<'_>, event_id: &str) -> Result<Queued, Problem> {
     at.allow(true)?;
     let (caller, org, sandbox) = (at.caller, at.org, at.sandbox);
-    let outcome = super::deliveries::latest(svc, at, event_id)?.ok_or_else(|| {
-        Problem::not_found(format!(
-            "no outcome of event {event_id:?} in the delivery log"
-        ))
-    })?;
+    let outcome = super::deliveries::latest(svc, at, event_id)
+        .await?
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no outcome of event {event_id:?} in the delivery log"
+            ))
+        })?;
     let singles = &svc.redeliveries.singles;
     if !singles.admit(&format!("{org}/{sandbox}")) {
         let most = singles.limit();

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::paging::{page_of, Page};
+use super::paging::{Page, Pager};
 use super::{allow, object, At, Saved, Service, Versioned};
 use crate::admin::problem::Problem;
 use crate::admin::tokens::Principal;
@@ -174,32 +174,46 @@ pub struct InventoryQuery {
 }
 
 /// The org's webhooks the caller may see, filtered, in sandbox-id order, a page at a time.
-pub fn inventory(
+pub async fn inventory(
     svc: &Service,
     caller: &Principal,
     org: &str,
     q: &InventoryQuery,
 ) -> Result<Page<Value>, Problem> {
     allow(caller, org, None, false)?;
-    Id::Org.check(org).map_err(Problem::bad_request)?;
-    let records = svc.scan(&format!("webhook/{org}/"))?;
+    let org = Id::Org.check(org).map_err(Problem::bad_request)?.to_owned();
+    let mut pager = Pager::new(q.cursor.as_deref(), q.limit)?;
     let name = q.name.as_deref().map(str::to_lowercase);
-    page_of(records, q.cursor.as_deref(), q.limit, |_, stored| {
-        let config = serde_json::from_slice::<WebhookConfig>(&stored.value).ok()?;
-        let wanted = caller.scope.sees(org, &config.sandbox.id)
-            && name
-                .as_deref()
-                .is_none_or(|n| config.name.to_lowercase().contains(n))
-            && q.channel.as_deref().is_none_or(|c| config.wants_channel(c))
-            && q.enabled.is_none_or(|e| config.enabled == e);
-        let key = ConfigKey::webhook(org, &config.sandbox.id);
-        wanted.then(|| svc.shown(&key, &stored).record)
+    let (channel, enabled) = (q.channel.clone(), q.enabled);
+    let scope = caller.scope.clone();
+    svc.read(&org.clone(), move |stores| {
+        let after = pager.after().map(str::to_owned);
+        let prefix = format!("webhook/{org}/");
+        stores.visit(&prefix, after.as_deref(), &mut |key_text, stored| {
+            let shown = serde_json::from_slice::<WebhookConfig>(stored.value)
+                .ok()
+                .filter(|config| {
+                    scope.sees(&org, &config.sandbox.id)
+                        && name
+                            .as_deref()
+                            .is_none_or(|n| config.name.to_lowercase().contains(n))
+                        && channel.as_deref().is_none_or(|c| config.wants_channel(c))
+                        && enabled.is_none_or(|e| config.enabled == e)
+                })
+                .map(|config| {
+                    let key = ConfigKey::webhook(&org, &config.sandbox.id);
+                    stores.shown(&key, &stored).record
+                });
+            pager.offer(key_text, shown)
+        })?;
+        Ok(pager.page())
     })
+    .await
 }
 
 /// Every webhook of the org the caller may see, decoded, with its record as callers see it
 /// (the console's inventory filters and pages them itself).
-pub fn visible(
+pub async fn visible(
     svc: &Service,
     caller: &Principal,
     org: &str,
@@ -207,19 +221,23 @@ pub fn visible(
     if !caller.scope.sees_org(org) {
         return Ok(Vec::new());
     }
-    let org = Id::Org.check(org).map_err(Problem::bad_request)?;
-    Ok(svc
-        .scan(&format!("webhook/{org}/"))?
-        .into_iter()
-        .filter_map(|(_, stored)| {
-            let config = serde_json::from_slice::<WebhookConfig>(&stored.value).ok()?;
-            let raw = serde_json::from_slice::<Value>(&stored.value).ok()?;
-            caller
-                .scope
-                .sees(org, &config.sandbox.id)
-                .then_some((config, raw))
-        })
-        .collect())
+    let org = Id::Org.check(org).map_err(Problem::bad_request)?.to_owned();
+    let scope = caller.scope.clone();
+    svc.read(&org.clone(), move |stores| {
+        let mut all = Vec::new();
+        stores.visit(&format!("webhook/{org}/"), None, &mut |_, stored| {
+            let config = serde_json::from_slice::<WebhookConfig>(stored.value).ok();
+            let raw = serde_json::from_slice::<Value>(stored.value).ok();
+            if let (Some(config), Some(raw)) = (config, raw) {
+                if scope.sees(&org, &config.sandbox.id) {
+                    all.push((config, raw));
+                }
+            }
+            true
+        })?;
+        Ok(all)
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -400,15 +418,32 @@ mod operations {
         .unwrap();
         // A sandbox token sees its own webhook in the inventory, an org token both.
         let listed = |scope| {
-            let page = inventory(
-                &f.svc,
-                &caller(scope, false),
-                "acme",
-                &InventoryQuery::default(),
-            );
-            page.unwrap().items.len()
+            let (svc, caller) = (&f.svc, caller(scope, false));
+            async move {
+                let query = InventoryQuery::default();
+                let page = inventory(svc, &caller, "acme", &query).await;
+                page.unwrap().items.len()
+            }
         };
-        assert_eq!((listed("acme/sb1"), listed("acme")), (1, 2));
+        assert_eq!((listed("acme/sb1").await, listed("acme").await), (1, 2));
+        // A page seeks past its cursor.
+        let first = InventoryQuery {
+            limit: Some(1),
+            ..InventoryQuery::default()
+        };
+        let org_reader = caller("acme", false);
+        let page = inventory(&f.svc, &org_reader, "acme", &first);
+        let page = page.await.unwrap();
+        assert_eq!(page.items[0]["sandbox"]["id"], "sb1");
+        let next = InventoryQuery {
+            cursor: page.next_cursor,
+            ..InventoryQuery::default()
+        };
+        let rest = inventory(&f.svc, &org_reader, "acme", &next);
+        let rest = rest.await.unwrap();
+        assert_eq!(rest.items.len(), 1);
+        assert_eq!(rest.items[0]["sandbox"]["id"], "sb2");
+        assert!(rest.next_cursor.is_none());
     }
 
     #[tokio::test]

@@ -50,7 +50,8 @@ impl Service {
                 None => None,
                 Some(mut value) => {
                     if current.is_none() {
-                        self.quotas.create(key, self.held_like(key)?)?;
+                        let (most, _, _) = self.quotas.holding(key);
+                        self.quotas.create(key, self.held_like(key, most).await?)?;
                     }
                     Some(self.publishable(caller, key, current.as_ref(), &mut value)?)
                 }
@@ -76,14 +77,23 @@ impl Service {
         Ok(Written { version, old })
     }
 
-    /// How many records of `key`'s kind its org holds (a scan of the org's prefix: bounded
-    /// by the quota itself).
-    fn held_like(&self, key: &ConfigKey) -> Result<usize, Problem> {
+    /// How many records of `key`'s kind its org holds, counted up to `most` (a read of the
+    /// org's keys, bounded by the quota itself).
+    async fn held_like(&self, key: &ConfigKey, most: usize) -> Result<usize, Problem> {
         let (kind, org) = match key {
             ConfigKey::Webhook { ims_org, .. } => ("webhook", ims_org),
             ConfigKey::Campaign { ims_org, .. } => ("campaign", ims_org),
         };
-        Ok(self.scan(&format!("{kind}/{org}/"))?.len())
+        let prefix = format!("{kind}/{org}/");
+        self.read(org, move |stores| {
+            let mut held = 0;
+            stores.visit(&prefix, None, &mut |_, _| {
+                held += 1;
+                held < most
+            })?;
+            Ok(held)
+        })
+        .await
     }
 
     /// The value as it will be published, or every reason it cannot be.
@@ -101,7 +111,7 @@ impl Service {
             refused = secrets::prepare(
                 value,
                 current.as_ref(),
-                self.sealing.as_ref(),
+                self.stores.sealing.as_ref(),
                 &key.to_string(),
                 ims_org,
                 caller.is_operator().then_some(&self.refs),

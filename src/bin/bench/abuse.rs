@@ -1,8 +1,11 @@
-//! The administration API under abuse, on loopback: what anyone can send before
-//! authenticating. 64 concurrent requests with made-up tokens (of today's shape, of the old
-//! Argon2 shape, and garbage), then a valid token from the same client, then 1,000 silent
-//! TCP connections. Prints how long the answers took, the answers, the process's peak RSS
-//! growth, and how long the silent connections stayed open.
+//! The administration API under abuse, on loopback. Before authenticating: 64 concurrent
+//! requests with made-up tokens (of today's shape, of the old Argon2 shape, and garbage),
+//! then a valid token from the same client, then 1,000 silent TCP connections. After: one
+//! tenant's read token looping the most expensive delivery-log page (a filter nothing
+//! matches over 50,000 outcomes) from 32 connections, while another tenant reads its own.
+//! Prints how long the answers took, the answers, the process's peak RSS growth, how long
+//! the silent connections stayed open, and the other tenant's latency alone and beside
+//! the loop.
 //!
 //! Run it with `scripts/bench --abuse` (figures in RELIABILITY.md).
 
@@ -12,13 +15,22 @@ use std::time::{Duration, Instant};
 use feedback_webhooks::admin::tokens;
 use tokio::io::AsyncReadExt;
 
-use super::admin::{plain_client, start_admin_with};
-use super::{create_topics, delete_topics};
+use futures::StreamExt;
+use rdkafka::producer::FutureProducer;
+use serde_json::Value;
+
+use super::admin::{outcome, percentiles, plain_client, start_admin_with, AdminProcess};
+use super::{client, create_topics, delete_topics, send, Topics};
 
 /// Requests with made-up tokens sent at once.
 const MADE_UP: usize = 64;
 /// Silent connections opened at once.
 const SILENT: usize = 1_000;
+/// Outcomes of the looping tenant's webhook in the delivery log, and of the other's.
+const LOOPED_OUTCOMES: usize = 50_000;
+const OTHER_OUTCOMES: usize = 200;
+/// Connections looping delivery-log pages at once.
+const LOOPS: usize = 32;
 
 /// A field of `/proc/{pid}/status` in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -46,10 +58,17 @@ pub async fn run(bin: &Path, bootstrap: &str) {
     let entry = |name: &str, hash: &str| {
         format!("[[admin.tokens]]\nname = \"{name}\"\nhash = \"{hash}\"\nscope = \"operator\"\nright = \"write\"\n")
     };
-    let settings = entry("bench", &hash) + &entry("old", &old_hash);
+    let (acme, acme_hash) = tokens::generate().expect("token");
+    let (globex, globex_hash) = tokens::generate().expect("token");
+    let settings = entry("bench", &hash)
+        + &entry("old", &old_hash)
+        + &entry("acme-reader", &acme_hash).replace("\"operator\"", "\"acme\"")
+        + &entry("globex-reader", &globex_hash).replace("\"operator\"", "\"globex\"");
+    fill_delivery_log(bootstrap, &topics).await;
     let api = start_admin_with(bin, &topics, dir.path(), &settings);
     let client = plain_client();
     api.wait_ready(&client).await;
+    wait_indexed(&api, &acme, &globex).await;
     let url = format!("{}/api/v1/orgs/acme/webhooks", api.base);
     let rss_before = status_kib(api.pid(), "VmRSS");
     let hwm_before = status_kib(api.pid(), "VmHWM");
@@ -112,6 +131,7 @@ pub async fn run(bin: &Path, bootstrap: &str) {
                 .expect("connect"),
         );
     }
+    let opening = opened.elapsed();
     let closes = silent.into_iter().map(|mut s| async move {
         let mut buf = [0u8; 64];
         let closed = tokio::time::timeout(Duration::from_secs(60), async {
@@ -129,7 +149,8 @@ pub async fn run(bin: &Path, bootstrap: &str) {
     let times = || closed.iter().filter_map(|c| c.as_ref().ok());
     let (first, last) = (times().min().copied(), times().max().copied());
     println!(
-        "  {SILENT} silent connections: {} closed by the server, the first after {:.1} s, the last after {:.1} s; {open_after} still open after 60 s",
+        "  {SILENT} silent connections (opened in {:.1} s): {} closed by the server, the first after {:.1} s, the last after {:.1} s; {open_after} still open after 60 s",
+        opening.as_secs_f64(),
         SILENT - open_after,
         first.unwrap_or_default().as_secs_f64(),
         last.unwrap_or_default().as_secs_f64()
@@ -139,6 +160,164 @@ pub async fn run(bin: &Path, bootstrap: &str) {
         "  a valid request after them: {}",
         after.map(|r| r.status().as_u16()).unwrap_or(0)
     );
+
+    // 4. One tenant loops expensive delivery-log pages; another reads its own.
+    tenants_apart(&api, &acme, &globex).await;
     drop(api);
     delete_topics(bootstrap, &topics).await;
+}
+
+/// Outcomes of two webhooks on the outcome topic, for the API's delivery log to index: the
+/// looping tenant's (acme/sb1, 1 in 100 failed) and the other's (globex/sb1).
+async fn fill_delivery_log(bootstrap: &str, topics: &Topics) {
+    let producer: FutureProducer = client(bootstrap)
+        .set("linger.ms", "20")
+        .create()
+        .expect("producer");
+    let now = feedback_webhooks::domain::time::unix_ms(std::time::SystemTime::now());
+    let sends = (0..LOOPED_OUTCOMES + OTHER_OUTCOMES).map(|i| {
+        let (org, n) = if i < LOOPED_OUTCOMES {
+            ("acme", i)
+        } else {
+            ("globex", i - LOOPED_OUTCOMES)
+        };
+        let value = outcome(
+            i,
+            n,
+            org,
+            "sb1",
+            now - (LOOPED_OUTCOMES - n.min(LOOPED_OUTCOMES)) as u64,
+        );
+        let producer = producer.clone();
+        let topic = topics.outcomes.clone();
+        async move { send(&producer, &topic, &format!("evt-{i}"), &value).await }
+    });
+    futures::stream::iter(sends)
+        .buffer_unordered(5_000)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// GETs `url` with `token`: the status and how long it took.
+async fn timed(client: &reqwest::Client, url: &str, token: &str) -> (u16, Duration) {
+    let t = Instant::now();
+    let status = match client.get(url).bearer_auth(token).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            status
+        }
+        Err(_) => 0,
+    };
+    (status, t.elapsed())
+}
+
+/// The other tenant's page latencies over `span`, one request after another.
+async fn other_tenant(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    span: Duration,
+) -> Vec<Duration> {
+    let until = Instant::now() + span;
+    let mut samples = Vec::new();
+    while Instant::now() < until {
+        let (status, took) = timed(client, url, token).await;
+        assert_eq!(status, 200, "the other tenant's page");
+        samples.push(took);
+    }
+    samples
+}
+
+fn deliveries(api: &AdminProcess, org: &str) -> String {
+    format!(
+        "{}/api/v1/orgs/{org}/sandboxes/sb1/webhook/deliveries",
+        api.base
+    )
+}
+
+/// Waits until the API's delivery log holds both webhooks' outcomes (every failed one of
+/// acme's).
+async fn wait_indexed(api: &AdminProcess, acme: &str, globex: &str) {
+    let (looped, other) = (deliveries(api, "acme"), deliveries(api, "globex"));
+    let client = plain_client();
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let failed = client
+            .get(format!("{looped}?status=failed&limit=500"))
+            .bearer_auth(acme)
+            .send()
+            .await;
+        let failed: Option<Value> = match failed {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let theirs = client
+            .get(format!("{other}?limit=500"))
+            .bearer_auth(globex)
+            .send()
+            .await;
+        let theirs: Option<Value> = match theirs {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let len = |v: &Option<Value>| {
+            v.as_ref()
+                .and_then(|v| v["items"].as_array().map(Vec::len))
+                .unwrap_or(0)
+        };
+        if len(&failed) == LOOPED_OUTCOMES / 100 && len(&theirs) == OTHER_OUTCOMES {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the delivery log never indexed the outcomes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn tenants_apart(api: &AdminProcess, acme: &str, globex: &str) {
+    let (looped, other) = (deliveries(api, "acme"), deliveries(api, "globex"));
+    let client = plain_client();
+    let page = format!("{other}?limit=50");
+    let alone = other_tenant(&client, &page, globex, Duration::from_secs(5)).await;
+    // The loop: a filter nothing matches reads the page's whole budget of entries.
+    let expensive = format!("{looped}?status=skipped&limit=50");
+    let stop = Instant::now() + Duration::from_secs(10);
+    let loops = (0..LOOPS).map(|_| {
+        let (client, url, token) = (plain_client(), expensive.clone(), acme.to_owned());
+        async move {
+            let mut answers = (0usize, 0usize, 0usize);
+            while Instant::now() < stop {
+                match timed(&client, &url, &token).await.0 {
+                    200 => answers.0 += 1,
+                    429 => answers.1 += 1,
+                    _ => answers.2 += 1,
+                }
+            }
+            answers
+        }
+    });
+    let looping = futures::future::join_all(loops);
+    let beside = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        other_tenant(&client, &page, globex, Duration::from_secs(9)).await
+    };
+    let (answers, beside) = tokio::join!(looping, beside);
+    let sum = |f: fn(&(usize, usize, usize)) -> usize| answers.iter().map(f).sum::<usize>();
+    println!(
+        "  one tenant looping a delivery-log page that reads {LOOPED_OUTCOMES} outcomes, from {LOOPS} connections for 10 s: {} × 200, {} × 429, {} other",
+        sum(|a| a.0),
+        sum(|a| a.1),
+        sum(|a| a.2)
+    );
+    println!(
+        "    another tenant's page alone:      {}",
+        percentiles(alone)
+    );
+    println!(
+        "    another tenant's page beside it:  {}",
+        percentiles(beside)
+    );
 }

@@ -21,7 +21,7 @@ use super::{create_topics, delete_topics, Topics};
 const OUTCOMES: usize = 1_000_000;
 
 /// Milliseconds of the samples' percentiles.
-fn percentiles(mut samples: Vec<Duration>) -> String {
+pub(super) fn percentiles(mut samples: Vec<Duration>) -> String {
     samples.sort();
     let at = |q: f64| {
         let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
