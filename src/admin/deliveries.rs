@@ -10,6 +10,7 @@
 //! `h/{org}/{sandbox}/{hour, hex}` → two big-endian u64, the delivered and failed outcomes
 //! completed in that hour (what the inventory's failure rate of the last 24 h sums).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use rocksdb::{Options, WriteBatch, DB};
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::domain::outcome::Source;
 use crate::domain::time::parse_rfc3339;
 use crate::domain::time::unix_ms;
 use crate::kafka::{partition_ids, reader_config, KafkaSettings};
@@ -313,6 +315,57 @@ impl DeliveryLog {
         Ok((items, None))
     }
 
+    /// The input records of a webhook's events whose newest outcome completed in
+    /// `from_ms..to_ms` is one `selected` accepts, newest first: what a window redelivery
+    /// queues. Reads only this webhook's entries of the window (at most what the log keeps
+    /// of it), reporting each entry read to `read`.
+    pub fn redeliverable(
+        &self,
+        org: &str,
+        sandbox: &str,
+        (from_ms, to_ms): (u64, u64),
+        selected: &dyn Fn(&Value) -> bool,
+        read: &mut dyn FnMut(u64, u64),
+    ) -> Result<Vec<Source>, LogError> {
+        let prefix = prefix(org, sandbox);
+        let start = format!("{prefix}{:016x}", u64::MAX - to_ms.saturating_sub(1));
+        let iter = self.db.iterator(rocksdb::IteratorMode::From(
+            start.as_bytes(),
+            rocksdb::Direction::Forward,
+        ));
+        let mut seen = HashSet::new();
+        let mut chosen = Vec::new();
+        let mut scanned = 0u64;
+        for item in iter {
+            let (key, value) = item?;
+            let Some(at) = std::str::from_utf8(&key)
+                .ok()
+                .filter(|k| k.starts_with(&prefix))
+                .and_then(|k| at_of(k, prefix.len()))
+            else {
+                break;
+            };
+            if at < from_ms {
+                break; // newest first: everything further is older
+            }
+            scanned += 1;
+            let Ok(outcome) = serde_json::from_slice::<Value>(&value) else {
+                continue;
+            };
+            let Ok(source) = serde_json::from_value::<Source>(outcome["source"].clone()) else {
+                continue;
+            };
+            // The newest outcome of an event decides: one that failed and was delivered
+            // since is not redelivered.
+            let id = (source.topic.clone(), source.partition, source.offset);
+            if seen.insert(id) && selected(&outcome) {
+                chosen.push(source);
+            }
+            read(scanned, chosen.len() as u64);
+        }
+        Ok(chosen)
+    }
+
     /// The newest outcome of an event of a webhook, if the log still holds it.
     pub fn latest_of(
         &self,
@@ -497,10 +550,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// An outcome of event `id`, whose input record is at the offset of `id`'s bytes.
     fn outcome(id: &str, status: &str, at: &str) -> Vec<u8> {
+        let offset = id.bytes().fold(0i64, |n, b| n * 256 + i64::from(b));
         serde_json::to_vec(&json!({
             "eventId": id, "imsOrg": "acme", "sandboxId": "sb1", "channel": "email",
             "feedbackStatus": "delivered", "status": status, "completedAt": at,
+            "source": {"topic": "in", "partition": 0, "offset": offset},
             "attempts": [{"at": at, "httpStatus": 200, "error": null, "durationMs": 3}]
         }))
         .unwrap()
@@ -568,6 +624,41 @@ mod tests {
                 .unwrap()
                 .failed,
             1
+        );
+    }
+
+    #[test]
+    fn a_window_redelivery_takes_each_event_by_its_newest_outcome_in_the_window() {
+        let (_dir, log) = log_with(&[
+            (0, 0, "before", "failed", "2026-11-30T09:00:00Z"),
+            (0, 1, "a", "failed", "2026-11-30T10:00:00Z"),
+            (0, 2, "b", "failed", "2026-11-30T10:01:00Z"),
+            (0, 3, "b", "delivered", "2026-11-30T10:02:00Z"),
+            (0, 4, "c", "delivered", "2026-11-30T10:03:00Z"),
+            (0, 5, "c", "failed", "2026-11-30T10:04:00Z"),
+            (0, 6, "after", "failed", "2026-11-30T11:00:00Z"),
+        ]);
+        // Another webhook's failures are not read.
+        let mut other = outcome("x", "failed", "2026-11-30T10:30:00Z");
+        other = String::from_utf8(other)
+            .unwrap()
+            .replace("sb1", "sb2")
+            .into_bytes();
+        log.apply(0, 7, &other).unwrap();
+        let at = |t: &str| parse_rfc3339(t).map(unix_ms).unwrap();
+        let window = (at("2026-11-30T10:00:00Z"), at("2026-11-30T11:00:00Z"));
+        let failed = |o: &Value| o["status"] == "failed";
+        let mut reads = 0;
+        let chosen = log
+            .redeliverable("acme", "sb1", window, &failed, &mut |n, _| reads = n)
+            .unwrap();
+        let offset = |id: &str| id.bytes().fold(0i64, |n, b| n * 256 + i64::from(b));
+        let offsets: Vec<i64> = chosen.iter().map(|s| s.offset).collect();
+        // b was delivered since it failed; c failed last; the edges: from in, to out.
+        assert_eq!(offsets, [offset("c"), offset("a")]);
+        assert_eq!(
+            reads, 5,
+            "only the webhook's entries of the window are read"
         );
     }
 

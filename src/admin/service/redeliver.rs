@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tracing::{info, warn};
 
 use super::{At, Service};
 use crate::admin::problem::Problem;
 use crate::domain::outcome::{Replay, Source};
-use crate::domain::replay::{Filters, ReplaySource, Tally, Window, ANY_REASON};
+use crate::domain::replay::{outcome_selected, Filters, ReplaySource, Window, ANY_REASON};
 use crate::domain::time::unix_ms;
 use crate::domain::time::{parse_rfc3339, rfc3339_millis};
 use crate::kafka::ensure_topics;
@@ -366,15 +367,39 @@ pub async fn window(svc: &Service, at: At<'_>, request: &WindowRequest) -> Resul
         "redelivery of a window started"
     );
     let settings = svc.settings.clone();
+    let log = svc.stores.deliveries.clone();
+    let (org_owned, sandbox_owned) = (org.to_owned(), sandbox.to_owned());
     let id = replay.id.clone();
     tokio::spawn(async move {
         let progress = status.clone();
         let result = blocking(move || {
-            let scanner = Scanner::open(&settings, "admin")?;
             let mut progress = Shared(progress);
-            let (planned, _) =
-                scanner.plan(&selection, true, &mut Tally::default(), &mut progress)?;
-            scanner.queue(&selection.filters, &planned, &replay, false, &mut progress)
+            // The events come from this webhook's entries of the delivery log, not from
+            // a read of every tenant's outcomes.
+            let window = (
+                selection.window.from_ms.unwrap_or(0).max(0) as u64,
+                selection.window.to_ms.unwrap_or(i64::MAX).max(0) as u64,
+            );
+            let selected =
+                |o: &Value| outcome_selected(o, selection.failed, &selection.skipped_reasons);
+            progress.phase("outcomes", 0);
+            let mut counts = Counts::default();
+            let chosen = log
+                .redeliverable(
+                    &org_owned,
+                    &sandbox_owned,
+                    window,
+                    &selected,
+                    &mut |read, chosen| {
+                        (counts.scanned, counts.matched) = (read, chosen);
+                        progress.tick(&counts);
+                    },
+                )
+                .map_err(|e| ReplayError::Refused(e.to_string()))?;
+            progress.done(&counts);
+            let scanner = Scanner::open(&settings, "admin")?;
+            let plan = Plan::records(&chosen);
+            scanner.queue(&Filters::default(), &plan, &replay, false, &mut progress)
         })
         .await;
         if let Ok(mut s) = status.lock() {
