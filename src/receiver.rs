@@ -106,6 +106,7 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// Wait this long before answering (to simulate a slow endpoint).
     pub delay: Option<Duration>,
+    pub body: Bytes,
 }
 
 impl Reply {
@@ -114,6 +115,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             delay: None,
+            body: Bytes::new(),
         }
     }
 }
@@ -209,7 +211,7 @@ async fn answer(
         response = response.header(name, value);
     }
     Ok(response
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(reply.body))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }
 

@@ -364,8 +364,12 @@ pub struct DeliverySettings {
     /// Development only: accept `http://` webhook URLs. Logged loudly at start.
     pub allow_http: bool,
     /// CIDRs opened in the destination guard (which refuses loopback, private, link-local,
-    /// CGNAT, multicast and reserved addresses), e.g. `["10.20.0.0/16"]`.
+    /// CGNAT, multicast and reserved addresses) for every org's webhooks, e.g.
+    /// `["10.20.0.0/16"]`.
     pub allow_cidrs: Vec<String>,
+    /// CIDRs opened for one org's webhooks only, by IMS org: `[delivery.org_allow_cidrs]`
+    /// `"ACME@AdobeOrg" = ["10.30.0.0/16"]`. Another org's webhooks cannot reach them.
+    pub org_allow_cidrs: BTreeMap<String, Vec<String>>,
     /// PEM file of extra CA certificates trusted besides the built-in web roots.
     pub extra_ca_file: Option<PathBuf>,
     /// Delays before each retry, in seconds.
@@ -436,6 +440,7 @@ impl Default for DeliverySettings {
             max_event_bytes: 1 << 20,
             allow_http: false,
             allow_cidrs: Vec::new(),
+            org_allow_cidrs: BTreeMap::new(),
             extra_ca_file: None,
             retry_schedule_secs: policy.schedule.iter().map(Duration::as_secs_f64).collect(),
             retry_jitter: policy.jitter,
@@ -538,7 +543,7 @@ impl Settings {
                  webhook_concurrency_initial, queue_max_events, queue_max_bytes and \
                  breaker_failures must be at least 1");
         }
-        self.address_policy()?;
+        self.org_address_policies()?;
         if self.kafka.retry_partitions < 1 {
             return bad("kafka.retry_partitions must be at least 1");
         }
@@ -622,18 +627,26 @@ impl Settings {
         }
     }
 
+    /// The destination guard's policy for every org: the ranges `delivery.allow_cidrs` opens.
     pub fn address_policy(&self) -> Result<AddressPolicy, SettingsError> {
-        let allow = self
-            .delivery
-            .allow_cidrs
+        Ok(AddressPolicy {
+            allow: cidrs("delivery.allow_cidrs", &self.delivery.allow_cidrs)?,
+        })
+    }
+
+    /// The policies of the orgs `delivery.org_allow_cidrs` opens more ranges for: every
+    /// org's ranges and their own.
+    pub fn org_address_policies(&self) -> Result<BTreeMap<String, AddressPolicy>, SettingsError> {
+        let shared = self.address_policy()?;
+        self.delivery
+            .org_allow_cidrs
             .iter()
-            .map(|c| {
-                c.parse::<ipnet::IpNet>().map_err(|_| {
-                    SettingsError::Invalid(format!("delivery.allow_cidrs: {c:?} is not a CIDR"))
-                })
+            .map(|(org, own)| {
+                let mut allow = shared.allow.clone();
+                allow.extend(cidrs(&format!("delivery.org_allow_cidrs.{org}"), own)?);
+                Ok((org.clone(), AddressPolicy { allow }))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(AddressPolicy { allow })
+            .collect()
     }
 
     /// This instance's transactional id prefix (see [`KafkaSettings::transactional_id`]).
@@ -761,6 +774,17 @@ fn unknown_env(names: impl Iterator<Item = String>) -> Vec<String> {
     unknown
 }
 
+/// The CIDRs of the setting `name`, or which one is not a CIDR.
+fn cidrs(name: &str, texts: &[String]) -> Result<Vec<ipnet::IpNet>, SettingsError> {
+    texts
+        .iter()
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .map_err(|_| SettingsError::Invalid(format!("{name}: {c:?} is not a CIDR")))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 // figment's test jail returns its own (large) error type.
 #[allow(clippy::result_large_err)]
@@ -805,6 +829,31 @@ mod tests {
                 s.retry_policy().schedule,
                 [Duration::from_secs(1), Duration::from_millis(2500)]
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ranges_opened_for_one_org_add_to_the_shared_ones_for_that_org_only() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FW_DELIVERY__ALLOW_CIDRS", "[\"10.0.0.0/8\"]");
+            jail.set_env(
+                "FW_DELIVERY__ORG_ALLOW_CIDRS",
+                "{myImsOrg=[\"127.0.0.1/32\"]}",
+            );
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.ignored_env.is_empty(), "{:?}", s.ignored_env);
+            let policies = s.org_address_policies().map_err(|e| e.to_string())?;
+            let own = &policies["myImsOrg"];
+            assert_eq!(own.allow.len(), 2);
+            assert_eq!(
+                s.address_policy().map_err(|e| e.to_string())?.allow.len(),
+                1
+            );
+            assert!(!policies.contains_key("other"));
+            jail.set_env("FW_DELIVERY__ORG_ALLOW_CIDRS", "{acme=[\"nope\"]}");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("delivery.org_allow_cidrs.acme"), "{err}");
             Ok(())
         });
     }

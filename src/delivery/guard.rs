@@ -77,9 +77,48 @@ pub fn check_literal(url: &str, policy: &AddressPolicy) -> Result<(), Destinatio
     }
 }
 
+/// Whether `url`'s host is, or resolves to, an address only an allowance opens (one the
+/// guard refuses by default). A name that does not resolve needs none: the request fails
+/// on its own.
+pub async fn needs_allowance(url: &str) -> bool {
+    let closed = AddressPolicy::default();
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = parsed.host_str().map(str::to_owned) else {
+        return false;
+    };
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        return closed.check(ip).is_some();
+    }
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let found = tokio::net::lookup_host((host.as_str(), port)).await;
+    found.is_ok_and(|mut found| found.any(|a| closed.check(a.ip()).is_some()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn destinations_that_need_an_allowance_are_told_apart() {
+        for url in [
+            "https://127.0.0.1:8443/x",
+            "https://[::1]/",
+            "https://10.1.2.3/",
+            "https://localhost:9/",
+        ] {
+            assert!(needs_allowance(url).await, "{url}");
+        }
+        for url in [
+            "https://8.8.8.8/",
+            "https://[2001:4860::8888]/",
+            "not a url",
+        ] {
+            assert!(!needs_allowance(url).await, "{url}");
+        }
+    }
 
     #[test]
     fn literal_ips_in_refused_ranges_are_blocked_without_any_connection() {

@@ -12,5 +12,5 @@ pub mod worker;
 
 pub use client::{build_client, ClientError};
 pub use endpoints::Endpoints;
-pub use sender::{AttemptReport, Sender};
+pub use sender::{AttemptReport, Sender, Senders};
 pub use worker::{Deliverer, DelivererError, EventProgress, Step};

@@ -9,6 +9,7 @@ use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::auth::SecurityHeaders;
@@ -176,6 +177,29 @@ impl Sender {
                 Ok(report)
             }
         }
+    }
+}
+
+/// The senders of a deployment: one for every org, and one more for each org the operator
+/// opened ranges of its own for (`delivery.org_allow_cidrs`), so that a range opened for
+/// one org is dialled for that org's webhooks only.
+#[derive(Clone)]
+pub struct Senders {
+    shared: Sender,
+    by_org: Arc<HashMap<String, Sender>>,
+}
+
+impl Senders {
+    pub fn new(shared: Sender, by_org: HashMap<String, Sender>) -> Self {
+        Senders {
+            shared,
+            by_org: Arc::new(by_org),
+        }
+    }
+
+    /// The sender of `org`'s webhooks.
+    pub fn for_org(&self, org: &str) -> &Sender {
+        self.by_org.get(org).unwrap_or(&self.shared)
     }
 }
 

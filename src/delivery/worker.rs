@@ -13,7 +13,7 @@ use super::auth::{Auth, AuthError, Prepared};
 use super::client::{build_client, ClientError, ClientOptions};
 use super::endpoints::{endpoint_key, Endpoints, Refusal, WaitLimits};
 use super::secrets::{SecretScope, Secrets};
-use super::sender::{AttemptReport, DeliveryIds, Sender};
+use super::sender::{AttemptReport, DeliveryIds, Sender, Senders};
 use crate::domain::config::{self, Rules, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
 use crate::domain::host_schedule::Finished;
@@ -112,7 +112,7 @@ pub enum Step {
 }
 
 pub struct Deliverer {
-    sender: Sender,
+    senders: Senders,
     auth: Auth,
     policy: RetryPolicy,
     endpoints: Endpoints,
@@ -154,17 +154,23 @@ impl Deliverer {
     /// client, the secrets it may open, the retry policy and the per-host queues. The
     /// processor, the admin API's test sends and the tests all make theirs here.
     pub fn from_settings(settings: &Settings) -> Result<Self, DelivererError> {
-        let policy = Arc::new(settings.address_policy()?);
-        let client = build_client(&ClientOptions::from_settings(
-            &settings.delivery,
-            policy.clone(),
-        ))?;
+        let sender = |policy: crate::domain::address::AddressPolicy| {
+            let policy = Arc::new(policy);
+            let options = ClientOptions::from_settings(&settings.delivery, policy.clone());
+            Ok::<_, DelivererError>(Sender::new(build_client(&options)?, policy))
+        };
+        let shared = sender(settings.address_policy()?)?;
+        let by_org = settings
+            .org_address_policies()?
+            .into_iter()
+            .map(|(org, policy)| Ok((org, sender(policy)?)))
+            .collect::<Result<_, DelivererError>>()?;
         let secrets = Secrets::new(
             settings.sealing_key()?,
             SecretScope::from_settings(&settings.secrets),
         );
         Ok(Deliverer::new(
-            Sender::new(client, policy),
+            Senders::new(shared, by_org),
             Auth::new(secrets),
             settings.retry_policy(),
             Endpoints::new(
@@ -176,14 +182,14 @@ impl Deliverer {
     }
 
     pub fn new(
-        sender: Sender,
+        senders: Senders,
         auth: Auth,
         policy: RetryPolicy,
         endpoints: Endpoints,
         rules: Rules,
     ) -> Self {
         Deliverer {
-            sender,
+            senders,
             auth,
             policy,
             endpoints,
@@ -214,9 +220,9 @@ impl Deliverer {
         &self.endpoints
     }
 
-    /// The sender and the authentication, for a request outside the pipeline (a test send).
-    pub fn sender(&self) -> &Sender {
-        &self.sender
+    /// The senders and the authentication, for a request outside the pipeline (a test send).
+    pub fn senders(&self) -> &Senders {
+        &self.senders
     }
 
     pub fn auth(&self) -> &Auth {
@@ -274,7 +280,8 @@ impl Deliverer {
             }
         };
         let report = match self
-            .sender
+            .senders
+            .for_org(&webhook.ims_org)
             .send(
                 &webhook.url,
                 webhook.headers.as_ref(),

@@ -1125,3 +1125,87 @@ async fn silent_connections_are_closed_and_connections_are_capped() {
         .unwrap();
     closed_within(&mut tls, 30, "half-sent header").await;
 }
+
+/// A range opened for one org (`delivery.org_allow_cidrs`) is reached by that org's test
+/// sends and deliveries only, and a test send into it shows the status and the kind of
+/// error, never the answer's body or the error's detail: the API is no relay into the
+/// networks the operator opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_range_opened_for_one_org_is_no_relay_for_another() {
+    let mut h = Harness::start("admin-relay").await;
+    h.env.retain(|(k, _)| k != "FW_DELIVERY__ALLOW_CIDRS");
+    let own = format!("{{{ORG}=[\"127.0.0.1/32\"]}}");
+    h.env.push(("FW_DELIVERY__ORG_ALLOW_CIDRS".into(), own));
+    h.receiver.respond(|_| feedback_webhooks::receiver::Reply {
+        body: bytes::Bytes::from_static(b"internal page: do not show"),
+        ..feedback_webhooks::receiver::Reply::status(200)
+    });
+    let (api, hook) = Api::with_webhook(&h).await;
+
+    let (status, _, sent) = api
+        .ask(Method::POST, &format!("{hook}/test"), "operator")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    assert_eq!(
+        (&sent["delivered"], &sent["httpStatus"]),
+        (&json!(true), &json!(200))
+    );
+    assert_eq!(sent["response"], "", "{sent}");
+
+    // Another org's webhook at the same address cannot reach the range.
+    let other = "/orgs/other/sandboxes/sb1/webhook";
+    let body = webhook_body(&h.receiver.url("/other"));
+    let (status, _, created) = api.send(Method::PUT, other, "other", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _, refused) = api
+        .ask(Method::POST, &format!("{other}/test"), "other")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refused}");
+    assert_eq!(refused["delivered"], false);
+    assert_eq!(refused["error"], "destination blocked", "{refused}");
+    assert_eq!(
+        h.receiver.received().len(),
+        1,
+        "only the org's own test arrived"
+    );
+
+    // A closed port in the range: the kind of error, not the socket's words.
+    let closed = format!("/orgs/{ORG}/sandboxes/closed/webhook");
+    let body = webhook_body("https://127.0.0.1:1/x");
+    let (status, _, created) = api.send(Method::PUT, &closed, "operator", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (_, _, failed) = api
+        .ask(Method::POST, &format!("{closed}/test"), "operator")
+        .await;
+    assert_eq!(failed["delivered"], false);
+    assert_eq!(failed["error"], "connect", "{failed}");
+
+    // The processor keeps the same scope: the org's own deliveries arrive.
+    let mut env = admin_env(&h);
+    env.retain(|(k, _)| !k.starts_with("FW_ADMIN"));
+    let mut processor = Processor::start(&env, h.dir.path().join("processor.log"));
+    h.producer
+        .send_json(&h.topics.input, Some("e1"), &spec_event("e1"))
+        .await;
+    let received = h.receiver.wait_for(2).await;
+    assert_eq!(received[1].header("webhook-id"), Some("e1"));
+    // ...and the other org's, to the same address, are blocked.
+    let campaign = format!("/orgs/other/sandboxes/sb1/campaigns/{CAMPAIGN}");
+    let (status, _, _) = api.ask(Method::PUT, &campaign, "other").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut event = spec_event("e2");
+    event["imsOrg"] = json!("other");
+    event["sandbox"]["id"] = json!("sb1");
+    h.producer
+        .send_json(&h.topics.input, Some("e2"), &event)
+        .await;
+    let mut reader = crate::support::kafka::Reader::new(&h.topics.outcomes);
+    let outcomes = reader.wait_for(2);
+    let e2 = outcomes
+        .iter()
+        .find(|o| o["eventId"] == "e2")
+        .expect("e2's outcome");
+    assert_eq!(e2["reason"], "destination_blocked", "{e2}");
+    assert_eq!(h.receiver.received().len(), 2);
+    processor.stop();
+}

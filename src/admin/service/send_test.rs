@@ -1,6 +1,13 @@
 //! "Send a test": the SPEC's example payload, with the webhook's org and sandbox and a fresh
 //! id, POSTed through the processor's own sender (destination guard, TLS, JWT, signing,
 //! headers, timeouts). It writes no outcome, and each webhook gets a few a minute.
+//!
+//! The answer shows what the receiver said, so the API must not become a way to read (or
+//! map) networks the operator opened for deliveries: a destination on the public internet
+//! is sent to by a sender that can reach nothing else, and its answer's first KiB is shown;
+//! one that needs an allowance (`delivery.allow_cidrs`, or the org's own
+//! `delivery.org_allow_cidrs`) is sent to with the org's allowances only, and its answer
+//! shows the status and the kind of error, never the body or the error's detail.
 
 use super::budget::PerMinute;
 use std::time::SystemTime;
@@ -10,31 +17,44 @@ use serde_json::{json, Value};
 
 use super::{At, Service};
 use crate::admin::problem::Problem;
+use crate::delivery::client::ClientOptions;
+use crate::delivery::guard::needs_allowance;
 use crate::delivery::sender::DeliveryIds;
-use crate::delivery::{Deliverer, DelivererError};
+use crate::delivery::{build_client, ClientError, Deliverer, DelivererError, Sender};
+use crate::domain::address::AddressPolicy;
 use crate::domain::config::WebhookConfig;
 use crate::domain::retry::AttemptResult;
 use crate::domain::time::unix_seconds;
 use crate::settings::Settings;
+use std::sync::Arc;
 
 /// The example payload of the SPEC (`examples/payload.json`).
 const EXAMPLE: &str = include_str!("../../../examples/payload.json");
 
-/// What a test send needs: the processor's sender and authentication.
+/// What a test send needs: the processor's senders and authentication, and a sender to
+/// the public internet only.
 pub struct Tester {
     deliverer: Deliverer,
+    public: Sender,
     /// Test sends per webhook and minute.
     budget: PerMinute,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct TesterError(#[from] DelivererError);
+pub enum TesterError {
+    #[error(transparent)]
+    Deliverer(#[from] DelivererError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
 
 impl Tester {
     pub fn new(settings: &Settings) -> Result<Self, TesterError> {
+        let closed = Arc::new(AddressPolicy::default());
+        let options = ClientOptions::from_settings(&settings.delivery, closed.clone());
         Ok(Tester {
             deliverer: Deliverer::from_settings(settings)?,
+            public: Sender::new(build_client(&options)?, closed),
             budget: PerMinute::new(settings.admin.test_sends_per_minute),
         })
     }
@@ -59,7 +79,7 @@ pub struct TestResult {
     pub http_status: Option<u16>,
     pub error: Option<String>,
     pub latency_ms: u64,
-    /// The first KiB of the answer.
+    /// The first KiB of the answer (empty for a destination that needs an allowance).
     pub response: String,
 }
 
@@ -82,7 +102,13 @@ pub async fn send(svc: &Service, at: At<'_>) -> Result<TestResult, Problem> {
             format!("at most {most} test sends a minute per webhook"),
         ));
     }
-    let (auth, sender) = (tester.deliverer.auth(), tester.deliverer.sender());
+    let private = needs_allowance(&webhook.url).await;
+    let auth = tester.deliverer.auth();
+    let sender = if private {
+        tester.deliverer.senders().for_org(org)
+    } else {
+        &tester.public
+    };
     let prepared = auth
         .prepare(&webhook)
         .map_err(|e| cannot_authenticate("authentication or signing settings", e))?;
@@ -108,14 +134,34 @@ pub async fn send(svc: &Service, at: At<'_>) -> Result<TestResult, Problem> {
         .await
         .map_err(|e| Problem::unprocessable("Invalid headers", e.0))?;
     let delivered = matches!(report.result, AttemptResult::Response { status, .. } if (200..300).contains(&status));
+    let (error, response) = if private {
+        (
+            report.attempt.error.as_deref().map(error_kind),
+            String::new(),
+        )
+    } else {
+        let head = String::from_utf8_lossy(&report.response_head).into_owned();
+        (report.attempt.error, head)
+    };
     Ok(TestResult {
         webhook_id: id,
         delivered,
         http_status: report.attempt.http_status,
-        error: report.attempt.error,
+        error,
         latency_ms: u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
-        response: String::from_utf8_lossy(&report.response_head).into_owned(),
+        response,
     })
+}
+
+/// The kind of a transport error (`timeout`, `connect`, `destination blocked`...), without
+/// its detail: the sender's errors read `{kind}: {detail}`.
+fn error_kind(error: &str) -> String {
+    error
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -134,6 +180,19 @@ mod tests {
         assert_eq!(p["imsOrg"], "acme");
         assert_eq!(p["sandbox"], json!({"id": "sb1", "name": "dev"}));
         crate::schema::validate(crate::schema::Kind::Payload, &p).unwrap();
+    }
+
+    #[test]
+    fn a_transport_error_is_told_by_its_kind_alone() {
+        assert_eq!(
+            error_kind("connect: Connection refused (os error 111)"),
+            "connect"
+        );
+        assert_eq!(error_kind("timeout"), "timeout");
+        assert_eq!(
+            error_kind("destination blocked: 10.0.0.1 is private"),
+            "destination blocked"
+        );
     }
 
     #[test]
