@@ -129,6 +129,8 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
     );
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["referrer-policy"], "no-referrer");
+    // Served over TLS: browsers are told never to come back over plain HTTP.
+    assert_eq!(headers["strict-transport-security"], "max-age=31536000");
     // A form post without its CSRF token is refused, whatever the token: sign-in...
     let forged = api
         .client

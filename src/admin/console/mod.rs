@@ -15,7 +15,7 @@
 //! cookie (`Secure` over TLS), never the token. Every form carries a CSRF token, checked
 //! for every POST by one middleware (`csrf`) before any handler runs. Every page
 //! has a Content-Security-Policy without inline code, `X-Frame-Options: DENY` and
-//! `Referrer-Policy: no-referrer`; templates escape what they show. No script: every
+//! `Referrer-Policy: no-referrer` (and over TLS, HSTS); templates escape what they show. No script: every
 //! action is a form, and work that takes time reloads itself (`Refresh`).
 
 mod campaigns;
@@ -112,8 +112,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(&at("/redeliver"), post(log::redeliver_window))
         .route(&at("/redeliver/{replay}"), get(log::progress))
         .route("/console/static/console.css", get(css))
-        .layer(middleware::from_fn_with_state(state, csrf))
-        .layer(middleware::from_fn(page_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), csrf))
+        .layer(middleware::from_fn_with_state(state, page_headers))
 }
 
 /// The most a console form may hold.
@@ -149,10 +149,21 @@ async fn csrf(State(state): State<Arc<AppState>>, request: Request, next: Next) 
         .await
 }
 
-/// Headers every console answer carries.
-async fn page_headers(request: Request, next: Next) -> Response {
+/// Headers every console answer carries (over TLS, HSTS too: a browser that has seen the
+/// console never reaches it, or its session cookie, over plain HTTP).
+async fn page_headers(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
+    if state.secure_cookies {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(

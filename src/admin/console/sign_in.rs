@@ -86,7 +86,7 @@ pub async fn sign_in(
         }
     };
     tracing::info!(target: "feedback_webhooks::audit", who = principal.name, client = %client, "console sign-in");
-    let (id, session) = state.console.create(principal);
+    let (id, session) = state.console.create(principal, &headers);
     let mut response = Redirect::to(&start_of(&session)).into_response();
     let max_age = session::LIFETIME.as_secs();
     for value in [
