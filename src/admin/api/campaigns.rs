@@ -35,8 +35,9 @@ pub async fn get(
     Ok(versioned(StatusCode::OK, found))
 }
 
-/// Sets the opt-in: body `{"webhooksEnabled": true|false}`, or no body for `true`.
-/// `If-Match` is honoured when given.
+/// Sets the opt-in: body `{"webhooksEnabled": true|false}`, or no body for `true`. As for
+/// a webhook: without `If-Match` it creates (409 if there is one); with it, it replaces the
+/// version named (412 if it changed).
 #[utoipa::path(put, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/campaigns/{campaign}", tag = "campaigns",
     params(SandboxPath, ("campaign" = String, Path, description = "The campaign id"), IfMatch),
     request_body(content = Option<CampaignWrite>),
@@ -60,6 +61,7 @@ pub async fn put(
     Ok(saved(done))
 }
 
+/// Removes the opt-in of the version `If-Match` names (428 without it, 412 if it changed).
 #[utoipa::path(delete, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/campaigns/{campaign}", tag = "campaigns",
     params(SandboxPath, ("campaign" = String, Path, description = "The campaign id"), IfMatch),
     responses((status = 204, description = "Removed")))]

@@ -31,6 +31,8 @@ async fn show(page: &SandboxPage, error: Option<String>, status: StatusCode) -> 
 pub struct CampaignForm {
     campaign: String,
     enabled: String,
+    /// The version of the row's opt-in (none: the "add" form, which creates).
+    version: Option<String>,
 }
 
 /// Turns a campaign's opt-in on or off (or adds it), through the API's own write path.
@@ -47,19 +49,26 @@ pub async fn set(page: SandboxPage, Form(form): Form<CampaignForm>) -> Response 
         return refused(why, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
     let enabled = form.enabled == "true";
-    let written = campaigns::put(
-        page.service(),
-        page.at(),
-        campaign,
-        &Expect::Nothing,
-        enabled,
-    );
+    let expect = form
+        .version
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map_or(Expect::Nothing, Expect::version);
+    let written = campaigns::put(page.service(), page.at(), campaign, &expect, enabled);
     match written.await {
         Ok(_) => redirect(&format!(
             "/console/orgs/{}/sandboxes/{}/campaigns",
             urlencode(&page.org),
             urlencode(&page.sandbox)
         )),
+        Err(problem) if problem.status == StatusCode::CONFLICT => {
+            let why = format!("Campaign {campaign} already has an opt-in: change it in the list.");
+            refused(why, problem.status).await
+        }
+        Err(problem) if problem.status == StatusCode::PRECONDITION_FAILED => {
+            let why = "The opt-in changed meanwhile: here it is as it is now.".to_owned();
+            refused(why, problem.status).await
+        }
         Err(problem) => refused(said(&problem), problem.status).await,
     }
 }
@@ -76,7 +85,7 @@ mod tests {
             ("w", "my org", Some("sb/1")),
             context! {
                 rows => value(vec![OptIn {
-                    id: "<c-1>".into(), enabled: true,
+                    id: "<c-1>".into(), enabled: true, version: "0-7".into(),
                 }]),
             },
         );
@@ -85,6 +94,7 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("Disable webhooks for &lt;c-1&gt;"));
+        assert!(html.contains("name=\"version\" value=\"0-7\""), "{html}");
         assert!(!html.contains("<c-1>"));
     }
 }

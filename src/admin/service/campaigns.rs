@@ -49,6 +49,8 @@ pub async fn list(svc: &Service, at: At<'_>, q: &ListQuery) -> Result<Page<Value
 pub struct OptIn {
     pub id: String,
     pub enabled: bool,
+    /// The record's version (what a change names as the one it replaces).
+    pub version: String,
 }
 
 /// Every opt-in of the sandbox, for the console's page (nothing outside the caller's scope).
@@ -65,6 +67,7 @@ pub async fn all(svc: &Service, at: At<'_>) -> Result<Vec<OptIn>, Problem> {
                 all.push(OptIn {
                     id: v["campaignID"].as_str().unwrap_or_default().to_owned(),
                     enabled: v["webhooksEnabled"].as_bool().unwrap_or(false),
+                    version: stored.version.to_string(),
                 });
             }
             true
@@ -137,9 +140,9 @@ pub async fn put(
     let key = ConfigKey::campaign(org, sandbox, id(Id::Campaign, campaign)?);
     let written = svc
         .write(caller, &key, |current| {
-            if *expect != Expect::Nothing {
-                check(expect, current.map(|c| c.version), false, "the opt-in")?;
-            }
+            // As a webhook's: without If-Match a PUT creates (409 if there is one), with it
+            // replaces the version read.
+            check(expect, current.map(|c| c.version), true, "the opt-in")?;
             Ok(Some(json!({
                 "kind": "campaign",
                 "imsOrg": org,
@@ -168,9 +171,7 @@ pub async fn delete(
         if current.is_none() {
             return Err(no_opt_in(campaign));
         }
-        if *expect != Expect::Nothing {
-            check(expect, current.map(|c| c.version), false, "the opt-in")?;
-        }
+        check(expect, current.map(|c| c.version), false, "the opt-in")?;
         Ok(None)
     })
     .await?;
@@ -192,12 +193,15 @@ mod tests {
         let set = |campaign, expect, enabled| put(&f.svc, at, campaign, expect, enabled);
         let first = set("c1", &Expect::Nothing, true).await.unwrap();
         assert!(first.created);
-        assert!(!set("c1", &Expect::Nothing, false).await.unwrap().created);
+        // As a webhook's: a second create is a conflict, a change names what it replaces.
+        let again = set("c1", &Expect::Nothing, false).await.unwrap_err();
+        assert_eq!(again.status, StatusCode::CONFLICT);
+        let read = Expect::version(&first.record.version.to_string());
+        let changed = set("c1", &read, false).await.unwrap();
+        assert!(!changed.created);
         set("c2", &Expect::Nothing, true).await.unwrap();
-        // The version read is checked when given.
-        let stale = Expect::version(&first.record.version.to_string());
-        let refused = set("c1", &stale, true).await.unwrap_err();
-        assert_eq!(refused.status, StatusCode::PRECONDITION_FAILED);
+        let stale = set("c1", &read, true).await.unwrap_err();
+        assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
 
         let on = ListQuery {
             enabled: Some(true),
@@ -206,14 +210,15 @@ mod tests {
         let listed = list(&f.svc, at, &on).await.unwrap();
         assert_eq!(listed.items.len(), 1);
         assert_eq!(listed.items[0]["campaignID"], "c2");
-        let opt_in = |id: &str, enabled| OptIn {
-            id: id.into(),
-            enabled,
-        };
-        assert_eq!(
-            all(&f.svc, at).await.unwrap(),
-            [opt_in("c1", false), opt_in("c2", true)]
-        );
+        let listed: Vec<(String, bool)> = all(&f.svc, at)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.id, o.enabled))
+            .collect();
+        assert_eq!(listed, [("c1".into(), false), ("c2".into(), true)]);
+        let c1 = all(&f.svc, at).await.unwrap().remove(0);
+        assert_eq!(c1.version, changed.record.version.to_string());
         assert_eq!(sandboxes(&f.svc, &admin, "acme").await.unwrap(), ["sb1"]);
         let elsewhere = caller("acme/sb2", false);
         assert!(all(&f.svc, At::new(&elsewhere, "acme", "sb1"))
@@ -221,8 +226,13 @@ mod tests {
             .unwrap()
             .is_empty());
 
-        delete(&f.svc, at, "c1", &Expect::Nothing).await.unwrap();
-        let again = delete(&f.svc, at, "c1", &Expect::Nothing).await;
+        let unnamed = delete(&f.svc, at, "c1", &Expect::Nothing).await;
+        assert_eq!(
+            unnamed.unwrap_err().status,
+            StatusCode::PRECONDITION_REQUIRED
+        );
+        delete(&f.svc, at, "c1", &Expect::Any).await.unwrap();
+        let again = delete(&f.svc, at, "c1", &Expect::Any).await;
         assert_eq!(again.unwrap_err().status, StatusCode::NOT_FOUND);
     }
 
