@@ -246,7 +246,8 @@ pub struct SecretSettings {
     /// Roots of secret files: `{"ref": "file:..."}` of org O resolves only to a regular
     /// file under `{root}/O/` (after resolving links), of at most 64 KiB.
     pub file_dirs: Vec<PathBuf>,
-    /// `{"ref": "env:NAME"}` may name only variables starting with this (empty: none).
+    /// `{"ref": "env:NAME"}` may name only variables `{env_prefix}{ORG}__{KEY}` of the
+    /// record's org (empty: none).
     pub env_prefix: String,
     /// Whether `v1.` sealed values, sealed before values were bound to their record, still
     /// open. Only for the time it takes to seal them again (`secret seal --record`).

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::domain::secret::SealingKey;
+use crate::domain::secret::{env_allowed, env_start, SealingKey};
 use crate::domain::signature::decode_secret;
 use crate::schema::Violation;
 
@@ -31,14 +31,16 @@ impl RefRules {
     }
 }
 
-/// First 8 hex digits of the SHA-256 of a secret: enough to tell two apart, nothing to
-/// recover one from.
-pub fn fingerprint(secret: &[u8]) -> String {
-    Sha256::digest(secret)
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// First 8 hex digits of the keyed SHA-256 (HMAC) of a secret, under the deployment's key
+/// ([`SealingKey::keyed_digest`]): enough to tell two apart, nothing to recover one from,
+/// and nothing to check a guess against. Without a key (no secret can be sealed then, only
+/// referenced), of its plain SHA-256.
+pub fn fingerprint(secret: &[u8], key: Option<&SealingKey>) -> String {
+    let digest: [u8; 32] = match key {
+        Some(key) => key.keyed_digest(secret),
+        None => Sha256::digest(secret).into(),
+    };
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
 /// JSON pointers of the places a webhook record holds secrets.
@@ -56,30 +58,36 @@ fn slots(record: &Value) -> Vec<String> {
     out
 }
 
-/// How a stored secret is shown: set, its fingerprint, and its reference if it is one (a
-/// reference names where the secret is, not the secret).
-fn shown(stored: &Value, key: Option<&SealingKey>, record_key: &str) -> Value {
+/// How a stored secret is shown: set, its fingerprint, and to operators its reference if
+/// it is one (a reference names where the secret is, not the secret; only operators may
+/// write one, and only they see the deployment's layout of files and variables).
+fn shown(stored: &Value, key: Option<&SealingKey>, record_key: &str, refs: bool) -> Value {
     if let Some(reference) = stored.get("ref").and_then(Value::as_str) {
-        return json!({ "set": true, "fingerprint": fingerprint(reference.as_bytes()), "ref": reference });
+        let print = fingerprint(reference.as_bytes(), key);
+        return match refs {
+            true => json!({ "set": true, "fingerprint": print, "ref": reference }),
+            false => json!({ "set": true, "fingerprint": print }),
+        };
     }
     let sealed = stored
         .get("encrypted")
         .and_then(Value::as_str)
         .unwrap_or("");
     let print = match key.and_then(|k| k.open(sealed, record_key, false).ok()) {
-        Some(plaintext) => fingerprint(&plaintext),
+        Some(plaintext) => fingerprint(&plaintext, key),
         // Not openable here (another key): still stable, still telling versions apart.
-        None => fingerprint(sealed.as_bytes()),
+        None => fingerprint(sealed.as_bytes(), key),
     };
     json!({ "set": true, "fingerprint": print })
 }
 
-/// The record as a reader sees it: every secret replaced by how it is shown.
-pub fn redact(record: &Value, key: Option<&SealingKey>, record_key: &str) -> Value {
+/// The record as a reader sees it: every secret replaced by how it is shown (references
+/// only when `refs`: the reader is an operator).
+pub fn redact(record: &Value, key: Option<&SealingKey>, record_key: &str, refs: bool) -> Value {
     let mut out = record.clone();
     for slot in slots(record) {
         if let (Some(stored), Some(place)) = (record.pointer(&slot), out.pointer_mut(&slot)) {
-            *place = shown(stored, key, record_key);
+            *place = shown(stored, key, record_key, refs);
         }
     }
     out
@@ -119,7 +127,7 @@ pub fn prepare(
                 .into_iter()
                 .filter_map(|s| c.pointer(&s).cloned())
                 .map(|stored| {
-                    let print = shown(&stored, key, record_key)["fingerprint"]
+                    let print = shown(&stored, key, record_key, false)["fingerprint"]
                         .as_str()
                         .unwrap_or_default()
                         .to_owned();
@@ -165,6 +173,11 @@ pub fn prepare(
                 ),
             }
         } else if let Some(reference) = given.get("ref").and_then(Value::as_str) {
+            // The record's own reference, unchanged (an enable or disable by an org token
+            // of a record an operator wrote), stays: it names nothing new.
+            if kept.iter().any(|(_, stored)| *stored == given) {
+                continue;
+            }
             let Some(rules) = may_reference else {
                 refuse(
                     &slot,
@@ -176,9 +189,7 @@ pub fn prepare(
                 reference.strip_prefix("env:"),
                 reference.strip_prefix("file:"),
             ) {
-                (Some(name), _) => {
-                    !rules.env_prefix.is_empty() && name.starts_with(&rules.env_prefix)
-                }
+                (Some(name), _) => env_allowed(name, &rules.env_prefix, org),
                 (_, Some(path)) => file_allowed(path, org, &rules.file_dirs),
                 _ => false,
             };
@@ -186,8 +197,8 @@ pub fn prepare(
                 refuse(
                     &slot,
                     format!(
-                        "reference outside what this deployment allows (env:{}*, or file: under a secrets folder's {org}/)",
-                        rules.env_prefix
+                        "reference outside what this deployment allows (env:{}{{NAME}}, or file: under a secrets folder's {org}/)",
+                        env_start(&rules.env_prefix, org)
                     ),
                 );
             }
@@ -237,17 +248,40 @@ mod tests {
             key.open(sealed, "webhook/acme/dev", false).is_err(),
             "bound to its record"
         );
-        let shown = redact(&r, Some(&key), KEY);
+        let shown = redact(&r, Some(&key), KEY, false);
         let text = shown.to_string();
         assert!(!text.contains("hmac-key") && !text.contains(sealed) && !text.contains(WHSEC));
         assert_eq!(
             shown["authentication"]["key"],
-            json!({"set": true, "fingerprint": fingerprint(b"hmac-key")})
+            json!({"set": true, "fingerprint": fingerprint(b"hmac-key", Some(&key))})
         );
         assert_eq!(
             shown["signing"]["secret"]["fingerprint"],
-            fingerprint(WHSEC.as_bytes())
+            fingerprint(WHSEC.as_bytes(), Some(&key))
         );
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_references_shown_to_operators_only() {
+        let key = sealing();
+        let print = fingerprint(b"hmac-key", Some(&key));
+        assert_eq!(print.len(), 8);
+        assert!(print.chars().all(|c| c.is_ascii_hexdigit()));
+        // Not the plain SHA-256's: a guess cannot be checked without the key, and another
+        // deployment's key prints another fingerprint.
+        assert_ne!(print, fingerprint(b"hmac-key", None));
+        assert_ne!(print, fingerprint(b"hmac-key", Some(&sealing())));
+        assert_eq!(print, fingerprint(b"hmac-key", Some(&key)), "stable");
+
+        let r = record(json!({"ref": "file:/etc/keys/acme/jwt.pem"}), Value::Null);
+        let to_operator = redact(&r, Some(&key), KEY, true);
+        assert_eq!(
+            to_operator["authentication"]["key"]["ref"],
+            "file:/etc/keys/acme/jwt.pem"
+        );
+        let to_tenant = redact(&r, Some(&key), KEY, false);
+        assert!(!to_tenant.to_string().contains("/etc/keys"), "{to_tenant}");
+        assert_eq!(to_tenant["authentication"]["key"]["set"], true);
     }
 
     #[test]
@@ -256,7 +290,7 @@ mod tests {
         let mut current = record(json!({"value": "k1"}), json!({"secret": {"value": WHSEC}}));
         prepare(&mut current, None, Some(&key), KEY, "acme", None);
         // Rotation: keep the current signing secret and add a new one.
-        let shown = redact(&current, Some(&key), KEY);
+        let shown = redact(&current, Some(&key), KEY, false);
         let other = format!("whsec_{}", "A".repeat(32));
         let mut edit = record(
             shown["authentication"]["key"].clone(),
@@ -292,7 +326,7 @@ mod tests {
             file_dirs: vec![PathBuf::from("/etc/keys")],
         };
         let mut r = record(
-            json!({"ref": "env:WEBHOOK_SECRET_A"}),
+            json!({"ref": "env:WEBHOOK_SECRET_ACME__A"}),
             json!({"secret": {"value": "plain"}}),
         );
         let refused = prepare(&mut r, None, Some(&key), KEY, "acme", None);
@@ -303,9 +337,29 @@ mod tests {
             let mut r = record(json!({ "ref": reference }), Value::Null);
             prepare(&mut r, None, Some(&key), KEY, "acme", Some(&rules)).is_empty()
         };
-        assert!(ok("env:WEBHOOK_SECRET_A") && ok("file:/etc/keys/acme/jwt.pem"));
+        assert!(ok("env:WEBHOOK_SECRET_ACME__A") && ok("file:/etc/keys/acme/jwt.pem"));
         assert!(!ok("env:HOME") && !ok("file:/etc/keys/other/jwt.pem"));
+        assert!(!ok("env:WEBHOOK_SECRET_A") && !ok("env:WEBHOOK_SECRET_OTHER__A"));
         assert!(!ok("file:/etc/keys/acme/../other/jwt.pem") && !ok("file:/etc/passwd"));
+
+        // An org token may write the record back with the operator's reference unchanged
+        // (what an enable or disable does), not with another.
+        let mut operators = record(json!({"ref": "env:WEBHOOK_SECRET_ACME__A"}), Value::Null);
+        assert!(prepare(&mut operators, None, Some(&key), KEY, "acme", Some(&rules)).is_empty());
+        let mut toggled = operators.clone();
+        toggled["enabled"] = json!(false);
+        assert!(prepare(
+            &mut toggled,
+            Some(&operators),
+            Some(&key),
+            KEY,
+            "acme",
+            None
+        )
+        .is_empty());
+        let mut other = record(json!({"ref": "env:WEBHOOK_SECRET_ACME__B"}), Value::Null);
+        let refused = prepare(&mut other, Some(&operators), Some(&key), KEY, "acme", None);
+        assert_eq!(refused.len(), 1);
 
         let mut no_key = record(json!({"value": "k"}), Value::Null);
         assert_eq!(prepare(&mut no_key, None, None, KEY, "acme", None).len(), 1);

@@ -1,5 +1,5 @@
 //! Resolves secret sources to bytes, within what the deployment allows each tenant:
-//! environment variables whose name has the configured prefix, regular files under a
+//! environment variables named `{prefix}{ORG}__{KEY}` (the org's own), regular files under a
 //! configured directory's folder for the tenant's org (re-read when they change), and
 //! values sealed for the very record that names them.
 
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::domain::secret::{SealingKey, SecretError, SecretSource};
+use crate::domain::secret::{env_allowed, env_start, SealingKey, SecretError, SecretSource};
 
 /// Largest secret file read (PEM keys are a few KB): a reference to a huge or endless file
 /// (`/dev/zero`) costs nothing.
@@ -81,8 +81,9 @@ impl Secrets {
         match source {
             SecretSource::Env(name) => {
                 let prefix = &self.scope.env_prefix;
-                if prefix.is_empty() || !name.starts_with(prefix.as_str()) {
-                    return Err(SecretError::EnvNotAllowed(name.clone(), prefix.clone()));
+                if !env_allowed(name, prefix, owner.ims_org) {
+                    let start = env_start(prefix, owner.ims_org);
+                    return Err(SecretError::EnvNotAllowed(name.clone(), start));
                 }
                 std::env::var_os(name)
                     .map(|v| v.into_encoded_bytes())
@@ -277,7 +278,12 @@ mod tests {
             secrets.resolve(&path, OWNER),
             Err(SecretError::EnvNotAllowed(..))
         ));
-        let missing = SecretSource::Env("WEBHOOK_SECRET_TEST_UNSET_VARIABLE".into());
+        let another = SecretSource::Env("WEBHOOK_SECRET_ORGB__KEY".into());
+        assert!(matches!(
+            secrets.resolve(&another, OWNER),
+            Err(SecretError::EnvNotAllowed(..))
+        ));
+        let missing = SecretSource::Env("WEBHOOK_SECRET_ORGA__TEST_UNSET_VARIABLE".into());
         assert!(matches!(
             secrets.resolve(&missing, OWNER),
             Err(SecretError::MissingEnv(_))

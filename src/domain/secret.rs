@@ -41,7 +41,9 @@ pub enum SecretError {
     NoKey,
     #[error("environment variable {0} is not set")]
     MissingEnv(String),
-    #[error("environment variable {0} is not one secrets may name (they start with {1:?})")]
+    #[error(
+        "environment variable {0} is not one this org's secrets may name (they are {1}{{NAME}})"
+    )]
     EnvNotAllowed(String, String),
     #[error("secret file {0}: {1}")]
     File(String, String),
@@ -78,6 +80,33 @@ impl SecretSource {
     }
 }
 
+/// The org's part of the environment variables its secrets may name: its id upper-cased,
+/// every character but letters and digits as `_`.
+pub fn env_org(org: &str) -> String {
+    org.chars()
+        .map(|c| match c.is_ascii_alphanumeric() {
+            true => c.to_ascii_uppercase(),
+            false => '_',
+        })
+        .collect()
+}
+
+/// The start of the variables `org`'s secrets may name: `{prefix}{ORG}__`.
+pub fn env_start(prefix: &str, org: &str) -> String {
+    format!("{prefix}{}__", env_org(org))
+}
+
+/// Whether `{"ref": "env:NAME"}` in a record of `org` may name `name`: `{prefix}{ORG}__{KEY}`,
+/// where the org's part is everything up to the last `__` (so no org's variables start
+/// another's) and `prefix` is not empty.
+pub fn env_allowed(name: &str, prefix: &str, org: &str) -> bool {
+    let Some(rest) = name.strip_prefix(prefix).filter(|_| !prefix.is_empty()) else {
+        return false;
+    };
+    rest.rsplit_once("__")
+        .is_some_and(|(owner, key)| !key.is_empty() && owner == env_org(org))
+}
+
 /// The deployment's config-encryption key.
 #[derive(Clone)]
 pub struct SealingKey(Key<Aes256Gcm>);
@@ -96,6 +125,22 @@ impl SealingKey {
             .map_err(|_| SecretError::BadKey)?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| SecretError::BadKey)?;
         Ok(SealingKey(key.into()))
+    }
+
+    /// A keyed digest of `data` (HMAC-SHA-256 under a key derived from this one): what
+    /// secrets are fingerprinted with, so a fingerprint cannot be matched against guesses
+    /// by anyone without the deployment's key.
+    pub fn keyed_digest(&self, data: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        use sha2::{Digest, Sha256};
+        let derived = Sha256::new()
+            .chain_update(b"feedback-webhooks fingerprint v1")
+            .chain_update(self.0.as_slice())
+            .finalize();
+        let Ok(mac) = <Hmac<Sha256> as Mac>::new_from_slice(&derived) else {
+            return [0; 32];
+        };
+        mac.chain_update(data).finalize().into_bytes().into()
     }
 
     /// A fresh random key, base64-encoded (for `secret new-key`).
@@ -174,6 +219,31 @@ impl SealingKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_org_names_only_its_own_environment_variables() {
+        let p = "WEBHOOK_SECRET_";
+        assert_eq!(
+            env_start(p, "ABC123@AdobeOrg"),
+            "WEBHOOK_SECRET_ABC123_ADOBEORG__"
+        );
+        assert!(env_allowed(
+            "WEBHOOK_SECRET_ABC123_ADOBEORG__JWT",
+            p,
+            "ABC123@AdobeOrg"
+        ));
+        assert!(env_allowed("WEBHOOK_SECRET_A__JWT", p, "a"));
+        // Another org's, one whose id starts like it, no key, no prefix, no org part.
+        assert!(!env_allowed("WEBHOOK_SECRET_B__JWT", p, "a"));
+        assert!(
+            !env_allowed("WEBHOOK_SECRET_A__B__JWT", p, "a"),
+            "org a_b's variable"
+        );
+        assert!(env_allowed("WEBHOOK_SECRET_A__B__JWT", p, "a__b"));
+        assert!(!env_allowed("WEBHOOK_SECRET_A__", p, "a"));
+        assert!(!env_allowed("PATH", p, "a") && !env_allowed("A__JWT", "", "a"));
+        assert!(!env_allowed("WEBHOOK_SECRET_JWT", p, "a"));
+    }
     use serde_json::json;
 
     #[test]

@@ -70,9 +70,9 @@ async fn jwt_and_signatures_verify_independently_and_no_secret_leaks() {
     let ec = rcgen::KeyPair::generate().unwrap();
     std::fs::write(d.join("ec.pem"), ec.serialize_pem()).unwrap();
     std::fs::write(d.join("ec.pub"), ec.public_key_pem()).unwrap();
-    // HS384's key comes from the processor's environment (secrets may name variables with
-    // the configured prefix only).
-    env.push(("WEBHOOK_SECRET_HS384".into(), hs384.clone()));
+    // HS384's key comes from the processor's environment (an org's secrets may name only
+    // its own variables, `{prefix}{ORG}__{KEY}`).
+    env.push(("WEBHOOK_SECRET_ORGHS384__KEY".into(), hs384.clone()));
     // Secret files are under {root}/{imsOrg}/.
     let secrets_dir = d.join("secrets");
     env.push((
@@ -111,7 +111,7 @@ async fn jwt_and_signatures_verify_independently_and_no_secret_leaks() {
         (
             "orgHS384",
             "HS384",
-            json!({"ref": "env:WEBHOOK_SECRET_HS384"}),
+            json!({"ref": "env:WEBHOOK_SECRET_ORGHS384__KEY"}),
             d.join("hs384").display().to_string(),
         ),
         (
@@ -473,6 +473,8 @@ async fn secret_references_are_scoped_to_their_tenant() {
             format!("[\"{}\"]", secrets_dir.display()),
         ),
         ("PRIVATE_SETTING", private.clone()),
+        // orgB's own variable: another org's record may not name it.
+        ("WEBHOOK_SECRET_ORGB__KEY", b_key.clone()),
     ] {
         h.env.push((k.into(), v));
     }
@@ -498,6 +500,11 @@ async fn secret_references_are_scoped_to_their_tenant() {
         (
             "orgOracle",
             jwt(json!({"ref": "env:PRIVATE_SETTING"})),
+            "skipped",
+        ),
+        (
+            "orgEnvSteal",
+            jwt(json!({"ref": "env:WEBHOOK_SECRET_ORGB__KEY"})),
             "skipped",
         ),
         (
@@ -551,7 +558,7 @@ async fn secret_references_are_scoped_to_their_tenant() {
     }
     for reason in [
         "outside this tenant's secret directories",
-        "not one secrets may name",
+        "not one this org's secrets may name",
         "for this record",
     ] {
         assert!(log.contains(reason), "the log says why: {reason}");

@@ -27,12 +27,12 @@ pub async fn list(svc: &Service, at: At<'_>, q: &ListQuery) -> Result<Page<Value
     at.allow(false)?;
     let prefix = format!("campaign/{}/{}/", at.org, at.sandbox);
     let mut pager = Pager::new(q.cursor.as_deref(), q.limit)?;
-    let enabled = q.enabled;
+    let (enabled, caller) = (q.enabled, at.caller.clone());
     svc.read(at.org, move |stores| {
         let after = pager.after().map(str::to_owned);
         stores.visit(&prefix, after.as_deref(), &mut |key_text, stored| {
             let shown = ConfigKey::parse(key_text).ok().and_then(|key| {
-                let shown = stores.shown(&key, &stored).record;
+                let shown = stores.shown(&key, &stored, &caller).record;
                 enabled
                     .is_none_or(|e| shown["webhooksEnabled"].as_bool() == Some(e))
                     .then_some(shown)
@@ -112,7 +112,7 @@ pub fn get(svc: &Service, at: At<'_>, campaign: &str) -> Result<Versioned<Value>
     let (org, sandbox) = (at.org, at.sandbox);
     let key = ConfigKey::campaign(org, sandbox, id(Id::Campaign, campaign)?);
     let stored = svc.current(&key)?.ok_or_else(|| no_opt_in(campaign))?;
-    Ok(svc.shown(&key, &stored))
+    Ok(svc.shown(&key, &stored, at.caller))
 }
 
 /// The opt-in a body asks for: `{"webhooksEnabled": true|false}`, `true` when left out.
@@ -153,7 +153,7 @@ pub async fn put(
         })
         .await?;
     Ok(Saved {
-        record: svc.shown_after(&key, &written, "the opt-in")?,
+        record: svc.shown_after(&key, &written, "the opt-in", caller)?,
         created: written.old.is_none(),
     })
 }

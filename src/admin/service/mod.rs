@@ -131,11 +131,17 @@ struct Stores {
 }
 
 impl Stores {
-    /// A stored record as callers see it: secrets replaced by their fingerprints, and its
-    /// version.
-    fn shown(&self, key: &ConfigKey, stored: &Stored<&[u8]>) -> Versioned<Value> {
+    /// A stored record as `caller` sees it: secrets replaced by their fingerprints (and,
+    /// for operators, references by what they name), and its version.
+    fn shown(
+        &self,
+        key: &ConfigKey,
+        stored: &Stored<&[u8]>,
+        caller: &Principal,
+    ) -> Versioned<Value> {
         let record: Value = serde_json::from_slice(stored.value).unwrap_or(Value::Null);
-        let mut shown = secrets::redact(&record, self.sealing.as_ref(), &key.to_string());
+        let refs = caller.is_operator();
+        let mut shown = secrets::redact(&record, self.sealing.as_ref(), &key.to_string(), refs);
         if let Some(object) = shown.as_object_mut() {
             object.insert("version".into(), Value::from(stored.version.to_string()));
         }
@@ -217,23 +223,27 @@ impl Service {
         self.reads.run(org, self.stores.clone(), work).await
     }
 
-    /// A stored record as callers see it.
-    fn shown(&self, key: &ConfigKey, stored: &Stored<Vec<u8>>) -> Versioned<Value> {
-        self.stores.shown(
-            key,
-            &Stored {
-                value: stored.value.as_slice(),
-                version: stored.version,
-            },
-        )
+    /// A stored record as `caller` sees it.
+    fn shown(
+        &self,
+        key: &ConfigKey,
+        stored: &Stored<Vec<u8>>,
+        caller: &Principal,
+    ) -> Versioned<Value> {
+        let stored = Stored {
+            value: stored.value.as_slice(),
+            version: stored.version,
+        };
+        self.stores.shown(key, &stored, caller)
     }
 
-    /// The record `written` stored, as callers see it.
+    /// The record `written` stored, as `caller` sees it.
     fn shown_after(
         &self,
         key: &ConfigKey,
         written: &Written,
         what: &str,
+        caller: &Principal,
     ) -> Result<Versioned<Value>, Problem> {
         let stored = self
             .current(key)?
@@ -241,7 +251,7 @@ impl Service {
             .ok_or_else(|| {
                 Problem::unavailable(format!("{what} changed again before it could be read"))
             })?;
-        Ok(self.shown(key, &stored))
+        Ok(self.shown(key, &stored, caller))
     }
 }
 

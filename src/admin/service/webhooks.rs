@@ -73,7 +73,7 @@ pub fn get(svc: &Service, at: At<'_>) -> Result<Versioned<Value>, Problem> {
     let (org, sandbox) = (at.org, at.sandbox);
     let key = ConfigKey::webhook(org, sandbox);
     let stored = svc.current(&key)?.ok_or_else(|| no_webhook(org, sandbox))?;
-    Ok(svc.shown(&key, &stored))
+    Ok(svc.shown(&key, &stored, at.caller))
 }
 
 /// The webhook as the processor reads it (secrets sealed or referenced), for a test send.
@@ -111,7 +111,7 @@ pub async fn put(
         })
         .await?;
     Ok(Saved {
-        record: svc.shown_after(&key, &written, "the record")?,
+        record: svc.shown_after(&key, &written, "the record", at.caller)?,
         created: *expect == Expect::Nothing,
     })
 }
@@ -157,7 +157,7 @@ pub async fn set_enabled(
             Ok(Some(record))
         })
         .await?;
-    svc.shown_after(&key, &written, "the record")
+    svc.shown_after(&key, &written, "the record", at.caller)
 }
 
 /// Which of an org's webhooks a list shows, and which page.
@@ -185,9 +185,9 @@ pub async fn inventory(
     let mut pager = Pager::new(q.cursor.as_deref(), q.limit)?;
     let name = q.name.as_deref().map(str::to_lowercase);
     let (channel, enabled) = (q.channel.clone(), q.enabled);
-    let scope = caller.scope.clone();
+    let reader = caller.clone();
     svc.read(&org.clone(), move |stores| {
-        let after = pager.after().map(str::to_owned);
+        let (after, scope) = (pager.after().map(str::to_owned), &reader.scope);
         let prefix = format!("webhook/{org}/");
         stores.visit(&prefix, after.as_deref(), &mut |key_text, stored| {
             let shown = serde_json::from_slice::<WebhookConfig>(stored.value)
@@ -202,7 +202,7 @@ pub async fn inventory(
                 })
                 .map(|config| {
                     let key = ConfigKey::webhook(&org, &config.sandbox.id);
-                    stores.shown(&key, &stored).record
+                    stores.shown(&key, &stored, &reader).record
                 });
             pager.offer(key_text, shown)
         })?;
@@ -320,6 +320,40 @@ mod operations {
         fn stored(&self) -> Option<Value> {
             self.config.json("webhook/acme/sb1")
         }
+    }
+
+    /// An org token enables and disables a webhook whose key an operator wrote as a
+    /// reference, and never sees where the reference points.
+    #[tokio::test]
+    async fn an_org_token_toggles_a_webhook_holding_an_operators_reference() {
+        let f = Fixture::new();
+        let jwt = with(
+            "authentication",
+            json!({"type": "jwt", "algorithm": "HS256", "key": {"ref": "env:WEBHOOK_SECRET_ACME__JWT"},
+                   "issuer": "i", "subject": "s", "audience": "a", "expiresInSeconds": 300}),
+        );
+        f.put("operator", &Expect::Nothing, jwt).await.unwrap();
+        let tenant = caller("acme", true);
+        let at = At::new(&tenant, "acme", "sb1");
+        let off = set_enabled(&f.svc, at, &Expect::Any, false).await.unwrap();
+        assert_eq!(off.record["enabled"], false);
+        assert!(
+            !off.record.to_string().contains("WEBHOOK_SECRET"),
+            "{}",
+            off.record
+        );
+        let stored = f.stored().unwrap();
+        assert_eq!(
+            stored["authentication"]["key"]["ref"],
+            "env:WEBHOOK_SECRET_ACME__JWT"
+        );
+        set_enabled(&f.svc, at, &Expect::Any, true).await.unwrap();
+        let operator = caller("operator", false);
+        let seen = get(&f.svc, At::new(&operator, "acme", "sb1")).unwrap();
+        assert_eq!(
+            seen.record["authentication"]["key"]["ref"],
+            "env:WEBHOOK_SECRET_ACME__JWT"
+        );
     }
 
     #[tokio::test]
