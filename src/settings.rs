@@ -625,6 +625,7 @@ impl Settings {
     pub fn rules(&self) -> Rules {
         Rules {
             allow_http: self.delivery.allow_http,
+            authoring: false,
         }
     }
 

@@ -45,7 +45,7 @@ pub async fn put(settings: &Settings, file: &Path, by: &str) -> Result<ConfigKey
     let mut value: Value =
         serde_json::from_slice(&bytes).map_err(|e| ConfigError::Malformed(e.to_string()))?;
     config::stamp(&mut value, by, &rfc3339_millis(SystemTime::now()));
-    let record = config::validate_value(&value, settings.rules())?;
+    let record = config::validate_value(&value, settings.rules().authoring())?;
     let key = match &record {
         ConfigRecord::Webhook(w) => w.key(),
         ConfigRecord::Campaign(c) => c.key(),

@@ -252,6 +252,10 @@ fn headers(
         if crate::domain::config::check_header_name(name).is_err() {
             return Err(format!("header {name:?} is not allowed"));
         }
+        // Valid in a record, but a connection's or a proxy's business: never sent.
+        if crate::domain::config::is_hop_by_hop(name) {
+            continue;
+        }
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("header {name:?} is not valid"))?;
         let value = HeaderValue::from_str(value)
@@ -320,6 +324,18 @@ mod tests {
         assert_eq!(map["webhook-id"], "evt-1");
         assert_eq!(map["webhook-timestamp"], "1800000000");
         assert_eq!(map["x-partner-id"], "acme");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_of_a_record_are_not_sent() {
+        let mut custom = BTreeMap::new();
+        for name in ["Upgrade", "TE", "Proxy-Authorization", "X-Api-Key"] {
+            custom.insert(name.to_string(), "v".to_string());
+        }
+        let map = headers(Some(&custom), "evt-1", SystemTime::now()).unwrap();
+        assert_eq!(map["x-api-key"], "v");
+        assert!(!map.contains_key("upgrade") && !map.contains_key("te"));
+        assert!(!map.contains_key("proxy-authorization"));
     }
 
     #[test]

@@ -223,6 +223,31 @@ pub struct ConfigChange {
 pub struct Rules {
     /// Accept `http://` URLs (development only).
     pub allow_http: bool,
+    /// The record is being written by our own tools (the API, the CLI): also refuse what
+    /// the SPEC lets a record hold but a receiver could never get, hop-by-hop and proxy
+    /// header names ([`is_hop_by_hop`]). The processor accepts such records and does not
+    /// send those headers.
+    pub authoring: bool,
+}
+
+impl Rules {
+    /// The same rules, for a record being written by the API or the CLI.
+    pub fn authoring(self) -> Rules {
+        Rules {
+            authoring: true,
+            ..self
+        }
+    }
+}
+
+/// Hop-by-hop and proxy header names (any case): they concern one connection or a proxy,
+/// so no receiver would see them as sent (RFC 9110, 7.6.1).
+pub const HOP_BY_HOP_HEADERS: [&str; 5] = ["te", "upgrade", "keep-alive", "trailer", "expect"];
+
+/// Whether `name` is a hop-by-hop or proxy header name (`Proxy-*` too).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    HOP_BY_HOP_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-")
 }
 
 /// Validates one record of the config topic: its key and, unless it is a tombstone, its body.
@@ -315,11 +340,13 @@ pub fn refusals(json: &Value, rules: Rules) -> Vec<schema::Violation> {
         let names_refused = schema_refused(&found, "/headers");
         let names = json.get("headers").and_then(Value::as_object);
         for name in names.into_iter().flat_map(|h| h.keys()) {
+            let field = || format!("/headers/{}", pointer_escape(name));
             match check_header_name(name) {
                 Err(HEADER_NOT_A_TOKEN) if names_refused => {}
-                Err(message) => found.push(refusal(
-                    format!("/headers/{}", pointer_escape(name)),
-                    message.into(),
+                Err(message) => found.push(refusal(field(), message.into())),
+                Ok(()) if rules.authoring && is_hop_by_hop(name) => found.push(refusal(
+                    field(),
+                    "is a hop-by-hop or proxy header name: a receiver never gets it as sent".into(),
                 )),
                 Ok(()) => {}
             }
@@ -424,6 +451,24 @@ pub(crate) mod tests {
         assert!(super::refusals(&sample_webhook(), super::Rules::default()).is_empty());
     }
 
+    #[test]
+    fn hop_by_hop_header_names_are_refused_when_written_by_our_tools() {
+        let mut webhook = sample_webhook();
+        webhook["headers"] = json!({"Upgrade": "h2c", "proxy-authorization": "x", "TE": "t"});
+        // The SPEC's rules let a record hold them: the processor accepts it.
+        assert!(refusals(&webhook, Rules::default()).is_empty());
+        let written = refusals(&webhook, Rules::default().authoring());
+        let fields: Vec<&str> = written.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "/headers/TE",
+                "/headers/Upgrade",
+                "/headers/proxy-authorization"
+            ]
+        );
+    }
+
     use super::*;
     use serde_json::json;
 
@@ -499,7 +544,10 @@ pub(crate) mod tests {
         let ok = validate(
             WEBHOOK_KEY,
             Some(&serde_json::to_vec(&v).unwrap()),
-            Rules { allow_http: true },
+            Rules {
+                allow_http: true,
+                authoring: false,
+            },
         );
         assert!(ok.is_ok());
         v["url"] = json!("https://user:pw@hooks.example.com/x");

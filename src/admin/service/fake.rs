@@ -138,7 +138,7 @@ impl Fixture {
             writer: config.clone(),
             writes: tokio::sync::Mutex::new(()),
             refs: crate::admin::secrets::RefRules::from_settings(&settings.secrets),
-            rules: settings.rules(),
+            rules: settings.rules().authoring(),
             tester: super::send_test::Tester::new(&settings).unwrap(),
             redeliveries: super::redeliver::Runs::from_settings(&settings),
             quotas: super::quotas::Quotas::from_settings(&settings.admin),

@@ -196,7 +196,7 @@ impl Service {
             writer,
             writes: tokio::sync::Mutex::new(()),
             refs: RefRules::from_settings(&settings.secrets),
-            rules: settings.rules(),
+            rules: settings.rules().authoring(),
             tester: send_test::Tester::new(settings)?,
             redeliveries: redeliver::Runs::from_settings(settings),
             quotas: quotas::Quotas::from_settings(&settings.admin),
