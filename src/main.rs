@@ -206,13 +206,26 @@ async fn main() -> ExitCode {
     }
 }
 
+/// What a long-running command says at start about its settings: variables that name no
+/// setting, and secret files every user of the machine may read.
+fn warn_at_start(settings: &Settings) {
+    if !settings.ignored_env.is_empty() {
+        tracing::warn!(variables = ?settings.ignored_env, "FW_* environment variables that name no setting are ignored");
+    }
+    for (setting, path) in settings.exposed_secret_files() {
+        tracing::warn!(
+            setting,
+            path = %path.display(),
+            "a file holding secrets is readable by every user of this machine: chmod 600 it (or 640 for a group)"
+        );
+    }
+}
+
 async fn run(command: Command, settings: Settings) -> Result<(), CliError> {
     match command {
         Command::Run => {
             init_logging(&settings);
-            if !settings.ignored_env.is_empty() {
-                tracing::warn!(variables = ?settings.ignored_env, "FW_* environment variables that name no setting are ignored");
-            }
+            warn_at_start(&settings);
             // On a worker thread, not the main thread's `block_on`: the consume loops are
             // woken by record tasks thousands of times a second, and a worker takes those
             // wake-ups without a cross-thread unpark each time.
@@ -238,6 +251,7 @@ async fn run(command: Command, settings: Settings) -> Result<(), CliError> {
         Command::Config(command) => config(&settings, command).await,
         Command::Admin { command: None } => {
             init_logging(&settings);
+            warn_at_start(&settings);
             admin::run(&settings, shutdown_signal()).await.map_err(|e| {
                 error!(error = %e, "admin API stopped");
                 e.into()

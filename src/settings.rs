@@ -56,7 +56,8 @@ pub struct AdminSettings {
     pub allow_plain_http: bool,
     /// RocksDB folder of the API's own config cache (not shared with a processor).
     pub store_path: PathBuf,
-    /// The operator port (`/metrics`, `/healthz`, `/readyz`), plain HTTP; empty: off.
+    /// The operator port (`/metrics`, `/healthz`, `/readyz`), plain HTTP and
+    /// unauthenticated: loopback by default; empty: off.
     pub metrics_listen: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
@@ -157,7 +158,7 @@ impl Default for AdminSettings {
             tls_key_file: None,
             allow_plain_http: false,
             store_path: PathBuf::from("data/admin-cache"),
-            metrics_listen: "0.0.0.0:9465".into(),
+            metrics_listen: "127.0.0.1:9465".into(),
             max_body_bytes: 256 * 1024,
             max_connections: 1024,
             auth_failures_per_minute: 10,
@@ -223,7 +224,7 @@ pub struct ShutdownSettings {
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
-            listen: "0.0.0.0:9464".into(),
+            listen: "127.0.0.1:9464".into(),
         }
     }
 }
@@ -776,6 +777,37 @@ fn unknown_env(names: impl Iterator<Item = String>) -> Vec<String> {
     unknown
 }
 
+impl Settings {
+    /// The files holding secrets (the config-encryption key, the admin token file, the
+    /// admin API's TLS key) that every user of the machine may read, by setting: each is
+    /// warned about loudly at start.
+    pub fn exposed_secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        [
+            (
+                "secrets.encryption_key_file",
+                &self.secrets.encryption_key_file,
+            ),
+            ("admin.tokens_file", &self.admin.tokens_file),
+            ("admin.tls_key_file", &self.admin.tls_key_file),
+        ]
+        .into_iter()
+        .filter_map(|(setting, path)| Some((setting, path.clone()?)))
+        .filter(|(_, path)| readable_by_others(path))
+        .collect()
+    }
+}
+
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_: &Path) -> bool {
+    false
+}
+
 /// The CIDRs of the setting `name`, or which one is not a CIDR.
 fn cidrs(name: &str, texts: &[String]) -> Result<Vec<ipnet::IpNet>, SettingsError> {
     texts
@@ -858,6 +890,30 @@ mod tests {
             assert!(err.contains("delivery.org_allow_cidrs.acme"), "{err}");
             Ok(())
         });
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_others_may_read_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (key, tokens) = (
+            dir.path().join("config.key"),
+            dir.path().join("tokens.toml"),
+        );
+        for (path, mode) in [(&key, 0o644), (&tokens, 0o600)] {
+            std::fs::write(path, "x").unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let mut s = Settings::default();
+        s.secrets.encryption_key_file = Some(key.clone());
+        s.admin.tokens_file = Some(tokens);
+        assert_eq!(
+            s.exposed_secret_files(),
+            [("secrets.encryption_key_file", key.clone())]
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(s.exposed_secret_files().is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - `tokens.rs`, `auth.rs`: who may call (tokens, the `Caller` of a request).
 //! - `problem.rs`: every refusal, as `application/problem+json`.
 //! - `versions.rs`: ETags and `If-Match`.
+//! - `certs.rs`: the listener's certificate, reloaded when its files change.
 //! - `secrets.rs`: write-only secrets (sealed on the way in, fingerprints on the way out).
 //! - `publish.rs`: writes to the config topic, answered once the own cache applied them.
 //! - `deliveries.rs`: the delivery log, the outcome topic indexed per webhook.
@@ -21,6 +22,7 @@
 
 pub mod api;
 pub mod auth;
+mod certs;
 mod console;
 pub mod deliveries;
 pub mod problem;

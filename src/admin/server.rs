@@ -1,4 +1,5 @@
-//! The API's listener: TLS from the configured certificate and key files, or plain HTTP
+//! The API's listener: TLS from the configured certificate and key files (reloaded when
+//! they change, `certs.rs`), or plain HTTP
 //! only when explicitly allowed (local use). Each connection's peer address is handed to
 //! the handlers (for the failed-authentication limit). On shutdown, no new connection is
 //! taken and those open get a few seconds to finish.
@@ -9,13 +10,12 @@ use std::time::Duration;
 use axum::{Extension, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::auth::Peer;
+use super::certs::ReloadingCert;
 use super::AdminError;
 use crate::accept::{http_server, Acceptor, FirstBytes, HANDSHAKE};
 use crate::settings::AdminSettings;
@@ -42,28 +42,13 @@ pub fn tls_config(admin: &AdminSettings) -> Result<Option<TlsAcceptor>, AdminErr
             ))
         }
     };
-    let bad = |what: &str, path: &std::path::Path, e: String| {
-        AdminError::Listen(format!("{what} {}: {e}", path.display()))
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad("certificate", cert, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad("certificate", cert, e.to_string()))?;
-    if chain.is_empty() {
-        return Err(bad(
-            "certificate",
-            cert,
-            "no certificate in the file".into(),
-        ));
-    }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("key", key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = ReloadingCert::load(cert, key, provider.clone()).map_err(AdminError::Listen)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| AdminError::Listen(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| bad("certificate and key", cert, e.to_string()))?;
+        .with_cert_resolver(Arc::new(certs));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
