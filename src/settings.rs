@@ -892,6 +892,15 @@ mod tests {
         });
     }
 
+    #[test]
+    fn unauthenticated_operator_ports_listen_on_loopback_unless_told() {
+        let s = Settings::default();
+        for listen in [&s.http.listen, &s.admin.metrics_listen] {
+            let addr: std::net::SocketAddr = listen.parse().unwrap();
+            assert!(addr.ip().is_loopback(), "{listen}");
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn secret_files_others_may_read_are_named() {
