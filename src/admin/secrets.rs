@@ -1,4 +1,5 @@
-//! Secrets are write-only through the API. A write may give a secret as `{"value": ...}`: it
+//! Secrets are write-only through the API: the JWT key, signing secrets, and custom header
+//! values given as objects. A write may give a secret as `{"value": ...}`: it
 //! is sealed here, bound to its record key, before anything is published. A read shows
 //! `{"set": true, "fingerprint": ...}` in its place; sending that back unchanged keeps the
 //! secret (so an edit form never needs it). References (`env:`, `file:`) are for operator
@@ -54,6 +55,17 @@ fn slots(record: &Value) -> Vec<String> {
     }
     if let Some(list) = record.pointer("/signing/secrets").and_then(Value::as_array) {
         out.extend((0..list.len()).map(|i| format!("/signing/secrets/{i}")));
+    }
+    // A custom header whose value is an object is a secret (text values are not).
+    if let Some(headers) = record.get("headers").and_then(Value::as_object) {
+        out.extend(
+            headers
+                .iter()
+                .filter(|(_, v)| v.is_object())
+                .map(|(name, _)| {
+                    format!("/headers/{}", name.replace('~', "~0").replace('/', "~1"))
+                }),
+        );
     }
     out
 }
@@ -151,6 +163,15 @@ pub fn prepare(
                     refuse(&slot, e.to_string());
                     continue;
                 }
+            }
+            if slot.starts_with("/headers/")
+                && (text.len() > 4096 || !text.bytes().all(|b| (0x20..0x7f).contains(&b)))
+            {
+                refuse(
+                    &slot,
+                    "a header value is at most 4096 visible ASCII characters".into(),
+                );
+                continue;
             }
             match key {
                 Some(key) => *place = json!({ "encrypted": key.seal(text.as_bytes(), record_key) }),
@@ -259,6 +280,30 @@ mod tests {
             shown["signing"]["secret"]["fingerprint"],
             fingerprint(WHSEC.as_bytes(), Some(&key))
         );
+    }
+
+    #[test]
+    fn a_header_value_can_be_a_sealed_secret() {
+        let key = sealing();
+        let mut r = record(json!({"value": "k"}), Value::Null);
+        r["headers"] = json!({"X-Partner": "acme", "X-Api-Key": {"value": "api-key-1"}});
+        assert!(prepare(&mut r, None, Some(&key), KEY, "acme", None).is_empty());
+        let sealed = r["headers"]["X-Api-Key"]["encrypted"].as_str().unwrap();
+        assert_eq!(key.open(sealed, KEY, false).unwrap(), b"api-key-1");
+        assert_eq!(r["headers"]["X-Partner"], "acme", "text stays text");
+        let shown = redact(&r, Some(&key), KEY, false);
+        assert!(!shown.to_string().contains("api-key-1") && !shown.to_string().contains(sealed));
+        assert_eq!(shown["headers"]["X-Api-Key"]["set"], true);
+        // Sent back as shown, it is kept.
+        let mut edit = r.clone();
+        edit["headers"]["X-Api-Key"] = shown["headers"]["X-Api-Key"].clone();
+        edit["authentication"]["key"] = shown["authentication"]["key"].clone();
+        assert!(prepare(&mut edit, Some(&r), Some(&key), KEY, "acme", None).is_empty());
+        assert_eq!(edit["headers"]["X-Api-Key"], r["headers"]["X-Api-Key"]);
+        let mut broken = record(json!({"value": "k"}), Value::Null);
+        broken["headers"] = json!({"X-Api-Key": {"value": "line\nbreak"}});
+        let refused = prepare(&mut broken, None, Some(&key), KEY, "acme", None);
+        assert_eq!(refused[0].field, "/headers/X-Api-Key");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::secrets::{Owner, Secrets};
-use crate::domain::config::{Authentication, WebhookConfig};
+use crate::domain::config::{Authentication, HeaderParam, WebhookConfig};
 use crate::domain::secret::{SecretError, SecretSource};
 use crate::domain::signature;
 use crate::domain::time::unix_seconds;
@@ -39,6 +39,8 @@ pub enum AuthError {
 pub struct SecurityHeaders {
     pub authorization: Option<String>,
     pub signature: Option<String>,
+    /// Custom headers whose value is a secret, resolved: (name, value).
+    pub secret_headers: Vec<(String, String)>,
 }
 
 /// A secret's bytes: resolved when the settings were parsed, or a file read at use (and
@@ -75,6 +77,8 @@ pub struct Prepared {
     jwt: Option<JwtSettings>,
     /// Signing keys: decoded when resolved at parse time; files are decoded at use.
     signing: Vec<Material>,
+    /// Custom headers whose value is a secret.
+    secret_headers: Vec<(String, Material)>,
 }
 
 impl Prepared {
@@ -155,6 +159,18 @@ impl Auth {
             }
             headers.signature = Some(signature::sign(&keys, webhook_id, timestamp, body));
         }
+        for (name, material) in &prepared.secret_headers {
+            let bytes = match material {
+                Material::Resolved(bytes) => bytes.clone(),
+                Material::File(source) => self.secrets.resolve(source, prepared.owner())?,
+            };
+            let value = String::from_utf8(bytes).map_err(|_| {
+                AuthError::Settings(format!("header {name}: the secret is not text"))
+            })?;
+            // A file's trailing newline is not part of a header value.
+            let value = value.trim_end_matches(['\r', '\n']).to_owned();
+            headers.secret_headers.push((name.clone(), value));
+        }
         Ok(headers)
     }
 
@@ -223,9 +239,17 @@ impl Auth {
                 });
             }
         }
+        let mut secret_headers = Vec::new();
+        for (name, param) in webhook.headers.iter().flatten() {
+            if let HeaderParam::Secret(source) = param {
+                let material = self.material(Some(source), &format!("header {name}"), owner)?;
+                secret_headers.push((name.clone(), material));
+            }
+        }
         Ok(Prepared {
             jwt,
             signing,
+            secret_headers,
             ims_org: webhook.ims_org.clone(),
             record_key,
         })
@@ -449,6 +473,35 @@ mod tests {
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
         assert!(h.authorization.is_none());
+    }
+
+    #[test]
+    fn secret_header_values_are_resolved_at_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = org_file(&dir, "api-key");
+        std::fs::write(&key_file, "k-1\n").unwrap();
+        let auth = Auth::new(scoped(&dir));
+        let mut v = sample_webhook();
+        v["headers"] = json!({
+            "X-Partner-Id": "acme",
+            "X-Api-Key": {"ref": format!("file:{}", key_file.display())},
+        });
+        let webhook: WebhookConfig = serde_json::from_value(v).unwrap();
+        let prepared = auth.prepare(&webhook).unwrap();
+        let first = auth.headers(&prepared, "e1", 1, b"{}").unwrap();
+        assert_eq!(first.secret_headers, [("X-Api-Key".into(), "k-1".into())]);
+        // A rotated file is read at the next use.
+        std::fs::write(&key_file, "k-2").unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&key_file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let second = auth.headers(&prepared, "e2", 2, b"{}").unwrap();
+        assert_eq!(second.secret_headers, [("X-Api-Key".into(), "k-2".into())]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::auth::SecurityHeaders;
 use super::guard::{check_literal, DestinationBlocked};
 use crate::domain::address::AddressPolicy;
+use crate::domain::config::HeaderParam;
 
 use crate::domain::outcome::Attempt;
 use crate::domain::retry::{parse_retry_after, AttemptResult};
@@ -73,7 +74,7 @@ impl Sender {
     pub async fn send(
         &self,
         url: &str,
-        custom: Option<&std::collections::BTreeMap<String, String>>,
+        custom: Option<&std::collections::BTreeMap<String, HeaderParam>>,
         ids: DeliveryIds<'_>,
         at: SystemTime,
         security: &SecurityHeaders,
@@ -104,11 +105,12 @@ impl Sender {
             ("webhook-signature", &security.signature),
         ] {
             if let Some(value) = value {
-                let mut value = HeaderValue::from_str(value)
-                    .map_err(|_| InvalidHeaders(format!("{name} is not a valid header value")))?;
-                // Kept out of debug output and HTTP/2 header compression tables.
-                value.set_sensitive(true);
-                headers.insert(HeaderName::from_static(name), value);
+                headers.insert(HeaderName::from_static(name), sensitive(name, value)?);
+            }
+        }
+        for (name, value) in &security.secret_headers {
+            if let Some(name) = custom_name(name).map_err(InvalidHeaders)? {
+                headers.insert(name.clone(), sensitive(name.as_str(), value)?);
             }
         }
         let m = metrics();
@@ -241,23 +243,44 @@ fn report(
     }
 }
 
+/// A secret header value, kept out of debug output and HTTP/2 header compression tables;
+/// refused without showing it.
+fn sensitive(name: &str, value: &str) -> Result<HeaderValue, InvalidHeaders> {
+    let mut value = HeaderValue::from_str(value)
+        .map_err(|_| InvalidHeaders(format!("{name} is not a valid header value")))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A custom header's name, checked again (records were validated when stored: this is
+/// the last line of defence); `None` for a hop-by-hop one, valid in a record but a
+/// connection's or a proxy's business, never sent.
+fn custom_name(name: &str) -> Result<Option<HeaderName>, String> {
+    if crate::domain::config::check_header_name(name).is_err() {
+        return Err(format!("header {name:?} is not allowed"));
+    }
+    if crate::domain::config::is_hop_by_hop(name) {
+        return Ok(None);
+    }
+    HeaderName::from_bytes(name.as_bytes())
+        .map(Some)
+        .map_err(|_| format!("header {name:?} is not valid"))
+}
+
 fn headers(
-    custom: Option<&std::collections::BTreeMap<String, String>>,
+    custom: Option<&std::collections::BTreeMap<String, HeaderParam>>,
     webhook_id: &str,
     at: SystemTime,
 ) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
-    for (name, value) in custom.into_iter().flatten() {
-        // Records were validated when stored; this is the last line of defence.
-        if crate::domain::config::check_header_name(name).is_err() {
-            return Err(format!("header {name:?} is not allowed"));
-        }
-        // Valid in a record, but a connection's or a proxy's business: never sent.
-        if crate::domain::config::is_hop_by_hop(name) {
+    for (name, param) in custom.into_iter().flatten() {
+        // Secret values come resolved with the security headers.
+        let HeaderParam::Text(value) = param else {
             continue;
-        }
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("header {name:?} is not valid"))?;
+        };
+        let Some(name) = custom_name(name)? else {
+            continue;
+        };
         let value = HeaderValue::from_str(value)
             .map_err(|_| format!("value of header {name} is not valid"))?;
         map.insert(name, value);
@@ -314,11 +337,15 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    fn text(value: &str) -> HeaderParam {
+        HeaderParam::Text(value.to_string())
+    }
+
     #[test]
     fn contract_headers_are_always_set() {
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
         let mut custom = BTreeMap::new();
-        custom.insert("X-Partner-Id".to_string(), "acme".to_string());
+        custom.insert("X-Partner-Id".to_string(), text("acme"));
         let map = headers(Some(&custom), "evt-1", at).unwrap();
         assert_eq!(map["content-type"], "application/json");
         assert_eq!(map["webhook-id"], "evt-1");
@@ -330,12 +357,19 @@ mod tests {
     fn hop_by_hop_headers_of_a_record_are_not_sent() {
         let mut custom = BTreeMap::new();
         for name in ["Upgrade", "TE", "Proxy-Authorization", "X-Api-Key"] {
-            custom.insert(name.to_string(), "v".to_string());
+            custom.insert(name.to_string(), text("v"));
         }
         let map = headers(Some(&custom), "evt-1", SystemTime::now()).unwrap();
         assert_eq!(map["x-api-key"], "v");
         assert!(!map.contains_key("upgrade") && !map.contains_key("te"));
         assert!(!map.contains_key("proxy-authorization"));
+        // A secret's value comes resolved with the security headers, not from the record.
+        custom.insert(
+            "X-Key".into(),
+            HeaderParam::Secret(serde_json::json!({"ref": "env:K"})),
+        );
+        let map = headers(Some(&custom), "evt-1", SystemTime::now()).unwrap();
+        assert!(!map.contains_key("x-key"));
     }
 
     #[test]
@@ -347,7 +381,7 @@ mod tests {
             ("webhook-id", "x"),
         ] {
             let mut custom = BTreeMap::new();
-            custom.insert(name.to_string(), value.to_string());
+            custom.insert(name.to_string(), text(value));
             assert!(headers(Some(&custom), "evt-1", at).is_err(), "{name}");
         }
     }

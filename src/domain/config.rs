@@ -157,12 +157,21 @@ pub struct WebhookConfig {
     pub events: Option<Vec<String>>,
     pub authentication: Authentication,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<BTreeMap<String, String>>,
+    pub headers: Option<BTreeMap<String, HeaderParam>>,
     #[serde(default)]
     pub signing: Option<Value>,
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
+}
+
+/// A custom header's value: text, sent as it is, or a secret (an API key a receiver takes
+/// as a header), resolved at use like the JWT key and sent marked sensitive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderParam {
+    Text(String),
+    Secret(Value),
 }
 
 impl WebhookConfig {

@@ -273,6 +273,8 @@ fn in_topic(h: &Harness, org: &str, sandbox: &str) -> Value {
 }
 
 const HMAC_KEY: &str = "a-shared-jwt-hmac-key-of-32-bytes!";
+/// A receiver's API key, given to the API as a secret header value.
+const API_KEY: &str = "partner-api-key-7f3a";
 
 pub fn webhook_body(url: &str) -> Value {
     json!({
@@ -285,7 +287,7 @@ pub fn webhook_body(url: &str) -> Value {
             "type": "jwt", "algorithm": "HS256", "key": { "value": HMAC_KEY },
             "issuer": "ajo", "subject": "feedback", "audience": "acme", "expiresInSeconds": 300
         },
-        "headers": { "X-Partner-Id": "acme" }
+        "headers": { "X-Partner-Id": "acme", "X-Api-Key": { "value": API_KEY } }
     })
 }
 
@@ -318,6 +320,10 @@ async fn webhooks_are_published_validated_and_versioned() {
     assert_eq!(key["set"], true);
     assert_eq!(key["fingerprint"].as_str().unwrap().len(), 8);
     assert!(!created.to_string().contains(HMAC_KEY));
+    // A header value given as a secret is sealed like the key; text stays text.
+    assert_eq!(created["headers"]["X-Api-Key"]["set"], true);
+    assert_eq!(created["headers"]["X-Partner-Id"], "acme");
+    assert!(!created.to_string().contains(API_KEY));
 
     // Read your write: the same version, at once.
     let (status, get_tag, read) = api.ask(Method::GET, hook, "acme").await;
@@ -330,7 +336,8 @@ async fn webhooks_are_published_validated_and_versioned() {
     // In the topic: sealed, stamped, no plaintext.
     let record = in_topic(&h, "acme", "sb1");
     assert!(record["authentication"]["key"]["encrypted"].is_string());
-    assert!(!record.to_string().contains(HMAC_KEY));
+    assert!(record["headers"]["X-Api-Key"]["encrypted"].is_string());
+    assert!(!record.to_string().contains(HMAC_KEY) && !record.to_string().contains(API_KEY));
     assert_eq!(record["updatedBy"], "acme");
 
     // A second create is a conflict; a stale version is refused; a missing one required.
@@ -462,8 +469,17 @@ async fn webhooks_are_published_validated_and_versioned() {
         .map(|c| c["campaignID"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["c1", "c2"]);
+    // Like a webhook's: a second create conflicts, a delete names the version it removes.
     let (status, _, _) = api
-        .ask(Method::DELETE, &format!("{campaigns}/c2"), "acme")
+        .send(Method::PUT, &format!("{campaigns}/c2"), "acme", &off)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let c2 = format!("{campaigns}/c2");
+    let (status, _, _) = api.ask(Method::DELETE, &c2, "acme").await;
+    assert_eq!(status, StatusCode::PRECONDITION_REQUIRED);
+    let (_, c2_tag, _) = api.ask(Method::GET, &c2, "acme").await;
+    let (status, _, _) = api
+        .call(Method::DELETE, &c2, Some("acme"), c2_tag.as_deref(), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, _, list) = api.ask(Method::GET, campaigns, "acme").await;
@@ -673,6 +689,12 @@ async fn the_processor_delivers_with_what_the_api_published() {
     .expect("signed with the key given to the API");
     assert_eq!(claims.claims["iss"], "ajo");
     assert_eq!(event.header("x-partner-id"), Some("acme"));
+    assert_eq!(
+        event.header("x-api-key"),
+        Some(API_KEY),
+        "the sealed header, opened"
+    );
+    assert_eq!(tested[0].header("x-api-key"), Some(API_KEY));
     // One outcome: the event's; the test sends wrote none.
     let mut outcomes = crate::support::kafka::Reader::on(&h.topics.outcomes, &h.topics.bootstrap);
     outcomes.wait_for(1);

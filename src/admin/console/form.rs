@@ -41,11 +41,48 @@ pub struct WebhookForm {
     pub jwt_audience: String,
     pub jwt_expires: String,
     pub jwt_claims: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<HeaderRow>,
     /// Fingerprints of the signing secrets kept.
     pub secrets: Vec<String>,
     /// A new signing secret, added in front of the kept ones.
     pub secret_new: String,
+}
+
+/// One header parameter row: a name and a value, or a secret value (write-only: a kept
+/// one shows only its fingerprint, and an empty value keeps it).
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct HeaderRow {
+    pub name: String,
+    pub value: String,
+    pub secret: bool,
+    /// The fingerprint of the secret value kept (empty: none).
+    pub kept: String,
+}
+
+impl HeaderRow {
+    pub fn text(name: &str, value: &str) -> Self {
+        HeaderRow {
+            name: name.into(),
+            value: value.into(),
+            ..HeaderRow::default()
+        }
+    }
+
+    /// The row as the record holds it; `None` for an empty row.
+    fn value(&self) -> Option<Result<Value, &'static str>> {
+        let value = self.value.trim();
+        if self.name.trim().is_empty() && value.is_empty() && self.kept.is_empty() {
+            return None;
+        }
+        Some(
+            match (self.secret, value.is_empty(), self.kept.is_empty()) {
+                (false, _, _) => Ok(json!(self.value)),
+                (true, false, _) => Ok(json!({ "value": value })),
+                (true, true, false) => Ok(json!({ "set": true, "fingerprint": self.kept })),
+                (true, true, true) => Err("give the secret value"),
+            },
+        )
+    }
 }
 
 /// What a submit asks for besides saving.
@@ -86,7 +123,7 @@ impl WebhookForm {
             auth: "none".into(),
             jwt_algorithm: "HS256".into(),
             jwt_expires: "300".into(),
-            headers: vec![(String::new(), String::new())],
+            headers: vec![HeaderRow::default()],
             ..WebhookForm::default()
         }
     }
@@ -95,8 +132,7 @@ impl WebhookForm {
     pub fn from_pairs(pairs: &[(String, String)]) -> (Self, Action) {
         let mut form = WebhookForm::default();
         let mut action = Action::Save;
-        let mut names = Vec::new();
-        let mut values = Vec::new();
+        let (mut names, mut values, mut kinds, mut kept) = (vec![], vec![], vec![], vec![]);
         for (name, value) in pairs {
             let v = value.clone();
             match name.as_str() {
@@ -118,14 +154,29 @@ impl WebhookForm {
                 "jwt_claims" => form.jwt_claims = v,
                 "header_name" => names.push(v),
                 "header_value" => values.push(v),
+                "header_kind" => kinds.push(v == "secret"),
+                "header_kept" => kept.push(v),
                 "secret" => form.secrets.push(v),
                 "secret_new" => form.secret_new = v,
                 "action" => action = Action::parse(value),
                 _ => {}
             }
         }
+        // Every row posts each of its fields: rows line up by position.
         values.resize(names.len(), String::new());
-        form.headers = names.into_iter().zip(values).collect();
+        kinds.resize(names.len(), false);
+        kept.resize(names.len(), String::new());
+        form.headers = names
+            .into_iter()
+            .zip(values)
+            .zip(kinds.into_iter().zip(kept))
+            .map(|((name, value), (secret, kept))| HeaderRow {
+                name,
+                value,
+                secret,
+                kept,
+            })
+            .collect();
         (form, action)
     }
 
@@ -133,7 +184,7 @@ impl WebhookForm {
     pub fn apply(&mut self, action: &Action, new_secret: impl FnOnce() -> String) {
         match action {
             Action::AddHeader if self.headers.len() < MAX_HEADERS => {
-                self.headers.push((String::new(), String::new()))
+                self.headers.push(HeaderRow::default())
             }
             Action::RemoveHeader(i) if *i < self.headers.len() => {
                 self.headers.remove(*i);
@@ -143,7 +194,7 @@ impl WebhookForm {
             _ => {}
         }
         if self.headers.is_empty() {
-            self.headers.push((String::new(), String::new()));
+            self.headers.push(HeaderRow::default());
         }
     }
 
@@ -173,7 +224,7 @@ impl WebhookForm {
         };
         let mut headers = headers_of(record);
         if headers.is_empty() {
-            headers.push((String::new(), String::new()));
+            headers.push(HeaderRow::default());
         }
         let secrets = match record.get("signing") {
             Some(Value::Object(s)) => s
@@ -289,22 +340,25 @@ impl WebhookForm {
         };
         record.insert("authentication".into(), authentication);
         let mut headers = Map::new();
-        for (name, value) in &self.headers {
-            let name = name.trim();
-            if name.is_empty() && value.trim().is_empty() {
+        for row in &self.headers {
+            let name = row.name.trim();
+            let Some(value) = row.value() else {
                 continue;
-            }
+            };
             if name.is_empty() {
                 refuse("/headers", "a header value needs a name");
                 continue;
             }
+            let field = format!("/headers/{}", pointer_escape(name));
             if headers.keys().any(|k| k.eq_ignore_ascii_case(name)) {
-                refuse(
-                    &format!("/headers/{}", pointer_escape(name)),
-                    "is given twice",
-                );
+                refuse(&field, "is given twice");
             }
-            headers.insert(name.to_owned(), json!(value));
+            match value {
+                Ok(value) => {
+                    headers.insert(name.to_owned(), value);
+                }
+                Err(why) => refuse(&field, why),
+            }
         }
         record.insert(
             "headers".into(),
@@ -345,14 +399,22 @@ impl WebhookForm {
     }
 }
 
-/// A record's custom headers, as name and value rows.
-pub fn headers_of(record: &Value) -> Vec<(String, String)> {
+/// A record's custom headers (as the API shows them: secrets by their fingerprint), as rows.
+pub fn headers_of(record: &Value) -> Vec<HeaderRow> {
     record
         .get("headers")
         .and_then(Value::as_object)
         .map(|h| {
             h.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .map(|(name, v)| match v.as_str() {
+                    Some(text) => HeaderRow::text(name, text),
+                    None => HeaderRow {
+                        name: name.clone(),
+                        secret: true,
+                        kept: v["fingerprint"].as_str().unwrap_or_default().to_owned(),
+                        ..HeaderRow::default()
+                    },
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -391,7 +453,7 @@ pub fn field_of(pointer: &str, form: &WebhookForm) -> String {
             match form
                 .headers
                 .iter()
-                .position(|(n, _)| n.trim().eq_ignore_ascii_case(&name))
+                .position(|row| row.name.trim().eq_ignore_ascii_case(&name))
             {
                 Some(i) => format!("header_{i}"),
                 None => "headers".into(),
@@ -510,12 +572,56 @@ mod tests {
     }
 
     #[test]
+    fn a_header_value_can_be_a_secret_kept_by_its_fingerprint() {
+        let read = json!({"headers": {"X-Partner": "acme", "X-Api-Key": {"set": true, "fingerprint": "abcd1234"}}});
+        let form = WebhookForm::from_record(&read);
+        let kept = HeaderRow {
+            secret: true,
+            kept: "abcd1234".into(),
+            ..HeaderRow::text("X-Api-Key", "")
+        };
+        assert_eq!(form.headers, [kept, HeaderRow::text("X-Partner", "acme")]);
+        // Posted back untouched, the kept secret is named by its fingerprint.
+        let (posted, _) = WebhookForm::from_pairs(&pairs(&[
+            ("header_name", "X-Api-Key"),
+            ("header_value", ""),
+            ("header_kind", "secret"),
+            ("header_kept", "abcd1234"),
+            ("header_name", "X-New-Key"),
+            ("header_value", "k-2"),
+            ("header_kind", "secret"),
+            ("header_kept", ""),
+            ("header_name", "X-Partner"),
+            ("header_value", "acme"),
+            ("header_kind", "text"),
+            ("header_kept", ""),
+            ("header_name", "X-Empty-Secret"),
+            ("header_value", ""),
+            ("header_kind", "secret"),
+            ("header_kept", ""),
+        ]));
+        let refused = posted.to_record().unwrap_err();
+        assert_eq!(refused[0].field, "/headers/X-Empty-Secret");
+        let mut fixed = posted.clone();
+        fixed.headers.pop();
+        let record = fixed.to_record().unwrap();
+        assert_eq!(
+            record["headers"],
+            json!({
+                "X-Api-Key": {"set": true, "fingerprint": "abcd1234"},
+                "X-New-Key": {"value": "k-2"},
+                "X-Partner": "acme"
+            })
+        );
+    }
+
+    #[test]
     fn what_the_form_can_tell_is_refused_by_field() {
         let mut form = WebhookForm::blank();
         form.auth = "jwt".into();
         form.jwt_expires = "soon".into();
         form.jwt_claims = "[1]".into();
-        form.headers = vec![("X-A".into(), "1".into()), ("x-a".into(), "2".into())];
+        form.headers = vec![HeaderRow::text("X-A", "1"), HeaderRow::text("x-a", "2")];
         let refused = form.to_record().unwrap_err();
         let errors = errors_by_field(&refused, &form);
         for field in ["jwt_key", "jwt_expires", "jwt_claims", "header_0"] {
@@ -526,7 +632,7 @@ mod tests {
     #[test]
     fn refusals_land_next_to_their_fields() {
         let mut form = WebhookForm::blank();
-        form.headers = vec![("X-A".into(), "1".into()), ("Host".into(), "h".into())];
+        form.headers = vec![HeaderRow::text("X-A", "1"), HeaderRow::text("Host", "h")];
         assert_eq!(field_of("/headers/Host", &form), "header_1");
         assert_eq!(field_of("/headers/a~1b", &form), "headers");
         assert_eq!(field_of("/url", &form), "url");
@@ -554,7 +660,7 @@ mod tests {
         form.apply(&action, || unreachable!());
         assert_eq!(form.headers.len(), 2);
         form.apply(&Action::parse("remove-header-0"), || unreachable!());
-        assert_eq!(form.headers, [(String::new(), String::new())]);
+        assert_eq!(form.headers, [HeaderRow::default()]);
         form.apply(&Action::parse("generate-secret"), || "whsec_x".into());
         assert_eq!(form.secret_new, "whsec_x");
         form.apply(&Action::parse("remove-secret-f1"), || unreachable!());
