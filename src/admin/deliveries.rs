@@ -629,15 +629,25 @@ mod tests {
 
     #[test]
     fn a_window_redelivery_takes_each_event_by_its_newest_outcome_in_the_window() {
-        let (_dir, log) = log_with(&[
-            (0, 0, "before", "failed", "2026-11-30T09:00:00Z"),
-            (0, 1, "a", "failed", "2026-11-30T10:00:00Z"),
-            (0, 2, "b", "failed", "2026-11-30T10:01:00Z"),
-            (0, 3, "b", "delivered", "2026-11-30T10:02:00Z"),
-            (0, 4, "c", "delivered", "2026-11-30T10:03:00Z"),
-            (0, 5, "c", "failed", "2026-11-30T10:04:00Z"),
-            (0, 6, "after", "failed", "2026-11-30T11:00:00Z"),
-        ]);
+        // Event, status, minute after 10:00 (offsets in order).
+        let history = [
+            ("before", "failed", -60),
+            ("a", "failed", 0),
+            ("b", "failed", 1),
+            ("b", "delivered", 2),
+            ("c", "delivered", 3),
+            ("c", "failed", 4),
+            ("after", "failed", 60),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let log = DeliveryLog::open(dir.path()).unwrap();
+        let ten = parse_rfc3339("2026-11-30T10:00:00Z").map(unix_ms).unwrap();
+        for (offset, (id, status, minute)) in history.into_iter().enumerate() {
+            let at_ms = (ten as i64 + minute * 60_000) as u64;
+            let at = SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms);
+            let value = outcome(id, status, &crate::domain::time::rfc3339_millis(at));
+            log.apply(0, offset as i64, &value).unwrap();
+        }
         // Another webhook's failures are not read.
         let mut other = outcome("x", "failed", "2026-11-30T10:30:00Z");
         other = String::from_utf8(other)

@@ -319,6 +319,16 @@ mod tests {
         Secrets::new(None, scope)
     }
 
+    /// Writes `text` to a secret file, dated later than any read of it so far, and waits
+    /// until a read looks at the file again (at most once a second).
+    fn rewrite(path: &std::path::Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(later).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+    }
+
     /// `name` in the sample org's folder under `dir`.
     fn org_file(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
         let folder = dir.path().join("myImsOrg");
@@ -431,16 +441,7 @@ mod tests {
         );
 
         // A new key takes effect within a second.
-        std::fs::write(&key_file, "rotated").unwrap();
-        let later = SystemTime::now() + std::time::Duration::from_secs(5);
-        std::fs::File::options()
-            .write(true)
-            .open(&key_file)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
-        // Files are looked at again at most once a second.
-        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        rewrite(&key_file, "rotated");
         let h3 = auth.headers(&prepared, "e3", 3, b"{}").unwrap();
         let token3 = bearer(h3);
         assert_ne!(token3, token);
@@ -478,9 +479,9 @@ mod tests {
     #[test]
     fn secret_header_values_are_resolved_at_use() {
         let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::new(scoped(&dir));
         let key_file = org_file(&dir, "api-key");
         std::fs::write(&key_file, "k-1\n").unwrap();
-        let auth = Auth::new(scoped(&dir));
         let mut v = sample_webhook();
         v["headers"] = json!({
             "X-Partner-Id": "acme",
@@ -491,15 +492,7 @@ mod tests {
         let first = auth.headers(&prepared, "e1", 1, b"{}").unwrap();
         assert_eq!(first.secret_headers, [("X-Api-Key".into(), "k-1".into())]);
         // A rotated file is read at the next use.
-        std::fs::write(&key_file, "k-2").unwrap();
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-        std::fs::File::options()
-            .write(true)
-            .open(&key_file)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        rewrite(&key_file, "k-2");
         let second = auth.headers(&prepared, "e2", 2, b"{}").unwrap();
         assert_eq!(second.secret_headers, [("X-Api-Key".into(), "k-2".into())]);
     }

@@ -54,6 +54,10 @@ pub struct Stored<T> {
     pub version: Version,
 }
 
+/// What a listing hands each record to: its key and its JSON with its version; answers
+/// whether to go on.
+pub type Visitor<'a> = &'a mut dyn FnMut(&str, Stored<&[u8]>) -> bool;
+
 /// A cheap-to-clone handle on the cache. Calls block briefly (memtable or block cache).
 /// Lookups go through a memo of decoded records (`memo.rs`).
 #[derive(Clone)]
@@ -226,7 +230,7 @@ impl ConfigStore {
         &self,
         prefix: &str,
         after: Option<&str>,
-        each: &mut dyn FnMut(&str, Stored<&[u8]>) -> bool,
+        each: Visitor,
     ) -> Result<(), StoreError> {
         let full = format!("{RECORD_PREFIX}{prefix}");
         let start = match after {

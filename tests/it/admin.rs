@@ -212,6 +212,13 @@ fn write_key(dir: &Path) {
     std::fs::write(dir.join(KEY_FILE), key).unwrap();
 }
 
+/// A processor with the API's settings (its key file among them), but none of the API's own.
+pub(crate) fn processor_with_api_settings(h: &Harness) -> Processor {
+    let mut env = admin_env(h);
+    env.retain(|(k, _)| !k.starts_with("FW_ADMIN"));
+    Processor::start(&env, h.dir.path().join("processor.log"))
+}
+
 pub(crate) fn admin_env(h: &Harness) -> Vec<(String, String)> {
     let dir = h.dir.path();
     let mut env = h.env.clone();
@@ -666,9 +673,7 @@ async fn the_processor_delivers_with_what_the_api_published() {
     h.receiver
         .respond(|_| feedback_webhooks::receiver::Reply::status(200));
 
-    let mut env = admin_env(&h);
-    env.retain(|(k, _)| !k.starts_with("FW_ADMIN"));
-    let mut processor = Processor::start(&env, h.dir.path().join("processor.log"));
+    let mut processor = processor_with_api_settings(&h);
     h.producer
         .send_json(&h.topics.input, Some("e1"), &spec_event("e1"))
         .await;
@@ -1203,9 +1208,7 @@ async fn a_range_opened_for_one_org_is_no_relay_for_another() {
     assert_eq!(failed["error"], "connect", "{failed}");
 
     // The processor keeps the same scope: the org's own deliveries arrive.
-    let mut env = admin_env(&h);
-    env.retain(|(k, _)| !k.starts_with("FW_ADMIN"));
-    let mut processor = Processor::start(&env, h.dir.path().join("processor.log"));
+    let mut processor = processor_with_api_settings(&h);
     h.producer
         .send_json(&h.topics.input, Some("e1"), &spec_event("e1"))
         .await;

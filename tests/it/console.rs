@@ -8,8 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::admin::{admin_env, Api};
-use crate::support::processor::Processor;
+use crate::admin::{processor_with_api_settings, Api};
 use crate::support::*;
 use feedback_webhooks::receiver::Reply;
 
@@ -245,9 +244,7 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
     assert_eq!(created["updatedBy"], "operator");
 
     // The processor delivers to the webhook made in the browser, signed.
-    let mut env = admin_env(&h);
-    env.retain(|(k, _)| !k.starts_with("FW_ADMIN"));
-    let mut processor = Processor::start(&env, h.dir.path().join("processor.log"));
+    let mut processor = processor_with_api_settings(&h);
     let send = |id: &'static str| {
         let producer = &h.producer;
         let topic = h.topics.input.clone();

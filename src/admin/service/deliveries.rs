@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::paging::{after_cursor, cursor_of, limit_of, Page};
 use super::{id, unavailable, At, Service};
-use crate::admin::deliveries::{LogQuery, Matching, Tally};
+use crate::admin::deliveries::{DeliveryLog, LogError, LogQuery, Matching, Tally};
 use crate::admin::problem::Problem;
 use crate::domain::ids::Id;
 use crate::domain::time::{parse_rfc3339, unix_ms};
@@ -64,27 +64,31 @@ pub async fn search(
     at: At<'_>,
     query: LogQuery,
 ) -> Result<(Vec<Value>, Option<String>), Problem> {
-    at.allow(false)?;
-    let (org, sandbox) = (at.org.to_owned(), at.sandbox.to_owned());
-    svc.read(at.org, move |stores| {
-        stores
-            .deliveries
-            .query(&org, &sandbox, &query)
-            .map_err(unavailable)
+    in_log(svc, at, move |log, org, sandbox| {
+        log.query(org, sandbox, &query)
     })
     .await
 }
 
 /// The newest outcome of an event, if the log has one.
 pub async fn latest(svc: &Service, at: At<'_>, event_id: &str) -> Result<Option<Value>, Problem> {
+    let event_id = id(Id::Event, event_id)?.to_owned();
+    in_log(svc, at, move |log, org, sandbox| {
+        log.latest_of(org, sandbox, &event_id)
+    })
+    .await
+}
+
+/// Reads the webhook's part of the delivery log, as one read of its org.
+async fn in_log<T: Send + 'static>(
+    svc: &Service,
+    at: At<'_>,
+    read: impl FnOnce(&DeliveryLog, &str, &str) -> Result<T, LogError> + Send + 'static,
+) -> Result<T, Problem> {
     at.allow(false)?;
     let (org, sandbox) = (at.org.to_owned(), at.sandbox.to_owned());
-    let event_id = id(Id::Event, event_id)?.to_owned();
     svc.read(at.org, move |stores| {
-        stores
-            .deliveries
-            .latest_of(&org, &sandbox, &event_id)
-            .map_err(unavailable)
+        read(&stores.deliveries, &org, &sandbox).map_err(unavailable)
     })
     .await
 }

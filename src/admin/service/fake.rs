@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use super::{ConfigRecords, ConfigWriter};
 use crate::admin::publish::PublishError;
 use crate::domain::config::ConfigKey;
+use crate::join::store::Visitor;
 use crate::join::{StoreError, Stored, Version};
 
 #[derive(Default)]
@@ -40,12 +41,7 @@ impl ConfigRecords for MemoryConfig {
         Ok(self.records.lock().unwrap().get(&key.to_string()).cloned())
     }
 
-    fn visit(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        each: &mut dyn FnMut(&str, Stored<&[u8]>) -> bool,
-    ) -> Result<(), StoreError> {
+    fn visit(&self, prefix: &str, after: Option<&str>, each: Visitor) -> Result<(), StoreError> {
         let records = self.records.lock().unwrap();
         for (k, v) in records.range(prefix.to_owned()..) {
             if !k.starts_with(prefix) {

@@ -42,6 +42,7 @@ use super::secrets::{self, RefRules};
 use super::tokens::{Principal, Right};
 use crate::domain::config::{ConfigKey, Rules};
 use crate::domain::secret::SealingKey;
+use crate::join::store::Visitor;
 use crate::join::{ConfigStore, StoreError, Stored, Version};
 use crate::settings::Settings;
 use write::Written;
@@ -52,12 +53,7 @@ pub trait ConfigRecords: Send + Sync {
     fn raw(&self, key: &ConfigKey) -> Result<Option<Stored<Vec<u8>>>, StoreError>;
     /// Hands `each` the records whose key starts with `prefix` and sorts after `after`, in
     /// key order, until it answers `false`.
-    fn visit(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        each: &mut dyn FnMut(&str, Stored<&[u8]>) -> bool,
-    ) -> Result<(), StoreError>;
+    fn visit(&self, prefix: &str, after: Option<&str>, each: Visitor) -> Result<(), StoreError>;
 }
 
 impl ConfigRecords for ConfigStore {
@@ -65,12 +61,7 @@ impl ConfigRecords for ConfigStore {
         ConfigStore::raw(self, key)
     }
 
-    fn visit(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        each: &mut dyn FnMut(&str, Stored<&[u8]>) -> bool,
-    ) -> Result<(), StoreError> {
+    fn visit(&self, prefix: &str, after: Option<&str>, each: Visitor) -> Result<(), StoreError> {
         ConfigStore::visit(self, prefix, after, each)
     }
 }

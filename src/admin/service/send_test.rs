@@ -20,7 +20,7 @@ use crate::admin::problem::Problem;
 use crate::delivery::client::ClientOptions;
 use crate::delivery::guard::needs_allowance;
 use crate::delivery::sender::DeliveryIds;
-use crate::delivery::{build_client, ClientError, Deliverer, DelivererError, Sender};
+use crate::delivery::{build_client, Deliverer, DelivererError, Sender};
 use crate::domain::address::AddressPolicy;
 use crate::domain::config::WebhookConfig;
 use crate::domain::retry::AttemptResult;
@@ -41,12 +41,8 @@ pub struct Tester {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TesterError {
-    #[error(transparent)]
-    Deliverer(#[from] DelivererError),
-    #[error(transparent)]
-    Client(#[from] ClientError),
-}
+#[error(transparent)]
+pub struct TesterError(#[from] DelivererError);
 
 impl Tester {
     pub fn new(settings: &Settings) -> Result<Self, TesterError> {
@@ -54,7 +50,10 @@ impl Tester {
         let options = ClientOptions::from_settings(&settings.delivery, closed.clone());
         Ok(Tester {
             deliverer: Deliverer::from_settings(settings)?,
-            public: Sender::new(build_client(&options)?, closed),
+            public: Sender::new(
+                build_client(&options).map_err(DelivererError::from)?,
+                closed,
+            ),
             budget: PerMinute::new(settings.admin.test_sends_per_minute),
         })
     }

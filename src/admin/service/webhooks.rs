@@ -290,6 +290,15 @@ mod operations {
         input
     }
 
+    /// `webhook()` with JWT authentication whose key is `key`.
+    fn jwt_with(key: Value) -> WebhookInput {
+        with(
+            "authentication",
+            json!({"type": "jwt", "algorithm": "HS256", "key": key,
+                   "issuer": "i", "subject": "s", "audience": "a", "expiresInSeconds": 300}),
+        )
+    }
+
     fn version(saved: &Saved) -> Expect {
         Expect::version(&saved.record.version.to_string())
     }
@@ -327,11 +336,7 @@ mod operations {
     #[tokio::test]
     async fn an_org_token_toggles_a_webhook_holding_an_operators_reference() {
         let f = Fixture::new();
-        let jwt = with(
-            "authentication",
-            json!({"type": "jwt", "algorithm": "HS256", "key": {"ref": "env:WEBHOOK_SECRET_ACME__JWT"},
-                   "issuer": "i", "subject": "s", "audience": "a", "expiresInSeconds": 300}),
-        );
+        let jwt = jwt_with(json!({"ref": "env:WEBHOOK_SECRET_ACME__JWT"}));
         f.put("operator", &Expect::Nothing, jwt).await.unwrap();
         let tenant = caller("acme", true);
         let at = At::new(&tenant, "acme", "sb1");
@@ -483,11 +488,7 @@ mod operations {
     #[tokio::test]
     async fn a_secret_is_sealed_shown_by_fingerprint_and_kept_when_written_back() {
         let f = Fixture::new();
-        let jwt = with(
-            "authentication",
-            json!({"type": "jwt", "algorithm": "HS256", "key": {"value": "a-32-byte-long-shared-secret-key"},
-                   "issuer": "i", "subject": "s", "audience": "a", "expiresInSeconds": 300}),
-        );
+        let jwt = jwt_with(json!({"value": "a-32-byte-long-shared-secret-key"}));
         let created = f.put("acme", &Expect::Nothing, jwt).await.unwrap();
         let sealed = f.stored().unwrap()["authentication"]["key"].clone();
         assert!(sealed.get("encrypted").is_some(), "{sealed}");

@@ -198,6 +198,16 @@ async fn fill_delivery_log(bootstrap: &str, topics: &Topics) {
         .await;
 }
 
+/// How many items a page of `url` has (0 when it cannot be read).
+async fn items(client: &reqwest::Client, url: &str, token: &str) -> usize {
+    let page: Option<Value> = match client.get(url).bearer_auth(token).send().await {
+        Ok(r) => r.json().await.ok(),
+        Err(_) => None,
+    };
+    page.and_then(|p| p["items"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
 /// GETs `url` with `token`: the status and how long it took.
 async fn timed(client: &reqwest::Client, url: &str, token: &str) -> (u16, Duration) {
     let t = Instant::now();
@@ -243,30 +253,9 @@ async fn wait_indexed(api: &AdminProcess, acme: &str, globex: &str) {
     let client = plain_client();
     let until = Instant::now() + Duration::from_secs(120);
     loop {
-        let failed = client
-            .get(format!("{looped}?status=failed&limit=500"))
-            .bearer_auth(acme)
-            .send()
-            .await;
-        let failed: Option<Value> = match failed {
-            Ok(r) => r.json().await.ok(),
-            Err(_) => None,
-        };
-        let theirs = client
-            .get(format!("{other}?limit=500"))
-            .bearer_auth(globex)
-            .send()
-            .await;
-        let theirs: Option<Value> = match theirs {
-            Ok(r) => r.json().await.ok(),
-            Err(_) => None,
-        };
-        let len = |v: &Option<Value>| {
-            v.as_ref()
-                .and_then(|v| v["items"].as_array().map(Vec::len))
-                .unwrap_or(0)
-        };
-        if len(&failed) == LOOPED_OUTCOMES / 100 && len(&theirs) == OTHER_OUTCOMES {
+        let failed = items(&client, &format!("{looped}?status=failed&limit=500"), acme).await;
+        let theirs = items(&client, &format!("{other}?limit=500"), globex).await;
+        if failed == LOOPED_OUTCOMES / 100 && theirs == OTHER_OUTCOMES {
             break;
         }
         assert!(
