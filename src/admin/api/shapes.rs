@@ -85,7 +85,8 @@ pub struct WebhookWrite {
     pub enabled: bool,
     #[schema(value_type = Object)]
     pub authentication: Value,
-    /// Extra headers sent with every request (name → value).
+    /// Extra headers sent with every request: name → a value, or a secret given as
+    /// `{"value": "..."}` (sealed like the JWT key; read back as `{"set": true, ...}`).
     #[schema(value_type = Option<Object>)]
     pub headers: Option<Value>,
     /// Signing secrets (Standard Webhooks).
