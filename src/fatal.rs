@@ -1,7 +1,8 @@
-//! A condition the process cannot recover from in place (a fenced producer, a record task
-//! that panicked): it stops with a non-zero status so that its supervisor restarts it, and
-//! the work after the last commit is redone. Never a silent spin, never a hole in a
-//! partition's commit point.
+//! A condition the processor's parts cannot go on from (an aborted transaction, a fenced
+//! producer, a stuck transaction call, a record task that panicked): the parts stop without
+//! committing, and the pipeline starts them again in process from the last commit
+//! (`pipeline/recovery.rs`), so the work after it is redone. Never a silent spin, never a
+//! hole in a partition's commit point.
 
 use std::sync::Arc;
 
@@ -32,6 +33,17 @@ pub enum FatalCause {
     /// The producer cannot go on (fenced, a fatal idempotence error).
     #[error("producer: {0}")]
     Producer(String),
+    /// The broker refuses what the settings ask for (an invalid topic name, acks or
+    /// compression): starting again cannot help.
+    #[error("producer: {0}")]
+    Misconfigured(String),
+    /// A blocking transaction call is past its deadline (librdkafka issues #5456, #5511):
+    /// the producer is abandoned where it hangs, and never called again.
+    #[error("producer {producer}: {call} is stuck past its deadline")]
+    Stuck {
+        producer: String,
+        call: &'static str,
+    },
 }
 
 /// Raised once, by whoever meets the condition; the pipeline waits on it.
@@ -62,6 +74,12 @@ impl Fatal {
 
     pub fn is_raised(&self) -> bool {
         self.tx.borrow().is_some()
+    }
+
+    /// Whether the condition was raised because a call hangs: its client must not be
+    /// called again.
+    pub fn is_stuck(&self) -> bool {
+        matches!(*self.tx.borrow(), Some(FatalCause::Stuck { .. }))
     }
 
     /// Resolves with the cause once the condition is raised.

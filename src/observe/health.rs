@@ -13,6 +13,8 @@ pub struct Health {
     caught_up: AtomicBool,
     joined: AtomicBool,
     stopping: AtomicBool,
+    /// No broker of the cluster can be reached.
+    cut_off: AtomicBool,
 }
 
 impl Health {
@@ -28,6 +30,17 @@ impl Health {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the cluster can be reached.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.cut_off.store(!reachable, Ordering::Relaxed);
+    }
+
+    /// The processor's parts start again after a fault: not ready until they have joined.
+    pub fn set_recovering(&self) {
+        self.joined.store(false, Ordering::Relaxed);
+        self.stopping.store(false, Ordering::Relaxed);
+    }
+
     /// `Ok` when ready, else why not.
     pub fn ready(&self) -> Result<(), &'static str> {
         if self.stopping.load(Ordering::Relaxed) {
@@ -36,6 +49,8 @@ impl Health {
             Err("config cache catching up")
         } else if !self.joined.load(Ordering::Relaxed) {
             Err("joining the consumer group")
+        } else if self.cut_off.load(Ordering::Relaxed) {
+            Err("no broker can be reached")
         } else {
             Ok(())
         }
@@ -56,5 +71,13 @@ mod tests {
         assert_eq!(h.ready(), Ok(()));
         h.set_stopping();
         assert_eq!(h.ready(), Err("shutting down"));
+        h.set_recovering();
+        assert_eq!(h.ready(), Err("joining the consumer group"));
+        h.set_joined();
+        assert_eq!(h.ready(), Ok(()));
+        h.set_reachable(false);
+        assert_eq!(h.ready(), Err("no broker can be reached"));
+        h.set_reachable(true);
+        assert_eq!(h.ready(), Ok(()));
     }
 }

@@ -11,6 +11,7 @@
 
 mod consume;
 mod handlers;
+pub mod recovery;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::settings::{Guarantee, Settings};
 use crate::source::commit::CommitError;
 use crate::source::durable::Results;
 use crate::source::{InputConsumer, InputError, InputRecord, Subscription};
+use recovery::{Next, Recoveries};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -100,12 +102,83 @@ pub async fn run(
         }
     }
     health.set_caught_up();
-    let processor = Processor::start(&settings, Arc::new(store)).await?;
-    let stopped = processor.run(&health, &follower, shutdown).await;
+    let config: Arc<dyn ConfigLookup> = Arc::new(store);
+    let mut shutdown = Box::pin(futures::FutureExt::fuse(shutdown));
+    let mut processor = Processor::start(&settings, config.clone()).await?;
+    let mut recoveries = Recoveries::default();
+    let stopped = loop {
+        let result = processor.run(&health, &follower, &mut shutdown).await;
+        let cause = match result {
+            Err(PipelineError::Fatal(cause))
+                if !futures::future::FusedFuture::is_terminated(&shutdown) =>
+            {
+                cause
+            }
+            other => break other,
+        };
+        let wait = match recoveries.next(&cause, std::time::Instant::now()) {
+            Next::Recover(wait) => wait,
+            Next::Stop(why) => {
+                error!(why, "faults keep coming back; stopping");
+                break Err(PipelineError::Fatal(cause));
+            }
+        };
+        warn!(
+            cause = %cause,
+            wait_ms = wait.as_millis() as u64,
+            recent = recoveries.recent(),
+            "the processor's parts stopped after a fault; starting them again in process from the last commit"
+        );
+        if matches!(cause, FatalCause::Stuck { .. }) {
+            crate::record::watchdog::abandoned();
+        }
+        // Its clients may hang in C (a stuck call): they are let go on a thread of their own.
+        abandon(processor);
+        health.set_recovering();
+        match restart(&settings, &config, wait, &mut shutdown).await {
+            Some(started) => processor = started,
+            None => break Ok(()),
+        }
+    };
     follower.stop();
     trimmer.abort();
     info!("stopped");
     stopped
+}
+
+/// Lets go of a processor's parts on a thread of their own: dropping a client whose call
+/// hangs in librdkafka may hang too, and must not hold up the pipeline.
+fn abandon(processor: Processor) {
+    let spawned = std::thread::Builder::new()
+        .name("abandoned-parts".into())
+        .spawn(move || drop(processor));
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot let go of the old parts on a thread of their own");
+    }
+}
+
+/// Starts the processor's parts again after `wait`, retrying (with backoff) while the
+/// broker cannot be reached; `None` when shutdown comes first.
+async fn restart(
+    settings: &Settings,
+    config: &Arc<dyn ConfigLookup>,
+    wait: Duration,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<Processor> {
+    let mut wait = wait;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = &mut *shutdown => return None,
+        }
+        match Processor::start(settings, config.clone()).await {
+            Ok(started) => return Some(started),
+            Err(e) => {
+                warn!(error = %e, "the processor's parts cannot start yet; trying again");
+                wait = (wait * 2).clamp(Duration::from_secs(1), recovery::MAX_BACKOFF);
+            }
+        }
+    }
 }
 
 /// Opens the config cache and starts following the config topic.
@@ -284,7 +357,7 @@ impl Processor {
     /// Runs the loops until `shutdown`, a fatal error or the config follower's end; then
     /// drains what is under way (not after a fatal error), commits and leaves the groups.
     pub async fn run(
-        self,
+        &self,
         health: &Health,
         follower: &ConfigFollower,
         shutdown: impl Future<Output = ()>,
@@ -298,19 +371,17 @@ impl Processor {
         }
         let input = &self.loops[0].1;
         let mut loops_done = Box::pin(async {
-            let ((), ()) = tokio::join!(
-                async {
-                    while let Some(done) = tasks.join_next().await {
-                        if let Err(e) = done {
-                            error!(error = %e, "a consumer loop failed");
-                        }
-                    }
-                },
-                ready_when_joined(input, health, self.stop.subscribe()),
-            );
+            while let Some(done) = tasks.join_next().await {
+                if let Err(e) = done {
+                    error!(error = %e, "a consumer loop failed");
+                }
+            }
         });
+        // Ends only when stopping.
+        let readiness = ready_when_joined(input, health, self.stop.subscribe());
         let mut failed = None;
         tokio::select! {
+            () = readiness => {}
             () = &mut loops_done => {}
             () = shutdown => {}
             () = follower_stopped(follower) => failed = Some(PipelineError::FollowerStopped),
@@ -384,6 +455,12 @@ impl Processor {
         let mut committed = Ok(());
         let commit = !(self.exactly_once && self.fatal.is_raised());
         for (_, consumer, _) in &self.loops {
+            if self.fatal.is_stuck() {
+                // A producer hangs in C: calling it again would hang here too. Its
+                // successor's registration aborts what it left open.
+                consumer.unsubscribe();
+                continue;
+            }
             let result = if commit {
                 tokio::task::block_in_place(|| consumer.commit())
             } else {
@@ -414,7 +491,8 @@ async fn follower_stopped(follower: &ConfigFollower) {
 }
 
 /// Marks the processor ready once the input consumer has joined its group, or after a while
-/// without an assignment (more members than partitions: idle, but ready).
+/// without an assignment (more members than partitions: idle, but ready); then keeps
+/// readiness in step with whether the cluster can be reached, until stopping.
 async fn ready_when_joined(
     input: &InputConsumer,
     health: &Health,
@@ -422,11 +500,14 @@ async fn ready_when_joined(
 ) {
     const IDLE_READY_AFTER: Duration = Duration::from_secs(30);
     let started = tokio::time::Instant::now();
-    while !input.joined() && started.elapsed() < IDLE_READY_AFTER {
+    loop {
+        if input.joined() || started.elapsed() >= IDLE_READY_AFTER {
+            health.set_joined();
+        }
+        health.set_reachable(input.reaches_the_cluster());
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
     }
-    health.set_joined();
 }

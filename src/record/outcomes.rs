@@ -73,6 +73,18 @@ pub fn classify(error: &KafkaError) -> Failure {
     }
 }
 
+/// What a fatal producer error means for the process: a setting the broker refuses cannot
+/// be ridden out; anything else can, with a new producer.
+fn fatal_cause(error: &KafkaError) -> FatalCause {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match error.rdkafka_error_code() {
+        Some(Code::InvalidTopic | Code::InvalidRequiredAcks | Code::UnsupportedCompressionType) => {
+            FatalCause::Misconfigured(error.to_string())
+        }
+        _ => FatalCause::Producer(error.to_string()),
+    }
+}
+
 pub struct Recorder {
     producer: FutureProducer,
     outcome_topic: String,
@@ -135,7 +147,7 @@ impl Recorder {
         let txn = match o.transactional_id {
             None => None,
             Some(id) => {
-                let watchdog = Watchdog::start(id);
+                let watchdog = Watchdog::start(id, o.fatal.clone());
                 {
                     let margin = Timing::default().stuck_margin;
                     let _w = watchdog.watch("init transactions", TRANSACTION_TIMEOUT + margin);
@@ -332,7 +344,7 @@ impl Recorder {
                     if let Some(txn) = &self.txn {
                         txn.fail();
                     }
-                    self.fatal.raise(FatalCause::Producer(e.to_string()));
+                    self.fatal.raise(fatal_cause(&e));
                     return std::future::pending().await;
                 }
             }

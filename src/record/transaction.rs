@@ -577,7 +577,11 @@ mod tests {
     };
 
     fn transaction() -> Arc<Transaction> {
-        Arc::new(Transaction::new(Watchdog::start("test"), 8, FAST))
+        Arc::new(Transaction::new(
+            Watchdog::start("test", crate::fatal::Fatal::default()),
+            8,
+            FAST,
+        ))
     }
 
     /// Offsets of one partition with a real group's metadata (made by a consumer that

@@ -1,10 +1,11 @@
 //! A deadline on blocking Kafka transaction calls. librdkafka can block in
 //! `send_offsets_to_transaction` far past the timeout it is given while the group
 //! coordinator is away or has moved (librdkafka issues #5456 and #5511), and a thread
-//! blocked in C cannot be cancelled. A call still running at its deadline ends the process
-//! (exit status [`EXIT_STUCK`]): its supervisor restarts it, and the restart's
-//! `init_transactions` settles what was left open, as after a crash, which exactly once
-//! loses nothing and duplicates no outcome.
+//! blocked in C cannot be cancelled. A call still running at its deadline raises the
+//! processor's fatal condition ([`FatalCause::Stuck`]): the pipeline abandons the producer
+//! where it hangs and starts its parts again in process, and the new producer's
+//! `init_transactions` (same transactional id) fences it and settles what was left open,
+//! as after a crash, which exactly once loses nothing and duplicates no outcome.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -13,9 +14,24 @@ use std::time::Duration;
 use tracing::error;
 
 use crate::domain::time::now_ms;
+use crate::fatal::{Fatal, FatalCause};
 
-/// Exit status of a process ended by a stuck transaction call.
+/// Exit status of a process whose stuck call nothing took over (a final commit at
+/// shutdown that hangs): its supervisor settles it, as after a crash.
 pub const EXIT_STUCK: i32 = 3;
+
+/// How long a stuck call may hang after its fatal condition was raised before the process
+/// ends, unless a recovery abandoned the producer meanwhile ([`abandoned`]).
+const LAST_RESORT: Duration = Duration::from_secs(60);
+
+/// Recoveries that abandoned their producers (process-wide).
+static ABANDONED: AtomicU64 = AtomicU64::new(0);
+
+/// The pipeline started its parts again, leaving the producers of the old ones where they
+/// hang: their watchdogs stop watching.
+pub fn abandoned() {
+    ABANDONED.fetch_add(1, Ordering::SeqCst);
+}
 
 /// How often the deadline is looked at.
 const TICK: Duration = Duration::from_millis(500);
@@ -39,8 +55,9 @@ const CALLS: [&str; 5] = [
 ];
 
 impl Watchdog {
-    /// Starts the watching thread; it ends when the returned handle is dropped.
-    pub fn start(name: &str) -> Arc<Watchdog> {
+    /// Starts the watching thread; it ends when the returned handle is dropped, or after it
+    /// raised `fatal`.
+    pub fn start(name: &str, fatal: Fatal) -> Arc<Watchdog> {
         let dog = Arc::new(Watchdog {
             name: name.to_owned(),
             deadline: AtomicU64::new(0),
@@ -62,15 +79,37 @@ impl Watchdog {
                     error!(
                         producer = dog.name,
                         call,
-                        "a Kafka transaction call is stuck past its deadline; exiting for the supervisor to restart the process"
+                        "a Kafka transaction call is stuck past its deadline; starting again with a new producer"
                     );
-                    std::process::exit(EXIT_STUCK);
+                    fatal.raise(FatalCause::Stuck {
+                        producer: dog.name.clone(),
+                        call,
+                    });
+                    dog.last_resort(ABANDONED.load(Ordering::SeqCst));
+                    return;
                 }
             });
         if let Err(e) = spawned {
             error!(error = %e, "cannot start the transaction watchdog");
         }
         dog
+    }
+
+    /// After the fatal condition: ends the process if the call still hangs
+    /// [`LAST_RESORT`] later and no recovery took the producer over.
+    fn last_resort(&self, recoveries: u64) {
+        let until = now_ms() + LAST_RESORT.as_millis() as u64;
+        while now_ms() < until {
+            std::thread::sleep(TICK);
+            if ABANDONED.load(Ordering::SeqCst) != recoveries || !self.overdue(now_ms()) {
+                return;
+            }
+        }
+        error!(
+            producer = self.name,
+            "a stuck Kafka transaction call was not taken over; exiting for the supervisor"
+        );
+        std::process::exit(EXIT_STUCK);
     }
 
     fn overdue(&self, now: u64) -> bool {

@@ -10,6 +10,7 @@
 //! skips the records its committed progress (or, for a partition this instance held
 //! before, its own durable progress) says are done.
 
+use super::reach::{any_up, Reach};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -182,6 +183,8 @@ pub struct InputContext {
     /// At least once, on the input: the recent results, which say what completed after the
     /// committed offsets (see [`super::durable`]).
     results: Option<Arc<Results>>,
+    /// Whether the cluster can be reached (from the statistics).
+    reach: Arc<Reach>,
 }
 
 /// Partitions paused until their next record is due, with their generation.
@@ -189,6 +192,9 @@ type Deferred = Arc<Mutex<HashMap<PartitionKey, u64>>>;
 
 impl ClientContext for InputContext {
     fn stats(&self, statistics: Statistics) {
+        let brokers = statistics.brokers.values();
+        let up = any_up(brokers.map(|b| (b.nodeid, b.state.as_str())));
+        self.reach.report(self.name, up);
         let lag = &metrics().consumer_lag;
         for (topic, t) in &statistics.topics {
             for (id, p) in &t.partitions {
@@ -377,6 +383,7 @@ pub struct InputConsumer {
     tracker: Arc<Mutex<OffsetTracker>>,
     committer: Arc<Committer>,
     joined: Arc<AtomicBool>,
+    reach: Arc<Reach>,
     /// Shared with the context: see [`InputContext`].
     paused: Arc<AtomicBool>,
     /// Partitions paused until their next record is due, with their generation.
@@ -409,6 +416,7 @@ impl InputConsumer {
         let deferred = Deferred::default();
         let joined = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
+        let reach = Arc::new(Reach::default());
         // Fetch sizes allow the largest event we accept plus headroom, so an oversized event
         // is still read (and recorded as invalid) rather than stalling the partition.
         let fetch_max = s
@@ -462,6 +470,7 @@ impl InputConsumer {
                 committer: committer.clone(),
                 fatal: s.fatal.clone(),
                 results: s.results.clone(),
+                reach: reach.clone(),
             })?;
         let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -470,6 +479,7 @@ impl InputConsumer {
             tracker,
             committer,
             joined,
+            reach,
             paused,
             deferred,
         })
@@ -498,6 +508,11 @@ impl InputConsumer {
     /// Whether the consumer has been given its share of the group (possibly nothing).
     pub fn joined(&self) -> bool {
         self.joined.load(Ordering::Relaxed)
+    }
+
+    /// Whether the consumer reaches the cluster (as of its last statistics, every 5 s).
+    pub fn reaches_the_cluster(&self) -> bool {
+        self.reach.is_up()
     }
 
     /// Stops fetching from every assigned partition (librdkafka drops what it prefetched and

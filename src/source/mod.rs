@@ -6,6 +6,7 @@ pub mod durable;
 pub mod input;
 pub mod offsets;
 pub mod progress;
+pub mod reach;
 
 pub use input::{InputConsumer, InputError, InputRecord, Lease, RecordSource, Subscription};
 pub use offsets::{OffsetTracker, PartitionKey};

@@ -706,6 +706,57 @@ async fn broker_stop_and_start_during_load() {
     report.check_duplicate_deliveries();
 }
 
+/// The single broker restarts twice under load (about 2,000 events), and one processor, as
+/// the README starts it and with nobody to restart it, rides both out in process: it never
+/// exits, `/readyz` answers 503 while the broker is away, and every event has its outcome
+/// within a minute of the broker's return, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_broker_restarting_twice_is_ridden_out_in_process() {
+    let _alone = OWN_BROKERS.lock().await;
+    let broker = OwnBroker::start();
+    let h = fault_harness("ride", OwnBroker::BOOTSTRAP).await;
+    let mut only = Instance::started(&h, "only");
+    let addr = only.process.as_mut().expect("running").http_addr();
+    let load = start_load(&h, "ride", 57, Duration::from_secs(54));
+    let mut unready = 0;
+    for _ in 0..2 {
+        unready += watch_ready(&addr, 6, &mut only).await;
+        broker.script("stop");
+        unready += watch_ready(&addr, 20, &mut only).await;
+        broker.script("start");
+    }
+    let run = settle(&h, load, Duration::from_secs(60), &mut [&mut only]).await;
+    assert_eq!((only.runs, only.restarts), (1, 0), "the processor exited");
+    assert!(unready > 0, "/readyz never said the broker was away");
+    let report = Report::build(
+        "single broker restarted ×2, in process",
+        2,
+        &[&only],
+        &run,
+        &h,
+    );
+    drop(h);
+    drop(broker);
+    report.check();
+    report.check_duplicate_deliveries();
+}
+
+/// Asks `/readyz` twice a second for `secs` seconds, failing if the instance exits; answers
+/// how many times it was not ready.
+async fn watch_ready(addr: &str, secs: u64, instance: &mut Instance) -> usize {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut unready = 0;
+    while Instant::now() < until {
+        let exited = instance.process.as_mut().and_then(Processor::exited);
+        assert!(exited.is_none(), "{} exited: {exited:?}", instance.name);
+        if crate::observe::get(addr, "/readyz").await.0 != 200 {
+            unready += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    unready
+}
+
 /// A 3-node KRaft cluster of the scenario's own (`scripts/kafka cluster`, ports 19192–19197).
 struct OwnCluster {
     home: tempfile::TempDir,
