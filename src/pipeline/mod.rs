@@ -171,7 +171,11 @@ async fn restart(
             () = tokio::time::sleep(wait) => {}
             () = &mut *shutdown => return None,
         }
-        match Processor::start(settings, config.clone()).await {
+        let started = tokio::select! {
+            started = Processor::start(settings, config.clone()) => started,
+            () = &mut *shutdown => return None,
+        };
+        match started {
             Ok(started) => return Some(started),
             Err(e) => {
                 warn!(error = %e, "the processor's parts cannot start yet; trying again");

@@ -41,11 +41,26 @@ pub struct Recoveries {
     recent: VecDeque<Instant>,
 }
 
+/// Whether `cause` says another producer registered this one's transactional id. Only a
+/// live producer's fault reaches the pipeline, and this process registers a new producer
+/// only after letting go of the old one: so it is another live instance with the same id,
+/// and the two would only fence each other in turn. (A transaction the broker timed out
+/// reads otherwise: an old epoch, which starting again rides out.)
+fn fenced(cause: &FatalCause) -> bool {
+    let text = cause.to_string().to_lowercase();
+    text.contains("fenced by a newer instance") || text.contains("producer fenced")
+}
+
 impl Recoveries {
     /// Decides about a fault with `cause` at `now`, and counts it when it recovers.
     pub fn next(&mut self, cause: &FatalCause, now: Instant) -> Next {
         if let FatalCause::Misconfigured(_) = cause {
             return Next::Stop(format!("a setting the broker refuses: {cause}"));
+        }
+        if fenced(cause) {
+            return Next::Stop(format!(
+                "another live instance uses this transactional id ({cause})"
+            ));
         }
         while self
             .recent
@@ -118,17 +133,35 @@ mod tests {
     }
 
     #[test]
+    fn fenced_by_a_newer_instance_stops_and_an_old_epoch_recovers() {
+        let mut r = Recoveries::default();
+        let t = Instant::now();
+        let epoch = FatalCause::Producer(
+            "Broker: Producer attempted an operation with an old epoch".into(),
+        );
+        assert!(matches!(r.next(&epoch, t), Next::Recover(_)));
+        let fenced = FatalCause::Commit {
+            consumer: "input",
+            reason: "Local: This instance has been fenced by a newer instance".into(),
+        };
+        match r.next(&fenced, t + Duration::from_secs(1)) {
+            Next::Stop(why) => assert!(why.contains("another live instance"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn faults_that_keep_coming_back_stop_the_process_with_their_cause() {
         let mut r = Recoveries::default();
         let t = Instant::now();
-        let fenced = FatalCause::Producer("fenced by a newer instance".into());
+        let fenced = FatalCause::Producer("broker went away".into());
         for i in 0..MAX_IN_WINDOW {
             let at = t + Duration::from_secs(20 * i as u64);
             assert!(matches!(r.next(&fenced, at), Next::Recover(_)), "{i}");
         }
         let at = t + Duration::from_secs(20 * MAX_IN_WINDOW as u64);
         match r.next(&fenced, at) {
-            Next::Stop(why) => assert!(why.contains("fenced by a newer instance"), "{why}"),
+            Next::Stop(why) => assert!(why.contains("broker went away"), "{why}"),
             other => panic!("{other:?}"),
         }
         // Outside the window they count no more.
