@@ -717,7 +717,7 @@ async fn a_single_broker_restarting_twice_is_ridden_out_in_process() {
     let h = fault_harness("ride", OwnBroker::BOOTSTRAP).await;
     let mut only = Instance::started(&h, "only");
     let addr = only.process.as_mut().expect("running").http_addr();
-    let load = start_load(&h, "ride", 57, Duration::from_secs(54));
+    let load = start_load(&h, "ride", 68, Duration::from_secs(54));
     let mut unready = 0;
     for _ in 0..2 {
         unready += watch_ready(&addr, 6, &mut only).await;
