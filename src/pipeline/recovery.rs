@@ -39,7 +39,12 @@ pub enum Next {
 #[derive(Debug, Default)]
 pub struct Recoveries {
     recent: VecDeque<Instant>,
+    /// When a producer of this process last met an old epoch (see [`old_epoch`]).
+    old_epoch_at: Option<Instant>,
 }
+
+/// Two old-epoch faults closer than this: another live instance.
+pub const FENCED_AGAIN_WITHIN: Duration = Duration::from_secs(60);
 
 /// Whether `cause` says another producer registered this one's transactional id. Only a
 /// live producer's fault reaches the pipeline, and this process registers a new producer
@@ -48,7 +53,20 @@ pub struct Recoveries {
 /// reads otherwise: an old epoch, which starting again rides out.)
 fn fenced(cause: &FatalCause) -> bool {
     let text = cause.to_string().to_lowercase();
-    text.contains("fenced by a newer instance") || text.contains("producer fenced")
+    [
+        "fenced by a newer instance",
+        "fences the current one",
+        "producer fenced",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+}
+
+/// Whether `cause` is an operation with an old producer epoch: once, the broker may have
+/// timed a transaction out; again soon after starting anew, another live instance is
+/// registering the same id in turn.
+fn old_epoch(cause: &FatalCause) -> bool {
+    cause.to_string().to_lowercase().contains("old epoch")
 }
 
 impl Recoveries {
@@ -57,10 +75,17 @@ impl Recoveries {
         if let FatalCause::Misconfigured(_) = cause {
             return Next::Stop(format!("a setting the broker refuses: {cause}"));
         }
-        if fenced(cause) {
+        let again = old_epoch(cause)
+            && self
+                .old_epoch_at
+                .is_some_and(|at| now.duration_since(at) < FENCED_AGAIN_WITHIN);
+        if fenced(cause) || again {
             return Next::Stop(format!(
                 "another live instance uses this transactional id ({cause})"
             ));
+        }
+        if old_epoch(cause) {
+            self.old_epoch_at = Some(now);
         }
         while self
             .recent
@@ -140,6 +165,18 @@ mod tests {
             "Broker: Producer attempted an operation with an old epoch".into(),
         );
         assert!(matches!(r.next(&epoch, t), Next::Recover(_)));
+        // The same soon after starting anew: another instance registering the id in turn.
+        let soon = t + Duration::from_secs(5);
+        let mut again = Recoveries::default();
+        assert!(matches!(again.next(&epoch, t), Next::Recover(_)));
+        assert!(matches!(again.next(&epoch, soon), Next::Stop(_)));
+        let broker = FatalCause::Producer(
+            "Broker: There is a newer producer with the same transactionalId which fences the current one".into(),
+        );
+        assert!(matches!(
+            Recoveries::default().next(&broker, t),
+            Next::Stop(_)
+        ));
         let fenced = FatalCause::Commit {
             consumer: "input",
             reason: "Local: This instance has been fenced by a newer instance".into(),

@@ -344,7 +344,13 @@ impl Recorder {
                     if let Some(txn) = &self.txn {
                         txn.fail();
                     }
-                    self.fatal.raise(fatal_cause(&e));
+                    // The client's own fatal error says why (a fenced producer); the
+                    // record's error is only the purge that followed.
+                    let cause = match self.producer.client().fatal_error() {
+                        Some((_, reason)) => FatalCause::Producer(reason),
+                        None => fatal_cause(&e),
+                    };
+                    self.fatal.raise(cause);
                     return std::future::pending().await;
                 }
             }
