@@ -21,8 +21,10 @@ use crate::fatal::{Fatal, FatalCause};
 pub const EXIT_STUCK: i32 = 3;
 
 /// How long a stuck call may hang after its fatal condition was raised before the process
-/// ends, unless a recovery abandoned the producer meanwhile ([`abandoned`]).
-const LAST_RESORT: Duration = Duration::from_secs(60);
+/// ends, unless a recovery abandoned the producer meanwhile ([`abandoned`]): a running
+/// pipeline abandons it within milliseconds; a shutdown's final commit is not kept from
+/// ending much past its own deadline.
+const LAST_RESORT: Duration = Duration::from_secs(10);
 
 /// Recoveries that abandoned their producers (process-wide).
 static ABANDONED: AtomicU64 = AtomicU64::new(0);
