@@ -46,6 +46,20 @@ pub enum FatalCause {
     },
 }
 
+impl FatalCause {
+    /// A short name of the kind of fault, for `feedback_webhooks_recoveries_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FatalCause::Commit { .. } => "commit",
+            FatalCause::Revocation { .. } => "revocation",
+            FatalCause::TaskFailed { .. } => "task_failed",
+            FatalCause::Producer(_) => "producer",
+            FatalCause::Misconfigured(_) => "misconfigured",
+            FatalCause::Stuck { .. } => "stuck",
+        }
+    }
+}
+
 /// Raised once, by whoever meets the condition; the pipeline waits on it.
 #[derive(Clone)]
 pub struct Fatal {

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub record_write_failures: IntCounterVec,
     /// Transactions (exactly once) by how they ended (`committed`, `aborted`).
     pub transactions: IntCounterVec,
+    /// Times the processor's parts were started again in process after a fault, by the
+    /// fault's kind (`commit`, `revocation`, `task_failed`, `producer`, `stuck`).
+    pub recoveries: IntCounterVec,
     /// Administration API requests, by method, route pattern and status code.
     pub admin_requests: IntCounterVec,
     /// Administration API authentications refused, by reason (`no_token`,
@@ -110,6 +113,24 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     registered(registry, name, IntGauge::new(name, help))
 }
 
+/// How transactions ended, and the faults the processor recovered from in process.
+fn fault_counters(r: &Registry) -> [IntCounterVec; 2] {
+    [
+        counter(
+            r,
+            "transactions_total",
+            "Transactions of outcomes, parked records and input offsets, by how they ended",
+            &["result"],
+        ),
+        counter(
+            r,
+            "recoveries_total",
+            "Times the processor's parts were started again in process after a fault, by kind",
+            &["cause"],
+        ),
+    ]
+}
+
 fn attempt_histogram(r: &Registry) -> Histogram {
     let name = "delivery_attempt_duration_seconds";
     let buckets = vec![
@@ -125,6 +146,7 @@ impl Metrics {
     fn new() -> Self {
         let r = Registry::new_custom(Some("feedback_webhooks".into()), None)
             .unwrap_or_else(|e| panic!("metrics registry: {e}"));
+        let [transactions, recoveries] = fault_counters(&r);
         Metrics {
             events_consumed: counter(
                 &r,
@@ -162,12 +184,8 @@ impl Metrics {
                 "Records the broker refused for good, by what was done instead",
                 &["action"],
             ),
-            transactions: counter(
-                &r,
-                "transactions_total",
-                "Transactions of outcomes, parked records and input offsets, by how they ended",
-                &["result"],
-            ),
+            transactions,
+            recoveries,
             admin_requests: counter(
                 &r,
                 "admin_requests_total",
@@ -299,6 +317,7 @@ mod tests {
             .set(3);
         m.rebalances.with_label_values(&["input", "assign"]).inc();
         m.retries_parked.with_label_values(&["1s"]).inc();
+        m.recoveries.with_label_values(&["commit"]).inc();
         let text = m.render();
         for name in [
             "feedback_webhooks_events_consumed_total{topic=\"t\"} ",
@@ -310,6 +329,7 @@ mod tests {
             "feedback_webhooks_circuit_breakers{state=\"open\"} ",
             "feedback_webhooks_config_records_total{result=\"applied\"} ",
             "feedback_webhooks_config_cache_entries ",
+            "feedback_webhooks_recoveries_total{cause=\"commit\"} ",
             "feedback_webhooks_consumer_lag{consumer=\"input\",partition=\"0\",topic=\"t\"} 3",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

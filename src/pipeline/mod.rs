@@ -123,6 +123,10 @@ pub async fn run(
                 break Err(PipelineError::Fatal(cause));
             }
         };
+        crate::observe::metrics::metrics()
+            .recoveries
+            .with_label_values(&[cause.kind()])
+            .inc();
         warn!(
             cause = %cause,
             wait_ms = wait.as_millis() as u64,
