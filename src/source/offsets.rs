@@ -216,6 +216,10 @@ struct Assigned {
     offsets: PartitionOffsets,
     /// Being handed over: no new work starts, work under way may still complete.
     revoking: bool,
+    /// The hand-over's last commit (or abort) is being taken: work still under way can no
+    /// longer be part of it, so it neither writes its result nor completes (see
+    /// [`OffsetTracker::seal`]).
+    sealed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -243,6 +247,7 @@ impl OffsetTracker {
                 generation,
                 offsets,
                 revoking: false,
+                sealed: false,
             },
         );
         generation
@@ -285,6 +290,17 @@ impl OffsetTracker {
         }
     }
 
+    /// Second step of a revocation, before its last commit (or abort): records of `key`
+    /// still under way are no longer this instance's to finish. A result written after this
+    /// would go into a later transaction, committed without its offset while the next owner
+    /// redoes the record: a duplicate committed outcome. So from here on they write nothing
+    /// and their completion is ignored; the commit keeps their offsets open.
+    pub fn seal(&mut self, key: &PartitionKey) {
+        if let Some(a) = self.partitions.get_mut(key) {
+            a.sealed = true;
+        }
+    }
+
     /// Records still being processed in these partitions.
     pub fn open_in(&self, keys: &[PartitionKey]) -> usize {
         keys.iter()
@@ -313,7 +329,7 @@ impl OffsetTracker {
     /// Completes an offset; returns the next offset to commit if it moved.
     pub fn complete(&mut self, key: &PartitionKey, generation: u64, offset: i64) -> Option<i64> {
         match self.partitions.get_mut(key) {
-            Some(a) if a.generation == generation => a.offsets.complete(offset),
+            Some(a) if a.generation == generation && !a.sealed => a.offsets.complete(offset),
             _ => None,
         }
     }
@@ -361,11 +377,11 @@ impl OffsetTracker {
     }
 
     /// Whether `offset` of this generation is received and not yet finished: a record
-    /// forgotten by a rewind is not (it will come again).
+    /// forgotten by a rewind is not (it will come again), nor one of a sealed partition.
     pub fn tracks(&self, key: &PartitionKey, generation: u64, offset: i64) -> bool {
         self.partitions
             .get(key)
-            .is_some_and(|a| a.generation == generation && a.offsets.tracks(offset))
+            .is_some_and(|a| a.generation == generation && !a.sealed && a.offsets.tracks(offset))
     }
 
     /// The current generation of a partition, if it is assigned and not being revoked.
@@ -496,6 +512,26 @@ mod tests {
         // Offset 3 is done: whoever gets the partition next skips it.
         assert_eq!(t.revoke(&key), Some(done_after(2, &[(3, 3)])));
         assert_eq!(t.revoke(&key), None);
+    }
+
+    #[test]
+    fn a_sealed_partition_neither_writes_nor_completes_what_is_under_way() {
+        let (mut t, key) = (OffsetTracker::default(), key0());
+        let g = t.assign(key.clone());
+        for o in 0..3 {
+            t.begin(&key, o);
+            t.start(&key, g, o);
+        }
+        t.complete(&key, g, 0);
+        t.start_revoke(&key);
+        assert!(t.tracks(&key, g, 1), "under way during the grace period");
+        t.complete(&key, g, 1);
+        t.seal(&key);
+        // Record 2 finishes after the hand-over's commit was taken: it may not write its
+        // result (is_held is false), and its offset stays open for the next owner.
+        assert!(!t.tracks(&key, g, 2));
+        assert_eq!(t.complete(&key, g, 2), None);
+        assert_eq!(t.revoke(&key), Some(done_after(2, &[])));
     }
 
     fn key0() -> PartitionKey {

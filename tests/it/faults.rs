@@ -6,9 +6,9 @@
 //! on any duplicate committed outcome. Duplicate deliveries are counted and reported beside
 //! the bound they must keep: the requests that can be in flight at each fault.
 //!
-//! The harness acts as the instances' supervisor: one that exits on its own (a fatal
-//! error: its producer was fenced, a transaction could not commit) is started again, and
-//! the report counts it.
+//! The harness acts as the instances' supervisor: one that exits on its own is started
+//! again, and the report counts it; but every fault here is routine, one the processor must
+//! ride out in process, so a scenario fails if its supervisor ever had to act.
 //!
 //! The short variants run with the other tests; `scripts/faults` runs the long ones
 //! (`FAULTS_LONG=1`) and collects the reports (RELIABILITY.md).
@@ -442,6 +442,11 @@ impl Report {
             "not every event was delivered:\n{self}"
         );
         assert_eq!(self.delivered_not_received, 0, "{self}");
+        // Routine faults are ridden out in process: the supervisor never has to act.
+        assert_eq!(
+            self.restarts, 0,
+            "an instance exited on its own and had to be restarted:\n{self}"
+        );
         if self.guarantee == "exactly_once" {
             assert_eq!(
                 self.duplicate_outcomes, 0,
@@ -788,22 +793,59 @@ impl OwnCluster {
         cluster
     }
 
-    /// The node leading partition 0 of `topic`.
-    fn leader_of(topic: &str) -> i32 {
+    fn metadata(topic: Option<&str>) -> rdkafka::metadata::Metadata {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", Self::BOOTSTRAP)
             .create()
             .expect("client");
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .expect("metadata");
-        metadata.topics()[0]
+        consumer
+            .fetch_metadata(topic, Duration::from_secs(30))
+            .expect("metadata")
+    }
+
+    /// The node leading partition `partition` of `topic`.
+    fn leader_of(topic: &str, partition: i32) -> i32 {
+        Self::metadata(Some(topic)).topics()[0]
             .partitions()
             .iter()
-            .find(|p| p.id() == 0)
+            .find(|p| p.id() == partition)
             .map(|p| p.leader())
-            .expect("partition 0")
+            .expect("partition")
+    }
+
+    /// The node coordinating consumer group `group`: the leader of its partition of
+    /// `__consumer_offsets` (Java's `String.hashCode` of the id, modulo the 6 partitions
+    /// `scripts/kafka` configures).
+    fn coordinator_of(group: &str) -> i32 {
+        let hash = group
+            .encode_utf16()
+            .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+        let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+        Self::leader_of("__consumer_offsets", abs % 6)
+    }
+
+    /// Waits until every replica of every partition is in sync again, as an operator does
+    /// between the steps of a rolling restart (under-replicated partitions: 0).
+    async fn wait_in_sync(instances: &mut [&mut Instance]) {
+        let until = Instant::now() + Duration::from_secs(180);
+        loop {
+            let metadata = tokio::task::block_in_place(|| Self::metadata(None));
+            let behind = metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions())
+                .filter(|p| p.isr().len() < p.replicas().len())
+                .count();
+            if behind == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "{behind} partitions still under-replicated after 180 s"
+            );
+            sleep_secs(1, instances).await;
+        }
     }
 }
 
@@ -813,14 +855,15 @@ impl Drop for OwnCluster {
     }
 }
 
-/// With every topic replicated three times (`min.insync.replicas` 2), the broker leading
-/// the input is killed with `kill -9` mid-run and brought back: nothing is lost.
+/// With every topic replicated three times (`min.insync.replicas` 2), a node is killed with
+/// `kill -9` mid-run and brought back: the one leading the input, then (long variant) the
+/// group coordinator's, in turns. Nothing is lost, and the instances ride it out in process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_broker_killed_during_load() {
     let _alone = OWN_BROKERS.lock().await;
     let cluster = OwnCluster::start();
     let h = replicated_fault_harness("cluster", OwnCluster::BOOTSTRAP, 3).await;
-    let (kills, down) = (pick(1, 3), pick(10, 20));
+    let (kills, down) = (pick(1, 6), pick(10, 20));
     let [mut a, mut b] = ["a", "b"].map(|name| Instance::started(&h, name));
     let load = start_load(
         &h,
@@ -829,20 +872,65 @@ async fn a_cluster_broker_killed_during_load() {
         Duration::from_secs((down + 15) * kills as u64 + 5),
     );
     let mut killed = Vec::new();
-    for _ in 0..kills {
+    for k in 0..kills {
         sleep_secs(6, &mut [&mut a, &mut b]).await;
-        let leader = OwnCluster::leader_of(&h.topics.input);
-        killed.push(leader);
-        cluster.script(&["kill", &leader.to_string()]);
+        let (what, node) = if k % 2 == 0 {
+            ("input leader", OwnCluster::leader_of(&h.topics.input, 0))
+        } else {
+            (
+                "group coordinator",
+                OwnCluster::coordinator_of(&h.topics.group),
+            )
+        };
+        killed.push(format!("{what} {node}"));
+        cluster.script(&["kill", &node.to_string()]);
         sleep_secs(down, &mut [&mut a, &mut b]).await;
-        cluster.script(&["start-node", &leader.to_string()]);
+        cluster.script(&["start-node", &node.to_string()]);
         sleep_secs(9, &mut [&mut a, &mut b]).await;
     }
     let run = settle(&h, load, Duration::from_secs(240), &mut [&mut a, &mut b]).await;
-    let name = format!("3-node cluster, input leader (nodes {killed:?}) killed for {down} s");
+    let name = format!("3-node cluster, nodes killed for {down} s: {killed:?}");
     let report = Report::build(&name, kills, &[&a, &b], &run, &h);
     drop(h);
     drop(cluster);
+    report.check();
+    report.check_duplicate_deliveries();
+}
+
+/// A rolling restart of the 3-node cluster under load, as an operator upgrades it: each
+/// node in turn is stopped cleanly, started again, and its replicas are back in sync before
+/// the next one (twice over in the long variant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_rolling_restart_during_load() {
+    let _alone = OWN_BROKERS.lock().await;
+    let cluster = OwnCluster::start();
+    let h = replicated_fault_harness("rolling", OwnCluster::BOOTSTRAP, 3).await;
+    let rounds = pick(1, 2);
+    let [mut a, mut b] = ["a", "b"].map(|name| Instance::started(&h, name));
+    let load = start_load(&h, "rolling", 100, Duration::from_secs(75 * rounds as u64));
+    let mut steps = 0;
+    sleep_secs(5, &mut [&mut a, &mut b]).await;
+    'rolling: for _ in 0..rounds {
+        for node in ["1", "2", "3"] {
+            if load.sending.is_finished() {
+                break 'rolling;
+            }
+            tokio::task::block_in_place(|| cluster.script(&["stop-node", node]));
+            sleep_secs(2, &mut [&mut a, &mut b]).await;
+            tokio::task::block_in_place(|| cluster.script(&["start-node", node]));
+            OwnCluster::wait_in_sync(&mut [&mut a, &mut b]).await;
+            steps += 1;
+        }
+    }
+    let run = settle(&h, load, Duration::from_secs(240), &mut [&mut a, &mut b]).await;
+    let name = format!("3-node cluster, rolling restart ({steps} node restarts)");
+    let report = Report::build(&name, steps, &[&a, &b], &run, &h);
+    drop(h);
+    drop(cluster);
+    assert!(
+        steps >= 3,
+        "the load ended before one full round:\n{report}"
+    );
     report.check();
     report.check_duplicate_deliveries();
 }
