@@ -187,8 +187,25 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long the runtime's shutdown waits for its threads once the command has returned.
+/// A transaction call that librdkafka leaves blocked (see `record/watchdog.rs`) keeps its
+/// worker thread in C for good, even after the processor took over with a new producer;
+/// waiting for that thread, as a runtime dropped normally does, would keep a stopped
+/// process from exiting.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    // Start-up: without a runtime nothing can run.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start the async runtime: {e}"));
+    let code = runtime.block_on(async_main());
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
+}
+
+async fn async_main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
