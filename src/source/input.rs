@@ -740,18 +740,10 @@ mod tests {
             topic: "t".into(),
             partition: 0,
         };
-        let tracker = Mutex::new(OffsetTracker::default());
-        let generation = {
-            let mut t = tracker.lock().unwrap();
-            let g = t.assign(key.clone());
-            for o in 0..2 {
-                t.begin(&key, o);
-                t.start(&key, g, o);
-            }
-            t.complete(&key, g, 0);
-            t.start_revoke(&key);
-            g
-        };
+        let (mut t, generation) = OffsetTracker::with_work_under_way(&key, 2);
+        t.complete(&key, generation, 0);
+        t.start_revoke(&key);
+        let tracker = Mutex::new(t);
         let committed = sealed_then(&tracker, std::slice::from_ref(&key), || {
             let mut t = tracker.lock().unwrap();
             // What the commit sees and what a late write would check.

@@ -399,6 +399,21 @@ impl OffsetTracker {
 }
 
 #[cfg(test)]
+impl OffsetTracker {
+    /// A tracker holding `key`, with offsets `0..n` received and under way; and the
+    /// partition's generation.
+    pub(crate) fn with_work_under_way(key: &PartitionKey, n: i64) -> (Self, u64) {
+        let mut t = OffsetTracker::default();
+        let g = t.assign(key.clone());
+        for o in 0..n {
+            t.begin(key, o);
+            t.start(key, g, o);
+        }
+        (t, g)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -516,12 +531,8 @@ mod tests {
 
     #[test]
     fn a_sealed_partition_neither_writes_nor_completes_what_is_under_way() {
-        let (mut t, key) = (OffsetTracker::default(), key0());
-        let g = t.assign(key.clone());
-        for o in 0..3 {
-            t.begin(&key, o);
-            t.start(&key, g, o);
-        }
+        let key = key0();
+        let (mut t, g) = OffsetTracker::with_work_under_way(&key, 3);
         t.complete(&key, g, 0);
         t.start_revoke(&key);
         assert!(t.tracks(&key, g, 1), "under way during the grace period");
@@ -543,12 +554,8 @@ mod tests {
 
     #[test]
     fn a_partition_that_comes_back_skips_what_it_knew_was_done() {
-        let (mut t, key) = (OffsetTracker::default(), key0());
-        let g = t.assign(key.clone());
-        for o in 0..6 {
-            t.begin(&key, o);
-            t.start(&key, g, o);
-        }
+        let key = key0();
+        let (mut t, g) = OffsetTracker::with_work_under_way(&key, 6);
         for o in [0, 1, 3, 4] {
             t.complete(&key, g, o);
         }
