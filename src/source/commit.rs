@@ -92,8 +92,56 @@ impl Committer {
         C: Consumer<X>,
         X: ConsumerContext,
     {
+        self.commit_sealing(consumer, mode, &[])
+    }
+
+    /// The last commit of partitions `keys` handed over (or, `lost`, the abort of what
+    /// their assignment wrote), waiting for the broker's answer. Their records still under
+    /// way are sealed out of it (see [`OffsetTracker::seal`]): exactly once, at the moment
+    /// the offsets are taken, when no write is half-way (a write that went in before is in
+    /// this transaction, and its record's completion counts), so that none slips into the
+    /// next transaction once the gate reopens; before an abort, at once.
+    pub fn hand_over<C, X>(
+        &self,
+        consumer: &C,
+        keys: &[PartitionKey],
+        lost: bool,
+    ) -> Result<(), CommitError>
+    where
+        C: Consumer<X>,
+        X: ConsumerContext,
+    {
+        if lost {
+            self.seal(keys);
+            self.abort()
+        } else {
+            self.commit_sealing(consumer, CommitMode::Sync, keys)
+        }
+    }
+
+    fn seal(&self, keys: &[PartitionKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(mut tracker) = self.tracker.lock() {
+            keys.iter().for_each(|k| tracker.seal(k));
+        }
+    }
+
+    /// [`Committer::commit`], sealing `keys` when the offsets are taken.
+    fn commit_sealing<C, X>(
+        &self,
+        consumer: &C,
+        mode: CommitMode,
+        keys: &[PartitionKey],
+    ) -> Result<(), CommitError>
+    where
+        C: Consumer<X>,
+        X: ConsumerContext,
+    {
         let mut taken: Vec<(PartitionKey, Progress)> = Vec::new();
         let mut changed = || -> Option<TopicPartitionList> {
+            self.seal(keys);
             let progress = self.tracker.lock().ok()?.progress();
             let committed = self.committed.lock().ok()?;
             taken = progress
@@ -110,6 +158,7 @@ impl Committer {
                 consumer.commit(&tpl, mode)?;
             }
             Some(transactions) => {
+                // Called behind the transaction's gate: no write is under way.
                 let mut offsets = || Some((changed()?, consumer.group_metadata()?));
                 transactions.commit(&mut offsets)?;
             }
@@ -219,10 +268,15 @@ mod tests {
         fail_next: Mutex<Option<CommitError>>,
         aborted: AtomicUsize,
         filled: Arc<Notify>,
+        /// Runs as the commit waits for the writes under way (before the offsets are taken).
+        draining: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     }
 
     impl Transactions for Scripted {
         fn commit(&self, offsets: &mut dyn FnMut() -> Option<Offsets>) -> Result<(), CommitError> {
+            if let Some(draining) = self.draining.lock().unwrap().take() {
+                draining();
+            }
             let Some((tpl, _group)) = offsets() else {
                 return Ok(());
             };
@@ -365,6 +419,46 @@ mod tests {
         assert!(!at_least_once.exactly_once());
         assert_eq!(at_least_once.durable(&key(0), tracked.clone()), tracked);
         assert!(at_least_once.abort().is_ok());
+    }
+
+    /// The hand-over's commit counts a record whose write was under way when it started
+    /// (it finishes while the commit drains the writes: its result is in this transaction),
+    /// and seals out the one still being delivered: that one writes nothing after the commit
+    /// (it would go into the next transaction, committed without its offset while the next
+    /// owner redoes the record), and its completion leaves the offset open.
+    #[test]
+    fn a_hand_over_commits_what_finished_while_it_drained_and_seals_out_the_rest() {
+        let (committer, scripted, tracker) = exactly_once();
+        let (t, generation) = OffsetTracker::with_work_under_way(&key(0), 2);
+        *tracker.lock().unwrap() = t;
+        tracker.lock().unwrap().start_revoke(&key(0));
+        let writing = tracker.clone();
+        *scripted.draining.lock().unwrap() = Some(Box::new(move || {
+            writing.lock().unwrap().complete(&key(0), generation, 0);
+        }));
+        committer.hand_over(&consumer(), &[key(0)], false).unwrap();
+        let committed = scripted.committed.lock().unwrap().clone();
+        assert_eq!(
+            committed[0][0].1, 1,
+            "offset 0 was written in this transaction"
+        );
+        let mut t = tracker.lock().unwrap();
+        assert!(
+            !t.tracks(&key(0), generation, 1),
+            "a late result would be written"
+        );
+        assert_eq!(t.complete(&key(0), generation, 1), None);
+        assert_eq!(t.revoke(&key(0)).map(|p| p.next), Some(1));
+    }
+
+    #[test]
+    fn a_lost_hand_over_seals_then_aborts() {
+        let (committer, scripted, tracker) = exactly_once();
+        let (t, generation) = OffsetTracker::with_work_under_way(&key(0), 1);
+        *tracker.lock().unwrap() = t;
+        committer.hand_over(&consumer(), &[key(0)], true).unwrap();
+        assert_eq!(scripted.aborted.load(Ordering::SeqCst), 1);
+        assert!(!tracker.lock().unwrap().tracks(&key(0), generation, 0));
     }
 
     #[tokio::test]

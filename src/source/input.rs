@@ -262,13 +262,7 @@ impl InputContext {
         // A lost assignment (the session expired) can no longer be committed: the group
         // has handed it over already.
         let lost = consumer.assignment_lost();
-        let committed = sealed_then(&self.tracker, keys, || {
-            if lost {
-                self.committer.abort()
-            } else {
-                self.committer.commit(consumer, CommitMode::Sync)
-            }
-        });
+        let committed = self.committer.hand_over(consumer, keys, lost);
         if let Err(e) = committed {
             if self.committer.exactly_once() {
                 // The open transaction holds results of the partitions handed over: it must
@@ -310,21 +304,6 @@ impl InputContext {
             "partitions revoked"
         );
     }
-}
-
-/// Seals `keys` (see [`OffsetTracker::seal`]), then runs the hand-over's last commit or
-/// abort. In that order: work still under way past the grace period is not part of that
-/// commit, and must not slip into the next transaction once the gate reopens behind it
-/// (an in-process redo once let a result through twice that way).
-fn sealed_then<T>(
-    tracker: &Mutex<OffsetTracker>,
-    keys: &[PartitionKey],
-    settle: impl FnOnce() -> T,
-) -> T {
-    if let Ok(mut tracker) = tracker.lock() {
-        keys.iter().for_each(|k| tracker.seal(k));
-    }
-    settle()
 }
 
 impl ConsumerContext for InputContext {
@@ -724,34 +703,5 @@ impl RecordSource for InputConsumer {
 
     fn resume_deferred(&self, key: &PartitionKey, generation: u64) {
         InputConsumer::resume_deferred(self, key, generation)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A result that arrives while the hand-over commits (it waited at the closed gate)
-    /// finds its record no longer held, so it writes nothing into the next transaction, and
-    /// its completion leaves the offset open for the next owner.
-    #[test]
-    fn work_finishing_during_a_hand_over_commit_is_not_written_after_it() {
-        let key = PartitionKey {
-            topic: "t".into(),
-            partition: 0,
-        };
-        let (mut t, generation) = OffsetTracker::with_work_under_way(&key, 2);
-        t.complete(&key, generation, 0);
-        t.start_revoke(&key);
-        let tracker = Mutex::new(t);
-        let committed = sealed_then(&tracker, std::slice::from_ref(&key), || {
-            let mut t = tracker.lock().unwrap();
-            // What the commit sees and what a late write would check.
-            let held = t.tracks(&key, generation, 1);
-            t.complete(&key, generation, 1);
-            (held, t.progress_of(&key))
-        });
-        assert!(!committed.0, "a late result would be written");
-        assert_eq!(committed.1.map(|p| p.next), Some(1));
     }
 }

@@ -290,11 +290,13 @@ impl OffsetTracker {
         }
     }
 
-    /// Second step of a revocation, before its last commit (or abort): records of `key`
-    /// still under way are no longer this instance's to finish. A result written after this
-    /// would go into a later transaction, committed without its offset while the next owner
-    /// redoes the record: a duplicate committed outcome. So from here on they write nothing
-    /// and their completion is ignored; the commit keeps their offsets open.
+    /// Second step of a revocation, as its last commit takes the offsets (or before its
+    /// abort): records of `key` still under way are no longer this instance's to finish. A
+    /// result written after this would go into a later transaction, committed without its
+    /// offset while the next owner redoes the record: a duplicate committed outcome. So from
+    /// here on they write nothing and their completion is ignored; the commit keeps their
+    /// offsets open. (Sealing before the commit's writes under way have settled would lose
+    /// the completions of results already in it: see [`super::commit::Committer::hand_over`].)
     pub fn seal(&mut self, key: &PartitionKey) {
         if let Some(a) = self.partitions.get_mut(key) {
             a.sealed = true;
