@@ -329,6 +329,14 @@ pub struct StoreSettings {
     pub path: PathBuf,
 }
 
+/// See [`DeliverySettings::http_version`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpVersion {
+    Http1,
+    Http2,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliverySettings {
@@ -346,6 +354,14 @@ pub struct DeliverySettings {
     /// First limit of one webhook's requests in flight (it grows while the webhook answers
     /// well, and halves on its errors, 429s and timeouts).
     pub webhook_concurrency_initial: usize,
+    /// The HTTP version offered to receivers: `http2` (HTTP/2 when the server offers it in
+    /// TLS, HTTP/1.1 otherwise) or `http1` (HTTP/1.1 only).
+    pub http_version: HttpVersion,
+    /// Requests one connection to a host carries at once before the next is opened: a
+    /// host's requests are spread over `ceil(limit / this)` connections (HTTP/2 streams, or
+    /// HTTP/1.1 connections in turn), so a server that serves each connection on one worker
+    /// gets several.
+    pub requests_per_connection: usize,
     /// Events one webhook may have waiting for its host, and their payload bytes; beyond
     /// either, further events are parked (and re-read after a back-off).
     pub queue_max_events: usize,
@@ -432,6 +448,8 @@ impl Default for DeliverySettings {
             host_concurrency_max: 256,
             host_concurrency_initial: 32,
             webhook_concurrency_initial: 8,
+            http_version: HttpVersion::Http2,
+            requests_per_connection: 32,
             queue_max_events: 256,
             queue_max_bytes: 8 << 20,
             queue_max_wait_ms: 10_000,
@@ -607,6 +625,9 @@ impl Settings {
                     "{name} is {value}, above its maximum of {max}"
                 )));
             }
+        }
+        if d.requests_per_connection == 0 || d.requests_per_connection > 1_000 {
+            return bad("delivery.requests_per_connection must be from 1 to 1000");
         }
         if d.max_event_bytes < 1024 || d.max_event_bytes > MAX_EVENT_BYTES_LIMIT {
             return Err(SettingsError::Invalid(format!(

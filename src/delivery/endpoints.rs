@@ -80,6 +80,13 @@ struct Host {
     /// added to `Totals` (changed only under the schedule's lock).
     active_webhooks: AtomicUsize,
     in_flight: AtomicUsize,
+    /// The host's concurrency limit, as last synced: how many connections its requests
+    /// are spread over (see [`Pass::lane`]).
+    limit: AtomicUsize,
+    /// Round-robin over those connections.
+    next_lane: AtomicUsize,
+    /// Requests one connection carries at once (see [`Endpoints::spread_over_connections`]).
+    per_lane: usize,
 }
 
 impl Host {
@@ -99,6 +106,7 @@ impl Host {
             schedule.active_webhooks(),
         );
         update(&self.in_flight, &totals.in_flight, schedule.in_flight());
+        self.limit.store(schedule.limit(), Ordering::Relaxed);
     }
 }
 
@@ -119,6 +127,8 @@ pub struct Endpoints {
     totals: Arc<Totals>,
     ids: AtomicU64,
     last_prune: Mutex<Instant>,
+    /// Requests one connection to a host carries at once (see [`Pass::lane`]).
+    per_lane: usize,
 }
 
 /// Hosts and webhooks unused this long are forgotten (their breakers are closed).
@@ -155,6 +165,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pass {
+    /// The connection lane this request goes on: requests are spread round-robin over as
+    /// many lanes as the host's limit needs at its requests per connection, so that a host
+    /// serving each connection on one worker (most servers and proxies) gets more
+    /// connections as its limit grows, and a quiet host stays on one.
+    pub fn lane(&self) -> usize {
+        let Some(host) = &self.host else {
+            return 0;
+        };
+        let limit = host.limit.load(Ordering::Relaxed);
+        let lanes = crate::domain::concurrency::lanes(limit, host.per_lane);
+        host.next_lane.fetch_add(1, Ordering::Relaxed) % lanes
+    }
+
     pub fn finish(mut self, finished: Finished) {
         if let Some(host) = self.host.take() {
             release(&host, &self.webhook, finished, &self.totals);
@@ -232,7 +255,15 @@ impl Endpoints {
             totals: Arc::new(Totals::default()),
             ids: AtomicU64::new(0),
             last_prune: Mutex::new(now()),
+            per_lane: usize::MAX,
         }
+    }
+
+    /// Spreads each host's requests over one connection lane per `per_connection`
+    /// requests of its limit (one lane otherwise).
+    pub fn spread_over_connections(mut self, per_connection: usize) -> Self {
+        self.per_lane = per_connection.max(1);
+        self
     }
 
     fn host(&self, key: &str) -> Arc<Host> {
@@ -253,6 +284,9 @@ impl Endpoints {
                     schedule: Mutex::new(HostSchedule::new(self.policy)),
                     active_webhooks: AtomicUsize::new(0),
                     in_flight: AtomicUsize::new(0),
+                    limit: AtomicUsize::new(self.policy.host_limit.initial),
+                    next_lane: AtomicUsize::new(0),
+                    per_lane: self.per_lane,
                 })
             })
             .clone()

@@ -10,7 +10,7 @@ pub mod secrets;
 pub mod sender;
 pub mod worker;
 
-pub use client::{build_client, ClientError};
+pub use client::{build_client, build_lanes, ClientError, ClientOptions};
 pub use endpoints::Endpoints;
 pub use sender::{AttemptReport, Sender, Senders};
 pub use worker::{Deliverer, DelivererError, EventProgress, Step};

@@ -58,14 +58,36 @@ pub const RESPONSE_HEAD: usize = 1024;
 
 #[derive(Clone)]
 pub struct Sender {
-    client: reqwest::Client,
+    /// Clients with pools of their own: the connection lanes a host's requests are spread
+    /// over.
+    lanes: Arc<[reqwest::Client]>,
+    /// The lane this sender sends on.
+    lane: usize,
     policy: Arc<AddressPolicy>,
 }
 
 impl Sender {
     /// `policy` must be the one the client's resolver uses; here it checks literal IPs.
     pub fn new(client: reqwest::Client, policy: Arc<AddressPolicy>) -> Self {
-        Sender { client, policy }
+        Sender::with_lanes(vec![client], policy)
+    }
+
+    /// A sender over several connection lanes (see [`crate::delivery::build_lanes`]).
+    pub fn with_lanes(clients: Vec<reqwest::Client>, policy: Arc<AddressPolicy>) -> Self {
+        Sender {
+            lanes: clients.into(),
+            lane: 0,
+            policy,
+        }
+    }
+
+    /// This sender on lane `lane` (taken modulo the lanes there are).
+    pub fn on_lane(&self, lane: usize) -> Sender {
+        Sender {
+            lanes: self.lanes.clone(),
+            lane: lane % self.lanes.len().max(1),
+            policy: self.policy.clone(),
+        }
     }
 
     /// POSTs `body` to `url`. `custom` are the webhook's own headers (validated at publish
@@ -115,13 +137,17 @@ impl Sender {
         }
         let m = metrics();
         let in_flight = InFlight::enter();
-        let response = self
-            .client
-            .post(url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await;
+        // Never empty: `with_lanes` is given at least one client.
+        let Some(client) = self.lanes.get(self.lane).or(self.lanes.first()) else {
+            return Ok(report(
+                started_at,
+                started,
+                AttemptResult::Blocked,
+                None,
+                Some("no HTTP client".into()),
+            ));
+        };
+        let response = client.post(url).headers(headers).body(body).send().await;
         drop(in_flight);
         let class = match &response {
             Ok(r) => status_class(r.status().as_u16()),

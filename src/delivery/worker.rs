@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::auth::{Auth, AuthError, Prepared};
-use super::client::{build_client, ClientError, ClientOptions};
+use super::client::{build_lanes, ClientError, ClientOptions};
 use super::endpoints::{endpoint_key, Endpoints, Refusal, WaitLimits};
 use super::secrets::{SecretScope, Secrets};
 use super::sender::{AttemptReport, DeliveryIds, Sender, Senders};
@@ -154,10 +154,14 @@ impl Deliverer {
     /// client, the secrets it may open, the retry policy and the per-host queues. The
     /// processor, the admin API's test sends and the tests all make theirs here.
     pub fn from_settings(settings: &Settings) -> Result<Self, DelivererError> {
+        let d = &settings.delivery;
+        // Enough lanes for a host at its highest limit (see `Pass::lane`).
+        let lanes =
+            crate::domain::concurrency::lanes(d.host_concurrency_max, d.requests_per_connection);
         let sender = |policy: crate::domain::address::AddressPolicy| {
             let policy = Arc::new(policy);
-            let options = ClientOptions::from_settings(&settings.delivery, policy.clone());
-            Ok::<_, DelivererError>(Sender::new(build_client(&options)?, policy))
+            let options = ClientOptions::from_settings(d, policy.clone());
+            Ok::<_, DelivererError>(Sender::with_lanes(build_lanes(&options, lanes)?, policy))
         };
         let shared = sender(settings.address_policy()?)?;
         let by_org = settings
@@ -176,7 +180,8 @@ impl Deliverer {
             Endpoints::new(
                 settings.schedule_policy(),
                 WaitLimits::from_settings(&settings.delivery),
-            ),
+            )
+            .spread_over_connections(d.requests_per_connection),
             settings.rules(),
         ))
     }
@@ -282,6 +287,7 @@ impl Deliverer {
         let report = match self
             .senders
             .for_org(&webhook.ims_org)
+            .on_lane(pass.lane())
             .send(
                 &webhook.url,
                 webhook.headers.as_ref(),

@@ -2,10 +2,12 @@
 //! additive increase and multiplicative decrease (AIMD), as TCP congestion control, Vector's
 //! adaptive request concurrency and Netflix's concurrency-limits do.
 //!
-//! The limit grows by one after each window of answers in which it was reached and nothing
-//! went wrong; it shrinks by a factor when a window's latency grew well past its baseline, and
-//! at once when the destination signals overload (429, 503, timeouts). Time is passed in as
-//! measured latencies, so the controller is tested without clocks.
+//! Until the first sign of congestion the limit doubles after each window of answers in which
+//! it was reached (slow start, as TCP's: a burst reaches a fast destination's capacity in a
+//! few round trips, not hundreds); from then on it grows by one per such window. It shrinks
+//! by a factor when a window's latency grew well past its baseline, and at once when the
+//! destination signals overload (429, 503, timeouts). Time is passed in as measured
+//! latencies, so the controller is tested without clocks.
 
 use std::time::Duration;
 
@@ -82,6 +84,9 @@ pub enum Sample {
 pub struct Limit {
     policy: LimitPolicy,
     limit: f64,
+    /// No congestion seen yet: the limit doubles per saturated window instead of growing by
+    /// one.
+    slow_start: bool,
     /// Long-run latency when not congested (seconds), the yardstick for a window.
     baseline: Option<f64>,
     window: Sampling,
@@ -103,6 +108,7 @@ impl Limit {
         Limit {
             policy,
             limit: policy.initial as f64,
+            slow_start: true,
             baseline: policy.fixed_baseline.map(|d| d.as_secs_f64()),
             window: Sampling::default(),
         }
@@ -161,18 +167,31 @@ impl Limit {
             baseline
         });
         if congested {
+            self.slow_start = false;
             return;
         }
         if w.saturated {
-            self.limit = (self.limit + 1.0).min(self.policy.max as f64);
+            let grown = if self.slow_start {
+                self.limit * 2.0
+            } else {
+                self.limit + 1.0
+            };
+            self.limit = grown.min(self.policy.max as f64);
         }
     }
 
     fn decrease(&mut self, factor: f64) {
+        self.slow_start = false;
         self.limit = (self.limit * factor).max(self.policy.min as f64);
         // The window measured the old limit; start afresh.
         self.window = Sampling::default();
     }
+}
+
+/// The connections a destination whose limit is `limit` needs, at `per_connection` requests
+/// each (at least one).
+pub fn lanes(limit: usize, per_connection: usize) -> usize {
+    limit.div_ceil(per_connection.max(1)).max(1)
 }
 
 /// A destination's usual latency: a slow moving average, so that a destination that is always
@@ -245,12 +264,52 @@ mod tests {
     }
 
     #[test]
-    fn grows_by_one_per_saturated_window_up_to_the_maximum() {
-        let mut l = Limit::new(LimitPolicy::adaptive(4, 10));
+    fn doubles_per_saturated_window_until_congestion_then_grows_by_one() {
+        let mut l = Limit::new(LimitPolicy::adaptive(4, 1000));
         run(&mut l, 3, |_| 5);
-        assert_eq!(l.current(), 7);
+        assert_eq!(l.current(), 32, "slow start: 4, 8, 16, 32");
+        // The first congestion signal ends slow start.
+        l.on_sample(Sample::Overload);
+        assert_eq!(l.current(), 16);
+        run(&mut l, 3, |_| 5);
+        assert_eq!(l.current(), 19);
+    }
+
+    #[test]
+    fn a_limit_is_spread_over_enough_connections() {
+        assert_eq!(lanes(0, 32), 1);
+        assert_eq!(lanes(32, 32), 1);
+        assert_eq!(lanes(33, 32), 2);
+        assert_eq!(lanes(256, 32), 8);
+        assert_eq!(lanes(5, 0), 5, "a per-connection figure of 0 counts as 1");
+    }
+
+    #[test]
+    fn never_grows_above_the_maximum() {
+        let mut l = Limit::new(LimitPolicy::adaptive(4, 10));
         run(&mut l, 20, |_| 5);
-        assert_eq!(l.current(), 10, "never above the maximum");
+        assert_eq!(l.current(), 10);
+    }
+
+    #[test]
+    fn a_burst_reaches_a_fast_destination_capacity_within_a_few_round_trips() {
+        // Serves 200 at once in 50 ms and queues beyond: from 8, slow start is there in 5
+        // windows (a quarter of a second), where additive growth would take about 190
+        // (ten seconds).
+        let service = |n: usize| if n <= 200 { 50 } else { 50 * n as u64 / 200 };
+        let mut l = Limit::new(LimitPolicy::adaptive(8, 500));
+        let mut windows = 0;
+        while l.current() < 128 && windows < 1000 {
+            run(&mut l, 1, service);
+            windows += 1;
+        }
+        assert!(windows <= 5, "{windows} windows to reach 128");
+        run(&mut l, 2_000, service);
+        let settled = l.current();
+        assert!(
+            (100..=450).contains(&settled),
+            "settled at {settled}, not near the destination's capacity of 200"
+        );
     }
 
     #[test]

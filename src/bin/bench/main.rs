@@ -874,6 +874,8 @@ async fn raw_post_round(args: &Args, requests: usize, shared: bool) -> f64 {
         request_timeout: Duration::from_secs(5),
         extra_ca_file: Some(&receivers.ca_file),
         policy: policy.clone(),
+        http2: true,
+        idle_per_host: 256,
     })
     .expect("client");
     let sender = Sender::new(client, policy);
