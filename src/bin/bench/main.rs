@@ -5,6 +5,7 @@
 //! Run it with `scripts/bench` (see BENCHMARKS.md).
 
 mod abuse;
+mod nginx;
 mod admin;
 mod console;
 
@@ -45,6 +46,12 @@ enum Scenario {
     SharedHostHanging,
     /// As `shared-host`, with events produced at `--paced-rate` per second (latency figure).
     Paced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReceiverKind {
+    Own,
+    Nginx,
 }
 
 impl Scenario {
@@ -130,6 +137,16 @@ struct Args {
     /// Compression of the event producer: none, gzip, snappy, lz4, zstd.
     #[arg(long, default_value = "lz4")]
     producer_compression: String,
+    /// The receiver: the project's own HTTPS receiver, or nginx (Debian's nginx-light,
+    /// `return 200`) with wrk as the POST limit.
+    #[arg(long, value_enum, default_value_t = ReceiverKind::Own)]
+    receiver: ReceiverKind,
+    /// nginx offers HTTP/1.1 only (HTTP/2 is offered beside it otherwise).
+    #[arg(long)]
+    http1_only: bool,
+    /// nginx's worker processes.
+    #[arg(long, default_value_t = 2)]
+    nginx_workers: usize,
     /// Writes each event's produce time (ms since the first) and latency (ms) to this CSV
     /// file, to see when a latency tail happens (the last scenario run writes it).
     #[arg(long)]
@@ -162,21 +179,31 @@ impl Receipts {
     }
 
     fn record(&self, r: &Received) {
-        let Some(index) = r
-            .header("webhook-id")
-            .and_then(|id| id.rsplit('-').next())
-            .and_then(|i| i.parse::<usize>().ok())
-        else {
+        if let Some(id) = r.header("webhook-id") {
+            self.record_id(id, Instant::now());
+        }
+    }
+
+    /// The event whose `webhook-id` is `id` was received at `at` (the first time counts).
+    fn record_id(&self, id: &str, at: Instant) {
+        let Some(index) = id.rsplit('-').next().and_then(|i| i.parse::<usize>().ok()) else {
             return;
         };
         let mut times = self.times.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = times.get_mut(index) {
             if slot.is_none() {
-                *slot = Some(Instant::now());
+                *slot = Some(at);
                 self.count.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// What nginx's log says about the connections and protocols the processor used.
+#[derive(Default)]
+struct Wire {
+    connections: std::collections::HashSet<u64>,
+    protocols: std::collections::BTreeMap<String, usize>,
 }
 
 struct Receivers {
@@ -184,6 +211,25 @@ struct Receivers {
     ca_file: PathBuf,
     receipts: Arc<Receipts>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// nginx, when it is the receiver, with its log's follower.
+    nginx: Option<NginxReceiver>,
+}
+
+struct NginxReceiver {
+    server: Arc<nginx::Nginx>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    follower: Option<std::thread::JoinHandle<()>>,
+    wire: Arc<Mutex<Wire>>,
+}
+
+impl Receivers {
+    /// Connections opened and requests by protocol, from nginx's log (none for the
+    /// project's receiver).
+    fn wire(&self) -> Option<(usize, String)> {
+        let n = self.nginx.as_ref()?;
+        let wire = n.wire.lock().unwrap_or_else(|e| e.into_inner());
+        Some((wire.connections.len(), format!("{:?}", wire.protocols)))
+    }
 }
 
 impl Drop for Receivers {
@@ -191,6 +237,65 @@ impl Drop for Receivers {
         for t in &self.tasks {
             t.abort();
         }
+        if let Some(n) = &mut self.nginx {
+            n.stop.store(true, Ordering::Relaxed);
+            if let Some(f) = n.follower.take() {
+                let _ = f.join();
+            }
+        }
+    }
+}
+
+/// nginx as the receiver of `scenario` (tenant 0's path failing or hanging as the
+/// scenario says), its log feeding `receipts`.
+async fn start_nginx(
+    dir: &Path,
+    ca: &LocalCa,
+    args: &Args,
+    scenario: Scenario,
+    receipts: &Arc<Receipts>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> NginxReceiver {
+    let hanging_t0 = if scenario == Scenario::SharedHostHanging {
+        let (port, task) = nginx::black_hole().await;
+        tasks.push(task);
+        Some(port)
+    } else {
+        None
+    };
+    let server = Arc::new(nginx::Nginx::start(
+        dir,
+        ca,
+        nginx::NginxOptions {
+            http2: !args.http1_only,
+            workers: args.nginx_workers,
+            hosts: if scenario.shared() { 1 } else { args.endpoints },
+            failing_t0: scenario == Scenario::SharedHostFailing,
+            hanging_t0,
+        },
+    ));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let follower = server.follow(stop.clone(), {
+        let (receipts, wire) = (receipts.clone(), wire.clone());
+        move |logged| {
+            // wrk's requests and tenant 0's failures are not deliveries.
+            if logged.webhook_id.starts_with("wrk") {
+                return;
+            }
+            if logged.status == 200 {
+                receipts.record_id(&logged.webhook_id, logged.at);
+            }
+            let mut wire = wire.lock().unwrap_or_else(|e| e.into_inner());
+            wire.connections.insert(logged.connection);
+            *wire.protocols.entry(logged.protocol).or_default() += 1;
+        }
+    });
+    NginxReceiver {
+        server,
+        stop,
+        follower: Some(follower),
+        wire,
     }
 }
 
@@ -202,6 +307,7 @@ async fn start_receivers(
     scenario: Scenario,
     events: usize,
     shared_tenants: usize,
+    nginx_for: Option<&Args>,
 ) -> Receivers {
     let endpoints = if scenario.shared() { 1 } else { endpoints };
     let ca = LocalCa::generate(&["localhost", "127.0.0.1"]).expect("local CA");
@@ -210,6 +316,23 @@ async fn start_receivers(
     let receipts = Arc::new(Receipts::new(events));
     let mut urls = Vec::new();
     let mut tasks = Vec::new();
+    if let Some(args) = nginx_for.filter(|a| a.receiver == ReceiverKind::Nginx) {
+        let nginx = start_nginx(dir, &ca, args, scenario, &receipts, &mut tasks).await;
+        for port in &nginx.server.ports {
+            if scenario.shared() {
+                urls.extend((0..shared_tenants).map(|t| format!("https://localhost:{port}/t{t}")));
+            } else {
+                urls.push(format!("https://localhost:{port}/hook"));
+            }
+        }
+        return Receivers {
+            urls,
+            ca_file,
+            receipts,
+            tasks,
+            nginx: Some(nginx),
+        };
+    }
     for e in 0..endpoints {
         let (listener, addr) = bind("127.0.0.1:0".parse().expect("address"))
             .await
@@ -238,6 +361,7 @@ async fn start_receivers(
         ca_file,
         receipts,
         tasks,
+        nginx: None,
     }
 }
 
@@ -600,6 +724,8 @@ struct Run {
     cpu_per_1k: f64,
     /// Series of the processor's metrics (see [`Processor::scheduling_metrics`]).
     scheduling: Vec<String>,
+    /// nginx only: connections the processor opened, and its requests by protocol.
+    wire: Option<(usize, String)>,
     /// Paced only: produce → outcome visible to a `read_committed` reader, p50 and p99
     /// after the warm-up (exactly once, outcomes become visible when their transaction
     /// commits).
@@ -669,6 +795,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         scenario,
         events,
         args.shared_tenants,
+        Some(args),
     )
     .await;
     let producer = event_producer(args);
@@ -724,6 +851,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
+    let wire = receivers.wire();
     let outcome_seen = outcome_watch.map(|watch| {
         // Outcomes follow the deliveries by up to a commit interval.
         std::thread::sleep(Duration::from_secs(3));
@@ -794,8 +922,30 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         rss_mb,
         cpu_per_1k: cpu / (events as f64 / 1000.0),
         scheduling,
+        wire,
         outcome_latency,
     }
+}
+
+/// wrk's POST rate against nginx (one host, HTTP/1.1, 64 keep-alive connections, 10 s), the
+/// limit the processor's rate is compared with when nginx is the receiver.
+async fn wrk_limit(args: &Args) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = LocalCa::generate(&["localhost", "127.0.0.1"]).expect("local CA");
+    let server = nginx::Nginx::start(
+        dir.path(),
+        &ca,
+        nginx::NginxOptions {
+            http2: !args.http1_only,
+            workers: args.nginx_workers,
+            hosts: 1,
+            failing_t0: false,
+            hanging_t0: None,
+        },
+    );
+    let url = format!("https://localhost:{}/t1", server.ports[0]);
+    let body = String::from_utf8_lossy(&event(0, 0, "raw")).into_owned();
+    tokio::task::block_in_place(|| nginx::wrk_post_rate(dir.path(), &url, &body, 64, 10))
 }
 
 /// The receivers are on loopback, which the destination guard refuses unless opened.
@@ -866,6 +1016,7 @@ async fn raw_post_round(args: &Args, requests: usize, shared: bool) -> f64 {
         scenario,
         requests,
         args.shared_tenants,
+        None,
     )
     .await;
     let policy = std::sync::Arc::new(loopback_policy());
@@ -943,15 +1094,23 @@ async fn main() {
     }
     let consume = raw_consume(&args).await;
     let any = |f: fn(Scenario) -> bool| args.scenario.iter().any(|s| f(*s));
-    let post = if any(|s| !s.shared()) {
-        raw_post(&args, false).await
+    let (post, post_shared) = if args.receiver == ReceiverKind::Nginx {
+        // The server's limit whatever the shape: wrk against one of its hosts.
+        let wrk = wrk_limit(&args).await;
+        println!("wrk's POST limit (nginx, 64 HTTP/1.1 connections): {wrk:.0} requests/s");
+        (wrk, wrk)
     } else {
-        0.0
-    };
-    let post_shared = if any(Scenario::shared) {
-        raw_post(&args, true).await
-    } else {
-        0.0
+        let post = if any(|s| !s.shared()) {
+            raw_post(&args, false).await
+        } else {
+            0.0
+        };
+        let post_shared = if any(Scenario::shared) {
+            raw_post(&args, true).await
+        } else {
+            0.0
+        };
+        (post, post_shared)
     };
     println!(
         "machine: {} cores",
@@ -1026,6 +1185,17 @@ async fn main() {
             r.rss_mb,
             r.cpu_per_1k,
         );
+        if let Some((connections, protocols)) = &r.wire {
+            let host_max = r
+                .scheduling
+                .iter()
+                .find(|l| l.starts_with("host_concurrency_limit{stat=\"max\"}"))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or("?");
+            println!(
+                "    nginx saw {connections} connections (the host's final limit: {host_max}), requests by protocol {protocols}"
+            );
+        }
         if args.verbose {
             for line in &r.scheduling {
                 println!("    {line}");
