@@ -5,9 +5,9 @@
 //! Run it with `scripts/bench` (see BENCHMARKS.md).
 
 mod abuse;
-mod nginx;
 mod admin;
 mod console;
+mod nginx;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
