@@ -83,6 +83,10 @@ impl LocalCa {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub at: SystemTime,
+    /// The connection it came on: a number per connection accepted, from 1.
+    pub connection: u64,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     pub method: String,
     pub path: String,
     /// Header names in lower case, in arrival order.
@@ -151,13 +155,14 @@ pub async fn serve_until(
         let acceptor = tls.clone();
         let handler = handler.clone();
         let mut stop = stop.clone();
+        let number = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         tokio::spawn(async move {
             let connection = async {
                 let Ok(stream) = acceptor.accept(tcp).await else {
                     debug!(%peer, "TLS handshake failed");
                     return;
                 };
-                let service = service_fn(move |request| answer(request, handler.clone()));
+                let service = service_fn(move |request| answer(request, number, handler.clone()));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -170,8 +175,12 @@ pub async fn serve_until(
     }
 }
 
+/// Connections accepted by every receiver of the process (numbers them).
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn answer(
     request: Request<Incoming>,
+    connection: u64,
     handler: Handler,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
@@ -188,6 +197,8 @@ async fn answer(
     };
     let received = Received {
         at: SystemTime::now(),
+        connection,
+        version: format!("{:?}", parts.version),
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         headers: parts

@@ -256,3 +256,70 @@ async fn slow_but_successful_webhooks_leave_input_slots_for_the_others() {
     // If the slow webhooks held all 32 input slots, the fast one would wait 8 s.
     assert!(took < Duration::from_secs(5), "fast webhook took {took:?}");
 }
+
+/// A burst from 20 webhooks on one host, with the deployment's protocol and a host limit
+/// of 128 spread at 32 requests per connection: what the receiver saw.
+async fn burst_to_one_host(
+    name: &str,
+    http_version: &str,
+) -> Vec<feedback_webhooks::receiver::Received> {
+    const WEBHOOKS: usize = 20;
+    const EVENTS: usize = 3_000;
+    let mut h = Harness::start(name).await;
+    set(&mut h.env, "FW_DELIVERY__HTTP_VERSION", http_version);
+    set(&mut h.env, "FW_DELIVERY__HOST_CONCURRENCY_MAX", "128");
+    set(&mut h.env, "FW_DELIVERY__HOST_CONCURRENCY_INITIAL", "128");
+    set(&mut h.env, "FW_DELIVERY__REQUESTS_PER_CONNECTION", "32");
+    // Answers take a while, so that the host's requests overlap up to its limit.
+    h.receiver.respond(|_| Reply {
+        delay: Some(Duration::from_millis(40)),
+        ..Reply::status(200)
+    });
+    for w in 0..WEBHOOKS {
+        h.configure(&format!("org{w}"), &h.receiver.url(&format!("/t{w}")))
+            .await;
+    }
+    let _processor = h.processor("processor");
+    let sends = (0..EVENTS).map(|i| {
+        let e = event(&format!("org{}", i % WEBHOOKS), &format!("burst-{i}"));
+        let (producer, topic) = (&h.producer, &h.topics.input);
+        async move { producer.send_json(topic, None, &e).await }
+    });
+    futures::future::join_all(sends).await;
+    h.receiver.wait_for(EVENTS).await
+}
+
+fn connections(received: &[feedback_webhooks::receiver::Received]) -> usize {
+    received
+        .iter()
+        .map(|r| r.connection)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http1_keeps_as_many_connections_as_the_host_limit_without_churn() {
+    let received = burst_to_one_host("conn-http1", "http1").await;
+    assert!(received.iter().all(|r| r.version == "HTTP/1.1"));
+    // One request at a time per HTTP/1.1 connection: up to the limit open, kept idle
+    // between requests rather than closed and opened again with a TLS handshake.
+    let opened = connections(&received);
+    assert!(
+        (8..=2 * 128).contains(&opened),
+        "{opened} connections for {} requests at a host limit of 128",
+        received.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http2_spreads_a_host_over_connections_by_its_limit() {
+    let received = burst_to_one_host("conn-http2", "http2").await;
+    assert!(received.iter().all(|r| r.version == "HTTP/2.0"));
+    // 128 at 32 per connection: four connections (a server that serves a connection on
+    // one worker gets several), none opened again.
+    let opened = connections(&received);
+    assert!(
+        (2..=4).contains(&opened),
+        "{opened} connections at a host limit of 128 and 32 requests per connection"
+    );
+}
