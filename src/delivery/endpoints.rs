@@ -514,6 +514,47 @@ mod tests {
         );
     }
 
+    /// The host's limit as its passes see it.
+    fn host_limit(e: &Endpoints, host: &str) -> usize {
+        e.host(host).limit.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_used_minutes_ago_starts_where_its_limit_was() {
+        let mut policy = endpoints(1, Duration::from_secs(30), 1_000).policy;
+        policy.host_limit = LimitPolicy::adaptive(4, 64);
+        policy.webhook_limit = LimitPolicy::fixed(64);
+        let e = Endpoints::new(
+            policy,
+            WaitLimits {
+                max_wait: Duration::from_secs(30),
+                max_held: 1_000,
+                overflow_wait: Duration::from_secs(1),
+            },
+        );
+        // Rounds of as many requests as the limit allows, all answered well: slow start.
+        for _ in 0..5 {
+            let limit = host_limit(&e, "h").max(1);
+            let mut passes = Vec::new();
+            for _ in 0..limit {
+                passes.push(e.admit("h", "w", 10).await.unwrap());
+            }
+            for p in passes {
+                p.finish(ok());
+            }
+        }
+        let grown = host_limit(&e, "h");
+        assert!(grown >= 32, "slow start from 4 reached only {grown}");
+        // Quiet for five minutes: the next burst starts at the limit the host proved.
+        tokio::time::advance(Duration::from_secs(300)).await;
+        e.admit("h", "w", 10).await.unwrap().finish(ok());
+        assert_eq!(host_limit(&e, "h"), grown);
+        // Unused for longer than IDLE, the host is forgotten and starts afresh.
+        tokio::time::advance(IDLE + Duration::from_secs(61)).await;
+        e.admit("other", "w", 10).await.unwrap().finish(ok());
+        assert_eq!(host_limit(&e, "h"), 4);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn busy_is_a_wait_not_a_failure() {
         let e = endpoints(2, Duration::from_secs(30), 100);
