@@ -202,8 +202,16 @@ impl Receipts {
 /// What nginx's log says about the connections and protocols the processor used.
 #[derive(Default)]
 struct Wire {
-    connections: std::collections::HashSet<u64>,
+    /// Connections seen, by the port (host) they came to.
+    connections: std::collections::HashMap<u16, std::collections::HashSet<u64>>,
     protocols: std::collections::BTreeMap<String, usize>,
+}
+
+/// What nginx saw of a run.
+struct WireFigures {
+    connections: usize,
+    most_to_one_host: usize,
+    protocols: String,
 }
 
 struct Receivers {
@@ -225,10 +233,19 @@ struct NginxReceiver {
 impl Receivers {
     /// Connections opened and requests by protocol, from nginx's log (none for the
     /// project's receiver).
-    fn wire(&self) -> Option<(usize, String)> {
+    fn wire(&self) -> Option<WireFigures> {
         let n = self.nginx.as_ref()?;
         let wire = n.wire.lock().unwrap_or_else(|e| e.into_inner());
-        Some((wire.connections.len(), format!("{:?}", wire.protocols)))
+        Some(WireFigures {
+            connections: wire.connections.values().map(|c| c.len()).sum(),
+            most_to_one_host: wire
+                .connections
+                .values()
+                .map(|c| c.len())
+                .max()
+                .unwrap_or(0),
+            protocols: format!("{:?}", wire.protocols),
+        })
     }
 }
 
@@ -287,7 +304,10 @@ async fn start_nginx(
                 receipts.record_id(&logged.webhook_id, logged.at);
             }
             let mut wire = wire.lock().unwrap_or_else(|e| e.into_inner());
-            wire.connections.insert(logged.connection);
+            wire.connections
+                .entry(logged.port)
+                .or_default()
+                .insert(logged.connection);
             *wire.protocols.entry(logged.protocol).or_default() += 1;
         }
     });
@@ -725,11 +745,88 @@ struct Run {
     /// Series of the processor's metrics (see [`Processor::scheduling_metrics`]).
     scheduling: Vec<String>,
     /// nginx only: connections the processor opened, and its requests by protocol.
-    wire: Option<(usize, String)>,
+    wire: Option<WireFigures>,
     /// Paced only: produce → outcome visible to a `read_committed` reader, p50 and p99
     /// after the warm-up (exactly once, outcomes become visible when their transaction
     /// commits).
     outcome_latency: Option<(Duration, Duration)>,
+    /// The burst's first seconds: how fast the limits opened and the deliveries followed.
+    ramp: Ramp,
+}
+
+/// The first seconds of a burst, in steps.
+#[derive(Default)]
+struct Ramp {
+    /// The highest host limit every 100 ms from the first event produced.
+    host_limit: Vec<f64>,
+    /// Events produced and delivered in each 250 ms of the first 2 s.
+    produced: Vec<usize>,
+    delivered: Vec<usize>,
+}
+
+impl Ramp {
+    const STEP: Duration = Duration::from_millis(250);
+    const STEPS: usize = 8;
+
+    fn count(instants: impl Iterator<Item = Instant>, from: Instant) -> Vec<usize> {
+        let mut counts = vec![0; Self::STEPS];
+        for at in instants {
+            let i =
+                (at.saturating_duration_since(from).as_millis() / Self::STEP.as_millis()) as usize;
+            if let Some(c) = counts.get_mut(i) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    fn print(&self) {
+        let per_second = |v: &[usize]| {
+            v.iter()
+                .map(|n| format!("{:.0}", *n as f64 / Ramp::STEP.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let limits: Vec<String> = self.host_limit.iter().map(|l| format!("{l:.0}")).collect();
+        println!(
+            "    ramp: host limit every 100 ms: {}",
+            if limits.is_empty() {
+                "(not sampled)".to_owned()
+            } else {
+                limits.join(" ")
+            }
+        );
+        println!(
+            "    ramp: per 250 ms of the first 2 s, produced/s {} | delivered/s {}",
+            per_second(&self.produced),
+            per_second(&self.delivered)
+        );
+    }
+}
+
+/// Samples the processor's highest host limit (`host_concurrency_limit{stat="max"}`) every
+/// 100 ms for the first 2 s of a burst.
+fn watch_host_limit(addr: Option<String>) -> std::thread::JoinHandle<Vec<f64>> {
+    std::thread::spawn(move || {
+        let Some(addr) = addr else {
+            return Vec::new();
+        };
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        for step in 1..=20u32 {
+            let text = Processor::get(&addr, "/metrics");
+            let limit = text
+                .lines()
+                .find(|l| l.contains("host_concurrency_limit{stat=\"max\"}"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            samples.push(limit);
+            let next = started + Duration::from_millis(100) * step;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        samples
+    })
 }
 
 /// Records when each event's outcome becomes visible to a `read_committed` reader of
@@ -832,6 +929,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
             stop_watching.clone(),
         )
     });
+    let mut limit_watch = None;
     let (processor, sent, started) = if scenario == Scenario::Backlog {
         let sent = produce(&producer, &topics.input, events, tenants, &run, None).await;
         let started = Instant::now();
@@ -841,6 +939,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         let p = start();
         p.wait_ready(dir.path());
         let started = Instant::now();
+        limit_watch = Some(watch_host_limit(Processor::http_addr(dir.path())));
         let pace = (scenario == Scenario::Paced).then_some(args.paced_rate);
         let sent = produce(&producer, &topics.input, events, tenants, &run, pace).await;
         (p, sent, started)
@@ -912,6 +1011,14 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
             percentile(&after_warm_up, 0.99),
         )
     });
+    let ramp = match sent.first() {
+        Some(first) => Ramp {
+            host_limit: limit_watch.and_then(|w| w.join().ok()).unwrap_or_default(),
+            produced: Ramp::count(sent.iter().copied(), *first),
+            delivered: Ramp::count(times.iter().flatten().copied(), *first),
+        },
+        None => Ramp::default(),
+    };
     let rate = expected as f64 / elapsed.as_secs_f64();
     Run {
         rate,
@@ -924,6 +1031,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         scheduling,
         wire,
         outcome_latency,
+        ramp,
     }
 }
 
@@ -1185,7 +1293,7 @@ async fn main() {
             r.rss_mb,
             r.cpu_per_1k,
         );
-        if let Some((connections, protocols)) = &r.wire {
+        if let Some(wire) = &r.wire {
             let host_max = r
                 .scheduling
                 .iter()
@@ -1193,8 +1301,12 @@ async fn main() {
                 .and_then(|l| l.rsplit(' ').next())
                 .unwrap_or("?");
             println!(
-                "    nginx saw {connections} connections (the host's final limit: {host_max}), requests by protocol {protocols}"
+                "    nginx saw {} connections, at most {} to one host (the highest host limit at the end: {host_max}), requests by protocol {}",
+                wire.connections, wire.most_to_one_host, wire.protocols
             );
+        }
+        if !matches!(scenario, Scenario::Backlog | Scenario::Paced) {
+            r.ramp.print();
         }
         if args.verbose {
             for line in &r.scheduling {

@@ -4,8 +4,8 @@
 //! request logged as it ends), HTTP/2 offered or not; and wrk (Debian) as the POST limit
 //! against it, with the same body.
 //!
-//! nginx's access log is the receipt: each line has the time of the request, the connection
-//! it came on, its protocol and its `webhook-id`, so the harness counts deliveries, their
+//! nginx's access log is the receipt: each line has the time of the request, the port and the
+//! connection it came on, its protocol and its `webhook-id`, so the harness counts deliveries, their
 //! latency, the connections opened and the protocol from it.
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -42,6 +42,8 @@ pub struct Nginx {
 /// One request in nginx's log.
 pub struct Logged {
     pub at: Instant,
+    /// The port (host) it came to.
+    pub port: u16,
     pub connection: u64,
     pub protocol: String,
     pub status: u16,
@@ -92,7 +94,7 @@ impl Nginx {
         let conf = format!(
             "daemon off;\nworker_processes {workers};\npid {pid};\nerror_log {err} warn;\n\
              events {{ worker_connections 8192; }}\n\
-             http {{\n log_format bench '$msec $connection $server_protocol $status $http_webhook_id';\n \
+             http {{\n log_format bench '$msec $server_port $connection $server_protocol $status $http_webhook_id';\n \
              keepalive_timeout 75s;\n\
              {servers}}}\n",
             workers = o.workers.max(1),
@@ -192,12 +194,14 @@ impl Nginx {
     fn parse(&self, line: &str) -> Option<Logged> {
         let mut parts = line.split_whitespace();
         let msec: f64 = parts.next()?.parse().ok()?;
+        let port = parts.next()?.parse().ok()?;
         let connection: u64 = parts.next()?.parse().ok()?;
         let protocol = parts.next()?.to_owned();
         let status = parts.next()?.parse().ok()?;
         let webhook_id = parts.next()?.to_owned();
         Some(Logged {
             at: self.instant_of(msec),
+            port,
             connection,
             protocol,
             status,
