@@ -50,23 +50,6 @@ impl<'a> ClientOptions<'a> {
             idle_per_host: delivery.host_concurrency_max,
         }
     }
-
-    /// Options for a client of a few requests (a test send, a tool): short pools.
-    pub fn small(
-        connect_timeout: Duration,
-        request_timeout: Duration,
-        extra_ca_file: Option<&'a Path>,
-        policy: Arc<AddressPolicy>,
-    ) -> Self {
-        ClientOptions {
-            connect_timeout,
-            request_timeout,
-            extra_ca_file,
-            policy,
-            http2: true,
-            idle_per_host: 8,
-        }
-    }
 }
 
 fn root_store(extra_ca_file: Option<&Path>) -> Result<rustls::RootCertStore, ClientError> {
