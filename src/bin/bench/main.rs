@@ -168,6 +168,8 @@ const CAMPAIGN: &str = "bench-campaign";
 struct Receipts {
     times: Mutex<Vec<Option<Instant>>>,
     count: AtomicUsize,
+    /// Events answered 200 more than once (delivered again).
+    duplicates: AtomicUsize,
 }
 
 impl Receipts {
@@ -175,6 +177,7 @@ impl Receipts {
         Receipts {
             times: Mutex::new(vec![None; n]),
             count: AtomicUsize::new(0),
+            duplicates: AtomicUsize::new(0),
         }
     }
 
@@ -194,6 +197,8 @@ impl Receipts {
             if slot.is_none() {
                 *slot = Some(at);
                 self.count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -741,6 +746,8 @@ struct Run {
     /// processor became ready), which the p50 and p99 above leave out.
     warm_up_p99: Option<Duration>,
     rss_mb: f64,
+    /// Events delivered (answered 200) more than once.
+    duplicates: usize,
     cpu_per_1k: f64,
     /// Series of the processor's metrics (see [`Processor::scheduling_metrics`]).
     scheduling: Vec<String>,
@@ -1027,6 +1034,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         p99: percentile(&latencies, 0.99),
         warm_up_p99: (!warm_up.is_empty()).then(|| percentile(&warm_up, 0.99)),
         rss_mb,
+        duplicates: receivers.receipts.duplicates.load(Ordering::Relaxed),
         cpu_per_1k: cpu / (events as f64 / 1000.0),
         scheduling,
         wire,
@@ -1285,13 +1293,14 @@ async fn main() {
             }
         };
         println!(
-            "{:<18} deliveries/s {:>8.0}  latency p50 {:>7.0} ms  p99 {:>7.0} ms  peak RSS {:>6.1} MB  CPU {:>5.3} ms/delivery  {note}",
+            "{:<18} deliveries/s {:>8.0}  latency p50 {:>7.0} ms  p99 {:>7.0} ms  peak RSS {:>6.1} MB  CPU {:>5.3} ms/delivery  duplicates {}  {note}",
             format!("{scenario:?}"),
             r.rate,
             r.p50.as_secs_f64() * 1000.0,
             r.p99.as_secs_f64() * 1000.0,
             r.rss_mb,
             r.cpu_per_1k,
+            r.duplicates,
         );
         if let Some(wire) = &r.wire {
             let host_max = r
