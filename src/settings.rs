@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::address::AddressPolicy;
 use crate::domain::breaker::BreakerPolicy;
 use crate::domain::concurrency::LimitPolicy;
-use crate::domain::config::Rules;
+use crate::domain::config::{PolicyBounds, Rules};
 use crate::domain::host_schedule::SchedulePolicy;
 use crate::domain::retry::RetryPolicy;
 use crate::domain::secret::SealingKey;
@@ -395,6 +395,13 @@ pub struct DeliverySettings {
     pub retry_jitter: f64,
     pub retry_after_cap_secs: u64,
     pub retry_max_age_secs: u64,
+    /// Bounds of a webhook's own `delivery` policy: its `timeoutMs` ...
+    pub webhook_timeout_min_ms: u64,
+    pub webhook_timeout_max_ms: u64,
+    /// ... how long its retries may go on after the first attempt ...
+    pub webhook_retry_age_max_secs: u64,
+    /// ... and its attempts in all (`maxAttempts`, or its waits + 1).
+    pub webhook_attempts_max: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -440,6 +447,7 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         let policy = RetryPolicy::default();
         let breaker = BreakerPolicy::default();
+        let bounds = PolicyBounds::default();
         DeliverySettings {
             connect_timeout_ms: 5_000,
             request_timeout_ms: 10_000,
@@ -466,6 +474,10 @@ impl Default for DeliverySettings {
             retry_jitter: policy.jitter,
             retry_after_cap_secs: policy.retry_after_cap.as_secs(),
             retry_max_age_secs: policy.max_age.map_or(0, |d| d.as_secs()),
+            webhook_timeout_min_ms: bounds.timeout_min_ms,
+            webhook_timeout_max_ms: bounds.timeout_max_ms,
+            webhook_retry_age_max_secs: bounds.retry_age_max_secs,
+            webhook_attempts_max: bounds.attempts_max,
         }
     }
 }
@@ -619,12 +631,28 @@ impl Settings {
                 d.retry_max_age_secs,
                 YEAR_SECS,
             ),
+            (
+                "delivery.webhook_timeout_max_ms",
+                d.webhook_timeout_max_ms,
+                DAY_MS,
+            ),
+            (
+                "delivery.webhook_retry_age_max_secs",
+                d.webhook_retry_age_max_secs,
+                YEAR_SECS,
+            ),
         ] {
             if value > max {
                 return Err(SettingsError::Invalid(format!(
                     "{name} is {value}, above its maximum of {max}"
                 )));
             }
+        }
+        if d.webhook_timeout_min_ms == 0 || d.webhook_timeout_min_ms > d.webhook_timeout_max_ms {
+            return bad("delivery.webhook_timeout_min_ms must be at least 1 and at most webhook_timeout_max_ms");
+        }
+        if d.webhook_attempts_max == 0 || d.webhook_attempts_max > 100 {
+            return bad("delivery.webhook_attempts_max must be from 1 to 100");
         }
         if d.requests_per_connection == 0 || d.requests_per_connection > 1_000 {
             return bad("delivery.requests_per_connection must be from 1 to 1000");
@@ -645,8 +673,15 @@ impl Settings {
     }
 
     pub fn rules(&self) -> Rules {
+        let d = &self.delivery;
         Rules {
-            allow_http: self.delivery.allow_http,
+            allow_http: d.allow_http,
+            bounds: PolicyBounds {
+                timeout_min_ms: d.webhook_timeout_min_ms,
+                timeout_max_ms: d.webhook_timeout_max_ms,
+                retry_age_max_secs: d.webhook_retry_age_max_secs,
+                attempts_max: d.webhook_attempts_max,
+            },
             authoring: false,
         }
     }

@@ -64,6 +64,8 @@ pub struct Sender {
     /// The lane this sender sends on.
     lane: usize,
     policy: Arc<AddressPolicy>,
+    /// The whole request's timeout, when a webhook sets its own (else the client's).
+    timeout: Option<std::time::Duration>,
 }
 
 impl Sender {
@@ -78,6 +80,7 @@ impl Sender {
             lanes: clients.into(),
             lane: 0,
             policy,
+            timeout: None,
         }
     }
 
@@ -87,7 +90,14 @@ impl Sender {
             lanes: self.lanes.clone(),
             lane: lane % self.lanes.len().max(1),
             policy: self.policy.clone(),
+            timeout: self.timeout,
         }
+    }
+
+    /// This sender with a whole-request timeout of its own (`None`: the client's).
+    pub fn with_timeout(mut self, timeout: Option<std::time::Duration>) -> Sender {
+        self.timeout = timeout;
+        self
     }
 
     /// POSTs `body` to `url`. `custom` are the webhook's own headers (validated at publish
@@ -147,7 +157,11 @@ impl Sender {
                 Some("no HTTP client".into()),
             ));
         };
-        let response = client.post(url).headers(headers).body(body).send().await;
+        let mut request = client.post(url).headers(headers).body(body);
+        if let Some(timeout) = self.timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await;
         drop(in_flight);
         let class = match &response {
             Ok(r) => status_class(r.status().as_u16()),

@@ -18,7 +18,7 @@ use crate::domain::config::{self, Rules, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
 use crate::domain::host_schedule::Finished;
 use crate::domain::outcome::{Attempt, Reason, Replay, WebhookRef};
-use crate::domain::retry::{classify, AttemptResult, RetryPolicy, Verdict};
+use crate::domain::retry::{classify, webhook_timeout, AttemptResult, RetryPolicy, Verdict};
 use crate::domain::time::{unix_ms, unix_seconds};
 use crate::join::{Stored, Version};
 use crate::settings::{Settings, SettingsError};
@@ -87,6 +87,10 @@ struct Target {
     url_ok: bool,
     /// Its authentication and signing settings, parsed; or why they cannot be applied.
     security: Result<Prepared, AuthError>,
+    /// The retry policy and request timeout in force for it: the deployment's, shaped by
+    /// the webhook's own `delivery` within the operator's bounds.
+    policy: RetryPolicy,
+    timeout: Option<Duration>,
 }
 
 /// Versions remembered before the map starts over (old versions are never asked again).
@@ -216,6 +220,10 @@ impl Deliverer {
             endpoint_key: endpoint_key(&webhook.url),
             url_ok: config::check_url(&webhook.url, self.rules).is_ok(),
             security: self.auth.prepare(webhook),
+            policy: self
+                .policy
+                .for_webhook(webhook.delivery.as_deref(), &self.rules.bounds),
+            timeout: webhook_timeout(webhook.delivery.as_deref(), &self.rules.bounds),
         });
         targets.insert(version, target.clone());
         target
@@ -264,7 +272,17 @@ impl Deliverer {
             .await
         {
             Ok(pass) => pass,
-            Err(refusal) => return self.refused(&event.id, key, refusal, used, attempts, progress),
+            Err(refusal) => {
+                return refused(
+                    &target.policy,
+                    &event.id,
+                    key,
+                    refusal,
+                    used,
+                    attempts,
+                    progress,
+                )
+            }
         };
         let at = SystemTime::now();
         let security = match target
@@ -288,6 +306,7 @@ impl Deliverer {
             .senders
             .for_org(&webhook.ims_org)
             .on_lane(pass.lane())
+            .with_timeout(target.timeout)
             .send(
                 &webhook.url,
                 webhook.headers.as_ref(),
@@ -325,85 +344,82 @@ impl Deliverer {
                 };
                 done(Some(reason), attempts)
             }
-            Verdict::Retry => self.after_failure(used, attempts, first_seen_ms, retry_after),
+            Verdict::Retry => {
+                after_failure(&target.policy, used, attempts, first_seen_ms, retry_after)
+            }
         }
     }
+}
 
-    /// The step when the endpoint refused the attempt: a full queue parks the event for a
-    /// while (such parks back off on their own); an open breaker counts as an attempt that
-    /// was not made, so the schedule goes on and an endpoint that stays down ends the event
-    /// on the schedule.
-    fn refused(
-        &self,
-        event_id: &str,
-        key: &str,
-        refusal: Refusal,
-        used: WebhookRef,
-        mut attempts: Vec<Attempt>,
-        progress: &EventProgress,
-    ) -> Step {
-        let elapsed = Duration::from_millis(
-            unix_ms(SystemTime::now()).saturating_sub(progress.first_seen_ms),
-        );
-        let Refusal::Busy(expected) = refusal else {
-            debug!(event_id, endpoint = key, ?refusal, "breaker open");
-            crate::observe::metrics()
-                .attempts
-                .with_label_values(&["breaker_open"])
-                .inc();
-            attempts.push(not_sent(refusal));
-            return self.after_failure(used, attempts, progress.first_seen_ms, None);
-        };
-        let parks = progress.busy_parks.saturating_add(1);
-        let wait = busy_delay(parks, expected, self.policy.jitter, rand::random::<f64>());
-        debug!(
-            event_id,
-            endpoint = key,
-            parks,
-            "webhook queue full; parking"
-        );
-        if !self.policy.within_max_age(elapsed, wait) {
-            return Step::Done {
-                reason: Some(Reason::RetriesExhausted),
-                webhook: used,
-                attempts,
-            };
-        }
-        Step::Park {
+/// The step when the endpoint refused the attempt: a full queue parks the event for a
+/// while (such parks back off on their own); an open breaker counts as an attempt that
+/// was not made, so the schedule goes on and an endpoint that stays down ends the event
+/// on the schedule.
+fn refused(
+    policy: &RetryPolicy,
+    event_id: &str,
+    key: &str,
+    refusal: Refusal,
+    used: WebhookRef,
+    mut attempts: Vec<Attempt>,
+    progress: &EventProgress,
+) -> Step {
+    let elapsed =
+        Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(progress.first_seen_ms));
+    let Refusal::Busy(expected) = refusal else {
+        debug!(event_id, endpoint = key, ?refusal, "breaker open");
+        crate::observe::metrics()
+            .attempts
+            .with_label_values(&["breaker_open"])
+            .inc();
+        attempts.push(not_sent(refusal));
+        return after_failure(policy, used, attempts, progress.first_seen_ms, None);
+    };
+    let parks = progress.busy_parks.saturating_add(1);
+    let wait = busy_delay(parks, expected, policy.jitter, rand::random::<f64>());
+    debug!(
+        event_id,
+        endpoint = key,
+        parks,
+        "webhook queue full; parking"
+    );
+    if !policy.within_max_age(elapsed, wait) {
+        return Step::Done {
+            reason: Some(Reason::RetriesExhausted),
             webhook: used,
             attempts,
-            delay: wait,
-            busy: true,
-        }
+        };
     }
+    Step::Park {
+        webhook: used,
+        attempts,
+        delay: wait,
+        busy: true,
+    }
+}
 
-    /// The step after a failed (or refused) attempt: park until the schedule's next delay,
-    /// or end when the schedule is used up.
-    fn after_failure(
-        &self,
-        webhook: WebhookRef,
-        attempts: Vec<Attempt>,
-        first_seen_ms: u64,
-        retry_after: Option<Duration>,
-    ) -> Step {
-        let elapsed =
-            Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
-        match self
-            .policy
-            .next_delay(attempts.len(), elapsed, retry_after, rand::random::<f64>())
-        {
-            Some(delay) => Step::Park {
-                webhook,
-                attempts,
-                delay,
-                busy: false,
-            },
-            None => Step::Done {
-                reason: Some(Reason::RetriesExhausted),
-                webhook,
-                attempts,
-            },
-        }
+/// The step after a failed (or refused) attempt: park until the schedule's next delay,
+/// or end when the schedule is used up.
+fn after_failure(
+    policy: &RetryPolicy,
+    webhook: WebhookRef,
+    attempts: Vec<Attempt>,
+    first_seen_ms: u64,
+    retry_after: Option<Duration>,
+) -> Step {
+    let elapsed = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(first_seen_ms));
+    match policy.next_delay(attempts.len(), elapsed, retry_after, rand::random::<f64>()) {
+        Some(delay) => Step::Park {
+            webhook,
+            attempts,
+            delay,
+            busy: false,
+        },
+        None => Step::Done {
+            reason: Some(Reason::RetriesExhausted),
+            webhook,
+            attempts,
+        },
     }
 }
 

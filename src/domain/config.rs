@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::filter::Filter;
 use crate::schema::{self, Kind};
 
 /// The feedback statuses a webhook gets when its record lists no `events`.
@@ -160,9 +161,135 @@ pub struct WebhookConfig {
     pub headers: Option<BTreeMap<String, HeaderParam>>,
     #[serde(default)]
     pub signing: Option<Value>,
+    /// Conditions on the payload an event must meet to be delivered (after the channel,
+    /// status and campaign rules); compiled when the record is decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Box<Filter>>,
+    /// The webhook's own timeout and retries, within the deployment's bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Box<DeliveryPolicy>>,
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
+}
+
+/// `delivery` of a webhook: what it asks of the deployment's timeouts and retries. Each
+/// member is optional; the processor clamps each to the operator's [`PolicyBounds`], and
+/// the API and the CLI refuse a value outside them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliveryPolicy {
+    /// The whole request's timeout, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_schedule: Option<RetrySchedule>,
+    /// Attempts in all, the first included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}
+
+/// A webhook's retry schedule: its own waits (seconds before each retry, followed as
+/// written, without jitter), or the deployment's schedule cut at a maximum age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RetrySchedule {
+    Waits(Vec<f64>),
+    MaxAge {
+        #[serde(rename = "maxAgeSeconds")]
+        max_age_seconds: u64,
+    },
+}
+
+/// What a webhook's own `delivery` policy may ask for in this deployment (settings
+/// `delivery.webhook_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PolicyBounds {
+    pub timeout_min_ms: u64,
+    pub timeout_max_ms: u64,
+    /// The longest a webhook's retries may go on after its first attempt.
+    pub retry_age_max_secs: u64,
+    /// Attempts in all, the first included.
+    pub attempts_max: u32,
+}
+
+impl Default for PolicyBounds {
+    fn default() -> Self {
+        PolicyBounds {
+            timeout_min_ms: 1_000,
+            timeout_max_ms: 30_000,
+            retry_age_max_secs: 24 * 3600,
+            attempts_max: 20,
+        }
+    }
+}
+
+impl PolicyBounds {
+    /// Why each member of `policy` (at `/delivery`) is outside these bounds; empty when
+    /// none is.
+    pub fn refusals(&self, policy: &Value) -> Vec<schema::Violation> {
+        let mut found = Vec::new();
+        let mut refuse = |field: &str, message: String| {
+            found.push(schema::Violation {
+                field: format!("/delivery/{field}"),
+                message,
+            })
+        };
+        if let Some(ms) = policy.get("timeoutMs").and_then(Value::as_u64) {
+            if !(self.timeout_min_ms..=self.timeout_max_ms).contains(&ms) {
+                refuse(
+                    "timeoutMs",
+                    format!(
+                        "must be within {}–{} ms in this deployment",
+                        self.timeout_min_ms, self.timeout_max_ms
+                    ),
+                );
+            }
+        }
+        if let Some(n) = policy.get("maxAttempts").and_then(Value::as_u64) {
+            if n > u64::from(self.attempts_max) {
+                refuse(
+                    "maxAttempts",
+                    format!("must be at most {} in this deployment", self.attempts_max),
+                );
+            }
+        }
+        let max_age = self.retry_age_max_secs;
+        match policy.get("retrySchedule") {
+            Some(Value::Array(waits)) => {
+                let total: f64 = waits.iter().filter_map(Value::as_f64).sum();
+                if total > max_age as f64 {
+                    refuse(
+                        "retrySchedule",
+                        format!("waits {total} s in all, more than the {max_age} s retries may last in this deployment"),
+                    );
+                }
+                if waits.len() >= self.attempts_max as usize {
+                    refuse(
+                        "retrySchedule",
+                        format!(
+                            "has {} waits: at most {} attempts are allowed in this deployment",
+                            waits.len(),
+                            self.attempts_max
+                        ),
+                    );
+                }
+            }
+            Some(schedule)
+                if schedule
+                    .get("maxAgeSeconds")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|s| s > max_age) =>
+            {
+                refuse(
+                    "retrySchedule/maxAgeSeconds",
+                    format!("must be at most {max_age} s in this deployment"),
+                );
+            }
+            _ => {}
+        }
+        found
+    }
 }
 
 /// A custom header's value: text, sent as it is, or a secret (an API key a receiver takes
@@ -214,6 +341,9 @@ impl CampaignConfig {
     }
 }
 
+// A record is made once per config version (then kept behind an `Arc` by the join's
+// memo): the webhook's size costs nothing that boxing would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigRecord {
     Webhook(WebhookConfig),
@@ -232,6 +362,9 @@ pub struct ConfigChange {
 pub struct Rules {
     /// Accept `http://` URLs (development only).
     pub allow_http: bool,
+    /// What a webhook's own `delivery` policy may ask for: refused beyond them when
+    /// authoring, clamped to them when delivering.
+    pub bounds: PolicyBounds,
     /// The record is being written by our own tools (the API, the CLI): also refuse what
     /// the SPEC lets a record hold but a receiver could never get, hop-by-hop and proxy
     /// header names ([`is_hop_by_hop`]). The processor accepts such records and does not
@@ -358,6 +491,20 @@ pub fn refusals(json: &Value, rules: Rules) -> Vec<schema::Violation> {
                     "is a hop-by-hop or proxy header name: a receiver never gets it as sent".into(),
                 )),
                 Ok(()) => {}
+            }
+        }
+        if let Some(policy) = json.get("delivery").filter(|_| rules.authoring) {
+            if !found.iter().any(|v| v.field.starts_with("/delivery")) {
+                found.extend(rules.bounds.refusals(policy));
+            }
+        }
+        // The schema checks each member's type; how members combine is the compiler's.
+        if let Some(filter) = json.get("filter").filter(|f| !f.is_null()) {
+            let under_filter = |v: &schema::Violation| v.field.starts_with("/filter");
+            if !found.iter().any(under_filter) {
+                if let Err(refused) = Filter::compile(filter, "/filter") {
+                    found.extend(refused);
+                }
             }
         }
     }
@@ -555,7 +702,7 @@ pub(crate) mod tests {
             Some(&serde_json::to_vec(&v).unwrap()),
             Rules {
                 allow_http: true,
-                authoring: false,
+                ..Rules::default()
             },
         );
         assert!(ok.is_ok());
@@ -628,6 +775,70 @@ pub(crate) mod tests {
             assert!(w.wants_status(s));
         }
         assert!(!w.wants_status("exclude"));
+    }
+
+    #[test]
+    fn a_filter_is_checked_member_by_member_and_as_a_whole() {
+        let mut v = sample_webhook();
+        v["filter"] = json!({"all": [
+            {"field": "messageDeliveryFeedback.messageFailure.type", "op": "equals", "value": "Hard"},
+            {"field": "retryCount", "op": "lt", "value": 1}
+        ]});
+        let Some(ConfigRecord::Webhook(w)) = check(WEBHOOK_KEY, &v).unwrap().record else {
+            panic!("webhook expected")
+        };
+        assert!(w.filter.is_some());
+        // The schema refuses an unknown operator at its pointer ...
+        v["filter"]["all"][1]["op"] = json!("startsWith");
+        assert_eq!(field_of(check(WEBHOOK_KEY, &v)), "/filter/all/1/op");
+        // ... and the compiler what the members mean together.
+        v["filter"]["all"][1] = json!({"field": "retryCount", "op": "gt", "value": "many"});
+        assert_eq!(field_of(check(WEBHOOK_KEY, &v)), "/filter/all/1/value");
+        v["filter"] = json!({"all": [{"field": "channel", "op": "exists"}], "any": []});
+        let found = refusals(&v, Rules::default());
+        assert!(
+            found.iter().any(|r| r.field.starts_with("/filter")),
+            "{found:?}"
+        );
+        v["filter"] = Value::Null;
+        assert!(check(WEBHOOK_KEY, &v).is_ok());
+    }
+
+    #[test]
+    fn a_delivery_policy_beyond_the_bounds_is_refused_when_written_and_clamped_when_read() {
+        let mut v = sample_webhook();
+        v["delivery"] = json!({"timeoutMs": 60000, "retrySchedule": [1, 1, 1], "maxAttempts": 50});
+        assert!(
+            refusals(&v, Rules::default()).is_empty(),
+            "the processor takes it (and clamps it)"
+        );
+        let fields = |v: &Value| -> Vec<String> {
+            refusals(v, Rules::default().authoring())
+                .into_iter()
+                .map(|r| r.field)
+                .collect()
+        };
+        assert_eq!(fields(&v), ["/delivery/timeoutMs", "/delivery/maxAttempts"]);
+        v["delivery"] = json!({"retrySchedule": {"maxAgeSeconds": 172800}});
+        assert_eq!(fields(&v), ["/delivery/retrySchedule/maxAgeSeconds"]);
+        v["delivery"] = json!({"retrySchedule": vec![5000; 20]});
+        assert_eq!(
+            fields(&v),
+            ["/delivery/retrySchedule", "/delivery/retrySchedule"]
+        );
+        v["delivery"] = json!({"retrySchedule": "often"});
+        assert!(fields(&v)[0].starts_with("/delivery/retrySchedule"));
+        v["delivery"] = json!({"timeoutMs": 1000, "retrySchedule": [1, 1, 1], "maxAttempts": 4});
+        assert!(fields(&v).is_empty());
+        let Some(ConfigRecord::Webhook(w)) = check(WEBHOOK_KEY, &v).unwrap().record else {
+            panic!("webhook expected")
+        };
+        let own = w.delivery.unwrap();
+        assert_eq!(own.timeout_ms, Some(1000));
+        assert_eq!(
+            own.retry_schedule,
+            Some(RetrySchedule::Waits(vec![1.0, 1.0, 1.0]))
+        );
     }
 
     #[test]

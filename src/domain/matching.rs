@@ -3,6 +3,7 @@
 
 use super::config::{CampaignConfig, WebhookConfig};
 use super::event::FeedbackEvent;
+use super::filter::Subject;
 use super::outcome::Reason;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,17 +30,22 @@ pub fn decide(
     if !webhook.enabled {
         return Decision::Skip(Reason::WebhookDisabled);
     }
-    if !event.channel().is_some_and(|c| webhook.wants_channel(c)) {
+    let Some(channel) = event.channel().filter(|c| webhook.wants_channel(c)) else {
         return Decision::Skip(Reason::ChannelNotSelected);
-    }
-    if !event
-        .feedback_status()
-        .is_some_and(|s| webhook.wants_status(s))
-    {
+    };
+    let Some(status) = event.feedback_status().filter(|s| webhook.wants_status(s)) else {
         return Decision::Skip(Reason::EventNotSelected);
-    }
+    };
     if !campaign.is_some_and(|c| c.webhooks_enabled) {
         return Decision::Skip(Reason::CampaignNotEnabled);
+    }
+    let subject = Subject {
+        event,
+        channel,
+        status,
+    };
+    if webhook.filter.as_ref().is_some_and(|f| !f.admits(&subject)) {
+        return Decision::Skip(Reason::Filtered);
     }
     Decision::Deliver
 }
@@ -115,6 +121,19 @@ mod tests {
             run(&e, Some(&w), None),
             Decision::Skip(Reason::CampaignNotEnabled)
         );
+        // The filter comes last: a campaign that is not enabled says so first.
+        let mut sms_filter = w.clone();
+        sms_filter["filter"] = json!({"field": "channel", "op": "equals", "value": "sms"});
+        assert_eq!(
+            run(&e, Some(&sms_filter), Some(&c)),
+            Decision::Skip(Reason::Filtered)
+        );
+        assert_eq!(
+            run(&e, Some(&sms_filter), None),
+            Decision::Skip(Reason::CampaignNotEnabled)
+        );
+        sms_filter["filter"]["value"] = json!("email");
+        assert_eq!(run(&e, Some(&sms_filter), Some(&c)), Decision::Deliver);
         let mut off = c.clone();
         off["webhooksEnabled"] = json!(false);
         assert_eq!(

@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod concurrency;
 pub mod config;
 pub mod event;
+pub mod filter;
 pub mod host_schedule;
 pub mod ids;
 pub mod matching;

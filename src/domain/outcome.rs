@@ -24,7 +24,8 @@ impl Status {
     }
 }
 
-/// Every reason the contract names, exactly as spelled there.
+/// Every reason the contract names, exactly as spelled there, and `filtered` (a webhook's
+/// own filter left the event out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -35,6 +36,7 @@ pub enum Reason {
     CampaignNotEnabled,
     NotTransactional,
     ConfigInvalid,
+    Filtered,
     HttpStatus,
     RetriesExhausted,
     DestinationBlocked,
@@ -48,7 +50,7 @@ impl Reason {
         use Reason::*;
         match self {
             NoWebhook | WebhookDisabled | ChannelNotSelected | EventNotSelected
-            | CampaignNotEnabled | NotTransactional | ConfigInvalid => Status::Skipped,
+            | CampaignNotEnabled | NotTransactional | ConfigInvalid | Filtered => Status::Skipped,
             HttpStatus | RetriesExhausted | DestinationBlocked => Status::Failed,
             InvalidEvent | EventTooLarge => Status::Invalid,
         }
@@ -64,6 +66,7 @@ impl Reason {
             CampaignNotEnabled => "campaign_not_enabled",
             NotTransactional => "not_transactional",
             ConfigInvalid => "config_invalid",
+            Filtered => "filtered",
             HttpStatus => "http_status",
             RetriesExhausted => "retries_exhausted",
             DestinationBlocked => "destination_blocked",
@@ -284,6 +287,7 @@ mod tests {
             Reason::CampaignNotEnabled,
             Reason::NotTransactional,
             Reason::ConfigInvalid,
+            Reason::Filtered,
             Reason::HttpStatus,
             Reason::RetriesExhausted,
             Reason::DestinationBlocked,

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::config::{DeliveryPolicy, PolicyBounds, RetrySchedule};
+
 /// What one attempt produced, as far as the policy cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {
@@ -94,6 +96,49 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The policy of a webhook whose record asks for `own`, within `bounds`: its own waits
+    /// (followed as written, without jitter) or a shorter maximum age, and fewer attempts.
+    /// Without `own`, this deployment's policy as it is.
+    pub fn for_webhook(&self, own: Option<&DeliveryPolicy>, bounds: &PolicyBounds) -> RetryPolicy {
+        let Some(own) = own else {
+            return self.clone();
+        };
+        let mut policy = self.clone();
+        let age_max = Duration::from_secs(bounds.retry_age_max_secs);
+        match &own.retry_schedule {
+            Some(RetrySchedule::Waits(waits)) => {
+                let longest = age_max.as_secs_f64();
+                policy.schedule = waits
+                    .iter()
+                    .map(|s| Duration::from_secs_f64(s.clamp(0.0, longest)))
+                    .collect();
+                policy.jitter = 0.0;
+            }
+            Some(RetrySchedule::MaxAge { max_age_seconds }) => {
+                policy.max_age = Some(Duration::from_secs(*max_age_seconds));
+            }
+            None => {}
+        }
+        policy.max_age = Some(policy.max_age.map_or(age_max, |age| age.min(age_max)));
+        let attempts = own
+            .max_attempts
+            .unwrap_or(u32::MAX)
+            .clamp(1, bounds.attempts_max.max(1));
+        policy.schedule.truncate(attempts as usize - 1);
+        policy
+    }
+}
+
+/// The whole-request timeout a webhook asks for, within `bounds`; `None`: the deployment's.
+pub fn webhook_timeout(own: Option<&DeliveryPolicy>, bounds: &PolicyBounds) -> Option<Duration> {
+    let ms = own?.timeout_ms?;
+    Some(Duration::from_millis(ms.clamp(
+        bounds.timeout_min_ms,
+        bounds.timeout_max_ms.max(bounds.timeout_min_ms),
+    )))
+}
+
 /// Parses a `Retry-After` value: delay seconds or an HTTP-date (relative to `now`).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -107,6 +152,86 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn own(v: serde_json::Value) -> DeliveryPolicy {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_webhook_s_own_waits_are_followed_exactly_within_the_bounds() {
+        let bounds = PolicyBounds::default();
+        let base = RetryPolicy::default();
+        let p = base.for_webhook(
+            Some(&own(serde_json::json!({"retrySchedule": [1, 1, 1]}))),
+            &bounds,
+        );
+        let delays: Vec<Option<Duration>> = (1..=4)
+            .map(|n| p.next_delay(n, Duration::ZERO, None, 0.99))
+            .collect();
+        let one = Some(Duration::from_secs(1));
+        assert_eq!(delays, [one, one, one, None], "no jitter, then exhausted");
+        // A Retry-After still holds a retry back.
+        assert_eq!(
+            p.next_delay(1, Duration::ZERO, Some(Duration::from_secs(5)), 0.5),
+            Some(Duration::from_secs(5))
+        );
+        // Attempts beyond the deployment's bound are cut; so is an age beyond it.
+        let many = base.for_webhook(
+            Some(&own(
+                serde_json::json!({"retrySchedule": vec![1; 50], "maxAttempts": 99}),
+            )),
+            &bounds,
+        );
+        assert_eq!(many.schedule.len(), bounds.attempts_max as usize - 1);
+        let p = base.for_webhook(
+            Some(&own(serde_json::json!({"retrySchedule": [100000]}))),
+            &bounds,
+        );
+        assert_eq!(p.schedule, [Duration::from_secs(86_400)]);
+        assert_eq!(p.max_age, Some(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn a_max_age_cuts_the_deployment_schedule_and_max_attempts_cuts_its_length() {
+        let bounds = PolicyBounds::default();
+        let base = RetryPolicy::default();
+        let p = base.for_webhook(
+            Some(&own(
+                serde_json::json!({"retrySchedule": {"maxAgeSeconds": 600}, "maxAttempts": 3}),
+            )),
+            &bounds,
+        );
+        assert_eq!(p.schedule, base.schedule[..2]);
+        assert_eq!(p.jitter, base.jitter);
+        assert_eq!(p.max_age, Some(Duration::from_secs(600)));
+        assert_eq!(
+            p.next_delay(2, Duration::from_secs(590), None, 0.5),
+            None,
+            "past the webhook's age"
+        );
+        assert_eq!(
+            base.for_webhook(None, &bounds),
+            base,
+            "absent: the deployment's"
+        );
+        let p = base.for_webhook(Some(&own(serde_json::json!({"maxAttempts": 1}))), &bounds);
+        assert!(p.schedule.is_empty());
+    }
+
+    #[test]
+    fn a_webhook_timeout_is_clamped_to_the_bounds() {
+        let bounds = PolicyBounds::default();
+        let at =
+            |ms: u64| webhook_timeout(Some(&own(serde_json::json!({"timeoutMs": ms}))), &bounds);
+        assert_eq!(at(1_500), Some(Duration::from_millis(1_500)));
+        assert_eq!(at(10), Some(Duration::from_millis(1_000)));
+        assert_eq!(at(600_000), Some(Duration::from_millis(30_000)));
+        assert_eq!(
+            webhook_timeout(Some(&own(serde_json::json!({}))), &bounds),
+            None
+        );
+        assert_eq!(webhook_timeout(None, &bounds), None);
+    }
 
     fn response(status: u16) -> AttemptResult {
         AttemptResult::Response {

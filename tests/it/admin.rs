@@ -367,12 +367,18 @@ async fn webhooks_are_published_validated_and_versioned() {
     // Replace with the current version, keeping the secret by sending back what was shown.
     let mut edit = read.clone();
     edit["url"] = json!("https://hooks.example.com/b");
+    let filter = json!({"any": [
+        {"field": "feedbackStatus", "op": "in", "values": ["bounce", "error"]},
+        {"not": {"field": "messageDeliveryFeedback.messageFailure.type", "op": "exists"}}
+    ]});
+    edit["filter"] = filter.clone();
     let (status, new_tag, replaced) = api
         .call(Method::PUT, hook, Some("acme"), Some(&etag), Some(&edit))
         .await;
     assert_eq!(status, StatusCode::OK, "{replaced}");
     assert_ne!(new_tag.as_deref(), Some(etag.as_str()));
     assert_eq!(replaced["url"], "https://hooks.example.com/b");
+    assert_eq!(replaced["filter"], filter, "a filter reads back as written");
     assert_eq!(
         replaced["authentication"]["key"],
         read["authentication"]["key"]
@@ -387,6 +393,7 @@ async fn webhooks_are_published_validated_and_versioned() {
     let mut bad = webhook_body("http://hooks.example.com/x");
     bad["headers"] = json!({ "Host": "evil.example.com" });
     bad["channels"] = json!(["fax"]);
+    bad["filter"] = json!({"all": [{"field": "retryCount", "op": "gt", "value": "many"}]});
     let (status, _, problem) = api
         .send(
             Method::PUT,
@@ -402,7 +409,12 @@ async fn webhooks_are_published_validated_and_versioned() {
         .iter()
         .map(|e| e["pointer"].as_str().unwrap())
         .collect();
-    for p in ["/url", "/headers/Host", "/channels/0"] {
+    for p in [
+        "/url",
+        "/headers/Host",
+        "/channels/0",
+        "/filter/all/0/value",
+    ] {
         assert!(pointers.contains(&p), "{p} not in {problem}");
     }
     assert!(!problem.to_string().contains(HMAC_KEY));

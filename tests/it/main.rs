@@ -18,6 +18,7 @@ mod hostile;
 mod invalid;
 mod observe;
 mod packaging;
+mod policy;
 mod rebalance;
 mod replay;
 mod restart;

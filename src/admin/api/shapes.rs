@@ -67,6 +67,12 @@ pub struct Webhook {
     /// `{"type": "none"}` or `{"type": "jwt", ...}`.
     #[schema(value_type = Object)]
     pub authentication: Value,
+    /// Optional conditions on the payload an event must meet to be delivered:
+    /// `{"all": [...]}`, `{"any": [...]}`, `{"not": {...}}` or a condition
+    /// `{"field": "messageDeliveryFeedback.messageFailure.type", "op": "equals", "value": "Hard"}`
+    /// (see `schemas/webhook.schema.json`); events it leaves out end `skipped`/`filtered`.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
     pub updated_at: String,
     /// The config-topic version, `"{partition}-{offset}"` (also the `ETag`).
     pub version: String,
@@ -92,6 +98,12 @@ pub struct WebhookWrite {
     /// Signing secrets (Standard Webhooks).
     #[schema(value_type = Option<Object>)]
     pub signing: Option<Value>,
+    /// Optional conditions on the payload an event must meet to be delivered:
+    /// `{"all": [...]}`, `{"any": [...]}`, `{"not": {...}}` or a condition
+    /// `{"field": "messageDeliveryFeedback.messageFailure.type", "op": "equals", "value": "Hard"}`
+    /// (see `schemas/webhook.schema.json`); events it leaves out end `skipped`/`filtered`.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
 }
 
 /// The sandbox's display name.

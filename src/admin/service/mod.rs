@@ -196,6 +196,11 @@ impl Service {
         })
     }
 
+    /// What a webhook's own delivery policy may ask for in this deployment.
+    pub fn bounds(&self) -> crate::domain::config::PolicyBounds {
+        self.rules.bounds
+    }
+
     /// Whether secrets sent as values can be sealed.
     pub fn seals(&self) -> bool {
         self.stores.sealing.is_some()
