@@ -359,7 +359,49 @@ def send_test():
     until(lambda: find("#toggle").text == "Disable" and find(".heading .badge").text == "Enabled", "enabled")
 
 
-scenarios = {"basics": basics, "delete": delete, "create": create, "edit": edit, "log": log,
+def policy():
+    """A filter built from rows and a delivery policy: refused values beside their fields."""
+    org, sandbox = args["org"], args["sandbox"]
+    sign_in(args["operator"])
+    driver.get(f"{base}/console/orgs/{org}/sandboxes/{sandbox}/webhook/edit")
+    at("/webhook/edit")
+    def condition(i, field, op, value, negate=False):
+        Select(finds("select[name=filter_field]")[i]).select_by_visible_text(field)
+        Select(finds("select[name=filter_op]")[i]).select_by_visible_text(op)
+        Select(finds("select[name=filter_negate]")[i]).select_by_visible_text("is not" if negate else "is")
+        box = finds("input[name=filter_value]")[i]
+        box.clear()
+        box.send_keys(value)
+    condition(0, "messageDeliveryFeedback.messageFailure.type", "equals", "Hard")
+    find("#add-filter-row").click()
+    until(lambda: len(finds("select[name=filter_field]")) == 2, "a second condition row")
+    # The first row survives adding another.
+    assert finds("input[name=filter_value]")[0].get_attribute("value") == "Hard"
+    condition(1, "retryCount", "gt", "many", negate=True)
+    find("#timeout_ms").send_keys("60000")
+    find("#retry_waits").send_keys("1, 5, 30")
+    find("#submit").click()
+    until(lambda: finds("#form-errors"), "the refusals")
+    assert "number" in field_error("filter_1"), field_error("filter_1")
+    # Fixed by the form itself first; the API's bounds come next.
+    condition(1, "retryCount", "gt", "0", negate=True)
+    find("#submit").click()
+    until(lambda: finds("#timeout_ms-error"), "the timeout refused")
+    error = field_error("timeout_ms")
+    assert "1000" in error and "30000" in error, error
+    assert "1000–30000 ms" in find("#timeout_ms-bounds").text
+    assert find("#timeout_ms").get_attribute("aria-invalid") == "true"
+    shot("policy-errors")
+    find("#timeout_ms").clear()
+    find("#timeout_ms").send_keys("5000")
+    find("#submit").click()
+    at("/webhook")
+    assert "Hard" in find("#filter").text, find("#filter").text
+    policy = find("#policy").text
+    assert "timeout 5000 ms" in policy and "1, 5, 30" in policy, policy
+
+
+scenarios = {"policy": policy, "basics": basics, "delete": delete, "create": create, "edit": edit, "log": log,
              "send-test": send_test}
 try:
     scenarios[scenario]()

@@ -326,6 +326,29 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
     run("send-test", with(&[])).await;
     processor.stop();
 
+    // A filter and a delivery policy through the form: refusals beside their fields, then
+    // saved as the record's own fields.
+    run("policy", with(&[])).await;
+    let (status, _, saved) = api.ask(Method::GET, &hook, "operator").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        saved["filter"],
+        json!({"all": [
+            {"field": "messageDeliveryFeedback.messageFailure.type", "op": "equals", "value": "Hard"},
+            {"not": {"field": "retryCount", "op": "gt", "value": 0}}
+        ]}),
+        "{saved}"
+    );
+    assert_eq!(
+        saved["delivery"],
+        json!({"timeoutMs": 5000, "retrySchedule": [1, 5, 30]})
+    );
+    assert_eq!(
+        saved["url"],
+        second.as_str(),
+        "the rest of the webhook kept"
+    );
+
     // Failed sign-ins count against the client like the API's failed authentications
     // (5 a minute here): then 429, but a valid token is still let in.
     let attempt = |token: String| {
@@ -373,6 +396,7 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
         "event",
         "redeliver-progress",
         "send-test",
+        "policy-errors",
     ] {
         let bytes = std::fs::read(shots.join(format!("{shot}.png"))).expect("screenshot");
         assert!(bytes.starts_with(b"\x89PNG"), "{shot} is not a PNG");

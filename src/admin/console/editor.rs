@@ -13,6 +13,7 @@ use base64::Engine;
 use minijinja::context;
 use serde::Serialize;
 
+use super::filter_rows::{choices, MAX_ROWS};
 use super::form::{errors_by_field, Action, WebhookForm, MAX_HEADERS};
 use super::page::{redirect, SandboxPage};
 use super::webhook::read;
@@ -59,6 +60,7 @@ fn show(
     banner: Option<Banner>,
     status: StatusCode,
 ) -> Response {
+    let (filter_fields, filter_ops) = choices();
     page.render(
         "edit.html",
         status,
@@ -69,6 +71,10 @@ fn show(
             banner => banner.map(value),
             creating => form.version.is_empty(),
             may_add_header => form.headers.len() < MAX_HEADERS,
+            may_add_filter_row => form.filter_rows.len() < MAX_ROWS,
+            filter_fields => filter_fields,
+            filter_ops => filter_ops,
+            bounds => value(page.service().bounds()),
             webhook_path => page.webhook_path(),
             ..page.base()
         },

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::filter_rows::{filter_of, row_of_pointer, rows_of, FilterRow, MAX_ROWS};
 use crate::schema::Violation;
 
 /// Header rows an empty form starts with, and the most the record takes.
@@ -46,6 +47,17 @@ pub struct WebhookForm {
     pub secrets: Vec<String>,
     /// A new signing secret, added in front of the kept ones.
     pub secret_new: String,
+    /// The filter builder: how its rows join (`all` or `any`), and the rows.
+    pub filter_join: String,
+    pub filter_rows: Vec<FilterRow>,
+    /// A filter the rows cannot show (groups in groups), kept as written (JSON).
+    pub filter_kept: String,
+    /// The webhook's own delivery policy; each empty: the deployment's.
+    pub timeout_ms: String,
+    /// Seconds before each retry, separated by commas.
+    pub retry_waits: String,
+    pub retry_max_age: String,
+    pub max_attempts: String,
 }
 
 /// One header parameter row: a name and a value, or a secret value (write-only: a kept
@@ -93,6 +105,8 @@ pub enum Action {
     RemoveHeader(usize),
     GenerateSecret,
     RemoveSecret(String),
+    AddFilterRow,
+    RemoveFilterRow(usize),
 }
 
 impl Action {
@@ -101,6 +115,13 @@ impl Action {
             Action::AddHeader
         } else if text == "generate-secret" {
             Action::GenerateSecret
+        } else if text == "add-filter-row" {
+            Action::AddFilterRow
+        } else if let Some(i) = text
+            .strip_prefix("remove-filter-row-")
+            .and_then(|i| i.parse().ok())
+        {
+            Action::RemoveFilterRow(i)
         } else if let Some(i) = text
             .strip_prefix("remove-header-")
             .and_then(|i| i.parse().ok())
@@ -124,6 +145,8 @@ impl WebhookForm {
             jwt_algorithm: "HS256".into(),
             jwt_expires: "300".into(),
             headers: vec![HeaderRow::default()],
+            filter_join: "all".into(),
+            filter_rows: vec![FilterRow::default()],
             ..WebhookForm::default()
         }
     }
@@ -133,6 +156,7 @@ impl WebhookForm {
         let mut form = WebhookForm::default();
         let mut action = Action::Save;
         let (mut names, mut values, mut kinds, mut kept) = (vec![], vec![], vec![], vec![]);
+        let (mut negates, mut fields, mut ops, mut operands) = (vec![], vec![], vec![], vec![]);
         for (name, value) in pairs {
             let v = value.clone();
             match name.as_str() {
@@ -158,6 +182,16 @@ impl WebhookForm {
                 "header_kept" => kept.push(v),
                 "secret" => form.secrets.push(v),
                 "secret_new" => form.secret_new = v,
+                "filter_join" => form.filter_join = v,
+                "filter_negate" => negates.push(v == "not"),
+                "filter_field" => fields.push(v),
+                "filter_op" => ops.push(v),
+                "filter_value" => operands.push(v),
+                "filter_kept" => form.filter_kept = v,
+                "timeout_ms" => form.timeout_ms = v,
+                "retry_waits" => form.retry_waits = v,
+                "retry_max_age" => form.retry_max_age = v,
+                "max_attempts" => form.max_attempts = v,
                 "action" => action = Action::parse(value),
                 _ => {}
             }
@@ -177,6 +211,20 @@ impl WebhookForm {
                 kept,
             })
             .collect();
+        negates.resize(fields.len(), false);
+        ops.resize(fields.len(), String::new());
+        operands.resize(fields.len(), String::new());
+        form.filter_rows = fields
+            .into_iter()
+            .zip(ops)
+            .zip(negates.into_iter().zip(operands))
+            .map(|((field, op), (negate, value))| FilterRow {
+                negate,
+                field,
+                op,
+                value,
+            })
+            .collect();
         (form, action)
     }
 
@@ -191,10 +239,19 @@ impl WebhookForm {
             }
             Action::GenerateSecret => self.secret_new = new_secret(),
             Action::RemoveSecret(fp) => self.secrets.retain(|s| s != fp),
+            Action::AddFilterRow if self.filter_rows.len() < MAX_ROWS => {
+                self.filter_rows.push(FilterRow::default())
+            }
+            Action::RemoveFilterRow(i) if *i < self.filter_rows.len() => {
+                self.filter_rows.remove(*i);
+            }
             _ => {}
         }
         if self.headers.is_empty() {
             self.headers.push(HeaderRow::default());
+        }
+        if self.filter_rows.is_empty() && self.filter_kept.is_empty() {
+            self.filter_rows.push(FilterRow::default());
         }
     }
 
@@ -236,6 +293,22 @@ impl WebhookForm {
             _ => Vec::new(),
         };
         let jwt = text("/authentication/type") == "jwt";
+        let filter = record.get("filter").filter(|f| !f.is_null());
+        let (filter_join, filter_rows, filter_kept) = match filter.map(|f| (f, rows_of(f))) {
+            None => ("all".into(), vec![FilterRow::default()], String::new()),
+            Some((_, Some((join, rows)))) => (join, rows, String::new()),
+            Some((f, None)) => ("all".into(), Vec::new(), f.to_string()),
+        };
+        let waits = record
+            .pointer("/delivery/retrySchedule")
+            .and_then(Value::as_array)
+            .map(|w| {
+                w.iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
         WebhookForm {
             version: text("/version"),
             sandbox_name: text("/sandbox/name"),
@@ -272,6 +345,13 @@ impl WebhookForm {
                 .map(str::to_owned)
                 .collect(),
             secret_new: String::new(),
+            filter_join,
+            filter_rows,
+            filter_kept,
+            timeout_ms: text("/delivery/timeoutMs"),
+            retry_waits: waits,
+            retry_max_age: text("/delivery/retrySchedule/maxAgeSeconds"),
+            max_attempts: text("/delivery/maxAttempts"),
         }
     }
 
@@ -391,10 +471,101 @@ impl WebhookForm {
                 _ => json!({ "secrets": secrets }),
             },
         );
+        let filter = if self.filter_kept.trim().is_empty() {
+            filter_of(&self.filter_join, &self.filter_rows).unwrap_or_else(|mut wrong| {
+                refused.append(&mut wrong);
+                None
+            })
+        } else {
+            match serde_json::from_str::<Value>(&self.filter_kept) {
+                Ok(kept) => Some(kept),
+                Err(_) => {
+                    refused.push(Violation {
+                        field: "/filter".into(),
+                        message: "the kept filter is not JSON".into(),
+                    });
+                    None
+                }
+            }
+        };
+        record.insert("filter".into(), filter.unwrap_or(Value::Null));
+        let delivery = self.delivery(&mut refused);
+        record.insert("delivery".into(), delivery);
         if refused.is_empty() {
             Ok(record)
         } else {
             Err(refused)
+        }
+    }
+
+    /// The webhook's own delivery policy (null when every field is empty).
+    fn delivery(&self, refused: &mut Vec<Violation>) -> Value {
+        let mut refuse = |field: &str, message: &str| {
+            refused.push(Violation {
+                field: format!("/delivery/{field}"),
+                message: message.to_owned(),
+            })
+        };
+        let mut policy = Map::new();
+        let whole = |text: &str| text.trim().parse::<u64>();
+        if !self.timeout_ms.trim().is_empty() {
+            match whole(&self.timeout_ms) {
+                Ok(ms) => {
+                    policy.insert("timeoutMs".into(), json!(ms));
+                }
+                Err(_) => refuse("timeoutMs", "must be a whole number of milliseconds"),
+            }
+        }
+        if !self.max_attempts.trim().is_empty() {
+            match whole(&self.max_attempts) {
+                Ok(n) => {
+                    policy.insert("maxAttempts".into(), json!(n));
+                }
+                Err(_) => refuse("maxAttempts", "must be a whole number"),
+            }
+        }
+        let waits = self.retry_waits.trim();
+        let age = self.retry_max_age.trim();
+        match (waits.is_empty(), age.is_empty()) {
+            (true, true) => {}
+            (false, false) => refuse(
+                "retrySchedule",
+                "give either the waits or a maximum age, not both",
+            ),
+            (false, true) => {
+                let parsed: Result<Vec<f64>, _> =
+                    waits.split(',').map(|w| w.trim().parse::<f64>()).collect();
+                match parsed {
+                    Ok(list) if list.iter().all(|w| w.is_finite()) => {
+                        let list: Vec<Value> = list
+                            .into_iter()
+                            .map(|w| {
+                                if w.fract() == 0.0 {
+                                    json!(w as u64)
+                                } else {
+                                    json!(w)
+                                }
+                            })
+                            .collect();
+                        policy.insert("retrySchedule".into(), Value::Array(list));
+                    }
+                    _ => refuse(
+                        "retrySchedule",
+                        "must be seconds separated by commas, such as 1, 5, 30",
+                    ),
+                }
+            }
+            (true, false) => match whole(age) {
+                Ok(secs) => {
+                    policy.insert("retrySchedule".into(), json!({ "maxAgeSeconds": secs }));
+                }
+                Err(_) => refuse("retrySchedule", "the maximum age must be whole seconds"),
+            },
+        }
+        if policy.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(policy)
         }
     }
 }
@@ -461,6 +632,14 @@ pub fn field_of(pointer: &str, form: &WebhookForm) -> String {
         }
         ("headers", None) => "headers".into(),
         ("signing", _) => "signing".into(),
+        ("filter", _) => match row_of_pointer(pointer, &form.filter_rows) {
+            Some(i) if form.filter_kept.is_empty() => format!("filter_{i}"),
+            _ => "filter".into(),
+        },
+        ("delivery", Some("timeoutMs")) => "timeout_ms".into(),
+        ("delivery", Some("maxAttempts")) => "max_attempts".into(),
+        ("delivery", Some(_)) => "retry_schedule".into(),
+        ("delivery", None) => "delivery".into(),
         _ => "general".into(),
     }
 }

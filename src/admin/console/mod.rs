@@ -20,6 +20,7 @@
 
 mod campaigns;
 mod editor;
+mod filter_rows;
 mod form;
 mod inventory;
 mod log;

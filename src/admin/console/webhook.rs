@@ -33,6 +33,7 @@ fn show(page: &SandboxPage, test: Option<Value>) -> Response {
                 webhook => super::value(&webhook),
                 headers => super::value(super::form::headers_of(&webhook)),
                 secrets => super::value(secret_prints(&webhook)),
+                filter => webhook.get("filter").filter(|f| !f.is_null()).map(Value::to_string),
                 test => test.map(|t| super::value(&t)),
                 ..page.base()
             },
