@@ -13,4 +13,4 @@ pub mod worker;
 pub use client::{build_client, build_lanes, ClientError, ClientOptions};
 pub use endpoints::Endpoints;
 pub use sender::{AttemptReport, Sender, Senders};
-pub use worker::{Deliverer, DelivererError, EventProgress, Step};
+pub use worker::{Deliverer, DelivererError, Disabler, EventProgress, Step};

@@ -18,7 +18,7 @@ use crate::domain::address::AddressPolicy;
 use crate::domain::config::HeaderParam;
 
 use crate::domain::outcome::Attempt;
-use crate::domain::retry::{parse_retry_after, AttemptResult};
+use crate::domain::retry::{parse_retry_after, receiver_signal, AttemptResult, ReceiverSignal};
 use crate::domain::time::{rfc3339_millis, unix_seconds};
 use crate::observe::metrics::{metrics, status_class};
 
@@ -30,6 +30,10 @@ pub struct DeliveryIds<'a> {
     /// `webhook-replay-id`, when a replay makes the delivery.
     pub replay_id: Option<&'a str>,
 }
+
+/// A receiver's answer header asking to disable the webhook (`disable`) or to stop
+/// retrying the event (`abort`).
+pub const SIGNAL_HEADER: &str = "webhook-delivery";
 
 /// Marks a delivery made by a replay; its value is the replay's id.
 pub const REPLAY_HEADER: &str = "webhook-replay-id";
@@ -51,6 +55,8 @@ pub struct AttemptReport {
     pub connect_failed: bool,
     /// The first [`RESPONSE_HEAD`] bytes of the response body (for a test send).
     pub response_head: Bytes,
+    /// What the receiver asked for besides its status (410, `webhook-delivery`).
+    pub signal: Option<ReceiverSignal>,
 }
 
 /// How much of a response body an attempt keeps.
@@ -181,6 +187,13 @@ impl Sender {
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let signal = receiver_signal(
+                    status,
+                    response
+                        .headers()
+                        .get(SIGNAL_HEADER)
+                        .and_then(|v| v.to_str().ok()),
+                );
                 // Drain a bounded amount so the connection can go back to the pool; keep its
                 // head.
                 let mut read = 0usize;
@@ -206,6 +219,7 @@ impl Sender {
                     None,
                 );
                 report.response_head = Bytes::from(head);
+                report.signal = signal;
                 Ok(report)
             }
             Err(e) => {
@@ -274,6 +288,7 @@ fn report(
         elapsed: started.elapsed(),
         connect_failed: false,
         response_head: Bytes::new(),
+        signal: None,
         attempt: Attempt {
             at: rfc3339_millis(at),
             http_status,

@@ -14,11 +14,13 @@ use super::client::{build_lanes, ClientError, ClientOptions};
 use super::endpoints::{endpoint_key, Endpoints, Refusal, WaitLimits};
 use super::secrets::{SecretScope, Secrets};
 use super::sender::{AttemptReport, DeliveryIds, Sender, Senders};
-use crate::domain::config::{self, Rules, WebhookConfig};
+use crate::domain::config::{self, ConfigKey, Rules, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
 use crate::domain::host_schedule::Finished;
 use crate::domain::outcome::{Attempt, Reason, Replay, WebhookRef};
-use crate::domain::retry::{classify, webhook_timeout, AttemptResult, RetryPolicy, Verdict};
+use crate::domain::retry::{
+    verdict, webhook_timeout, AttemptResult, ReceiverSignal, RetryPolicy, Verdict,
+};
 use crate::domain::time::{unix_ms, unix_seconds};
 use crate::join::{Stored, Version};
 use crate::settings::{Settings, SettingsError};
@@ -115,7 +117,15 @@ pub enum Step {
     },
 }
 
+/// Carries out a receiver's request to disable its webhook: the version of the record the
+/// request answered (a webhook changed since is left alone). Returns at once; the write
+/// happens in the background, once per version.
+pub trait Disabler: Send + Sync {
+    fn disable(&self, key: ConfigKey, version: Version);
+}
+
 pub struct Deliverer {
+    disabler: Option<Arc<dyn Disabler>>,
     senders: Senders,
     auth: Auth,
     policy: RetryPolicy,
@@ -198,6 +208,7 @@ impl Deliverer {
         rules: Rules,
     ) -> Self {
         Deliverer {
+            disabler: None,
             senders,
             auth,
             policy,
@@ -227,6 +238,13 @@ impl Deliverer {
         });
         targets.insert(version, target.clone());
         target
+    }
+
+    /// The deliverer, carrying out receivers' requests to disable their webhooks with
+    /// `disabler` (without one, such requests end the event and are logged).
+    pub fn with_disabler(mut self, disabler: Arc<dyn Disabler>) -> Self {
+        self.disabler = Some(disabler);
+        self
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -327,7 +345,13 @@ impl Deliverer {
                 return done(Some(Reason::ConfigInvalid), attempts);
             }
         };
-        let verdict = classify(&report.result);
+        let verdict = verdict(&report.result, report.signal);
+        if report.signal == Some(ReceiverSignal::Disable) {
+            warn!(event_id = event.id, webhook = target.webhook_key, status = ?report.attempt.http_status, "the receiver asks to disable its webhook");
+            if let Some(disabler) = &self.disabler {
+                disabler.disable(webhook.key(), version);
+            }
+        }
         pass.finish(finished(&report));
         let retry_after = match &report.result {
             AttemptResult::Response { retry_after, .. } => *retry_after,

@@ -27,6 +27,34 @@ pub enum Verdict {
     Fail,
 }
 
+/// What a receiver asks of the sender besides its status: a `410 Gone` answer or a
+/// `webhook-delivery: disable` header disables the webhook; `webhook-delivery: abort` ends
+/// the event without retries (the convention Svix receivers use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverSignal {
+    Disable,
+    Abort,
+}
+
+/// The signal of an answer with `status` and its `webhook-delivery` header, if any.
+pub fn receiver_signal(status: u16, header: Option<&str>) -> Option<ReceiverSignal> {
+    match header.map(str::trim) {
+        Some(h) if h.eq_ignore_ascii_case("disable") => Some(ReceiverSignal::Disable),
+        Some(h) if h.eq_ignore_ascii_case("abort") => Some(ReceiverSignal::Abort),
+        _ if status == 410 => Some(ReceiverSignal::Disable),
+        _ => None,
+    }
+}
+
+/// The verdict on an attempt, given the receiver's signal: a signal ends the event
+/// (a success stays one; the webhook is still disabled when asked).
+pub fn verdict(result: &AttemptResult, signal: Option<ReceiverSignal>) -> Verdict {
+    match (classify(result), signal) {
+        (Verdict::Retry, Some(_)) => Verdict::Fail,
+        (verdict, _) => verdict,
+    }
+}
+
 /// 2xx succeeds; connection errors, timeouts, 408, 425, 429 and 5xx are retried; every other
 /// answer (any 3xx, which is never followed, and the other 4xx) is final.
 pub fn classify(result: &AttemptResult) -> Verdict {
@@ -238,6 +266,21 @@ mod tests {
             status,
             retry_after: None,
         }
+    }
+
+    #[test]
+    fn receiver_signals_end_the_event() {
+        use ReceiverSignal::*;
+        assert_eq!(receiver_signal(410, None), Some(Disable));
+        assert_eq!(receiver_signal(503, Some(" Disable ")), Some(Disable));
+        assert_eq!(receiver_signal(200, Some("disable")), Some(Disable));
+        assert_eq!(receiver_signal(503, Some("abort")), Some(Abort));
+        assert_eq!(receiver_signal(503, Some("later")), None);
+        assert_eq!(receiver_signal(404, None), None);
+        assert_eq!(verdict(&response(503), Some(Abort)), Verdict::Fail);
+        assert_eq!(verdict(&response(503), None), Verdict::Retry);
+        assert_eq!(verdict(&response(200), Some(Disable)), Verdict::Success);
+        assert_eq!(verdict(&response(410), Some(Disable)), Verdict::Fail);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Where an event is joined with its configuration: the config topic is followed into a
-//! local RocksDB cache, and each event looks up its webhook and campaign there.
+//! local RocksDB cache, and each event looks up its webhook and campaign there. Writes to
+//! the config topic (the API's, and a receiver's request to be disabled) go through
+//! `publish`.
 
+pub mod disable;
 pub mod follower;
 mod memo;
 #[cfg(test)]
 pub mod memory;
+pub mod publish;
 pub mod store;
 
 pub use follower::{ConfigFollower, FollowerStats};

@@ -22,9 +22,11 @@ use tracing::{error, info, warn};
 
 use self::consume::{consume, Loop};
 use self::handlers::{handle_input, handle_parked, handle_replay, parked_due};
-use crate::delivery::{Deliverer, DelivererError};
+use crate::delivery::{Deliverer, DelivererError, Disabler};
 use crate::domain::parked::tier_topics;
 use crate::fatal::{Fatal, FatalCause};
+use crate::join::disable::ConfigDisabler;
+use crate::join::publish::Publisher;
 use crate::join::{ConfigFollower, ConfigLookup, ConfigStore, StoreError};
 use crate::kafka::{ensure_topics, internal_record_limit, max_message_bytes, TopicSpec};
 use crate::observe::{metrics, server, Health};
@@ -102,9 +104,17 @@ pub async fn run(
         }
     }
     health.set_caught_up();
+    // A receiver's request to disable its webhook is written to the config topic, like
+    // the API's writes.
+    let disabler: Arc<dyn Disabler> = Arc::new(ConfigDisabler::new(
+        Publisher::new(&settings.kafka, store.clone())
+            .map_err(|e| PipelineError::Start(e.to_string()))?,
+        store.clone(),
+        settings.rules(),
+    ));
     let config: Arc<dyn ConfigLookup> = Arc::new(store);
     let mut shutdown = Box::pin(futures::FutureExt::fuse(shutdown));
-    let mut processor = Processor::start(&settings, config.clone()).await?;
+    let mut processor = Processor::start(&settings, config.clone(), disabler.clone()).await?;
     let mut recoveries = Recoveries::default();
     let stopped = loop {
         let result = processor.run(&health, &follower, &mut shutdown).await;
@@ -139,7 +149,7 @@ pub async fn run(
         // Its clients may hang in C (a stuck call): they are let go on a thread of their own.
         abandon(processor);
         health.set_recovering();
-        match restart(&settings, &config, wait, &mut shutdown).await {
+        match restart(&settings, &config, &disabler, wait, &mut shutdown).await {
             Some(started) => processor = started,
             None => break Ok(()),
         }
@@ -166,6 +176,7 @@ fn abandon(processor: Processor) {
 async fn restart(
     settings: &Settings,
     config: &Arc<dyn ConfigLookup>,
+    disabler: &Arc<dyn Disabler>,
     wait: Duration,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Option<Processor> {
@@ -176,7 +187,7 @@ async fn restart(
             () = &mut *shutdown => return None,
         }
         let started = tokio::select! {
-            started = Processor::start(settings, config.clone()) => started,
+            started = Processor::start(settings, config.clone(), disabler.clone()) => started,
             () = &mut *shutdown => return None,
         };
         match started {
@@ -282,10 +293,12 @@ pub struct Processor {
 
 impl Processor {
     /// Makes the internal topics, the deliverer and the recorders, and joins the loops'
-    /// groups, with `config` as the joined config.
+    /// groups, with `config` as the joined config and `disabler` carrying out receivers'
+    /// requests to disable their webhooks.
     pub async fn start(
         settings: &Settings,
         config: Arc<dyn ConfigLookup>,
+        disabler: Arc<dyn Disabler>,
     ) -> Result<Self, PipelineError> {
         let kafka = &settings.kafka;
         let tiers = tier_topics(&settings.retry_topic_prefix());
@@ -300,7 +313,7 @@ impl Processor {
         if settings.secrets.accept_v1_sealed {
             warn!("secrets.accept_v1_sealed is on: values sealed before they were bound to their record still open; seal them again with `secret seal --record`");
         }
-        let deliverer = Arc::new(Deliverer::from_settings(settings)?);
+        let deliverer = Arc::new(Deliverer::from_settings(settings)?.with_disabler(disabler));
         {
             let deliverer = deliverer.clone();
             metrics().on_scrape(move |m| deliverer.endpoints().report(m));

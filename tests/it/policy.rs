@@ -197,3 +197,72 @@ async fn a_retry_schedule_of_one_second_three_times_is_followed_exactly() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_410_disables_the_webhook_and_an_abort_header_ends_the_event_without_retries() {
+    let s = Harness::start("receiver-signals").await;
+    webhook_with_policy(&s, "orgGone", "sbx", "/gone", Value::Null).await;
+    webhook_with_policy(&s, "orgAbort", "sbx", "/abort", Value::Null).await;
+    s.receiver.respond(|r| {
+        if r.path == "/gone" {
+            Reply::status(410)
+        } else {
+            // A 503 is retried, unless the receiver says not to.
+            Reply {
+                headers: vec![("webhook-delivery".into(), "abort".into())],
+                ..Reply::status(503)
+            }
+        }
+    });
+    let mut processor = Processor::start(&s.env, s.dir.path().join("processor.log"));
+    for (id, org) in [("e-gone-1", "orgGone"), ("e-abort", "orgAbort")] {
+        s.producer
+            .send_json(&s.topics.input, None, &event_of(id, org, "sbx"))
+            .await;
+    }
+    let mut outcomes = Reader::new(&s.topics.outcomes);
+    outcomes.wait_for(2);
+    let by_id = outcomes.by_event_id();
+    for id in ["e-gone-1", "e-abort"] {
+        let outcome = &by_id[id];
+        assert_eq!(outcome["status"], "failed", "{outcome}");
+        assert_eq!(outcome["reason"], "http_status", "{outcome}");
+        assert_eq!(
+            outcome["attempts"].as_array().unwrap().len(),
+            1,
+            "{outcome}"
+        );
+    }
+
+    // The webhook is disabled in the config topic, by the receiver, and audited.
+    let written = processor.wait_log("config write", 1);
+    let fields = &written[0]["fields"];
+    assert_eq!(
+        (&fields["who"], &fields["action"], &fields["key"]),
+        (
+            &json!("receiver"),
+            &json!("disable"),
+            &json!("webhook/orgGone/sbx")
+        ),
+        "{written:?}"
+    );
+    assert_eq!(written[0]["target"], "feedback_webhooks::audit");
+    // The next event of that webhook is skipped; the other webhook is untouched.
+    for (id, org) in [("e-gone-2", "orgGone"), ("e-abort-2", "orgAbort")] {
+        s.producer
+            .send_json(&s.topics.input, None, &event_of(id, org, "sbx"))
+            .await;
+    }
+    outcomes.wait_for(4);
+    let by_id = outcomes.by_event_id();
+    assert_eq!(by_id["e-gone-2"]["status"], "skipped");
+    assert_eq!(by_id["e-gone-2"]["reason"], "webhook_disabled");
+    assert_eq!(by_id["e-abort-2"]["reason"], "http_status");
+    let to_gone = s
+        .receiver
+        .received()
+        .iter()
+        .filter(|r| r.path == "/gone")
+        .count();
+    assert_eq!(to_gone, 1, "no request after the 410");
+}

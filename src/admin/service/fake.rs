@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 
 use super::{ConfigRecords, ConfigWriter};
-use crate::admin::publish::PublishError;
 use crate::domain::config::ConfigKey;
+use crate::join::publish::PublishError;
 use crate::join::store::Visitor;
 use crate::join::{StoreError, Stored, Version};
 

@@ -37,11 +37,11 @@ use serde_json::Value;
 
 use super::deliveries::DeliveryLog;
 use super::problem::Problem;
-use super::publish::{PublishError, Publisher};
 use super::secrets::{self, RefRules};
 use super::tokens::{Principal, Right};
 use crate::domain::config::{ConfigKey, Rules};
 use crate::domain::secret::SealingKey;
+use crate::join::publish::{PublishError, Publisher};
 use crate::join::store::Visitor;
 use crate::join::{ConfigStore, StoreError, Stored, Version};
 use crate::settings::Settings;

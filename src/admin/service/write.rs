@@ -11,11 +11,11 @@ use tracing::{info, warn};
 
 use super::Service;
 use crate::admin::problem::Problem;
-use crate::admin::publish::PublishError;
 use crate::admin::secrets;
 use crate::admin::tokens::Principal;
 use crate::domain::config::{self, ConfigError, ConfigKey, ConfigRecord, MAX_RECORD_BYTES};
 use crate::domain::time::rfc3339_millis;
+use crate::join::publish::PublishError;
 use crate::join::{Stored, Version};
 use crate::schema::Violation;
 

@@ -1,9 +1,10 @@
 //! Writes go to the config topic, the single source of truth, and are answered only once
-//! this instance's own cache (followed from the topic by `join/`) has applied them: a
+//! this instance's own cache (followed from the topic by `follower`) has applied them: a
 //! client that writes then reads sees its write, whichever instance answers the read once
 //! that instance has caught up too.
 //!
-//! Every instance writes in Kafka transactions under the same transactional id, so only one
+//! Every instance (of the API, and processors carrying out a receiver's request to be
+//! disabled) writes in Kafka transactions under the same transactional id, so only one
 //! of them can commit at a time: an instance that starts writing fences the one that wrote
 //! last. A write checks its version after catching up, and commits only if no other
 //! instance has started writing since it did; otherwise it is fenced, and it starts again
