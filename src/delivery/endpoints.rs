@@ -6,7 +6,7 @@
 //! its queue is full or it waited longer than `max_wait`. Breakers refuse at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use crate::domain::host_schedule::{
     Admitted, Budget, Dequeued, Finished, HostSchedule, Refusal as ScheduleRefusal, SchedulePolicy,
 };
+use crate::domain::rate::Rate;
 
 /// Why an event cannot be sent now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,8 @@ struct Host {
     next_lane: AtomicUsize,
     /// Requests one connection carries at once (see [`Endpoints::spread_over_connections`]).
     per_lane: usize,
+    /// A task hands out tokens of rate-capped webhooks as they come (at most one a host).
+    pumping: AtomicBool,
 }
 
 impl Host {
@@ -199,6 +202,24 @@ fn release(host: &Arc<Host>, webhook: &str, finished: Finished, totals: &Arc<Tot
     let before = schedule.breaker_counts().1;
     let refused = schedule.finish(webhook, finished, now());
     let after = schedule.breaker_counts().1;
+    hand_out(host, &mut schedule, refused, totals);
+    drop(schedule);
+    // Breaker transitions are logged with the host's origin only.
+    match (before, after) {
+        (false, true) => tracing::warn!(endpoint = host.key, "a circuit breaker opened"),
+        (true, false) => tracing::info!(endpoint = host.key, "circuit breakers closed"),
+        _ => {}
+    }
+}
+
+/// Answers the waiters a breaker shut out (`refused`), and hands free slots (and tokens)
+/// to waiters; then makes sure tokens still to come are handed out when they come.
+fn hand_out(
+    host: &Arc<Host>,
+    schedule: &mut HostSchedule<Waiter>,
+    refused: Vec<(Dequeued<Waiter>, ScheduleRefusal)>,
+    totals: &Arc<Totals>,
+) {
     let mut handed: Vec<(Dequeued<Waiter>, Result<(), ScheduleRefusal>)> =
         refused.into_iter().map(|(d, r)| (d, Err(r))).collect();
     while let Some(d) = schedule.next_ready(now()) {
@@ -236,14 +257,37 @@ fn release(host: &Arc<Host>, webhook: &str, finished: Finished, totals: &Arc<Tot
             }
         }
     }
-    host.sync(&schedule, totals);
-    drop(schedule);
-    // Breaker transitions are logged with the host's origin only.
-    match (before, after) {
-        (false, true) => tracing::warn!(endpoint = host.key, "a circuit breaker opened"),
-        (true, false) => tracing::info!(endpoint = host.key, "circuit breakers closed"),
-        _ => {}
+    host.sync(schedule, totals);
+    if schedule.next_token_at(now()).is_some() {
+        pump(host, totals);
     }
+}
+
+/// Hands out the tokens of rate-capped webhooks as they come, until none waits for one:
+/// nothing else would (answers free slots, not tokens). One task a host at most.
+fn pump(host: &Arc<Host>, totals: &Arc<Totals>) {
+    if host.pumping.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (host, totals) = (host.clone(), totals.clone());
+    tokio::spawn(async move {
+        loop {
+            let next = lock(&host.schedule).next_token_at(now());
+            let Some(at) = next else {
+                host.pumping.store(false, Ordering::Release);
+                // A waiter queued since the look above found the task still running.
+                if lock(&host.schedule).next_token_at(now()).is_some()
+                    && !host.pumping.swap(true, Ordering::AcqRel)
+                {
+                    continue;
+                }
+                return;
+            };
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            let mut schedule = lock(&host.schedule);
+            hand_out(&host, &mut schedule, Vec::new(), &totals);
+        }
+    });
 }
 
 impl Endpoints {
@@ -287,6 +331,7 @@ impl Endpoints {
                     limit: AtomicUsize::new(self.policy.host_limit.initial),
                     next_lane: AtomicUsize::new(0),
                     per_lane: self.per_lane,
+                    pumping: AtomicBool::new(false),
                 })
             })
             .clone()
@@ -306,6 +351,19 @@ impl Endpoints {
     /// Asks to send one request of `bytes` for `webhook` (org + sandbox) on `host`, waiting
     /// in the webhook's queue for a bounded time.
     pub async fn admit(&self, host: &str, webhook: &str, bytes: usize) -> Result<Pass, Refusal> {
+        self.admit_capped(host, webhook, bytes, None).await
+    }
+
+    /// [`Endpoints::admit`] for a webhook whose requests are capped at `rate` (this
+    /// instance's share of its cap): without a token it waits in its queue like a webhook
+    /// whose slots are taken, and is parked as busy when the wait would be long.
+    pub async fn admit_capped(
+        &self,
+        host: &str,
+        webhook: &str,
+        bytes: usize,
+        rate: Option<Rate>,
+    ) -> Result<Pass, Refusal> {
         let cell = self.host(host);
         let pass = |webhook: &str| Pass {
             host: Some(cell.clone()),
@@ -318,6 +376,7 @@ impl Endpoints {
         let over_share = {
             let now = now();
             let mut schedule = lock(&cell.schedule);
+            schedule.set_rate(webhook, rate, now);
             let over_share = match schedule.admit(webhook, bytes, now, self.budget()) {
                 Ok(Admitted::Now) => {
                     cell.sync(&schedule, &self.totals);
@@ -333,6 +392,9 @@ impl Endpoints {
             self.totals.queued.fetch_add(1, Ordering::Relaxed);
             self.totals.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
             cell.sync(&schedule, &self.totals);
+            if rate.is_some() && schedule.next_token_at(now).is_some() {
+                pump(&cell, &self.totals);
+            }
             over_share
         };
         let deadline = started + self.limits.max_wait;

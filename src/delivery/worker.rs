@@ -18,6 +18,7 @@ use crate::domain::config::{self, ConfigKey, Rules, WebhookConfig};
 use crate::domain::event::FeedbackEvent;
 use crate::domain::host_schedule::Finished;
 use crate::domain::outcome::{Attempt, Reason, Replay, WebhookRef};
+use crate::domain::rate::{GroupShare, Rate};
 use crate::domain::retry::{
     verdict, webhook_timeout, AttemptResult, ReceiverSignal, RetryPolicy, Verdict,
 };
@@ -93,6 +94,8 @@ struct Target {
     /// the webhook's own `delivery` within the operator's bounds.
     policy: RetryPolicy,
     timeout: Option<Duration>,
+    /// Its rate cap, for the whole group.
+    rate: Option<Rate>,
 }
 
 /// Versions remembered before the map starts over (old versions are never asked again).
@@ -126,6 +129,8 @@ pub trait Disabler: Send + Sync {
 
 pub struct Deliverer {
     disabler: Option<Arc<dyn Disabler>>,
+    /// This instance's share of the group (by input partitions): of each rate cap.
+    share: Arc<GroupShare>,
     senders: Senders,
     auth: Auth,
     policy: RetryPolicy,
@@ -209,6 +214,7 @@ impl Deliverer {
     ) -> Self {
         Deliverer {
             disabler: None,
+            share: Arc::default(),
             senders,
             auth,
             policy,
@@ -235,6 +241,7 @@ impl Deliverer {
                 .policy
                 .for_webhook(webhook.delivery.as_deref(), &self.rules.bounds),
             timeout: webhook_timeout(webhook.delivery.as_deref(), &self.rules.bounds),
+            rate: webhook.rate_limit.map(|r| r.rate()),
         });
         targets.insert(version, target.clone());
         target
@@ -245,6 +252,11 @@ impl Deliverer {
     pub fn with_disabler(mut self, disabler: Arc<dyn Disabler>) -> Self {
         self.disabler = Some(disabler);
         self
+    }
+
+    /// This instance's share of the group, for the input consumer to keep up to date.
+    pub fn group_share(&self) -> Arc<GroupShare> {
+        self.share.clone()
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -284,9 +296,10 @@ impl Deliverer {
             return done(Some(Reason::ConfigInvalid), attempts);
         }
         let key = target.endpoint_key.as_str();
+        let rate = target.rate.map(|r| r.share(self.share.fraction()));
         let pass = match self
             .endpoints
-            .admit(key, &target.webhook_key, body.len())
+            .admit_capped(key, &target.webhook_key, body.len(), rate)
             .await
         {
             Ok(pass) => pass,

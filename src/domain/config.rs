@@ -168,6 +168,9 @@ pub struct WebhookConfig {
     /// The webhook's own timeout and retries, within the deployment's bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Box<DeliveryPolicy>>,
+    /// The most requests a second the consumer group sends it, with a burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
@@ -187,6 +190,25 @@ pub struct DeliveryPolicy {
     /// Attempts in all, the first included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+}
+
+/// `rateLimit` of a webhook: at most `perSecond` requests a second across the consumer
+/// group, and `burst` more at once after a quiet spell (1 when absent).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    pub fn rate(&self) -> super::rate::Rate {
+        super::rate::Rate {
+            per_second: self.per_second,
+            burst: f64::from(self.burst.unwrap_or(1).max(1)),
+        }
+    }
 }
 
 /// A webhook's retry schedule: its own waits (seconds before each retry, followed as

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::breaker::{Admission, Breaker, BreakerPolicy, State};
 use super::concurrency::{Baseline, Limit, LimitPolicy, Sample};
+use super::rate::{Rate, TokenBucket};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SchedulePolicy {
@@ -121,9 +122,19 @@ struct Webhook<T> {
     /// Since when the webhook has had requests in flight without any answer: a lower
     /// bound on its latency before the first answer or timeout says more.
     waiting_since: Option<Instant>,
+    /// Its rate cap (this instance's share), when it has one: a request starts only with a
+    /// token, before the concurrency limits are asked.
+    bucket: Option<TokenBucket>,
 }
 
 impl<T> Webhook<T> {
+    /// How long until its `n`th next request may start by its rate cap.
+    fn rate_wait(&self, n: usize, now: Instant) -> Duration {
+        self.bucket
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.wait_for(n, now))
+    }
+
     fn load(&self) -> usize {
         self.in_flight + self.queue.len()
     }
@@ -251,12 +262,40 @@ impl<T> HostSchedule<T> {
                     latency: Baseline::default(),
                     last_active: now,
                     waiting_since: None,
+                    bucket: None,
                 },
             );
         }
         let w = self.webhooks.get_mut(key)?;
         w.last_active = now;
         Some(w)
+    }
+
+    /// Caps `webhook`'s requests at `rate` (this instance's share of its cap), or lifts
+    /// the cap (`None`). Waiting for a token is being busy, not failing.
+    pub fn set_rate(&mut self, webhook: &str, rate: Option<Rate>, now: Instant) {
+        let Some(w) = self.webhook(webhook, now) else {
+            return;
+        };
+        match (rate, &mut w.bucket) {
+            (None, bucket) => *bucket = None,
+            (Some(rate), Some(bucket)) => bucket.set(rate, now),
+            (Some(rate), bucket @ None) => *bucket = Some(TokenBucket::new(rate, now)),
+        }
+    }
+
+    /// When the first webhook kept waiting only by its rate cap gets a token; `None` when
+    /// none is (answers, not time, let the others through).
+    pub fn next_token_at(&self, now: Instant) -> Option<Instant> {
+        let contended = self.ring.len() > 1;
+        self.ring
+            .iter()
+            .filter_map(|key| self.webhooks.get(key))
+            .filter(|w| !w.queue.is_empty() && w.in_flight < self.cap(w, contended))
+            .filter_map(|w| w.bucket.as_ref())
+            .filter(|b| !b.ready(now))
+            .map(|b| now + b.wait_for(1, now))
+            .min()
     }
 
     /// Asks to send one request of `bytes` for `webhook`.
@@ -287,11 +326,12 @@ impl<T> HostSchedule<T> {
         let (queue_len, queued_bytes, in_flight) = (w.queue.len(), w.queued_bytes, w.in_flight);
         let over_share = budget.over && w.load() >= budget.fair_share;
         let usual = usual_latency(w, now);
+        let rate_wait = w.rate_wait(queue_len + 1, now);
         let limit = w.limit.current();
         let cap = self.cap_of(limit, contended);
         // Rounds of requests before this one is sent, each taking the webhook's usual time.
         let rounds = u32::try_from(queue_len / cap.max(1) + 1).unwrap_or(u32::MAX);
-        let long_wait = usual.saturating_mul(rounds) >= budget.overflow_wait;
+        let long_wait = usual.saturating_mul(rounds).max(rate_wait) >= budget.overflow_wait;
         let host_queue = policy
             .host_queue_events
             .max(WAITERS_PER_SLOT * self.limit.current());
@@ -303,7 +343,7 @@ impl<T> HostSchedule<T> {
             self.abandon_probes(webhook, now);
             return Err(Refusal::Busy);
         }
-        if queue_len == 0 && host_room && in_flight < cap {
+        if queue_len == 0 && host_room && in_flight < cap && self.take_token(webhook, now) {
             self.start(webhook, now);
             return Ok(Admitted::Now);
         }
@@ -319,7 +359,9 @@ impl<T> HostSchedule<T> {
         };
         let cap = self.cap_of(w.limit.current(), !self.ring.is_empty()).max(1);
         let rounds = u32::try_from(w.queue.len() / cap + 1).unwrap_or(u32::MAX);
-        usual_latency(w, now).saturating_mul(rounds)
+        usual_latency(w, now)
+            .saturating_mul(rounds)
+            .max(w.rate_wait(w.queue.len() + 1, now))
     }
 
     /// Whether `webhook` takes `limit` or longer per request by what is known now: its
@@ -379,6 +421,14 @@ impl<T> HostSchedule<T> {
         }
     }
 
+    /// Takes a token of `webhook`'s rate cap; `true` without a cap.
+    fn take_token(&mut self, webhook: &str, now: Instant) -> bool {
+        self.webhooks
+            .get_mut(webhook)
+            .and_then(|w| w.bucket.as_mut())
+            .is_none_or(|b| b.try_take(now))
+    }
+
     /// Sends a request of `webhook` now, which was not waiting.
     fn start(&mut self, webhook: &str, now: Instant) {
         if self.webhooks.get(webhook).is_some_and(|w| w.load() == 0) {
@@ -419,7 +469,7 @@ impl<T> HostSchedule<T> {
             if w.queue.is_empty() {
                 continue;
             }
-            if w.in_flight >= self.cap(w, contended) {
+            if w.in_flight >= self.cap(w, contended) || !self.take_token(&key, now) {
                 self.ring.push_back(key);
                 continue;
             }
@@ -651,6 +701,40 @@ mod tests {
             }
         }
         now
+    }
+
+    #[test]
+    fn a_capped_webhook_waits_for_its_tokens_while_the_others_go_on() {
+        let t = Instant::now();
+        let mut s = HostSchedule::new(policy(100));
+        let ten = Rate {
+            per_second: 10.0,
+            burst: 2.0,
+        };
+        s.set_rate("capped", Some(ten), t);
+        // The burst goes at once, the rest waits in its queue: busy, not refused, not failed.
+        assert_eq!(offer(&mut s, "capped", 5, t), 2);
+        assert_eq!(
+            offer(&mut s, "free", 5, t),
+            5,
+            "the others are not held back"
+        );
+        assert!(s.next_ready(t).is_none(), "no token yet");
+        assert_eq!(s.next_token_at(t), Some(t + Duration::from_millis(100)));
+        let later = t + Duration::from_millis(100);
+        assert_eq!(
+            s.next_ready(later).map(|d| d.webhook.to_string()),
+            Some("capped".into())
+        );
+        assert!(s.next_ready(later).is_none(), "one token, one request");
+        // The expected wait of a new event counts the tokens ahead of it.
+        assert!(s.expected_wait("capped", later) >= Duration::from_millis(290));
+        // Lifting the cap lets the queue go as the limits allow.
+        s.set_rate("capped", None, later);
+        assert_eq!(s.next_token_at(later), None);
+        assert_eq!(std::iter::from_fn(|| s.next_ready(later)).count(), 2);
+        // Nothing counted against the breaker.
+        assert!(!s.breaker_counts().1);
     }
 
     #[test]

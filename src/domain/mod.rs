@@ -13,6 +13,7 @@ pub mod matching;
 pub mod outcome;
 pub mod parked;
 pub mod payload;
+pub mod rate;
 pub mod replay;
 pub mod retry;
 pub mod secret;

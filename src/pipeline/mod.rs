@@ -352,6 +352,8 @@ impl Processor {
                         .then(|| recorder.clone() as Arc<dyn crate::source::commit::Transactions>),
                     fatal: fatal.clone(),
                     results: results.clone().filter(|_| spec.learns_results),
+                    // The input's partitions say this instance's share of the group.
+                    share: (spec.name == "input").then(|| deliverer.group_share()),
                 },
             )?;
             let context = Arc::new(Context {

@@ -11,6 +11,7 @@
 //! before, its own durable progress) says are done.
 
 use super::reach::{any_up, Reach};
+use crate::domain::rate::GroupShare;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -185,6 +186,9 @@ pub struct InputContext {
     results: Option<Arc<Results>>,
     /// Whether the cluster can be reached (from the statistics).
     reach: Arc<Reach>,
+    share: Option<Arc<GroupShare>>,
+    /// The subscription's topics (names, or patterns starting with `^`).
+    topics: Vec<String>,
 }
 
 /// Partitions paused until their next record is due, with their generation.
@@ -215,6 +219,39 @@ impl ClientContext for InputContext {
 }
 
 impl InputContext {
+    /// Sets this instance's share of the group to the fraction of the subscription's
+    /// partitions it owns. A pattern subscription cannot count them: its share stays whole.
+    fn update_share(&self, consumer: &BaseConsumer<Self>) {
+        let Some(share) = &self.share else {
+            return;
+        };
+        if self.topics.iter().any(|t| t.starts_with('^')) {
+            return;
+        }
+        let owned = consumer.assignment().map_or(0, |a| a.count());
+        let mut total = 0;
+        for topic in &self.topics {
+            match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                Ok(m) => {
+                    total += m
+                        .topics()
+                        .iter()
+                        .map(|t| t.partitions().len())
+                        .sum::<usize>()
+                }
+                Err(e) => {
+                    warn!(consumer = self.name, error = %e, "partition count not read; the share of rate caps stays as it was");
+                    return;
+                }
+            }
+        }
+        share.set(owned, total);
+        info!(
+            consumer = self.name,
+            owned, total, "share of the group's rate caps"
+        );
+    }
+
     fn keys(tpl: &TopicPartitionList) -> Vec<PartitionKey> {
         tpl.elements()
             .iter()
@@ -367,9 +404,10 @@ impl ConsumerContext for InputContext {
                     partitions = tpl.count(),
                     "partitions assigned"
                 );
+                self.update_share(consumer);
             }
             Rebalance::Error(e) => warn!(consumer = self.name, error = %e, "rebalance error"),
-            Rebalance::Revoke(_) => {}
+            Rebalance::Revoke(_) => self.update_share(consumer),
         }
     }
 }
@@ -402,6 +440,9 @@ pub struct Subscription<'a> {
     /// At least once, on the input: where to learn what completed after the committed
     /// offsets.
     pub results: Option<Arc<Results>>,
+    /// The input's loop: the share of the group to keep up to date at every rebalance (the
+    /// fraction of the input partitions this instance owns).
+    pub share: Option<Arc<GroupShare>>,
 }
 
 impl InputConsumer {
@@ -467,6 +508,8 @@ impl InputConsumer {
                 fatal: s.fatal.clone(),
                 results: s.results.clone(),
                 reach: reach.clone(),
+                share: s.share.clone(),
+                topics: s.topics.to_vec(),
             })?;
         let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;

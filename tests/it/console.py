@@ -380,11 +380,16 @@ def policy():
     condition(1, "retryCount", "gt", "many", negate=True)
     find("#timeout_ms").send_keys("60000")
     find("#retry_waits").send_keys("1, 5, 30")
+    find("#rate_per_second").send_keys("50")
+    find("#rate_burst").send_keys("lots")
     find("#submit").click()
     until(lambda: finds("#form-errors"), "the refusals")
     assert "number" in field_error("filter_1"), field_error("filter_1")
+    assert "whole number" in field_error("rate_burst"), field_error("rate_burst")
     # Fixed by the form itself first; the API's bounds come next.
     condition(1, "retryCount", "gt", "0", negate=True)
+    find("#rate_burst").clear()
+    find("#rate_burst").send_keys("5")
     find("#submit").click()
     until(lambda: finds("#timeout_ms-error"), "the timeout refused")
     error = field_error("timeout_ms")
@@ -399,6 +404,7 @@ def policy():
     assert "Hard" in find("#filter").text, find("#filter").text
     policy = find("#policy").text
     assert "timeout 5000 ms" in policy and "1, 5, 30" in policy, policy
+    assert "50 a second, burst 5" in find("#rate").text, find("#rate").text
 
 
 scenarios = {"policy": policy, "basics": basics, "delete": delete, "create": create, "edit": edit, "log": log,

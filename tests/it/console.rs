@@ -343,6 +343,7 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
         saved["delivery"],
         json!({"timeoutMs": 5000, "retrySchedule": [1, 5, 30]})
     );
+    assert_eq!(saved["rateLimit"], json!({"perSecond": 50, "burst": 5}));
     assert_eq!(
         saved["url"],
         second.as_str(),

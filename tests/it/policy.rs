@@ -266,3 +266,188 @@ async fn a_410_disables_the_webhook_and_an_abort_header_ends_the_event_without_r
         .count();
     assert_eq!(to_gone, 1, "no request after the 410");
 }
+
+/// The most receipts in any one-second window (sliding, by arrival time).
+fn most_in_one_second(mut at: Vec<std::time::SystemTime>) -> usize {
+    at.sort();
+    let mut most = 0;
+    let mut from = 0;
+    for to in 0..at.len() {
+        while at[to].duration_since(at[from]).unwrap_or_default() >= Duration::from_secs(1) {
+            from += 1;
+        }
+        most = most.max(to - from + 1);
+    }
+    most
+}
+
+/// `n` events of `org`/`sbx`, spread evenly over the input's three partitions.
+async fn send_spread(s: &Harness, prefix: &str, org: &str, n: usize) {
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        s.producer
+            .send_json_to(
+                &s.topics.input,
+                (i % 3) as i32,
+                &id,
+                &event_of(&id, org, "sbx"),
+            )
+            .await;
+    }
+}
+
+fn arrivals(s: &Harness, path: &str) -> Vec<std::time::SystemTime> {
+    s.receiver
+        .received()
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.at)
+        .collect()
+}
+
+/// Publishes a webhook capped at 50 a second (burst 10) and an uncapped one on the same
+/// host.
+async fn capped_and_free(s: &Harness) {
+    let p = &s.producer;
+    for (org, path, rate) in [
+        (
+            "orgCapped",
+            "/capped",
+            json!({"perSecond": 50, "burst": 10}),
+        ),
+        ("orgFree", "/free", Value::Null),
+    ] {
+        let mut hook = webhook(org, "sbx", &s.receiver.url(path));
+        hook["rateLimit"] = rate;
+        p.send_json(&s.topics.config, Some(&webhook_key(org, "sbx")), &hook)
+            .await;
+        p.send_json(
+            &s.topics.config,
+            Some(&campaign_key(org, "sbx", CAMPAIGN)),
+            &campaign(org, "sbx", CAMPAIGN, true),
+        )
+        .await;
+    }
+}
+
+/// Waits until every event has its outcome; checks none failed.
+fn all_delivered(outcomes: &mut Reader, n: usize) {
+    outcomes.wait_for_within(n, Duration::from_secs(180));
+    let by_id = outcomes.by_event_id();
+    let failed: Vec<&Value> = by_id
+        .values()
+        .filter(|o| o["status"] != "delivered")
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "over its cap is busy, never failed: {failed:?}"
+    );
+    assert_eq!(by_id.len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_cap_holds_the_webhook_to_its_rate_and_never_holds_back_the_others() {
+    let s = Harness::start("rate-cap").await;
+    capped_and_free(&s).await;
+    let _processor = Processor::start(&s.env, s.dir.path().join("processor.log"));
+    // A connection to the host first, so that the capped webhook's first burst does not
+    // arrive late (a TLS handshake) and bunch up with the requests after it.
+    send_spread(&s, "warm", "orgFree", 1).await;
+    s.receiver.wait_for(1).await;
+    send_spread(&s, "capped", "orgCapped", 2_000).await;
+    send_spread(&s, "free", "orgFree", 500).await;
+
+    // The other webhook on the host does not wait behind the capped one's backlog: all of
+    // its events arrive while the capped one still has hundreds to go (at 50 a second,
+    // 2,000 take 40 s; producing the 2,500 takes some 15 s of it).
+    let until = std::time::Instant::now() + PATIENCE;
+    while arrivals(&s, "/free").len() < 501 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the free webhook's events did not all arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let capped_so_far = arrivals(&s, "/capped").len();
+    assert!(
+        capped_so_far < 1_500,
+        "{capped_so_far} capped requests before the free webhook's 500"
+    );
+
+    let mut outcomes = Reader::new(&s.topics.outcomes);
+    all_delivered(&mut outcomes, 2_501);
+    let capped = arrivals(&s, "/capped");
+    assert!(capped.len() >= 2_000, "{}", capped.len());
+    let span = capped
+        .iter()
+        .max()
+        .unwrap()
+        .duration_since(*capped.iter().min().unwrap());
+    let most = most_in_one_second(capped);
+    eprintln!(
+        "rate cap, one instance: at most {most} in one second; 2,000 in {:.1} s; the free webhook's 500 done when {capped_so_far} capped had gone",
+        span.unwrap_or_default().as_secs_f64()
+    );
+    assert!(
+        most <= 60,
+        "{most} requests in one second: over 50 a second + a burst of 10"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_cap_holds_for_the_group_of_three_instances() {
+    let s = Harness::start("rate-cap-group").await;
+    capped_and_free(&s).await;
+    // Three instances in one group, each with its own cache: one input partition each.
+    let processors: Vec<Processor> = (0..3)
+        .map(|i| {
+            let mut env = s.env.clone();
+            env.retain(|(k, _)| k != "FW_STORE__PATH");
+            let store = s.dir.path().join(format!("store-{i}"));
+            env.push(("FW_STORE__PATH".into(), store.display().to_string()));
+            // Parked events spread over the instances too (one partition would send them
+            // all to one instance, which holds a third of the cap).
+            env.retain(|(k, _)| k != "FW_KAFKA__RETRY_PARTITIONS");
+            env.push(("FW_KAFKA__RETRY_PARTITIONS".into(), "3".into()));
+            Processor::start(&env, s.dir.path().join(format!("processor-{i}.log")))
+        })
+        .collect();
+    // The group settles: each instance owns one of the three partitions.
+    let settle_until = std::time::Instant::now() + PATIENCE;
+    let mut processors = processors;
+    loop {
+        let settled = processors.iter_mut().all(|p| {
+            p.messages("share of the group's rate caps")
+                .last()
+                .is_some_and(|l| l["fields"]["owned"] == 1 && l["fields"]["total"] == 3)
+        });
+        if settled {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < settle_until,
+            "the group did not settle on one partition each"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    send_spread(&s, "warm", "orgFree", 3).await;
+    s.receiver.wait_for(3).await;
+    send_spread(&s, "capped", "orgCapped", 2_000).await;
+    let mut outcomes = Reader::new(&s.topics.outcomes);
+    all_delivered(&mut outcomes, 2_003);
+    let capped = arrivals(&s, "/capped");
+    let most = most_in_one_second(capped.clone());
+    assert!(most <= 60, "{most} requests in one second across the group");
+    // The group's rate while all three have the webhook's events queued (each holds 256,
+    // 15 s of its share): within 10% of the cap, over ten seconds after the first second.
+    let first = capped.iter().min().copied().unwrap();
+    let from = first + Duration::from_secs(1);
+    let to = from + Duration::from_secs(10);
+    let in_window = capped.iter().filter(|&&t| t >= from && t < to).count();
+    let rate = in_window as f64 / 10.0;
+    eprintln!("rate cap, three instances: at most {most} in one second; {rate:.1} a second from 1 s to 11 s");
+    assert!(
+        (45.0..=55.0).contains(&rate),
+        "the group sent {rate:.1} a second against a cap of 50"
+    );
+}

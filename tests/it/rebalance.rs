@@ -45,6 +45,7 @@ async fn partitions_assigned_while_paused_stay_paused() {
             transactions: None,
             fatal: Default::default(),
             results: None,
+            share: None,
         },
     )
     .unwrap();

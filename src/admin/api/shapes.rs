@@ -73,6 +73,10 @@ pub struct Webhook {
     /// (see `schemas/webhook.schema.json`); events it leaves out end `skipped`/`filtered`.
     #[schema(value_type = Option<Object>)]
     pub filter: Option<Value>,
+    /// Optional: at most `perSecond` requests a second for the whole consumer group, with
+    /// a `burst` (default 1); events over it wait or are parked as busy, never failed.
+    #[schema(value_type = Option<Object>)]
+    pub rate_limit: Option<Value>,
     pub updated_at: String,
     /// The config-topic version, `"{partition}-{offset}"` (also the `ETag`).
     pub version: String,
@@ -104,6 +108,10 @@ pub struct WebhookWrite {
     /// (see `schemas/webhook.schema.json`); events it leaves out end `skipped`/`filtered`.
     #[schema(value_type = Option<Object>)]
     pub filter: Option<Value>,
+    /// Optional: at most `perSecond` requests a second for the whole consumer group, with
+    /// a `burst` (default 1); events over it wait or are parked as busy, never failed.
+    #[schema(value_type = Option<Object>)]
+    pub rate_limit: Option<Value>,
 }
 
 /// The sandbox's display name.

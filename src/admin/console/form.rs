@@ -58,6 +58,9 @@ pub struct WebhookForm {
     pub retry_waits: String,
     pub retry_max_age: String,
     pub max_attempts: String,
+    /// The webhook's rate cap (empty: none) and its burst (empty: 1).
+    pub rate_per_second: String,
+    pub rate_burst: String,
 }
 
 /// One header parameter row: a name and a value, or a secret value (write-only: a kept
@@ -192,6 +195,8 @@ impl WebhookForm {
                 "retry_waits" => form.retry_waits = v,
                 "retry_max_age" => form.retry_max_age = v,
                 "max_attempts" => form.max_attempts = v,
+                "rate_per_second" => form.rate_per_second = v,
+                "rate_burst" => form.rate_burst = v,
                 "action" => action = Action::parse(value),
                 _ => {}
             }
@@ -352,6 +357,8 @@ impl WebhookForm {
             retry_waits: waits,
             retry_max_age: text("/delivery/retrySchedule/maxAgeSeconds"),
             max_attempts: text("/delivery/maxAttempts"),
+            rate_per_second: text("/rateLimit/perSecond"),
+            rate_burst: text("/rateLimit/burst"),
         }
     }
 
@@ -491,11 +498,48 @@ impl WebhookForm {
         record.insert("filter".into(), filter.unwrap_or(Value::Null));
         let delivery = self.delivery(&mut refused);
         record.insert("delivery".into(), delivery);
+        let rate = self.rate_limit(&mut refused);
+        record.insert("rateLimit".into(), rate);
         if refused.is_empty() {
             Ok(record)
         } else {
             Err(refused)
         }
+    }
+
+    /// The webhook's rate cap (null when none is given).
+    fn rate_limit(&self, refused: &mut Vec<Violation>) -> Value {
+        let (per_second, burst) = (self.rate_per_second.trim(), self.rate_burst.trim());
+        if per_second.is_empty() && burst.is_empty() {
+            return Value::Null;
+        }
+        let mut rate = Map::new();
+        match per_second.parse::<f64>() {
+            Ok(n) if n.is_finite() => {
+                let n = if n.fract() == 0.0 && n.abs() < 9e15 {
+                    json!(n as i64)
+                } else {
+                    json!(n)
+                };
+                rate.insert("perSecond".into(), n);
+            }
+            _ => refused.push(Violation {
+                field: "/rateLimit/perSecond".into(),
+                message: "give the most requests a second, such as 50".into(),
+            }),
+        }
+        if !burst.is_empty() {
+            match burst.parse::<u64>() {
+                Ok(n) => {
+                    rate.insert("burst".into(), json!(n));
+                }
+                Err(_) => refused.push(Violation {
+                    field: "/rateLimit/burst".into(),
+                    message: "must be a whole number of requests".into(),
+                }),
+            }
+        }
+        Value::Object(rate)
     }
 
     /// The webhook's own delivery policy (null when every field is empty).
@@ -640,6 +684,8 @@ pub fn field_of(pointer: &str, form: &WebhookForm) -> String {
         ("delivery", Some("maxAttempts")) => "max_attempts".into(),
         ("delivery", Some(_)) => "retry_schedule".into(),
         ("delivery", None) => "delivery".into(),
+        ("rateLimit", Some("burst")) => "rate_burst".into(),
+        ("rateLimit", _) => "rate_per_second".into(),
         _ => "general".into(),
     }
 }

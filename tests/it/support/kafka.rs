@@ -206,11 +206,16 @@ impl Reader {
 
     /// Reads until at least `n` records are in, or fails the test after `PATIENCE`.
     pub fn wait_for(&mut self, n: usize) -> &[Value] {
-        let until = Instant::now() + PATIENCE;
+        self.wait_for_within(n, PATIENCE)
+    }
+
+    /// [`Reader::wait_for`], patient for `patience`.
+    pub fn wait_for_within(&mut self, n: usize, patience: Duration) -> &[Value] {
+        let until = Instant::now() + patience;
         while self.records.len() < n {
             assert!(
                 Instant::now() < until,
-                "only {} of {n} records arrived within {PATIENCE:?}",
+                "only {} of {n} records arrived within {patience:?}",
                 self.records.len()
             );
             self.poll_for(Duration::from_millis(200));
