@@ -28,6 +28,9 @@ pub enum Refusal {
     /// long its queue is expected to take before it has room (see
     /// [`HostSchedule::expected_wait`](crate::domain::host_schedule::HostSchedule::expected_wait)).
     Busy(Duration),
+    /// Busy because of the webhook's rate cap: with when its turn is expected, counting the
+    /// events parked ahead of it (a rate makes that a good guess).
+    Capped(Duration),
 }
 
 impl Refusal {
@@ -351,18 +354,43 @@ impl Endpoints {
     /// Asks to send one request of `bytes` for `webhook` (org + sandbox) on `host`, waiting
     /// in the webhook's queue for a bounded time.
     pub async fn admit(&self, host: &str, webhook: &str, bytes: usize) -> Result<Pass, Refusal> {
-        self.admit_capped(host, webhook, bytes, None).await
+        self.admit_capped(host, webhook, bytes, None, false).await
     }
 
     /// [`Endpoints::admit`] for a webhook whose requests are capped at `rate` (this
     /// instance's share of its cap): without a token it waits in its queue like a webhook
-    /// whose slots are taken, and is parked as busy when the wait would be long.
+    /// whose slots are taken, and is refused as [`Refusal::Capped`] (to be parked until
+    /// its turn) when the wait would be long. `returning`: the event was parked as busy.
     pub async fn admit_capped(
         &self,
         host: &str,
         webhook: &str,
         bytes: usize,
         rate: Option<Rate>,
+        returning: bool,
+    ) -> Result<Pass, Refusal> {
+        let answer = self
+            .admit_waiting(host, webhook, bytes, rate, returning)
+            .await;
+        match answer {
+            Err(Refusal::Busy(_)) if rate.is_some() => {
+                let cell = self.host(host);
+                let mut schedule = lock(&cell.schedule);
+                let turn = schedule.expected_wait(webhook, now());
+                schedule.parked_one(webhook);
+                Err(Refusal::Capped(turn))
+            }
+            other => other,
+        }
+    }
+
+    async fn admit_waiting(
+        &self,
+        host: &str,
+        webhook: &str,
+        bytes: usize,
+        rate: Option<Rate>,
+        returning: bool,
     ) -> Result<Pass, Refusal> {
         let cell = self.host(host);
         let pass = |webhook: &str| Pass {
@@ -377,6 +405,9 @@ impl Endpoints {
             let now = now();
             let mut schedule = lock(&cell.schedule);
             schedule.set_rate(webhook, rate, now);
+            if returning {
+                schedule.returned(webhook);
+            }
             let over_share = match schedule.admit(webhook, bytes, now, self.budget()) {
                 Ok(Admitted::Now) => {
                     cell.sync(&schedule, &self.totals);

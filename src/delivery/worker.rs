@@ -47,6 +47,18 @@ pub fn busy_delay(parks: u32, expected: Duration, jitter: f64, random: f64) -> D
     base.mul_f64(factor.max(0.0))
 }
 
+/// Longest a capped webhook's event is parked for its turn (its record is re-read then).
+const CAPPED_WAIT_MAX: Duration = Duration::from_secs(3600);
+
+/// The park of an event over its webhook's rate cap: until its expected turn, within
+/// `jitter` (so the parked come back spread out), at least a second and at most an hour.
+pub fn capped_delay(turn: Duration, jitter: f64, random: f64) -> Duration {
+    let factor = 1.0 + jitter.clamp(0.0, 1.0) * (2.0 * random.clamp(0.0, 1.0) - 1.0);
+    turn.clamp(BUSY_WAIT, CAPPED_WAIT_MAX)
+        .mul_f64(factor.max(0.0))
+        .max(BUSY_WAIT)
+}
+
 /// How an attempt ended, as the host's schedule learns from it.
 fn finished(report: &AttemptReport) -> Finished {
     match &report.result {
@@ -299,7 +311,13 @@ impl Deliverer {
         let rate = target.rate.map(|r| r.share(self.share.fraction()));
         let pass = match self
             .endpoints
-            .admit_capped(key, &target.webhook_key, body.len(), rate)
+            .admit_capped(
+                key,
+                &target.webhook_key,
+                body.len(),
+                rate,
+                progress.busy_parks > 0,
+            )
             .await
         {
             Ok(pass) => pass,
@@ -360,7 +378,9 @@ impl Deliverer {
         };
         let verdict = verdict(&report.result, report.signal);
         if report.signal == Some(ReceiverSignal::Disable) {
-            warn!(event_id = event.id, webhook = target.webhook_key, status = ?report.attempt.http_status, "the receiver asks to disable its webhook");
+            // Every event in flight may get the same answer: the disable's audit line is
+            // the one to see.
+            debug!(event_id = event.id, webhook = target.webhook_key, status = ?report.attempt.http_status, "the receiver asks to disable its webhook");
             if let Some(disabler) = &self.disabler {
                 disabler.disable(webhook.key(), version);
             }
@@ -403,23 +423,37 @@ fn refused(
 ) -> Step {
     let elapsed =
         Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(progress.first_seen_ms));
-    let Refusal::Busy(expected) = refusal else {
-        debug!(event_id, endpoint = key, ?refusal, "breaker open");
-        crate::observe::metrics()
-            .attempts
-            .with_label_values(&["breaker_open"])
-            .inc();
-        attempts.push(not_sent(refusal));
-        return after_failure(policy, used, attempts, progress.first_seen_ms, None);
+    let wait = match refusal {
+        Refusal::Busy(expected) => {
+            let parks = progress.busy_parks.saturating_add(1);
+            debug!(
+                event_id,
+                endpoint = key,
+                parks,
+                "webhook queue full; parking"
+            );
+            busy_delay(parks, expected, policy.jitter, rand::random::<f64>())
+        }
+        // The rate says when its turn comes: parked until then, not re-read every minute.
+        Refusal::Capped(turn) => {
+            debug!(
+                event_id,
+                endpoint = key,
+                turn_ms = turn.as_millis() as u64,
+                "over its rate cap; parking until its turn"
+            );
+            capped_delay(turn, policy.jitter, rand::random::<f64>())
+        }
+        refusal => {
+            debug!(event_id, endpoint = key, ?refusal, "breaker open");
+            crate::observe::metrics()
+                .attempts
+                .with_label_values(&["breaker_open"])
+                .inc();
+            attempts.push(not_sent(refusal));
+            return after_failure(policy, used, attempts, progress.first_seen_ms, None);
+        }
     };
-    let parks = progress.busy_parks.saturating_add(1);
-    let wait = busy_delay(parks, expected, policy.jitter, rand::random::<f64>());
-    debug!(
-        event_id,
-        endpoint = key,
-        parks,
-        "webhook queue full; parking"
-    );
     if !policy.within_max_age(elapsed, wait) {
         return Step::Done {
             reason: Some(Reason::RetriesExhausted),
@@ -497,6 +531,19 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &deliverer.target(&webhook, v(2))));
         assert_eq!(first.endpoint_key, "https://hooks.example.com:443");
         assert!(first.url_ok && first.security.is_ok());
+    }
+
+    #[test]
+    fn an_event_over_its_rate_cap_is_parked_until_its_turn() {
+        let secs = Duration::from_secs;
+        assert_eq!(
+            capped_delay(secs(400), 0.0, 0.5),
+            secs(400),
+            "no doubling, no minute cap"
+        );
+        assert_eq!(capped_delay(secs(5), 0.2, 0.0), Duration::from_secs(4));
+        assert_eq!(capped_delay(secs(86_400), 0.0, 0.5), secs(3600));
+        assert_eq!(capped_delay(Duration::ZERO, 0.2, 0.0), secs(1));
     }
 
     #[test]

@@ -125,14 +125,18 @@ struct Webhook<T> {
     /// Its rate cap (this instance's share), when it has one: a request starts only with a
     /// token, before the concurrency limits are asked.
     bucket: Option<TokenBucket>,
+    /// Events of a capped webhook parked as busy and not back yet: they are ahead of the
+    /// next one in line for its tokens.
+    parked: usize,
 }
 
 impl<T> Webhook<T> {
-    /// How long until its `n`th next request may start by its rate cap.
+    /// How long until its `n`th next request may start by its rate cap, counting those
+    /// parked ahead of it.
     fn rate_wait(&self, n: usize, now: Instant) -> Duration {
         self.bucket
             .as_ref()
-            .map_or(Duration::ZERO, |b| b.wait_for(n, now))
+            .map_or(Duration::ZERO, |b| b.wait_for(n + self.parked, now))
     }
 
     fn load(&self) -> usize {
@@ -263,6 +267,7 @@ impl<T> HostSchedule<T> {
                     last_active: now,
                     waiting_since: None,
                     bucket: None,
+                    parked: 0,
                 },
             );
         }
@@ -281,6 +286,20 @@ impl<T> HostSchedule<T> {
             (None, bucket) => *bucket = None,
             (Some(rate), Some(bucket)) => bucket.set(rate, now),
             (Some(rate), bucket @ None) => *bucket = Some(TokenBucket::new(rate, now)),
+        }
+    }
+
+    /// An event of capped `webhook` was parked as busy: it is ahead of the next in line.
+    pub fn parked_one(&mut self, webhook: &str) {
+        if let Some(w) = self.webhooks.get_mut(webhook) {
+            w.parked = w.parked.saturating_add(1);
+        }
+    }
+
+    /// An event parked as busy is back for `webhook`'s tokens.
+    pub fn returned(&mut self, webhook: &str) {
+        if let Some(w) = self.webhooks.get_mut(webhook) {
+            w.parked = w.parked.saturating_sub(1);
         }
     }
 

@@ -44,6 +44,9 @@ enum Scenario {
     SharedHostFailing,
     /// As `shared-host`, but tenant 0's path never answers (requests time out).
     SharedHostHanging,
+    /// As `shared-host`, but tenant 0's webhook is capped at 50 requests a second (burst
+    /// 10): its events wait or park while the others go on (own receiver only).
+    SharedHostCapped,
     /// As `shared-host`, with events produced at `--paced-rate` per second (latency figure).
     Paced,
 }
@@ -62,6 +65,7 @@ impl Scenario {
             Scenario::SharedHost
                 | Scenario::SharedHostFailing
                 | Scenario::SharedHostHanging
+                | Scenario::SharedHostCapped
                 | Scenario::Paced
         )
     }
@@ -74,6 +78,7 @@ impl Scenario {
                 | Scenario::RateLimited
                 | Scenario::SharedHostFailing
                 | Scenario::SharedHostHanging
+                | Scenario::SharedHostCapped
         )
     }
 }
@@ -402,6 +407,8 @@ fn reply(scenario: Scenario, sick: bool, r: &Received, receipts: &Receipts) -> R
             ..Reply::status(200)
         },
         (Scenario::SharedHostFailing, true) => Reply::status(503),
+        // Answered, but not one of the healthy webhooks' receipts.
+        (Scenario::SharedHostCapped, true) => Reply::status(200),
         (Scenario::RateLimited, true) => Reply {
             headers: vec![("retry-after".into(), "5".into())],
             ..Reply::status(429)
@@ -491,6 +498,7 @@ async fn publish_config(
     tenants: usize,
     urls: &[String],
     with_policy: bool,
+    capped_t0: bool,
 ) {
     for t in 0..tenants {
         let org = format!("org{t}");
@@ -508,6 +516,9 @@ async fn publish_config(
             ]});
             webhook["delivery"] =
                 json!({"timeoutMs": 10000, "retrySchedule": [5, 30, 120], "maxAttempts": 4});
+        }
+        if capped_t0 && t == 0 {
+            webhook["rateLimit"] = json!({"perSecond": 50, "burst": 10});
         }
         let campaign = json!({ "kind": "campaign", "imsOrg": org, "sandboxId": SANDBOX, "campaignID": CAMPAIGN,
             "webhooksEnabled": true, "updatedAt": "2026-11-27T09:00:00Z" });
@@ -929,6 +940,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         tenants,
         &receivers.urls,
         args.webhook_policy,
+        scenario == Scenario::SharedHostCapped,
     )
     .await;
     let run = topics.group.clone();
@@ -1240,6 +1252,10 @@ async fn main() {
     }
     let consume = raw_consume(&args).await;
     let any = |f: fn(Scenario) -> bool| args.scenario.iter().any(|s| f(*s));
+    assert!(
+        !(args.receiver == ReceiverKind::Nginx && any(|s| s == Scenario::SharedHostCapped)),
+        "shared-host-capped runs against the project's own receiver (nginx's log would count the capped tenant's receipts)"
+    );
     let (post, post_shared) = if args.receiver == ReceiverKind::Nginx {
         // The server's limit whatever the shape: wrk against one of its hosts.
         let wrk = wrk_limit(&args).await;
@@ -1307,9 +1323,9 @@ async fn main() {
                 format!("ratio to the lower raw limit: {:.2}", r.rate / limit)
             }
             Scenario::Timeout | Scenario::RateLimited => keep(healthy_rate, args.endpoints),
-            Scenario::SharedHostFailing | Scenario::SharedHostHanging => {
-                keep(shared_rate, args.shared_tenants)
-            }
+            Scenario::SharedHostFailing
+            | Scenario::SharedHostHanging
+            | Scenario::SharedHostCapped => keep(shared_rate, args.shared_tenants),
             Scenario::Backlog => format!("ratio to the lower raw limit: {:.2}", r.rate / limit),
             Scenario::Paced => {
                 let (o50, o99) = r.outcome_latency.unwrap_or_default();
