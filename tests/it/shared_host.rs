@@ -320,7 +320,9 @@ async fn http1_keeps_as_many_connections_as_the_host_limit_without_churn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http2_spreads_a_host_over_connections_by_its_limit() {
     let received = burst_to_one_host("conn-http2", "http2").await;
-    // 128 at 32 per connection: four connections (a server that serves a connection on
-    // one worker gets several), none opened again.
-    assert_connections(&received, "HTTP/2.0", 2..=4);
+    // 128 at 32 per connection: four lanes (a server that serves a connection on one
+    // worker gets several connections). A lane's pool may open a second connection while
+    // its first is still in its handshake (seen once in CI: 5), so at most two a lane;
+    // the old client's one connection per host, or one per request, fails this.
+    assert_connections(&received, "HTTP/2.0", 2..=8);
 }

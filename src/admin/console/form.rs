@@ -202,34 +202,26 @@ impl WebhookForm {
             }
         }
         // Every row posts each of its fields: rows line up by position.
-        values.resize(names.len(), String::new());
-        kinds.resize(names.len(), false);
-        kept.resize(names.len(), String::new());
-        form.headers = names
-            .into_iter()
-            .zip(values)
-            .zip(kinds.into_iter().zip(kept))
-            .map(|((name, value), (secret, kept))| HeaderRow {
+        form.headers = rows(names, values, kinds, kept, |name, value, secret, kept| {
+            HeaderRow {
                 name,
                 value,
                 secret,
                 kept,
-            })
-            .collect();
-        negates.resize(fields.len(), false);
-        ops.resize(fields.len(), String::new());
-        operands.resize(fields.len(), String::new());
-        form.filter_rows = fields
-            .into_iter()
-            .zip(ops)
-            .zip(negates.into_iter().zip(operands))
-            .map(|((field, op), (negate, value))| FilterRow {
+            }
+        });
+        form.filter_rows = rows(
+            fields,
+            ops,
+            negates,
+            operands,
+            |field, op, negate, value| FilterRow {
                 negate,
                 field,
                 op,
                 value,
-            })
-            .collect();
+            },
+        );
         (form, action)
     }
 
@@ -612,6 +604,29 @@ impl WebhookForm {
             Value::Object(policy)
         }
     }
+}
+
+/// The rows of a form's repeated fields, lined up by position (one per `first`; a field a
+/// row did not post is empty).
+fn rows<A, B: Default, C: Default, D: Default, R>(
+    first: Vec<A>,
+    b: Vec<B>,
+    c: Vec<C>,
+    d: Vec<D>,
+    row: impl Fn(A, B, C, D) -> R,
+) -> Vec<R> {
+    let (mut b, mut c, mut d) = (b.into_iter(), c.into_iter(), d.into_iter());
+    first
+        .into_iter()
+        .map(|a| {
+            row(
+                a,
+                b.next().unwrap_or_default(),
+                c.next().unwrap_or_default(),
+                d.next().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// A record's custom headers (as the API shows them: secrets by their fingerprint), as rows.
