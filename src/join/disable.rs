@@ -50,6 +50,8 @@ struct Inner {
     /// Versions whose disable was started here: the events of a webhook in flight all get
     /// the same answer, and one write is enough.
     started: Mutex<HashSet<(String, Version)>>,
+    /// Writes go one at a time: they share one transactional writer.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl ConfigDisabler {
@@ -60,6 +62,7 @@ impl ConfigDisabler {
                 store,
                 rules,
                 started: Mutex::new(HashSet::new()),
+                writing: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -73,6 +76,7 @@ impl Inner {
         key: &ConfigKey,
         version: Version,
     ) -> Result<Option<Version>, DisableError> {
+        let _one_at_a_time = self.writing.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
