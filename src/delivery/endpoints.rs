@@ -468,6 +468,16 @@ impl Endpoints {
         }
     }
 
+    /// Lets the next request of `webhook` on `host` probe its open breaker at once (see
+    /// [`Breaker::probe_now`](crate::domain::breaker::Breaker::probe_now)). A host not
+    /// known here has no open breaker.
+    pub fn probe_now(&self, host: &str, webhook: &str) {
+        let cell = lock(&self.hosts).get(host).cloned();
+        if let Some(cell) = cell {
+            lock(&cell.schedule).probe_now(webhook, now());
+        }
+    }
+
     /// Events and bytes waiting across all hosts.
     pub fn queued(&self) -> (usize, usize) {
         (

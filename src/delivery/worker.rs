@@ -149,6 +149,9 @@ pub struct Deliverer {
     endpoints: Endpoints,
     rules: Rules,
     targets: Mutex<HashMap<Version, Arc<Target>>>,
+    /// The last redelivery that let each webhook's breaker probe at once (by webhook key):
+    /// once per replay, so a replay to an endpoint still down probes it once, not per event.
+    replay_probes: Mutex<HashMap<String, String>>,
 }
 
 fn webhook_ref(w: &WebhookConfig) -> WebhookRef {
@@ -233,6 +236,7 @@ impl Deliverer {
             endpoints,
             rules,
             targets: Mutex::new(HashMap::new()),
+            replay_probes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -256,7 +260,25 @@ impl Deliverer {
             rate: webhook.rate_limit.map(|r| r.rate()),
         });
         targets.insert(version, target.clone());
+        // A new version (an edit, a re-enable) is reason to believe the endpoint may work
+        // now: its open breaker probes with the next request instead of cooling down.
+        self.endpoints
+            .probe_now(&target.endpoint_key, &target.webhook_key);
         target
+    }
+
+    /// The first event of a redelivery to `webhook` is its open breaker's probe.
+    fn probe_for_replay(&self, host: &str, webhook: &str, replay_id: &str) {
+        let mut probes = self.replay_probes.lock().unwrap_or_else(|e| e.into_inner());
+        if probes.get(webhook).is_some_and(|id| id == replay_id) {
+            return;
+        }
+        if probes.len() >= MAX_TARGETS {
+            probes.clear();
+        }
+        probes.insert(webhook.to_owned(), replay_id.to_owned());
+        drop(probes);
+        self.endpoints.probe_now(host, webhook);
     }
 
     /// The deliverer, carrying out receivers' requests to disable their webhooks with
@@ -309,29 +331,74 @@ impl Deliverer {
         }
         let key = target.endpoint_key.as_str();
         let rate = target.rate.map(|r| r.share(self.share.fraction()));
-        let pass = match self
-            .endpoints
-            .admit_capped(
-                key,
-                &target.webhook_key,
-                body.len(),
-                rate,
-                progress.busy_parks > 0,
-            )
-            .await
-        {
-            Ok(pass) => pass,
-            Err(refusal) => {
-                return refused(
-                    &target.policy,
-                    &event.id,
-                    key,
-                    refusal,
-                    used,
-                    attempts,
-                    progress,
-                )
+        if let (Some(replay), false) = (&progress.replay, attempts.iter().any(Attempt::was_sent)) {
+            self.probe_for_replay(key, &target.webhook_key, &replay.id);
+        }
+        let mut forced = false;
+        let pass = loop {
+            let returning = progress.busy_parks > 0 && !forced;
+            let refusal = match self
+                .endpoints
+                .admit_capped(key, &target.webhook_key, body.len(), rate, returning)
+                .await
+            {
+                Ok(pass) => break pass,
+                Err(refusal) => refusal,
+            };
+            let elapsed = Duration::from_millis(
+                unix_ms(SystemTime::now()).saturating_sub(progress.first_seen_ms),
+            );
+            let sent = attempts.iter().any(Attempt::was_sent);
+            let after = after_refusal(
+                &target.policy,
+                refusal,
+                elapsed,
+                sent,
+                progress.busy_parks,
+                rand::random::<f64>(),
+            );
+            debug!(
+                event_id = event.id,
+                endpoint = key,
+                ?refusal,
+                ?after,
+                "refused"
+            );
+            if matches!(refusal, Refusal::WebhookOpen(_) | Refusal::HostOpen(_)) {
+                crate::observe::metrics()
+                    .attempts
+                    .with_label_values(&["breaker_open"])
+                    .inc();
             }
+            let (delay, busy) = match after {
+                AfterRefusal::Park { delay, busy } => (delay, busy),
+                AfterRefusal::LastChance if !forced => {
+                    self.endpoints.probe_now(key, &target.webhook_key);
+                    forced = true;
+                    continue;
+                }
+                // Another probe is in flight: its answer comes within a request's timeout.
+                AfterRefusal::LastChance
+                    if target
+                        .policy
+                        .max_age
+                        .is_none_or(|max| elapsed <= max.saturating_add(LAST_CHANCE_GRACE)) =>
+                {
+                    (breaker_delay(BUSY_WAIT, rand::random::<f64>()), false)
+                }
+                AfterRefusal::LastChance | AfterRefusal::End => {
+                    if !sent {
+                        attempts.push(not_sent(refusal));
+                    }
+                    return done(Some(Reason::RetriesExhausted), attempts);
+                }
+            };
+            return Step::Park {
+                webhook: used.clone(),
+                attempts,
+                delay,
+                busy,
+            };
         };
         let at = SystemTime::now();
         let security = match target
@@ -408,66 +475,67 @@ impl Deliverer {
     }
 }
 
-/// The step when the endpoint refused the attempt: a full queue parks the event for a
-/// while (such parks back off on their own); an open breaker counts as an attempt that
-/// was not made, so the schedule goes on and an endpoint that stays down ends the event
-/// on the schedule.
-fn refused(
+/// What becomes of an event its endpoint refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AfterRefusal {
+    /// Parked for `delay`. `busy`: its queue was full or it is over its rate cap (such parks
+    /// back off on their own); otherwise a breaker is open and `delay` reaches its next probe.
+    Park { delay: Duration, busy: bool },
+    /// Its maximum age is reached: it ends with the attempts it has.
+    End,
+    /// Its maximum age comes before the breaker's next probe and no request was ever sent
+    /// for it: it is sent now, as the probe, so no event ends without one.
+    LastChance,
+}
+
+/// How long an event refused by an open breaker is parked: until the breaker's next probe
+/// (`until_probe`), spread over a fifth of that (at least a second) after it, so the events
+/// parked behind a breaker come back one after another and the first of them is the probe.
+fn breaker_delay(until_probe: Duration, random: f64) -> Duration {
+    let spread = (until_probe / 5).max(BUSY_WAIT);
+    until_probe.max(BUSY_WAIT) + spread.mul_f64(random.clamp(0.0, 1.0))
+}
+
+/// Decides what becomes of an event its endpoint refused, `elapsed` after it was first
+/// seen; `sent`: a request was sent for it before. A full queue or a rate cap parks it for
+/// a while; an open breaker parks it until the breaker's next probe. Neither counts as an
+/// attempt: the retry schedule goes on only from requests that were sent.
+fn after_refusal(
     policy: &RetryPolicy,
-    event_id: &str,
-    key: &str,
     refusal: Refusal,
-    used: WebhookRef,
-    mut attempts: Vec<Attempt>,
-    progress: &EventProgress,
-) -> Step {
-    let elapsed =
-        Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(progress.first_seen_ms));
-    let wait = match refusal {
-        Refusal::Busy(expected) => {
-            let parks = progress.busy_parks.saturating_add(1);
-            debug!(
-                event_id,
-                endpoint = key,
-                parks,
-                "webhook queue full; parking"
-            );
-            busy_delay(parks, expected, policy.jitter, rand::random::<f64>())
-        }
+    elapsed: Duration,
+    sent: bool,
+    busy_parks: u32,
+    random: f64,
+) -> AfterRefusal {
+    let (delay, busy) = match refusal {
+        Refusal::Busy(expected) => (
+            busy_delay(
+                busy_parks.saturating_add(1),
+                expected,
+                policy.jitter,
+                random,
+            ),
+            true,
+        ),
         // The rate says when its turn comes: parked until then, not re-read every minute.
-        Refusal::Capped(turn) => {
-            debug!(
-                event_id,
-                endpoint = key,
-                turn_ms = turn.as_millis() as u64,
-                "over its rate cap; parking until its turn"
-            );
-            capped_delay(turn, policy.jitter, rand::random::<f64>())
-        }
-        refusal => {
-            debug!(event_id, endpoint = key, ?refusal, "breaker open");
-            crate::observe::metrics()
-                .attempts
-                .with_label_values(&["breaker_open"])
-                .inc();
-            attempts.push(not_sent(refusal));
-            return after_failure(policy, used, attempts, progress.first_seen_ms, None);
+        Refusal::Capped(turn) => (capped_delay(turn, policy.jitter, random), true),
+        Refusal::WebhookOpen(until) | Refusal::HostOpen(until) => {
+            (breaker_delay(until, random), false)
         }
     };
-    if !policy.within_max_age(elapsed, wait) {
-        return Step::Done {
-            reason: Some(Reason::RetriesExhausted),
-            webhook: used,
-            attempts,
-        };
-    }
-    Step::Park {
-        webhook: used,
-        attempts,
-        delay: wait,
-        busy: true,
+    if policy.within_max_age(elapsed, delay) {
+        AfterRefusal::Park { delay, busy }
+    } else if busy || sent {
+        AfterRefusal::End
+    } else {
+        AfterRefusal::LastChance
     }
 }
+
+/// Past its maximum age, an event whose last-chance probe found another probe in flight
+/// waits for it this much longer, at most, before it ends.
+const LAST_CHANCE_GRACE: Duration = Duration::from_secs(600);
 
 /// The step after a failed (or refused) attempt: park until the schedule's next delay,
 /// or end when the schedule is used up.
@@ -544,6 +612,87 @@ mod tests {
         assert_eq!(capped_delay(secs(5), 0.2, 0.0), Duration::from_secs(4));
         assert_eq!(capped_delay(secs(86_400), 0.0, 0.5), secs(3600));
         assert_eq!(capped_delay(Duration::ZERO, 0.2, 0.0), secs(1));
+    }
+
+    fn policy_of_a_minute() -> RetryPolicy {
+        RetryPolicy {
+            schedule: vec![Duration::from_secs(5); 3],
+            jitter: 0.0,
+            retry_after_cap: Duration::from_secs(60),
+            max_age: Some(Duration::from_secs(60)),
+        }
+    }
+
+    #[test]
+    fn an_open_breaker_parks_the_event_until_its_next_probe_without_using_the_schedule() {
+        let secs = Duration::from_secs;
+        let p = policy_of_a_minute();
+        let open = Refusal::WebhookOpen(secs(30));
+        // Parked until the probe, spread over a fifth of the wait after it.
+        assert_eq!(
+            after_refusal(&p, open, secs(0), true, 0, 0.0),
+            AfterRefusal::Park {
+                delay: secs(30),
+                busy: false
+            }
+        );
+        assert_eq!(
+            after_refusal(&p, open, secs(0), true, 0, 0.5),
+            AfterRefusal::Park {
+                delay: secs(33),
+                busy: false
+            }
+        );
+        // A probe in flight (half-open) answers "a second": at least that.
+        assert_eq!(
+            after_refusal(
+                &p,
+                Refusal::HostOpen(Duration::ZERO),
+                secs(0),
+                false,
+                0,
+                0.0
+            ),
+            AfterRefusal::Park {
+                delay: secs(1),
+                busy: false
+            }
+        );
+    }
+
+    #[test]
+    fn no_event_ends_without_a_request_because_a_breaker_was_open() {
+        let secs = Duration::from_secs;
+        let p = policy_of_a_minute();
+        let open = Refusal::WebhookOpen(secs(30));
+        // The probe comes after the event's maximum age: never sent, it gets its chance.
+        assert_eq!(
+            after_refusal(&p, open, secs(45), false, 0, 0.0),
+            AfterRefusal::LastChance
+        );
+        // Sent before: it ends with the answers it had.
+        assert_eq!(
+            after_refusal(&p, open, secs(45), true, 0, 0.0),
+            AfterRefusal::End
+        );
+        // A full queue at the end of its age is not the endpoint failing: it ends.
+        assert_eq!(
+            after_refusal(&p, Refusal::Busy(secs(30)), secs(45), false, 0, 0.0),
+            AfterRefusal::End
+        );
+    }
+
+    #[test]
+    fn refusals_recorded_by_older_versions_are_not_requests() {
+        let at = |status: Option<u16>, error: Option<&str>| Attempt {
+            at: String::new(),
+            http_status: status,
+            error: error.map(str::to_owned),
+            duration_ms: 0,
+        };
+        assert!(!not_sent(Refusal::WebhookOpen(Duration::ZERO)).was_sent());
+        assert!(at(Some(503), None).was_sent());
+        assert!(at(None, Some("timed out")).was_sent());
     }
 
     #[test]

@@ -97,6 +97,18 @@ impl Breaker {
         }
     }
 
+    /// Someone has reason to believe the endpoint is back (a redelivery was asked for, or
+    /// its config changed): an open breaker lets the next request through as its probe,
+    /// without waiting out the cool-down. The cool-down is kept: a failed probe doubles it.
+    pub fn probe_now(&mut self, now: Instant) {
+        if let State::Open { cooldown, .. } = self.state {
+            self.state = State::Open {
+                until: now,
+                cooldown,
+            };
+        }
+    }
+
     /// Records the result of a request: `healthy` is false for transport errors, timeouts,
     /// 408, 429 and 5xx (the answers that are retried), true for any other answer.
     pub fn record(&mut self, now: Instant, healthy: bool) {
@@ -221,6 +233,23 @@ mod tests {
         let mut closed = Breaker::new(policy());
         closed.abandon_probe(later);
         assert_eq!(closed.admit(later), Admission::Allow);
+    }
+
+    #[test]
+    fn probe_now_skips_the_cool_down_but_keeps_its_length() {
+        let t = Instant::now();
+        let mut b = opened(t);
+        b.probe_now(t + secs(1));
+        assert_eq!(b.admit(t + secs(1)), Admission::Probe);
+        b.record(t + secs(1), false);
+        assert_eq!(b.admit(t + secs(1)), rejected_until(t + secs(21)));
+        // A closed or probing breaker is left as it is.
+        let (mut probing, later) = probing();
+        probing.probe_now(later);
+        assert!(matches!(probing.admit(later), Admission::Reject { .. }));
+        let mut closed = Breaker::new(policy());
+        closed.probe_now(t);
+        assert_eq!(closed.admit(t), Admission::Allow);
     }
 
     #[test]

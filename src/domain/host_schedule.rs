@@ -440,6 +440,15 @@ impl<T> HostSchedule<T> {
         }
     }
 
+    /// Lets the next request of `webhook` through as the probe of its open breaker (and of
+    /// the host's), without waiting out the cool-down: see [`Breaker::probe_now`].
+    pub fn probe_now(&mut self, webhook: &str, now: Instant) {
+        self.breaker.probe_now(now);
+        if let Some(w) = self.webhooks.get_mut(webhook) {
+            w.breaker.probe_now(now);
+        }
+    }
+
     /// Takes a token of `webhook`'s rate cap; `true` without a cap.
     fn take_token(&mut self, webhook: &str, now: Instant) -> bool {
         self.webhooks

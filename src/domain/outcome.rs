@@ -92,6 +92,18 @@ pub struct Attempt {
     pub duration_ms: u64,
 }
 
+impl Attempt {
+    /// Whether this attempt was a request sent (older records list the attempts a breaker
+    /// refused as "not sent: ...").
+    pub fn was_sent(&self) -> bool {
+        self.http_status.is_some()
+            || self
+                .error
+                .as_deref()
+                .is_none_or(|e| !e.starts_with("not sent"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     pub topic: String,

@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod breakers;
 mod chaos;
 mod config_cache;
 mod config_cli;
