@@ -62,8 +62,11 @@ pub struct TopicSpec {
     pub replication: i32,
     /// `min.insync.replicas`; 0: 2, or the replication factor if lower.
     pub min_insync: i32,
-    /// `retention.ms`: longer than any record waits (the retry max age) plus a margin.
-    pub retention_ms: i64,
+    /// `retention.ms`: longer than any record waits (the retry max age) plus a margin;
+    /// `None`: the broker's default, not checked (an output topic, the operator's to size).
+    pub retention_ms: Option<i64>,
+    /// `cleanup.policy=compact` (a state topic: the latest record per key is kept).
+    pub compact: bool,
 }
 
 impl TopicSpec {
@@ -81,7 +84,8 @@ impl TopicSpec {
             max_record_bytes: internal_record_limit(settings.delivery.max_event_bytes),
             replication: settings.kafka.internal_replication_factor,
             min_insync: settings.kafka.internal_min_insync_replicas,
-            retention_ms: max_age_ms.saturating_add(MARGIN_MS),
+            retention_ms: Some(max_age_ms.saturating_add(MARGIN_MS)),
+            compact: false,
         }
     }
 
@@ -127,12 +131,12 @@ pub fn shortfalls(state: &TopicState, spec: &TopicSpec, brokers: usize) -> Vec<S
             state.min_insync.unwrap_or(1)
         ));
     }
-    // -1: kept for ever.
-    if let Some(retention) = state.retention_ms.filter(|r| *r >= 0) {
-        if retention < spec.retention_ms {
+    // -1: kept for ever. A compacted topic keeps each key's latest record regardless.
+    let wanted = spec.retention_ms.filter(|_| !spec.compact);
+    if let (Some(retention), Some(wanted)) = (state.retention_ms.filter(|r| *r >= 0), wanted) {
+        if retention < wanted {
             out.push(format!(
-                "retention.ms {retention} < {} (the retry max age plus a margin)",
-                spec.retention_ms
+                "retention.ms {retention} < {wanted} (the retry max age plus a margin)"
             ));
         }
     }
@@ -180,14 +184,18 @@ pub async fn ensure_topics(
     let (replication, min_insync) = spec.durability(brokers);
     let limit = spec.max_record_bytes.to_string();
     let isr = min_insync.to_string();
-    let retention = spec.retention_ms.to_string();
+    let retention = spec.retention_ms.map(|r| r.to_string());
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            NewTopic::new(t, spec.partitions, TopicReplication::Fixed(replication))
+            let topic = NewTopic::new(t, spec.partitions, TopicReplication::Fixed(replication))
                 .set("max.message.bytes", &limit)
-                .set("min.insync.replicas", &isr)
-                .set("retention.ms", &retention)
+                .set("min.insync.replicas", &isr);
+            match (&retention, spec.compact) {
+                (_, true) => topic.set("cleanup.policy", "compact"),
+                (Some(retention), false) => topic.set("retention.ms", retention),
+                (None, false) => topic,
+            }
         })
         .collect();
     let options = AdminOptions::new().request_timeout(Some(timeout));
@@ -345,7 +353,8 @@ mod tests {
             max_record_bytes: 2 << 20,
             replication: 0,
             min_insync: 0,
-            retention_ms: 8 * 24 * 3_600_000,
+            retention_ms: Some(8 * 24 * 3_600_000),
+            compact: false,
         }
     }
 

@@ -8,6 +8,8 @@
 //! - [`record`]: the outcome topic, one terminal record per input record;
 //! - [`pipeline`]: the loop that ties them together;
 //! - [`observe`]: metrics, health and readiness for the operator;
+//! - [`health`]: each webhook's health, worked out from its deliveries, and the
+//!   operational events that announce its changes;
 //! - [`replay`]: redelivery of events already processed (the `replay` command, the API's
 //!   redeliver endpoints), queued on the redelivery topic for the pipeline.
 //!
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod delivery;
 pub mod domain;
 pub mod fatal;
+pub mod health;
 pub mod join;
 pub mod kafka;
 pub mod memory;

@@ -14,6 +14,7 @@ pub const PAYLOAD: &str = include_str!("../schemas/payload.schema.json");
 pub const OUTCOME: &str = include_str!("../schemas/outcome.schema.json");
 pub const RETRY: &str = include_str!("../schemas/retry.schema.json");
 pub const REPLAY: &str = include_str!("../schemas/replay.schema.json");
+pub const OPERATIONAL_EVENT: &str = include_str!("../schemas/operational-event.schema.json");
 
 const BASE: &str = "https://feedback-webhooks.local/schemas/";
 
@@ -35,6 +36,7 @@ impl Retrieve for Embedded {
             "outcome.schema.json" => OUTCOME,
             "retry.schema.json" => RETRY,
             "replay.schema.json" => REPLAY,
+            "operational-event.schema.json" => OPERATIONAL_EVENT,
             _ => return Err(format!("unknown schema reference {uri}").into()),
         };
         Ok(serde_json::from_str(text)?)
@@ -51,6 +53,7 @@ pub enum Kind {
     Outcome,
     Retry,
     Replay,
+    OperationalEvent,
 }
 
 fn compile(text: &str) -> Arc<Validator> {
@@ -67,7 +70,7 @@ fn compile(text: &str) -> Arc<Validator> {
     Arc::new(validator)
 }
 
-static VALIDATORS: LazyLock<[Arc<Validator>; 7]> = LazyLock::new(|| {
+static VALIDATORS: LazyLock<[Arc<Validator>; 8]> = LazyLock::new(|| {
     [
         compile(FEEDBACK_EVENT),
         compile(WEBHOOK),
@@ -76,6 +79,7 @@ static VALIDATORS: LazyLock<[Arc<Validator>; 7]> = LazyLock::new(|| {
         compile(OUTCOME),
         compile(RETRY),
         compile(REPLAY),
+        compile(OPERATIONAL_EVENT),
     ]
 });
 
@@ -88,6 +92,7 @@ fn validator(kind: Kind) -> &'static Validator {
         Kind::Outcome => 4,
         Kind::Retry => 5,
         Kind::Replay => 6,
+        Kind::OperationalEvent => 7,
     };
     &VALIDATORS[index]
 }
@@ -170,6 +175,7 @@ mod tests {
             Kind::Outcome,
             Kind::Retry,
             Kind::Replay,
+            Kind::OperationalEvent,
         ] {
             let _ = validator(kind);
         }

@@ -36,6 +36,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub shutdown: ShutdownSettings,
     pub replay: ReplaySettings,
+    pub health: HealthSettings,
     pub admin: AdminSettings,
     /// `FW_*` environment variables that name no setting: ignored (a platform or wrapper
     /// may set its own), and reported so that a misspelt setting is noticed.
@@ -196,6 +197,65 @@ impl Default for ReplaySettings {
         ReplaySettings {
             max_in_flight: 64,
             confirm_above: 1_000,
+        }
+    }
+}
+
+/// Webhook health: the processor group works out each webhook's state from its deliveries
+/// (README, "Webhook health").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Health tracking, operational events and automatic disabling; off: none of them.
+    pub enabled: bool,
+    /// Where operational events are written (`webhook.failing`, …).
+    pub events_topic: String,
+    /// The internal topics: the processor's signals to the trackers (default
+    /// `{group_id}-health-signals`) and the trackers' state (compacted, default
+    /// `{group_id}-health`). Their consumer group is `{group_id}-health`.
+    pub signal_topic: Option<String>,
+    pub state_topic: Option<String>,
+    /// Partitions of both (trackers share the webhooks by them).
+    pub partitions: i32,
+    /// A webhook whose every delivery failed for this long is disabled (5 days); 0: never.
+    pub disable_after_secs: u64,
+    /// The window of the failure rate; `webhook.failing` repeats at most this often.
+    pub window_secs: u64,
+    pub remind_secs: u64,
+    /// Events that ended failed are announced together once per window (`event.exhausted`).
+    pub exhausted_window_secs: u64,
+    /// How often the trackers look at the time (exhausted windows, the disable period).
+    pub tick_ms: u64,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            enabled: true,
+            events_topic: "webhook-operational-events".into(),
+            signal_topic: None,
+            state_topic: None,
+            partitions: 6,
+            disable_after_secs: 5 * 24 * 3600,
+            window_secs: 3600,
+            remind_secs: 3600,
+            exhausted_window_secs: 300,
+            tick_ms: 1_000,
+        }
+    }
+}
+
+impl HealthSettings {
+    pub fn policy(&self) -> crate::domain::health::HealthPolicy {
+        crate::domain::health::HealthPolicy {
+            disable_after: if self.disable_after_secs == 0 {
+                Duration::MAX
+            } else {
+                Duration::from_secs(self.disable_after_secs)
+            },
+            window: Duration::from_secs(self.window_secs.max(60)),
+            remind_every: Duration::from_secs(self.remind_secs),
+            exhausted_window: Duration::from_secs(self.exhausted_window_secs),
         }
     }
 }
@@ -751,6 +811,23 @@ impl Settings {
             .retry_topic_prefix
             .clone()
             .unwrap_or_else(|| format!("{}-retry", self.kafka.group_id))
+    }
+
+    /// The health signals' topic, when health tracking is on.
+    pub fn health_signal_topic(&self) -> Option<String> {
+        self.health.enabled.then(|| {
+            self.health
+                .signal_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}-health-signals", self.kafka.group_id))
+        })
+    }
+
+    pub fn health_state_topic(&self) -> String {
+        self.health
+            .state_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-health", self.kafka.group_id))
     }
 
     pub fn replay_topic(&self) -> String {

@@ -30,7 +30,7 @@ pub enum TokenError {
     BadScope { name: String, scope: String },
     #[error("admin token {name:?}: hash is not an Argon2 PHC string ($argon2id$...)")]
     BadHash { name: String },
-    #[error("admin token names must be unique and not empty: {0:?}")]
+    #[error("admin token names must be unique, not empty, and not \"health\" or \"receiver\" (the processor writes under those): {0:?}")]
     BadName(String),
     #[error("hashing: {0}")]
     Hashing(String),
@@ -179,7 +179,15 @@ impl Tokens {
         let mut checked: Vec<(Principal, Check)> = Vec::new();
         let mut by_id = HashMap::new();
         for e in entries {
-            if e.name.trim().is_empty() || checked.iter().any(|(p, _)| p.name == e.name) {
+            // A record's `updatedBy` then tells an operator's write from the processor's.
+            let reserved = [
+                crate::join::disable::HEALTH,
+                crate::join::disable::UPDATED_BY,
+            ];
+            if e.name.trim().is_empty()
+                || reserved.contains(&e.name.as_str())
+                || checked.iter().any(|(p, _)| p.name == e.name)
+            {
                 return Err(TokenError::BadName(e.name.clone()));
             }
             let scope = Scope::parse(&e.scope).ok_or_else(|| TokenError::BadScope {
@@ -443,5 +451,11 @@ mod tests {
             ]),
             Err(TokenError::BadName(_))
         ));
+        for reserved in ["health", "receiver"] {
+            assert!(matches!(
+                Tokens::new(&[entry(reserved, &hash, "operator", Right::Write)]),
+                Err(TokenError::BadName(_))
+            ));
+        }
     }
 }

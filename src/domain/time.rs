@@ -25,6 +25,11 @@ pub fn rfc3339_millis(at: SystemTime) -> String {
     )
 }
 
+/// [`rfc3339_millis`] of a Unix millisecond time.
+pub fn rfc3339_millis_of_unix_ms(ms: u64) -> String {
+    rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
 /// The longest wait ever computed from input (a parked record's due time, a `Retry-After`):
 /// far beyond any schedule, and small enough that adding it to a clock cannot overflow.
 pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -19,6 +19,9 @@ use crate::domain::time::rfc3339_millis;
 /// Who a receiver's disable is published as.
 pub const UPDATED_BY: &str = "receiver";
 
+/// Who the health trackers' disables are published as.
+pub const HEALTH: &str = "health";
+
 /// How many times a disable starts again after another writer fenced it.
 const ATTEMPTS: u32 = 5;
 
@@ -75,6 +78,7 @@ impl Inner {
         &self,
         key: &ConfigKey,
         version: Version,
+        who: &str,
     ) -> Result<Option<Version>, DisableError> {
         let _one_at_a_time = self.writing.lock().await;
         let mut attempt = 0;
@@ -95,7 +99,7 @@ impl Inner {
                 return Ok(None);
             }
             record["enabled"] = Value::Bool(false);
-            config::stamp(&mut record, UPDATED_BY, &rfc3339_millis(SystemTime::now()));
+            config::stamp(&mut record, who, &rfc3339_millis(SystemTime::now()));
             let bytes =
                 serde_json::to_vec(&record).map_err(|e| DisableError::Record(e.to_string()))?;
             config::validate(&key.to_string(), Some(&bytes), self.rules)?;
@@ -110,6 +114,15 @@ impl Inner {
 
 impl Disabler for ConfigDisabler {
     fn disable(&self, key: ConfigKey, version: Version) {
+        self.disable_as(key, version, UPDATED_BY);
+    }
+}
+
+impl ConfigDisabler {
+    /// Disables `key` as `who` (published as `updatedBy`), if its current version is
+    /// still `version`. Returns at once; the write happens in the background, once per
+    /// version.
+    pub fn disable_as(&self, key: ConfigKey, version: Version, who: &'static str) {
         {
             let mut started = self.inner.started.lock().unwrap_or_else(|e| e.into_inner());
             if started.len() >= MAX_REMEMBERED {
@@ -121,10 +134,10 @@ impl Disabler for ConfigDisabler {
         }
         let this = self.inner.clone();
         tokio::spawn(async move {
-            match this.write(&key, version).await {
+            match this.write(&key, version, who).await {
                 Ok(Some(new)) => info!(
                     target: "feedback_webhooks::audit",
-                    who = UPDATED_BY,
+                    who,
                     action = "disable",
                     key = %key,
                     old = %version,
@@ -132,10 +145,10 @@ impl Disabler for ConfigDisabler {
                     "config write"
                 ),
                 Ok(None) => {
-                    info!(key = %key, old = %version, "the webhook changed since its receiver asked to be disabled; left as it is")
+                    info!(key = %key, old = %version, who, "the webhook changed since its disable was decided; left as it is")
                 }
                 Err(e) => {
-                    warn!(key = %key, error = %e, "a receiver's request to disable its webhook was not carried out");
+                    warn!(key = %key, error = %e, who, "a webhook's disable was not carried out");
                     // Let a later answer try again.
                     this.started
                         .lock()

@@ -71,6 +71,16 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Rebalance callbacks, by consumer and kind (`assign`, `revoke`).
     pub rebalances: IntCounterVec,
+    /// Webhooks tracked by this instance's health tracker, by state (`healthy`,
+    /// `failing`, `disabled`): counts, never one series per webhook.
+    pub webhooks_by_health: IntGaugeVec,
+    /// Operational events written, by type (`webhook.failing`, …).
+    pub operational_events: IntCounterVec,
+    /// 1 while the processor is ready (its `/readyz` answers 200), else 0.
+    pub ready: IntGauge,
+    /// Time from an event's first handling to its terminal outcome (its retries
+    /// included): the outcome lag.
+    pub outcome_seconds: Histogram,
     hooks: Mutex<Vec<Hook>>,
 }
 
@@ -137,6 +147,19 @@ fn attempt_histogram(r: &Registry) -> Histogram {
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ];
     let opts = HistogramOpts::new(name, "Duration of webhook delivery attempts").buckets(buckets);
+    registered(r, name, Histogram::with_opts(opts))
+}
+
+fn outcome_histogram(r: &Registry) -> Histogram {
+    let name = "outcome_seconds";
+    let buckets = vec![
+        0.01, 0.05, 0.25, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0, 14_400.0, 86_400.0,
+    ];
+    let opts = HistogramOpts::new(
+        name,
+        "Time from an event's first handling to its terminal outcome, retries included",
+    )
+    .buckets(buckets);
     registered(r, name, Histogram::with_opts(opts))
 }
 
@@ -256,6 +279,20 @@ impl Metrics {
                 "Consumer-group rebalance callbacks, by consumer and kind",
                 &["consumer", "kind"],
             ),
+            webhooks_by_health: gauge_vec(
+                &r,
+                "webhooks",
+                "Webhooks tracked by this instance's health tracker, by health state",
+                &["state"],
+            ),
+            operational_events: counter(
+                &r,
+                "operational_events_total",
+                "Operational events written, by type",
+                &["type"],
+            ),
+            ready: gauge(&r, "ready", "1 while the processor is ready, else 0"),
+            outcome_seconds: outcome_histogram(&r),
             registry: r,
             hooks: Mutex::new(Vec::new()),
         }
@@ -334,6 +371,36 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn the_shipped_alert_rules_name_only_exported_metrics() {
+        let m = metrics();
+        m.webhooks_by_health.with_label_values(&["failing"]).set(1);
+        m.operational_events
+            .with_label_values(&["webhook.disabled"])
+            .inc();
+        m.outcome_seconds.observe(0.2);
+        m.transactions.with_label_values(&["aborted"]).inc();
+        m.consumer_lag
+            .with_label_values(&["input", "t", "0"])
+            .set(3);
+        m.ready.set(1);
+        let text = m.render();
+        let rules = include_str!("../../deploy/prometheus/alerts.yaml");
+        let mut named = 0;
+        for (at, _) in rules.match_indices("feedback_webhooks_") {
+            let name: String = rules[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),
+                "{name} is not exported"
+            );
+            named += 1;
+        }
+        assert!(named >= 6, "{named}");
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub async fn start(
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let local: SocketAddr = listener.local_addr().map_err(bind_error)?;
     info!(addr = %local, "serving /metrics, /healthz and /readyz");
+    {
+        let health = health.clone();
+        metrics().on_scrape(move |m| m.ready.set(i64::from(health.ready().is_ok())));
+    }
     Ok(tokio::spawn(async move {
         let mut acceptor = Acceptor::capped(listener, MAX_CONNECTIONS);
         loop {

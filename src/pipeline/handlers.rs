@@ -10,14 +10,16 @@ use tracing::{debug, error, warn, Instrument};
 
 use super::Context;
 use crate::delivery::{EventProgress, Step};
+use crate::domain::config::WebhookConfig;
 use crate::domain::event::{self, EventError, FeedbackEvent};
+use crate::domain::health::{Observation, Signal};
 use crate::domain::matching::Decision;
-use crate::domain::outcome::{Outcome, Reason, Replay, Source, WebhookRef};
+use crate::domain::outcome::{Attempt, Outcome, Reason, Replay, Source, Status, WebhookRef};
 use crate::domain::parked::Parked;
 use crate::domain::payload;
 use crate::domain::replay::ReplayRecord;
 use crate::domain::time::{after, bounded, rfc3339_millis, unix_ms};
-use crate::join::{join, Joined, StoreError};
+use crate::join::{join, Joined, StoreError, Stored};
 use crate::source::InputRecord;
 
 /// The span of one event's work: its id, org and sandbox (never a secret).
@@ -64,7 +66,7 @@ async fn parse_or_record_invalid(
     let identity = event::identity_of_invalid(payload, context.max_event_bytes);
     let mut outcome = Outcome::invalid(identity, reason, source.clone(), now());
     outcome.replay = replay.clone();
-    context.recorder.outcome(record, &outcome).await;
+    context.recorder.outcome(record, &outcome, None).await;
     None
 }
 
@@ -120,7 +122,7 @@ async fn read_internal<T: serde::de::DeserializeOwned>(
             );
             let source = source_of(record);
             let outcome = Outcome::invalid(Default::default(), Reason::InvalidEvent, source, now());
-            context.recorder.outcome(record, &outcome).await;
+            context.recorder.outcome(record, &outcome, None).await;
             None
         }
     }
@@ -162,7 +164,7 @@ pub(super) async fn handle_parked(context: Arc<Context>, record: InputRecord) ->
                 parked.source,
                 now(),
             );
-            context.recorder.outcome(&record, &outcome).await;
+            context.recorder.outcome(&record, &outcome, None).await;
             return true;
         }
     };
@@ -262,6 +264,7 @@ async fn advance(
         }
     };
     let body = Bytes::from(payload::to_body(&payload::build(event, channel, status)));
+    let sent_before = progress.attempts.iter().filter(|a| a.was_sent()).count();
     let step = context
         .deliverer
         .step(event, &webhook, body, &mut progress)
@@ -269,18 +272,24 @@ async fn advance(
     match step {
         Step::Done {
             reason,
-            webhook,
+            webhook: used,
             attempts,
         } => {
+            let signal = health_signal(event, &webhook, &attempts, sent_before, reason);
             progress.attempts = attempts;
-            end(reason, Some(webhook), progress, source).await;
+            let outcome = outcome_of(event, reason, Some(used), progress, source);
+            context
+                .recorder
+                .outcome(record, &outcome, signal.as_ref())
+                .await;
         }
         Step::Park {
             attempts,
             delay,
             busy,
-            webhook,
+            webhook: used,
         } => {
+            let signal = health_signal(event, &webhook, &attempts, sent_before, None);
             let due = after(SystemTime::now(), delay);
             let parked = Parked {
                 kind: "retry".into(),
@@ -297,7 +306,15 @@ async fn advance(
                 },
                 replay: progress.replay,
             };
-            park(context, record, event, parked, delay, webhook).await;
+            park(
+                context,
+                record,
+                event,
+                (parked, delay),
+                used,
+                signal.as_ref(),
+            )
+            .await;
         }
     }
 }
@@ -330,9 +347,65 @@ async fn finish(
     progress: EventProgress,
     source: Source,
 ) {
+    let outcome = outcome_of(event, reason, webhook, progress, source);
+    context.recorder.outcome(record, &outcome, None).await;
+}
+
+fn outcome_of(
+    event: &FeedbackEvent,
+    reason: Option<Reason>,
+    webhook: Option<WebhookRef>,
+    progress: EventProgress,
+    source: Source,
+) -> Outcome {
+    if progress.first_seen_ms > 0 {
+        let ms = unix_ms(SystemTime::now()).saturating_sub(progress.first_seen_ms);
+        crate::observe::metrics()
+            .outcome_seconds
+            .observe(ms as f64 / 1000.0);
+    }
     let mut outcome = Outcome::for_event(event, reason, webhook, progress.attempts, source, now());
     outcome.replay = progress.replay;
-    context.recorder.outcome(record, &outcome).await;
+    outcome
+}
+
+/// What a delivery step tells the webhook's health tracker: the request it made (the
+/// attempts past the `sent_before` that were requests), and whether the event ended
+/// failed. `None` when it did neither.
+fn health_signal(
+    event: &FeedbackEvent,
+    webhook: &Stored<WebhookConfig>,
+    attempts: &[Attempt],
+    sent_before: usize,
+    reason: Option<Reason>,
+) -> Option<Signal> {
+    let sent = attempts.iter().filter(|a| a.was_sent()).count() > sent_before;
+    let last = attempts
+        .iter()
+        .rev()
+        .find(|a| a.was_sent())
+        .filter(|_| sent);
+    let ended_failed = reason
+        .filter(|r| r.status() == Status::Failed)
+        .map(|r| r.as_str().to_owned());
+    if !sent && ended_failed.is_none() {
+        return None;
+    }
+    let http_status = last.and_then(|a| a.http_status);
+    let observation = Observation {
+        at_ms: unix_ms(SystemTime::now()),
+        sent,
+        ok: http_status.is_some_and(|s| (200..300).contains(&s)),
+        ended_failed,
+        http_status,
+        error: last.and_then(|a| a.error.clone()),
+    };
+    Some(Signal::of(
+        &event.ims_org,
+        &event.sandbox.id,
+        &webhook.version.to_string(),
+        &observation,
+    ))
 }
 
 /// Parks the event for another attempt after `delay`; a parked record the broker refuses
@@ -341,16 +414,21 @@ async fn park(
     context: &Context,
     record: &InputRecord,
     event: &FeedbackEvent,
-    parked: Parked,
-    delay: Duration,
+    (parked, delay): (Parked, Duration),
     webhook: WebhookRef,
+    signal: Option<&Signal>,
 ) {
     debug!(
         delay_ms = delay.as_millis() as u64,
         attempts = parked.attempts.len(),
         "parked for retry"
     );
-    if context.recorder.park(record, &parked, delay).await.is_ok() {
+    if context
+        .recorder
+        .park(record, &parked, delay, signal)
+        .await
+        .is_ok()
+    {
         return;
     }
     error!(

@@ -25,6 +25,7 @@ use self::handlers::{handle_input, handle_parked, handle_replay, parked_due};
 use crate::delivery::{Deliverer, DelivererError, Disabler};
 use crate::domain::parked::tier_topics;
 use crate::fatal::{Fatal, FatalCause};
+use crate::health::{Tracker, TrackerOptions};
 use crate::join::disable::ConfigDisabler;
 use crate::join::publish::Publisher;
 use crate::join::{ConfigFollower, ConfigLookup, ConfigStore, StoreError};
@@ -106,15 +107,24 @@ pub async fn run(
     health.set_caught_up();
     // A receiver's request to disable its webhook is written to the config topic, like
     // the API's writes.
-    let disabler: Arc<dyn Disabler> = Arc::new(ConfigDisabler::new(
+    let config_disabler = ConfigDisabler::new(
         Publisher::new(&settings.kafka, store.clone())
             .map_err(|e| PipelineError::Start(e.to_string()))?,
         store.clone(),
         settings.rules(),
-    ));
-    let config: Arc<dyn ConfigLookup> = Arc::new(store);
+    );
+    let disabler: Arc<dyn Disabler> = Arc::new(config_disabler.clone());
+    let config: Arc<dyn ConfigLookup> = Arc::new(store.clone());
     let mut shutdown = Box::pin(futures::FutureExt::fuse(shutdown));
     let mut processor = Processor::start(&settings, config.clone(), disabler.clone()).await?;
+    // Started once its topics exist; it rides out its own faults, apart from the loops.
+    let tracker = match TrackerOptions::from_settings(&settings) {
+        Some(options) => Some(
+            Tracker::start(options, settings.kafka.clone(), store, config_disabler)
+                .map_err(|e| PipelineError::Start(format!("health tracker: {e}")))?,
+        ),
+        None => None,
+    };
     let mut recoveries = Recoveries::default();
     let stopped = loop {
         let result = processor.run(&health, &follower, &mut shutdown).await;
@@ -154,6 +164,8 @@ pub async fn run(
             None => break Ok(()),
         }
     };
+    // Leaving its group blocks: off the async workers.
+    let _ = tokio::task::spawn_blocking(move || drop(tracker)).await;
     follower.stop();
     trimmer.abort();
     info!("stopped");
@@ -198,6 +210,31 @@ async fn restart(
             }
         }
     }
+}
+
+/// The health tracking's topics, when it is on: signals and operational events (kept like
+/// the internal topics), and the trackers' compacted state, all with the same partitions.
+async fn ensure_health_topics(settings: &Settings) -> Result<(), rdkafka::error::KafkaError> {
+    let Some(signals) = settings.health_signal_topic() else {
+        return Ok(());
+    };
+    let spec = TopicSpec {
+        partitions: settings.health.partitions.max(1),
+        ..TopicSpec::from_settings(settings)
+    };
+    let kafka = &settings.kafka;
+    ensure_topics(kafka, &[signals], spec).await?;
+    ensure_topics(
+        kafka,
+        std::slice::from_ref(&settings.health.events_topic),
+        spec,
+    )
+    .await?;
+    let state = TopicSpec {
+        compact: true,
+        ..spec
+    };
+    ensure_topics(kafka, &[settings.health_state_topic()], state).await
 }
 
 /// Opens the config cache and starts following the config topic.
@@ -305,6 +342,9 @@ impl Processor {
         let mut internal = tiers.clone();
         internal.push(settings.replay_topic());
         ensure_topics(kafka, &internal, TopicSpec::from_settings(settings))
+            .await
+            .map_err(PipelineError::Topics)?;
+        ensure_health_topics(settings)
             .await
             .map_err(PipelineError::Topics)?;
         if !settings.delivery.allow_cidrs.is_empty() {

@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 pub use outcomes::{RecordError, Recorder, RecorderOptions, Refused};
 pub use recorders::start_recorders;
 
+use crate::domain::health::Signal;
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::Parked;
 use crate::source::InputRecord;
@@ -26,8 +27,14 @@ use crate::source::InputRecord;
 /// write is the result of: exactly once, nothing is written for a record that is no longer
 /// this instance's, and the write holds the transaction open until the record settles.
 pub trait RecordSink: Send + Sync {
-    /// Writes one terminal outcome.
-    fn outcome<'a>(&'a self, record: &'a InputRecord, outcome: &'a Outcome) -> BoxFuture<'a, ()>;
+    /// Writes one terminal outcome, and with it what the step tells the webhook's health
+    /// tracker (`signal`).
+    fn outcome<'a>(
+        &'a self,
+        record: &'a InputRecord,
+        outcome: &'a Outcome,
+        signal: Option<&'a Signal>,
+    ) -> BoxFuture<'a, ()>;
 
     /// Parks an event for another attempt after `delay`; `Err` when the broker refuses the
     /// parked record for good (the caller ends the event instead).
@@ -36,5 +43,6 @@ pub trait RecordSink: Send + Sync {
         record: &'a InputRecord,
         parked: &'a Parked,
         delay: Duration,
+        signal: Option<&'a Signal>,
     ) -> BoxFuture<'a, Result<(), Refused>>;
 }

@@ -3,6 +3,7 @@
 //! Exactly once, the records are written in a transaction, which commits them together with
 //! the offsets of the records they are the results of (see [`Transactions`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use super::transaction::{Sent, Timing, Transaction, TxnHold};
 use super::watchdog::Watchdog;
 
 use super::RecordSink;
+use crate::domain::health::Signal;
 use crate::domain::outcome::Outcome;
 use crate::domain::parked::TIERS;
 use crate::domain::parked::{tier_for, Parked};
@@ -89,6 +91,8 @@ pub struct Recorder {
     producer: FutureProducer,
     outcome_topic: String,
     tier_topics: Vec<String>,
+    /// Where the webhooks' health signals go (`None`: health tracking is off).
+    signal_topic: Option<String>,
     fatal: Fatal,
     /// The largest outcome record the outcome topic takes: a larger outcome is written
     /// reduced straight away (exactly once, a record the broker refuses would void the
@@ -96,12 +100,17 @@ pub struct Recorder {
     outcome_limit: usize,
     /// Exactly once: the open transaction.
     txn: Option<Arc<Transaction>>,
+    /// Exactly once: the health signals of the open transaction's steps, one per webhook,
+    /// written when it commits.
+    signals: std::sync::Mutex<HashMap<String, Signal>>,
 }
 
 /// What the outcome writer needs to know.
 pub struct RecorderOptions<'a> {
     /// The retry tiers' topics, shortest first (see [`crate::domain::parked`]).
     pub tier_topics: Vec<String>,
+    /// The health signals' topic, when health tracking is on.
+    pub signal_topic: Option<String>,
     /// See [`crate::kafka::internal_record_limit`].
     pub max_record_bytes: usize,
     /// The outcome topic's `max.message.bytes`.
@@ -165,6 +174,8 @@ impl Recorder {
             producer,
             outcome_topic: kafka.outcome_topic.clone(),
             tier_topics: o.tier_topics,
+            signal_topic: o.signal_topic,
+            signals: std::sync::Mutex::default(),
             fatal: o.fatal,
             outcome_limit: o.outcome_limit,
             txn,
@@ -195,36 +206,11 @@ impl Recorder {
     /// refuses for good (or that is larger than the outcome topic takes) is written
     /// reduced (no attempts, no webhook: still its identity, status, reason and source
     /// coordinates), so its record still completes.
-    pub async fn outcome(&self, record: &InputRecord, outcome: &Outcome) {
+    pub async fn outcome(&self, record: &InputRecord, outcome: &Outcome, signal: Option<&Signal>) {
         let Ok(hold) = self.open(record).await else {
             return;
         };
-        let key = outcome.key();
-        let full = outcome.to_json();
-        let mut written = if key.len() + full.len() + RECORD_OVERHEAD > self.outcome_limit {
-            Err(Refused(KafkaError::MessageProduction(
-                rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
-            )))
-        } else {
-            self.send(&self.outcome_topic, &key, &full).await
-        };
-        if let Err(Refused(e)) = &written {
-            error!(
-                topic = self.outcome_topic,
-                source_partition = outcome.source.partition,
-                source_offset = outcome.source.offset,
-                error = %e,
-                "outcome refused by the broker; writing it reduced"
-            );
-            metrics()
-                .record_write_failures
-                .with_label_values(&["outcome_reduced"])
-                .inc();
-            let reduced = outcome.reduced();
-            written = self
-                .send(&self.outcome_topic, &key, &reduced.to_json())
-                .await;
-        }
+        let (written, ()) = futures::join!(self.write_outcome(outcome), self.signal(signal));
         if let Some(hold) = hold {
             record.hold(Box::new(hold));
         }
@@ -258,6 +244,63 @@ impl Recorder {
             .inc();
     }
 
+    /// Writes `outcome`, or reduced when the broker refuses it for good.
+    async fn write_outcome(&self, outcome: &Outcome) -> Result<(), Refused> {
+        let key = outcome.key();
+        let full = outcome.to_json();
+        let written = if key.len() + full.len() + RECORD_OVERHEAD > self.outcome_limit {
+            Err(Refused(KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
+            )))
+        } else {
+            self.send(&self.outcome_topic, &key, &full).await
+        };
+        let Err(Refused(e)) = &written else {
+            return written;
+        };
+        error!(
+            topic = self.outcome_topic,
+            source_partition = outcome.source.partition,
+            source_offset = outcome.source.offset,
+            error = %e,
+            "outcome refused by the broker; writing it reduced"
+        );
+        metrics()
+            .record_write_failures
+            .with_label_values(&["outcome_reduced"])
+            .inc();
+        let reduced = outcome.reduced();
+        self.send(&self.outcome_topic, &key, &reduced.to_json())
+            .await
+    }
+
+    /// Takes a step's health signal (when health tracking is on): exactly once, into its
+    /// webhook's signal of the open transaction (written at its commit); at least once,
+    /// written at once. Small and of a fixed shape: a refusal cannot happen in practice,
+    /// and would only cost the tracker one observation.
+    async fn signal(&self, signal: Option<&Signal>) {
+        let (Some(topic), Some(signal)) = (&self.signal_topic, signal) else {
+            return;
+        };
+        if self.txn.is_some() {
+            let mut signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
+            match signals.get_mut(&signal.key()) {
+                Some(sum) => sum.merge(signal),
+                None => {
+                    signals.insert(signal.key(), signal.clone());
+                }
+            }
+            return;
+        }
+        if let Err(Refused(e)) = self.send(topic, &signal.key(), &signal.to_json()).await {
+            warn!(topic, error = %e, "health signal refused by the broker; dropped");
+            metrics()
+                .record_write_failures
+                .with_label_values(&["signal_dropped"])
+                .inc();
+        }
+    }
+
     /// Parks an event in the retry tier for `delay`, and waits for the acknowledgement.
     /// `Err` when the broker refuses the parked record for good: the caller ends the event.
     /// Nothing is written (`Ok`) for a record handed over meanwhile.
@@ -266,6 +309,7 @@ impl Recorder {
         record: &InputRecord,
         parked: &Parked,
         delay: Duration,
+        signal: Option<&Signal>,
     ) -> Result<(), Refused> {
         let index = tier_for(delay).min(self.tier_topics.len().saturating_sub(1));
         let Some(topic) = self.tier_topics.get(index) else {
@@ -274,7 +318,12 @@ impl Recorder {
         let Ok(hold) = self.open(record).await else {
             return Ok(());
         };
-        if let Err(refused) = self.send(topic, &parked.event_id, &parked.to_json()).await {
+        let value = parked.to_json();
+        let (written, ()) = futures::join!(
+            self.send(topic, &parked.event_id, &value),
+            self.signal(signal)
+        );
+        if let Err(refused) = written {
             metrics()
                 .record_write_failures
                 .with_label_values(&["park_refused"])
@@ -368,10 +417,57 @@ impl Recorder {
 /// outcome size check.
 const RECORD_OVERHEAD: usize = 512;
 
+impl Recorder {
+    /// Queues the open transaction's health signals in it (the commit waits for them:
+    /// one that fails fails the commit, which is then redone with the work it sums).
+    fn flush_signals(&self, txn: &Transaction) {
+        let (Some(topic), signals) = (
+            &self.signal_topic,
+            std::mem::take(&mut *self.signals.lock().unwrap_or_else(|e| e.into_inner())),
+        ) else {
+            return;
+        };
+        for (key, signal) in signals {
+            let value = signal.to_json();
+            match self
+                .producer
+                .send_result(FutureRecord::to(topic).key(&key).payload(&value))
+            {
+                Ok(_delivery) => txn.sent(Sent {
+                    topic: topic.clone(),
+                    key,
+                    value,
+                }),
+                Err((e, _)) => {
+                    warn!(topic, error = %e, "health signal not queued; dropped");
+                    metrics()
+                        .record_write_failures
+                        .with_label_values(&["signal_dropped"])
+                        .inc();
+                }
+            }
+        }
+    }
+
+    /// Forgets the signals of a transaction that is thrown away (its work is redone).
+    fn forget_signals(&self) {
+        self.signals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
 impl Transactions for Recorder {
     fn commit(&self, offsets: &mut dyn FnMut() -> Option<Offsets>) -> Result<(), CommitError> {
         match &self.txn {
-            Some(txn) => txn.commit(&self.producer, offsets),
+            Some(txn) => {
+                // Most signals go while writes still run: their partitions join the
+                // transaction and their records are acknowledged by the time the commit
+                // starts; what the last writes add goes after the barrier, beside the offsets.
+                self.flush_signals(txn);
+                txn.commit(&self.producer, offsets, &|| self.flush_signals(txn))
+            }
             None => Ok(()),
         }
     }
@@ -386,15 +482,23 @@ impl Transactions for Recorder {
 
     fn abort(&self) -> Result<(), CommitError> {
         match &self.txn {
-            Some(txn) => txn.abort(&self.producer),
+            Some(txn) => {
+                self.forget_signals();
+                txn.abort(&self.producer)
+            }
             None => Ok(()),
         }
     }
 }
 
 impl RecordSink for Recorder {
-    fn outcome<'a>(&'a self, record: &'a InputRecord, outcome: &'a Outcome) -> BoxFuture<'a, ()> {
-        Box::pin(Recorder::outcome(self, record, outcome))
+    fn outcome<'a>(
+        &'a self,
+        record: &'a InputRecord,
+        outcome: &'a Outcome,
+        signal: Option<&'a Signal>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(Recorder::outcome(self, record, outcome, signal))
     }
 
     fn park<'a>(
@@ -402,8 +506,9 @@ impl RecordSink for Recorder {
         record: &'a InputRecord,
         parked: &'a Parked,
         delay: Duration,
+        signal: Option<&'a Signal>,
     ) -> BoxFuture<'a, Result<(), Refused>> {
-        Box::pin(Recorder::park(self, record, parked, delay))
+        Box::pin(Recorder::park(self, record, parked, delay, signal))
     }
 }
 

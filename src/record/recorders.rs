@@ -26,13 +26,16 @@ pub async fn start_recorders(
             tiers.to_vec(),
             internal_record_limit(settings.delivery.max_event_bytes),
             settings.kafka.max_transaction_records,
+            settings.health_signal_topic(),
         );
         async move {
             // Registering a transactional id waits for the broker: off the async workers.
             tokio::task::spawn_blocking(move || {
-                let (tier_topics, max_record_bytes, max_transaction_records) = options;
+                let (tier_topics, max_record_bytes, max_transaction_records, signal_topic) =
+                    options;
                 let options = RecorderOptions {
                     tier_topics,
+                    signal_topic,
                     max_record_bytes,
                     outcome_limit,
                     transactional_id: transactional_id.as_deref(),

@@ -266,10 +266,14 @@ impl Transaction {
     /// Waits until no write is under way (holding new ones back), then commits what was
     /// written with the offsets `offsets` gives at that moment, and begins the next
     /// transaction.
+    /// `flush` writes what the transaction's writes left to be written at its end (the
+    /// health signals that sum them): it runs once every write under way has settled and
+    /// new ones wait, before the offsets and the commit.
     pub fn commit(
         &self,
         calls: &dyn TxnCalls,
         offsets: &mut dyn FnMut() -> Option<Offsets>,
+        flush: &dyn Fn(),
     ) -> Result<(), CommitError> {
         // Every write under way finishes (its record settles) first; new ones wait. A write
         // that does not finish soon (the broker is away) is waited for by a later commit,
@@ -282,6 +286,7 @@ impl Transaction {
                 "an earlier transaction failed; nothing commits until the restart".into(),
             ));
         }
+        flush();
         let result = self.commit_open(calls, offsets);
         if let Err(CommitError::Fatal(_)) = &result {
             self.fail();
@@ -627,13 +632,13 @@ mod tests {
     /// A commit whose progress is what the consumer gives every time it is asked (it is
     /// asked again after each rewrite).
     fn commit(txn: &Transaction, calls: &Script) -> Result<(), CommitError> {
-        txn.commit(calls, &mut || Some(offsets()))
+        txn.commit(calls, &mut || Some(offsets()), &|| {})
     }
 
     #[test]
     fn nothing_written_and_nothing_to_commit_makes_no_call() {
         let (txn, calls) = (transaction(), Script::default());
-        txn.commit(&calls, &mut || None).unwrap();
+        txn.commit(&calls, &mut || None, &|| {}).unwrap();
         assert!(calls.calls().is_empty());
     }
 
@@ -643,7 +648,7 @@ mod tests {
         commit(&txn, &calls).unwrap();
         assert_eq!(calls.calls(), ["send offsets", "commit", "begin"]);
         // The next commit has nothing to do.
-        txn.commit(&calls, &mut || None).unwrap();
+        txn.commit(&calls, &mut || None, &|| {}).unwrap();
         assert_eq!(calls.calls().len(), 3);
     }
 
@@ -770,7 +775,7 @@ mod tests {
         txn.abort(&calls).unwrap();
         assert_eq!(calls.calls(), ["abort", "begin"]);
         // Nothing is left to commit.
-        txn.commit(&calls, &mut || None).unwrap();
+        txn.commit(&calls, &mut || None, &|| {}).unwrap();
         assert_eq!(calls.calls().len(), 2);
     }
 }

@@ -15,6 +15,7 @@ mod delivery;
 mod durability;
 mod exactly_once;
 mod faults;
+mod health;
 mod hostile;
 mod invalid;
 mod observe;

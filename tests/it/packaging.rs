@@ -366,6 +366,42 @@ fn find<'a>(objects: &'a [(String, Yaml)], kind: &str, name: &str) -> &'a Yaml {
 /// The oldest Kubernetes the manifests target (the `preStop.sleep` action needs 1.30).
 const KUBERNETES_VERSION: &str = "1.30";
 
+/// Runs Debian's `promtool` (package `prometheus`, installed by scripts/deps --tests).
+fn promtool(args: &[&str], dir: &Path) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{report}");
+    report
+}
+
+#[test]
+fn the_alert_rules_are_valid_fire_on_the_exported_series_and_are_loaded_by_compose() {
+    let rules = root().join("deploy/prometheus");
+    let report = promtool(&["check", "rules", "alerts.yaml"], &rules);
+    assert!(report.contains("SUCCESS: 6 rules found"), "{report}");
+    promtool(&["test", "rules", "alerts.test.yaml"], &rules);
+    // The compose Prometheus loads them (the file is mounted beside its config).
+    let compose = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("deploy/compose/prometheus.yml", "prometheus.yml"),
+        ("deploy/prometheus/alerts.yaml", "alerts.yaml"),
+    ] {
+        std::fs::copy(root().join(from), compose.path().join(to)).unwrap();
+    }
+    let report = promtool(&["check", "config", "prometheus.yml"], compose.path());
+    assert!(report.contains("SUCCESS: 6 rules found"), "{report}");
+    assert!(read("docker-compose.yml")
+        .contains("./deploy/prometheus/alerts.yaml:/etc/prometheus/alerts.yaml:ro"));
+}
+
 #[test]
 fn kubernetes_manifests_match_the_api_schemas() {
     // kubernetes-validate (PyPI) bundles the API's JSON schemas; strict mode refuses

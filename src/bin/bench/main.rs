@@ -467,7 +467,9 @@ async fn delete_topics(bootstrap: &str, t: &Topics) {
         "{}-retry",
         t.group
     )));
-    names.push(format!("{}-replay", t.group));
+    for own in ["replay", "health-signals", "health", "operational"] {
+        names.push(format!("{}-{own}", t.group));
+    }
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     // Best effort: a topic that was never made is no failure.
     let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
@@ -631,6 +633,10 @@ impl Processor {
             .env("FW_KAFKA__INPUT_TOPICS", format!("[{}]", topics.input))
             .env("FW_KAFKA__CONFIG_TOPIC", &topics.config)
             .env("FW_KAFKA__OUTCOME_TOPIC", &topics.outcomes)
+            .env(
+                "FW_HEALTH__EVENTS_TOPIC",
+                format!("{}-operational", topics.group),
+            )
             .env("FW_STORE__PATH", dir.join("store"))
             .env("FW_DELIVERY__EXTRA_CA_FILE", ca)
             .env("FW_DELIVERY__MAX_IN_FLIGHT", max_in_flight.to_string())

@@ -158,6 +158,8 @@ pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
 /// record against the outcome schema.
 pub struct Reader {
     consumer: BaseConsumer,
+    /// The schema each record must match.
+    kind: feedback_webhooks::schema::Kind,
     pub records: Vec<Value>,
     /// Each record's partition and offset, in the order read.
     pub positions: Vec<(i32, i64)>,
@@ -178,8 +180,17 @@ impl Reader {
         consumer.assign(&tpl).expect("assign");
         Reader {
             consumer,
+            kind: feedback_webhooks::schema::Kind::Outcome,
             records: Vec::new(),
             positions: Vec::new(),
+        }
+    }
+
+    /// A reader of operational events (each checked against their schema).
+    pub fn operational(topic: &str) -> Self {
+        Reader {
+            kind: feedback_webhooks::schema::Kind::OperationalEvent,
+            ..Self::new(topic)
         }
     }
 
@@ -193,8 +204,8 @@ impl Reader {
                         .payload()
                         .map(|p| serde_json::from_slice(p).expect("outcome is JSON"))
                         .unwrap_or(Value::Null);
-                    // Every outcome the processor writes must match the published schema.
-                    super::assert_schema(feedback_webhooks::schema::Kind::Outcome, &value);
+                    // Every record the processor writes must match the published schema.
+                    super::assert_schema(self.kind, &value);
                     self.records.push(value);
                     self.positions.push((m.partition(), m.offset()));
                 }

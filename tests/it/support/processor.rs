@@ -29,6 +29,11 @@ pub fn env_for(topics: &Topics, store: &Path, ca: &Path) -> Vec<(String, String)
         ),
         ("FW_KAFKA__CONFIG_TOPIC".into(), topics.config.clone()),
         ("FW_KAFKA__OUTCOME_TOPIC".into(), topics.outcomes.clone()),
+        // Each test's operational events on a topic of its own.
+        (
+            "FW_HEALTH__EVENTS_TOPIC".into(),
+            format!("{}-operational", topics.input),
+        ),
         ("FW_STORE__PATH".into(), store.display().to_string()),
         (
             "FW_DELIVERY__EXTRA_CA_FILE".into(),

@@ -1,0 +1,259 @@
+//! Webhook health on the real broker, binary and receivers: what a failing receiver's
+//! owner is told (operational events, exactly once to a `read_committed` reader), when the
+//! webhook is disabled for it, and that a receiver that sometimes succeeds never is.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use feedback_webhooks::receiver::Reply;
+use serde_json::Value;
+
+use crate::support::kafka::Reader;
+use crate::support::processor::cli;
+use crate::support::*;
+
+fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+    env.retain(|(k, _)| k != name);
+    env.push((name.into(), value.into()));
+}
+
+/// A harness whose processor tracks health with a short period: disabled after
+/// `disable_secs` of failures, failed events announced every 2 s.
+async fn harness(name: &str, disable_secs: u64) -> (Harness, String) {
+    let mut h = Harness::hooked(name).await;
+    let events = format!("{}-operational", h.topics.input);
+    set(&mut h.env, "FW_HEALTH__EVENTS_TOPIC", &events);
+    set(&mut h.env, "FW_HEALTH__PARTITIONS", "2");
+    set(
+        &mut h.env,
+        "FW_HEALTH__DISABLE_AFTER_SECS",
+        &disable_secs.to_string(),
+    );
+    set(&mut h.env, "FW_HEALTH__EXHAUSTED_WINDOW_SECS", "2");
+    set(&mut h.env, "FW_HEALTH__TICK_MS", "200");
+    (h, events)
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+/// The webhook record of `ORG` in the config topic (by the CLI).
+fn webhook_record(h: &Harness) -> Value {
+    let (ok, out, err) = cli(
+        &h.env,
+        &["config", "get", "--org", ORG, "--sandbox", SANDBOX],
+    );
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Reads operational events until `done` holds for them, or fails after `patience`.
+fn wait_until(reader: &mut Reader, patience: Duration, done: impl Fn(&[Value]) -> bool) {
+    let until = Instant::now() + patience;
+    while !done(&reader.records) {
+        assert!(
+            Instant::now() < until,
+            "operational events so far: {:#?}",
+            reader.records
+        );
+        reader.poll_for(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_failing_every_request_is_announced_once_then_disabled_after_the_period() {
+    let (mut h, topic) = harness("health-failing", 8).await;
+    // Every event uses up its three tries (no breaker parks them): five end failed.
+    set(&mut h.env, "FW_DELIVERY__BREAKER_FAILURES", "1000");
+    h.receiver.respond(|_| Reply::status(503));
+    let mut processor = h.processor("processor");
+    let started = Instant::now();
+    for i in 0..5 {
+        let id = format!("h-{i}");
+        h.producer
+            .send_json(&h.topics.input, Some(&id), &spec_event(&id))
+            .await;
+    }
+    let mut events = Reader::operational(&topic);
+    wait_until(&mut events, Duration::from_secs(60), |e| {
+        !of_type(e, "webhook.disabled").is_empty()
+    });
+    let disabled_after = started.elapsed();
+    // Anything more would have come by now.
+    events.poll_for(Duration::from_secs(3));
+    let all = &events.records;
+    let failing = of_type(all, "webhook.failing");
+    assert_eq!(failing.len(), 1, "{all:#?}");
+    assert_eq!(failing[0]["state"], "failing");
+    assert_eq!(failing[0]["lastError"]["httpStatus"], 503);
+    assert_eq!(failing[0]["imsOrg"], ORG);
+    let disabled = of_type(all, "webhook.disabled");
+    assert_eq!(disabled.len(), 1, "{all:#?}");
+    assert_eq!(disabled[0]["by"], "health");
+    assert_eq!(disabled[0]["state"], "disabled");
+    assert!(!disabled[0]["since"].is_null());
+    assert!(
+        disabled_after >= Duration::from_secs(8),
+        "disabled after {disabled_after:?}, before its period"
+    );
+    // Failed events are announced together, not one by one.
+    let exhausted = of_type(all, "event.exhausted");
+    let counted: u64 = exhausted
+        .iter()
+        .map(|e| e["exhausted"]["count"].as_u64().unwrap())
+        .sum();
+    assert!(!exhausted.is_empty() && exhausted.len() < 5, "{all:#?}");
+    assert_eq!(counted, 5, "{all:#?}");
+    let ids: std::collections::HashSet<&str> =
+        all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), all.len(), "an event written twice: {all:#?}");
+    assert!(of_type(all, "webhook.recovered").is_empty());
+    // The record says so, and who did it.
+    let record = webhook_record(&h);
+    assert_eq!(record["enabled"], false, "{record:#}");
+    assert_eq!(record["updatedBy"], "health");
+    println!(
+        "failing receiver: disabled after {:.1} s (period 8 s); {} operational events: {} failing, {} exhausted ({counted} events), {} disabled, 0 duplicates, 0 exits",
+        disabled_after.as_secs_f64(),
+        all.len(),
+        failing.len(),
+        exhausted.len(),
+        disabled.len()
+    );
+    assert!(processor.exited().is_none(), "the processor exited");
+    assert!(processor.stop().success());
+    crate::support::processor::keep_logs(h.dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_failing_nine_requests_in_ten_is_never_disabled() {
+    let (mut h, topic) = harness("health-flaky", 4).await;
+    // Its breaker stays closed: this is about health, and reordered answers could make
+    // ten failures in a row.
+    set(&mut h.env, "FW_DELIVERY__BREAKER_FAILURES", "1000");
+    let requests = Arc::new(AtomicUsize::new(0));
+    {
+        let requests = requests.clone();
+        h.receiver.respond(move |_| {
+            let n = requests.fetch_add(1, Ordering::SeqCst);
+            Reply::status(if n % 10 == 9 { 200 } else { 503 })
+        });
+    }
+    let mut processor = h.processor("processor");
+    // Three times the period of steady traffic.
+    let until = Instant::now() + Duration::from_secs(12);
+    let mut sent = 0;
+    while Instant::now() < until {
+        let id = format!("f-{sent}");
+        h.producer
+            .send_json(&h.topics.input, Some(&id), &spec_event(&id))
+            .await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut events = Reader::operational(&topic);
+    events.poll_for(Duration::from_secs(3));
+    let all = &events.records;
+    let counts: HashMap<&str, usize> = all.iter().fold(HashMap::new(), |mut m, e| {
+        *m.entry(e["type"].as_str().unwrap()).or_default() += 1;
+        m
+    });
+    println!(
+        "90% failing receiver: {sent} events, {} requests, operational events {counts:?}",
+        requests.load(Ordering::SeqCst)
+    );
+    assert!(of_type(all, "webhook.disabled").is_empty(), "{all:#?}");
+    assert_eq!(
+        of_type(all, "webhook.failing").len(),
+        1,
+        "hourly at most: {all:#?}"
+    );
+    assert!(of_type(all, "webhook.recovered").len() <= 1, "{all:#?}");
+    let record = webhook_record(&h);
+    assert_ne!(record["enabled"], false, "{record:#}");
+    assert!(processor.exited().is_none(), "the processor exited");
+    assert!(processor.stop().success());
+}
+
+/// The environment of a second instance: its own cache.
+fn instance(h: &Harness, name: &str) -> Vec<(String, String)> {
+    let mut env = h.env.clone();
+    let store = h.dir.path().join(format!("store-{name}"));
+    set(&mut env, "FW_STORE__PATH", &store.display().to_string());
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_operational_event_is_written_once_across_a_rebalance_and_a_kill_9() {
+    let (mut h, topic) = harness("health-faults", 12).await;
+    set(&mut h.env, "FW_DELIVERY__BREAKER_FAILURES", "1000");
+    h.receiver.respond(|_| Reply::status(503));
+    let mut first = h.processor("first");
+    let started = Instant::now();
+    let send = |from: usize, n: usize| {
+        let (producer, input) = (&h.producer, h.topics.input.clone());
+        async move {
+            for i in from..from + n {
+                let id = format!("k-{i}");
+                producer
+                    .send_json(&input, Some(&id), &spec_event(&id))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    send(0, 20).await;
+    // A second instance joins (both groups rebalance), then the first dies mid-stream.
+    let mut second = crate::support::processor::Processor::start(
+        &instance(&h, "second"),
+        h.dir.path().join("second.log"),
+    );
+    send(20, 20).await;
+    first.kill();
+    send(40, 20).await;
+    let mut events = Reader::operational(&topic);
+    wait_until(&mut events, Duration::from_secs(120), |e| {
+        !of_type(e, "webhook.disabled").is_empty()
+    });
+    events.poll_for(Duration::from_secs(4));
+    let all = &events.records;
+    let ids: std::collections::HashSet<&str> =
+        all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    // Every event that ended failed is counted once, in one event.exhausted or another.
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    outcomes.poll_for(Duration::from_secs(3));
+    let failed = outcomes
+        .by_event_id()
+        .values()
+        .filter(|o| o["status"] == "failed")
+        .count() as u64;
+    let counted: u64 = of_type(all, "event.exhausted")
+        .iter()
+        .map(|e| e["exhausted"]["count"].as_u64().unwrap())
+        .sum();
+    println!(
+        "health across a rebalance and a kill -9: {} operational events ({} failing, {} disabled, {} exhausted counting {counted} of {failed} failed events), {} duplicates, disabled after {:.1} s",
+        all.len(),
+        of_type(all, "webhook.failing").len(),
+        of_type(all, "webhook.disabled").len(),
+        of_type(all, "event.exhausted").len(),
+        all.len() - ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(ids.len(), all.len(), "an event written twice: {all:#?}");
+    assert_eq!(of_type(all, "webhook.failing").len(), 1, "{all:#?}");
+    assert_eq!(of_type(all, "webhook.disabled").len(), 1, "{all:#?}");
+    assert_eq!(
+        outcomes.records.len(),
+        outcomes.by_event_id().len(),
+        "an outcome twice"
+    );
+    assert!(failed > 0);
+    assert_eq!(counted, failed, "{all:#?}");
+    assert!(second.exited().is_none(), "the second instance exited");
+    assert!(second.stop().success());
+}
