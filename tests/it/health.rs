@@ -216,25 +216,35 @@ async fn each_operational_event_is_written_once_across_a_rebalance_and_a_kill_9(
     first.kill();
     send(40, 20).await;
     let mut events = Reader::operational(&topic);
-    wait_until(&mut events, Duration::from_secs(120), |e| {
+    // The killed instance's open transactions hold its partitions' readers up to the
+    // broker's transaction timeout (60 s) before the survivor reads on.
+    wait_until(&mut events, Duration::from_secs(180), |e| {
         !of_type(e, "webhook.disabled").is_empty()
     });
-    events.poll_for(Duration::from_secs(4));
-    let all = &events.records;
-    let ids: std::collections::HashSet<&str> =
-        all.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    // Every event that ended failed is counted once, in one event.exhausted or another.
+    // Every input record has its outcome; every event that ended failed is counted once,
+    // in one event.exhausted or another (the last window is announced when it closes).
     let mut outcomes = Reader::new(&h.topics.outcomes);
-    outcomes.poll_for(Duration::from_secs(3));
+    outcomes.wait_for_within(60, Duration::from_secs(120));
+    outcomes.poll_for(Duration::from_secs(2));
     let failed = outcomes
         .by_event_id()
         .values()
         .filter(|o| o["status"] == "failed")
         .count() as u64;
-    let counted: u64 = of_type(all, "event.exhausted")
-        .iter()
-        .map(|e| e["exhausted"]["count"].as_u64().unwrap())
-        .sum();
+    let counted_in = |e: &[Value]| -> u64 {
+        of_type(e, "event.exhausted")
+            .iter()
+            .map(|e| e["exhausted"]["count"].as_u64().unwrap())
+            .sum()
+    };
+    wait_until(&mut events, Duration::from_secs(60), |e| {
+        counted_in(e) >= failed
+    });
+    events.poll_for(Duration::from_secs(3));
+    let all = &events.records;
+    let counted = counted_in(all);
+    let ids: std::collections::HashSet<&str> =
+        all.iter().map(|e| e["id"].as_str().unwrap()).collect();
     println!(
         "health across a rebalance and a kill -9: {} operational events ({} failing, {} disabled, {} exhausted counting {counted} of {failed} failed events), {} duplicates, disabled after {:.1} s",
         all.len(),
