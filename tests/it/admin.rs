@@ -1246,3 +1246,101 @@ async fn a_range_opened_for_one_org_is_no_relay_for_another() {
     assert_eq!(h.receiver.received().len(), 2);
     processor.stop();
 }
+
+/// A webhook disabled by health is re-enabled through the API, which redelivers what it
+/// missed while it was down (its failed events, and those skipped as `webhook_disabled`),
+/// each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_disabled_by_health_is_reenabled_and_gets_what_it_missed_once() {
+    let mut h = Harness::start("admin-reenable").await;
+    for (k, v) in [
+        ("FW_HEALTH__DISABLE_AFTER_SECS", "4"),
+        ("FW_HEALTH__TICK_MS", "200"),
+        ("FW_DELIVERY__BREAKER_FAILURES", "1000"),
+    ] {
+        h.env.retain(|(key, _)| key != k);
+        h.env.push((k.into(), v.into()));
+    }
+    let (api, hook) = Api::with_webhook(&h).await;
+    h.receiver
+        .respond(|_| feedback_webhooks::receiver::Reply::status(503));
+    let mut processor = processor_with_api_settings(&h);
+    let failed = ["r-failed-0", "r-failed-1", "r-failed-2"];
+    for id in failed {
+        h.producer
+            .send_json(&h.topics.input, Some(id), &spec_event(id))
+            .await;
+    }
+    for id in failed {
+        wait_for_outcome(&api, &hook, id, |o| o["status"] == "failed").await;
+    }
+    // Disabled by health after its period of failures.
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let (_, _, record) = api.ask(Method::GET, &hook, "operator").await;
+        if record["enabled"] == false {
+            assert_eq!(record["updatedBy"], "health", "{record}");
+            break;
+        }
+        assert!(Instant::now() < until, "never disabled: {record}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let skipped = ["r-skipped-0", "r-skipped-1"];
+    for id in skipped {
+        h.producer
+            .send_json(&h.topics.input, Some(id), &spec_event(id))
+            .await;
+    }
+    for id in skipped {
+        wait_for_outcome(&api, &hook, id, |o| o["reason"] == "webhook_disabled").await;
+    }
+
+    // Fixed, re-enabled: everything it missed comes again, once, under one replay id.
+    h.receiver
+        .respond(|_| feedback_webhooks::receiver::Reply::status(200));
+    let (status, tag, answer) = api
+        .ask(Method::POST, &format!("{hook}/reenable"), "operator")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert!(tag.is_some());
+    assert_eq!(answer["webhook"]["enabled"], true, "{answer}");
+    let replay_id = answer["redelivery"]["replayId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let progress = format!("{hook}/redeliver/{replay_id}");
+    let until = Instant::now() + PATIENCE;
+    let done = loop {
+        let (_, _, run) = api.ask(Method::GET, &progress, "operator").await;
+        if run["state"] != "running" {
+            break run;
+        }
+        assert!(Instant::now() < until, "never finished: {run}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (&done["state"], &done["queued"]),
+        (&json!("done"), &json!(5)),
+        "{done}"
+    );
+    for id in failed.iter().chain(&skipped) {
+        let o = wait_for_outcome(&api, &hook, id, |o| o["status"] == "delivered").await;
+        assert_eq!(o["replay"]["id"], replay_id.as_str());
+    }
+    let requests = h.receiver.received();
+    for id in failed.iter().chain(&skipped) {
+        let delivered = requests
+            .iter()
+            .filter(|r| r.header("webhook-id") == Some(id))
+            .filter(|r| r.header("webhook-replay-id") == Some(replay_id.as_str()))
+            .count();
+        assert_eq!(delivered, 1, "{id} redelivered {delivered} times");
+    }
+    // Without a time to start from, a webhook that is not disabled says so.
+    let (status, _, refused) = api
+        .ask(Method::POST, &format!("{hook}/reenable"), "operator")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["errors"][0]["pointer"], "/from");
+    assert!(processor.stop().success());
+}

@@ -42,6 +42,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route(&format!("{webhook}/enable"), post(webhooks::enable))
         .route(&format!("{webhook}/disable"), post(webhooks::disable))
+        .route(&format!("{webhook}/reenable"), post(webhooks::reenable))
         .route(&format!("{webhook}/test"), post(webhooks::send))
         .route(&format!("{webhook}/deliveries"), get(deliveries::list))
         .route(

@@ -26,6 +26,7 @@ use super::shapes::{FieldError, Problem};
         super::webhooks::delete,
         super::webhooks::enable,
         super::webhooks::disable,
+        super::webhooks::reenable,
         super::webhooks::send,
         super::deliveries::list,
         super::deliveries::one,
@@ -112,6 +113,7 @@ mod tests {
             (webhook, &["get", "put", "delete"][..]),
             (&format!("{webhook}/enable"), &["post"][..]),
             (&format!("{webhook}/disable"), &["post"][..]),
+            (&format!("{webhook}/reenable"), &["post"][..]),
             (&format!("{webhook}/test"), &["post"][..]),
             (&format!("{webhook}/deliveries"), &["get"][..]),
             (

@@ -175,6 +175,21 @@ pub struct Redelivery {
     pub state: Option<String>,
 }
 
+/// The body of a re-enable with redelivery (optional).
+#[derive(Serialize, ToSchema)]
+pub struct ReenableBody {
+    /// RFC 3339: redeliver what failed or was skipped as `webhook_disabled` from then on
+    /// (default: when the webhook went down, by its record).
+    pub from: Option<String>,
+}
+
+/// A webhook re-enabled, and the redelivery of what it missed.
+#[derive(Serialize, ToSchema)]
+pub struct Reenabled {
+    pub webhook: Webhook,
+    pub redelivery: Redelivery,
+}
+
 /// The body of a window redelivery.
 #[derive(Serialize, ToSchema)]
 pub struct RedeliverWindow {
@@ -184,6 +199,8 @@ pub struct RedeliverWindow {
     pub from: String,
     /// RFC 3339, exclusive (default now).
     pub to: Option<String>,
+    /// With `skipped`: only these reasons (default: any), e.g. `["webhook_disabled"]`.
+    pub reasons: Option<Vec<String>>,
 }
 
 /// A window redelivery's progress.

@@ -6,17 +6,21 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::shapes::{IfMatch, OrgPath, SandboxPath, Webhook, WebhookPage, WebhookWrite};
+use super::shapes::{
+    IfMatch, OrgPath, ReenableBody, Reenabled, SandboxPath, Webhook, WebhookPage, WebhookWrite,
+};
 use super::{bad_query, body, saved, versioned, OnSandbox};
 use crate::admin::auth::Caller;
 use crate::admin::problem::Problem;
 use crate::admin::service::allow;
+use crate::admin::service::reenable::{self, Reenable};
 use crate::admin::service::send_test::{self, TestResult};
 use crate::admin::service::webhooks::{self, InventoryQuery, WebhookInput};
+use crate::admin::versions::etag;
 use crate::admin::versions::if_match;
 use crate::admin::AppState;
 
@@ -77,6 +81,44 @@ async fn set_enabled(
     let expect = if_match(&headers);
     let done = webhooks::set_enabled(on.service(), on.at(), &expect, enabled).await?;
     Ok(versioned(StatusCode::OK, done))
+}
+
+/// `POST .../webhook/reenable`: enables the webhook and redelivers, as one window, what
+/// failed or was skipped as `webhook_disabled` while it was down.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sandboxes/{sandbox}/webhook/reenable", tag = "webhooks", params(SandboxPath, IfMatch),
+    request_body(content = Option<ReenableBody>, description = "Optional: where the redelivery starts"),
+    responses((status = 202, description = "Enabled; the redelivery started", body = Reenabled,
+        headers(("ETag" = String, description = "The record's version, \"{partition}-{offset}\""),
+            ("Location" = String, description = "Where the redelivery's progress is")))))]
+pub async fn reenable(
+    on: OnSandbox,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let raw = body(raw)?;
+    let request: Reenable = if raw.iter().all(u8::is_ascii_whitespace) {
+        Reenable::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| Problem::bad_request(e.to_string()))?
+    };
+    let expect = if_match(&headers);
+    let (enabled, started) = reenable::reenable(on.service(), on.at(), &expect, &request).await?;
+    let location = format!(
+        "/api/v1/orgs/{}/sandboxes/{}/webhook/redeliver/{}",
+        on.org, on.sandbox, started.replay_id
+    );
+    // The path's parts were checked as ids, and a replay id is generated: always a value.
+    let location = HeaderValue::from_str(&location)
+        .map_err(|e| Problem::unavailable(format!("location: {e}")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [
+            (header::ETAG, etag(enabled.version)),
+            (header::LOCATION, location),
+        ],
+        Json(serde_json::json!({ "webhook": enabled.record, "redelivery": started })),
+    )
+        .into_response())
 }
 
 /// The org's webhooks the caller may see, filtered, in sandbox-id order, a page at a time.

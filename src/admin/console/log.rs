@@ -186,6 +186,7 @@ pub async fn redeliver_window(page: SandboxPage, Form(form): Form<WindowForm>) -
         status: Some(vec![given(&form.status).unwrap_or_else(|| "failed".into())]),
         from: Some(rfc3339(&form.from)),
         to: given(&form.to).map(|t| rfc3339(&t)),
+        reasons: None,
     };
     match redeliver::window(page.service(), page.at(), &request).await {
         Ok(started) => redirect(&format!(

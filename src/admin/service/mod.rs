@@ -25,6 +25,7 @@ pub mod paging;
 pub(super) mod quotas;
 mod reads;
 pub mod redeliver;
+pub mod reenable;
 pub mod send_test;
 pub mod webhooks;
 mod write;

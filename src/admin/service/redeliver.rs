@@ -168,6 +168,9 @@ pub struct WindowRequest {
     pub from: Option<String>,
     /// RFC 3339, exclusive; default now.
     pub to: Option<String>,
+    /// With `skipped`: only these reasons (default: any).
+    #[serde(default)]
+    pub reasons: Option<Vec<String>>,
 }
 
 /// The selection a window request makes for a webhook, or each field refused and why.
@@ -191,6 +194,17 @@ pub fn window_selection(
             refused.push(violation(
                 &format!("/status/{i}"),
                 &format!("{s:?} cannot be redelivered: only failed or skipped"),
+            ));
+        }
+    }
+    for (i, reason) in request.reasons.iter().flatten().enumerate() {
+        let skipped =
+            serde_json::from_value::<crate::domain::outcome::Reason>(Value::from(reason.as_str()))
+                .is_ok_and(|r| r.status() == crate::domain::outcome::Status::Skipped);
+        if !skipped {
+            refused.push(violation(
+                &format!("/reasons/{i}"),
+                &format!("{reason:?} is not a reason an event is skipped for"),
             ));
         }
     }
@@ -231,10 +245,10 @@ pub fn window_selection(
             ..Filters::default()
         },
         failed: statuses.iter().any(|s| s == "failed"),
-        skipped_reasons: if statuses.iter().any(|s| s == "skipped") {
-            vec![ANY_REASON.to_owned()]
-        } else {
-            Vec::new()
+        skipped_reasons: match (statuses.iter().any(|s| s == "skipped"), &request.reasons) {
+            (false, _) => Vec::new(),
+            (true, None) => vec![ANY_REASON.to_owned()],
+            (true, Some(reasons)) => reasons.clone(),
         },
     })
 }
@@ -446,7 +460,24 @@ mod tests {
             status: status.map(|s| s.into_iter().map(String::from).collect()),
             from: from.map(String::from),
             to: to.map(String::from),
+            reasons: None,
         }
+    }
+
+    #[test]
+    fn a_window_may_name_the_skip_reasons_it_takes() {
+        let mut r = request(
+            Some(vec!["failed", "skipped"]),
+            Some("2026-11-27T10:00:00Z"),
+            None,
+        );
+        r.reasons = Some(vec!["webhook_disabled".into()]);
+        let s = window_selection("acme", "sb1", &r, 1_900_000_000_000, i64::MAX).unwrap();
+        assert!(s.failed);
+        assert_eq!(s.skipped_reasons, ["webhook_disabled"]);
+        r.reasons = Some(vec!["retries_exhausted".into()]);
+        let refused = window_selection("acme", "sb1", &r, 1_900_000_000_000, i64::MAX).unwrap_err();
+        assert_eq!(refused[0].field, "/reasons/0");
     }
 
     #[test]
