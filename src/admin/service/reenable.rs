@@ -61,26 +61,27 @@ pub async fn reenable(
         .map_err(|e| Problem::unavailable(format!("stored record unreadable: {e}")))?;
     let health = &svc.settings.health;
     let failing = Duration::from_secs(health.disable_after_secs.saturating_add(health.window_secs));
-    let from =
-        match &body.from {
-            Some(from) => from.clone(),
-            None => match down_since(&record, failing) {
-                // No further back than the delivery log keeps (a window may not be wider).
-                Some(since) => {
-                    let keep = Keep::from_settings(&svc.settings.admin).age;
-                    let oldest = SystemTime::now()
-                        .checked_sub(keep.saturating_sub(Duration::from_secs(60)))
-                        .unwrap_or(since);
-                    rfc3339_millis(since.max(oldest))
-                }
-                None => return Err(Problem::invalid(vec![Violation {
+    let from = match &body.from {
+        Some(from) => from.clone(),
+        None => match down_since(&record, failing) {
+            // No further back than the delivery log keeps (a window may not be wider).
+            Some(since) => {
+                let keep = Keep::from_settings(&svc.settings.admin).age;
+                let oldest = SystemTime::now()
+                    .checked_sub(keep.saturating_sub(Duration::from_secs(60)))
+                    .unwrap_or(since);
+                rfc3339_millis(since.max(oldest))
+            }
+            None => {
+                return Err(Problem::invalid(vec![Violation {
                     field: "/from".into(),
                     message:
                         "required: the webhook is not disabled, so when it went down is not known"
                             .into(),
-                }])),
-            },
-        };
+                }]))
+            }
+        },
+    };
     let enabled = webhooks::set_enabled(svc, at, expect, true).await?;
     let request = WindowRequest {
         status: Some(vec!["failed".into(), "skipped".into()]),
