@@ -352,9 +352,22 @@ def send_test():
     result = find("#test-result").text
     assert "failed" in result and "HTTP 503" in find("#test-status").text and " ms" in result, result
     shot("send-test")
-    # Disable, then enable again.
+    # Disable: a banner says since when and by whom, and offers to re-enable and redeliver.
     find("#toggle").click()
     until(lambda: find("#toggle").text == "Enable" and find(".heading .badge").text == "Disabled", "disabled")
+    banner = find("#down-banner").text
+    assert "Since " in banner and "by operator" in banner and "skipped" in banner, banner
+    shot("disabled-banner")
+    # Re-enable and redeliver: the redelivery's progress, then the webhook enabled again.
+    find("#reenable").click()
+    until(lambda: "/webhook/redeliver/" in driver.current_url, "the redelivery's progress")
+    until(lambda: find("#run-state").text.startswith("Done"), "the redelivery done", patience=60)
+    driver.get(f"{base}/console/orgs/{org}/sandboxes/{sandbox}/webhook")
+    until(lambda: find("#toggle").text == "Disable" and find(".heading .badge").text == "Enabled", "enabled again")
+    assert not finds("#down-banner"), "the banner of a disabled webhook on an enabled one"
+    # Disable and enable with the toggle alone.
+    find("#toggle").click()
+    until(lambda: find("#toggle").text == "Enable", "disabled")
     find("#toggle").click()
     until(lambda: find("#toggle").text == "Disable" and find(".heading .badge").text == "Enabled", "enabled")
 

@@ -97,6 +97,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route(WEBHOOK, get(webhook::page))
         .route(&at("/enabled"), post(webhook::set_enabled))
+        .route(&at("/reenable"), post(webhook::reenable))
         .route(&at("/test"), post(webhook::send_test))
         .route(
             &at("/delete"),

@@ -1,5 +1,6 @@
-//! One webhook's page: what it is, enable/disable, send a test, and delete (with a
-//! confirmation and the version the user saw).
+//! One webhook's page: what it is, enable/disable (and re-enable with the redelivery of
+//! what it missed), send a test, and delete (with a confirmation and the version the user
+//! saw).
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -9,8 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::page::{redirect, SandboxPage};
-use super::said;
+use super::{said, urlencode};
 use crate::admin::problem::Problem;
+use crate::admin::service::reenable::{self, Reenable};
 use crate::admin::service::{send_test, webhooks};
 use crate::admin::versions::Expect;
 
@@ -62,6 +64,26 @@ pub async fn set_enabled(page: SandboxPage, Form(form): Form<Toggle>) -> Respons
     let done = webhooks::set_enabled(page.service(), page.at(), &Expect::Nothing, enabled).await;
     match done {
         Ok(_) => redirect(&page.webhook_path()),
+        Err(problem) => page.refused(&problem, &page.webhook_path()),
+    }
+}
+
+/// Enables the webhook and redelivers what it missed while it was down, then shows the
+/// redelivery's progress.
+pub async fn reenable(page: SandboxPage) -> Response {
+    let done = reenable::reenable(
+        page.service(),
+        page.at(),
+        &Expect::Nothing,
+        &Reenable::default(),
+    )
+    .await;
+    match done {
+        Ok((_, started)) => redirect(&format!(
+            "{}/redeliver/{}",
+            page.webhook_path(),
+            urlencode(&started.replay_id)
+        )),
         Err(problem) => page.refused(&problem, &page.webhook_path()),
     }
 }
