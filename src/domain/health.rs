@@ -425,10 +425,16 @@ impl Health {
     }
 
     /// Failing for `disable_after` with no success since it started failing.
-    pub fn due_for_disable(&self, now_ms: u64, policy: &HealthPolicy) -> bool {
+    ///
+    /// Judged by the requests, not the clock: a failure seen at the end of the period,
+    /// with none succeeding since it began. A webhook that stops getting events is left as
+    /// it is (nothing fails), and a tracker that reads late never disables on what it has
+    /// not read yet.
+    pub fn due_for_disable(&self, _now_ms: u64, policy: &HealthPolicy) -> bool {
         self.state == State::Failing
             && self.since_ms.is_some_and(|since| {
-                now_ms >= since.saturating_add(ms(policy.disable_after))
+                let failing_until = self.last_error.as_ref().map_or(0, |e| e.at_ms);
+                failing_until >= since.saturating_add(ms(policy.disable_after))
                     && self.last_success_ms.is_none_or(|s| s < since)
             })
     }
@@ -557,7 +563,12 @@ mod tests {
         let mut h = Health::new("org", "sbx");
         let t0 = 100 * MIN;
         h.observe(&failed(t0, false), &p);
-        assert!(!h.tick(t0 + 9 * MIN, &p).1);
+        h.observe(&failed(t0 + 9 * MIN, false), &p);
+        assert!(
+            !h.tick(t0 + 20 * MIN, &p).1,
+            "no failure seen at the period's end"
+        );
+        h.observe(&failed(t0 + 10 * MIN, false), &p);
         assert!(h.tick(t0 + 10 * MIN, &p).1);
         // Nine failures in ten, and a success within every period: never.
         let mut sometimes = Health::new("org", "sbx");
