@@ -10,6 +10,7 @@
 //! - [`observe`]: metrics, health and readiness for the operator;
 //! - [`health`]: each webhook's health, worked out from its deliveries, and the
 //!   operational events that announce its changes;
+//! - [`notify`]: those events sent to each org's notification endpoint;
 //! - [`replay`]: redelivery of events already processed (the `replay` command, the API's
 //!   redeliver endpoints), queued on the redelivery topic for the pipeline.
 //!
@@ -29,6 +30,7 @@ pub mod health;
 pub mod join;
 pub mod kafka;
 pub mod memory;
+pub mod notify;
 pub mod observe;
 pub mod pipeline;
 pub mod receiver;

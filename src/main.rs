@@ -8,6 +8,7 @@ use tracing::error;
 use feedback_webhooks::cli::{config_cmd, receiver_cmd, replay_cmd, CliError};
 use feedback_webhooks::domain::config::ConfigKey;
 use feedback_webhooks::domain::secret::SealingKey;
+use feedback_webhooks::domain::time::rfc3339_millis;
 use feedback_webhooks::settings::Settings;
 use feedback_webhooks::{admin, pipeline};
 
@@ -70,7 +71,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate and publish a webhook or campaign record (JSON file), stamped with
+    /// Validate and publish a webhook, campaign or notification endpoint record (JSON
+    /// file), stamped with
     /// `updatedAt` (now) and `updatedBy`. Every refusal is listed at once.
     Put {
         #[arg(long)]
@@ -86,8 +88,30 @@ enum ConfigCommand {
         #[arg(long)]
         sandbox: String,
     },
-    /// List every webhook and campaign record in force.
+    /// List every webhook, campaign and notification endpoint record in force.
     List,
+    /// Enable the webhook of an org + sandbox and redeliver what it missed while it was
+    /// down: the events that failed, or were skipped as `webhook_disabled`, since it went
+    /// down (or `--from`), as one replay from the outcome topic, with its progress.
+    Reenable {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        sandbox: String,
+        /// Where the redelivery starts (RFC 3339); default when the webhook went down (its
+        /// record's `updatedAt`; for a disable by health, when it began failing).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only enable it.
+        #[arg(long)]
+        no_redeliver: bool,
+        /// Do not ask for confirmation above replay.confirm_above events.
+        #[arg(long)]
+        yes: bool,
+        /// Who publishes, for `updatedBy` (default `cli:{user}@{host}`).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Delete the webhook of an org + sandbox (or a campaign record with --campaign).
     Delete {
         #[arg(long)]
@@ -459,6 +483,33 @@ async fn config(settings: &Settings, command: ConfigCommand) -> Result<(), CliEr
             println!("deleted {key}");
             Ok(())
         }
+        ConfigCommand::Reenable {
+            org,
+            sandbox,
+            from,
+            no_redeliver,
+            yes,
+            by,
+        } => {
+            let by = by.unwrap_or_else(config_cmd::operator);
+            let since = config_cmd::reenable(settings, &org, &sandbox, &by).await?;
+            println!(
+                "published {} (enabled: true)",
+                ConfigKey::webhook(&org, &sandbox)
+            );
+            if no_redeliver {
+                return Ok(());
+            }
+            let Some(from) = from.or(since.map(rfc3339_millis)) else {
+                return Err(CliError::Usage(
+                    "the webhook was not disabled, so when it went down is not known: give --from"
+                        .into(),
+                ));
+            };
+            println!("redelivering what failed or was skipped as webhook_disabled since {from}");
+            let args = replay_cmd::ReplayArgs::missed(&org, &sandbox, from, yes);
+            Ok(replay_cmd::run(settings, &args).await?)
+        }
         ConfigCommand::Get { org, sandbox } => {
             let state = config_cmd::read_all(settings)?;
             let key = ConfigKey::webhook(&org, &sandbox).to_string();
@@ -480,6 +531,11 @@ async fn config(settings: &Settings, command: ConfigCommand) -> Result<(), CliEr
                         record["name"].as_str().unwrap_or_default(),
                         record["enabled"],
                         record["channels"],
+                        record["url"].as_str().unwrap_or_default()
+                    ),
+                    Some("notification") => format!(
+                        "enabled={} url={}",
+                        record["enabled"],
                         record["url"].as_str().unwrap_or_default()
                     ),
                     _ => format!("webhooksEnabled={}", record["webhooksEnabled"]),

@@ -15,6 +15,7 @@ pub const OUTCOME: &str = include_str!("../schemas/outcome.schema.json");
 pub const RETRY: &str = include_str!("../schemas/retry.schema.json");
 pub const REPLAY: &str = include_str!("../schemas/replay.schema.json");
 pub const OPERATIONAL_EVENT: &str = include_str!("../schemas/operational-event.schema.json");
+pub const NOTIFICATION: &str = include_str!("../schemas/notification.schema.json");
 
 const BASE: &str = "https://feedback-webhooks.local/schemas/";
 
@@ -37,6 +38,7 @@ impl Retrieve for Embedded {
             "retry.schema.json" => RETRY,
             "replay.schema.json" => REPLAY,
             "operational-event.schema.json" => OPERATIONAL_EVENT,
+            "notification.schema.json" => NOTIFICATION,
             _ => return Err(format!("unknown schema reference {uri}").into()),
         };
         Ok(serde_json::from_str(text)?)
@@ -54,6 +56,7 @@ pub enum Kind {
     Retry,
     Replay,
     OperationalEvent,
+    Notification,
 }
 
 fn compile(text: &str) -> Arc<Validator> {
@@ -70,7 +73,7 @@ fn compile(text: &str) -> Arc<Validator> {
     Arc::new(validator)
 }
 
-static VALIDATORS: LazyLock<[Arc<Validator>; 8]> = LazyLock::new(|| {
+static VALIDATORS: LazyLock<[Arc<Validator>; 9]> = LazyLock::new(|| {
     [
         compile(FEEDBACK_EVENT),
         compile(WEBHOOK),
@@ -80,6 +83,7 @@ static VALIDATORS: LazyLock<[Arc<Validator>; 8]> = LazyLock::new(|| {
         compile(RETRY),
         compile(REPLAY),
         compile(OPERATIONAL_EVENT),
+        compile(NOTIFICATION),
     ]
 });
 
@@ -93,6 +97,7 @@ fn validator(kind: Kind) -> &'static Validator {
         Kind::Retry => 5,
         Kind::Replay => 6,
         Kind::OperationalEvent => 7,
+        Kind::Notification => 8,
     };
     &VALIDATORS[index]
 }
@@ -176,6 +181,7 @@ mod tests {
             Kind::Retry,
             Kind::Replay,
             Kind::OperationalEvent,
+            Kind::Notification,
         ] {
             let _ = validator(kind);
         }

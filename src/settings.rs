@@ -226,6 +226,14 @@ pub struct HealthSettings {
     pub exhausted_window_secs: u64,
     /// How often the trackers look at the time (exhausted windows, the disable period).
     pub tick_ms: u64,
+    /// Send each org's operational events to its notification endpoint (the
+    /// `notification/{imsOrg}` record), as consumer group `{group_id}-notify`.
+    pub notify: bool,
+    /// Notifications waiting for one org's endpoint at most; more are dropped (counted
+    /// and logged), so one org's failing endpoint holds only its own.
+    pub notify_queue_per_org: usize,
+    /// Requests to notification endpoints under way at most, all orgs together.
+    pub notify_concurrency: usize,
 }
 
 impl Default for HealthSettings {
@@ -241,11 +249,20 @@ impl Default for HealthSettings {
             remind_secs: 3600,
             exhausted_window_secs: 300,
             tick_ms: 1_000,
+            notify: true,
+            notify_queue_per_org: 1_000,
+            notify_concurrency: 16,
         }
     }
 }
 
 impl HealthSettings {
+    /// How long before an automatic disable a webhook began failing, at most: the disable
+    /// period and the health window.
+    pub fn failing_before_disable(&self) -> Duration {
+        Duration::from_secs(self.disable_after_secs.saturating_add(self.window_secs))
+    }
+
     pub fn policy(&self) -> crate::domain::health::HealthPolicy {
         crate::domain::health::HealthPolicy {
             disable_after: if self.disable_after_secs == 0 {

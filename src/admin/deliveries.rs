@@ -25,9 +25,11 @@ use rocksdb::{Options, WriteBatch, DB};
 use serde_json::Value;
 use tracing::{info, warn};
 
+use super::health_log::{EVENT_OFFSETS, STATE_OFFSETS};
 use crate::domain::outcome::Source;
 use crate::domain::time::parse_rfc3339;
 use crate::domain::time::unix_ms;
+use crate::health::HealthTopics;
 use crate::kafka::{partition_ids, reader_config, KafkaSettings};
 use crate::settings::AdminSettings;
 
@@ -171,8 +173,16 @@ impl DeliveryLog {
         })
     }
 
+    pub(super) fn db(&self) -> &DB {
+        &self.db
+    }
+
     fn next_offset(&self, partition: i32) -> Result<Option<i64>, LogError> {
-        Ok(self.db.get(format!("o/{partition}"))?.and_then(|v| {
+        self.next_offset_at(&format!("o/{partition}"))
+    }
+
+    fn next_offset_at(&self, key: &str) -> Result<Option<i64>, LogError> {
+        Ok(self.db.get(key)?.and_then(|v| {
             let bytes: [u8; 8] = v.as_slice().try_into().ok()?;
             Some(i64::from_be_bytes(bytes))
         }))
@@ -460,7 +470,14 @@ pub struct LogFollower {
 }
 
 impl LogFollower {
-    pub fn start(kafka: &KafkaSettings, log: DeliveryLog, keep: Keep) -> Result<Self, LogError> {
+    /// Follows the outcome topic and, with `health`, the health state and operational-events
+    /// topics.
+    pub fn start(
+        kafka: &KafkaSettings,
+        log: DeliveryLog,
+        keep: Keep,
+        health: Option<HealthTopics>,
+    ) -> Result<Self, LogError> {
         let topic = kafka.outcome_topic.clone();
         let consumer: BaseConsumer = reader_config(kafka, "admin-delivery-log")
             .set("isolation.level", "read_committed")
@@ -490,12 +507,43 @@ impl LogFollower {
                 tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
             }
         }
+        if let Some(h) = &health {
+            // The state from its start (compacted: the latest of each webhook); events from
+            // where the log left off, or the retention window.
+            for p in partition_ids(&consumer, &h.state)? {
+                let next = log.next_offset_at(&format!("{STATE_OFFSETS}{p}"))?;
+                tpl.add_partition_offset(
+                    &h.state,
+                    p,
+                    next.map_or(Offset::Beginning, Offset::Offset),
+                )?;
+            }
+            let mut by_time = TopicPartitionList::new();
+            for p in partition_ids(&consumer, &h.events)? {
+                match log.next_offset_at(&format!("{EVENT_OFFSETS}{p}"))? {
+                    Some(next) => tpl.add_partition_offset(&h.events, p, Offset::Offset(next))?,
+                    None => by_time.add_partition_offset(&h.events, p, Offset::Offset(since))?,
+                }
+            }
+            if by_time.count() > 0 {
+                let starts = consumer.offsets_for_times(by_time, Duration::from_secs(30))?;
+                for e in starts.elements() {
+                    let offset = match e.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::End,
+                    };
+                    tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
+                }
+            }
+        }
         consumer.assign(&tpl)?;
         info!(
             topic,
             partitions = tpl.count(),
+            health = health.is_some(),
             "delivery log following the outcome topic"
         );
+        let (state_topic, events_topic) = health.map(|h| (h.state, h.events)).unwrap_or_default();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
@@ -505,9 +553,15 @@ impl LogFollower {
                 while !stopping.load(Ordering::Relaxed) {
                     match consumer.poll(Duration::from_millis(200)) {
                         Some(Ok(m)) => {
-                            if let Err(e) =
-                                log.apply(m.partition(), m.offset(), m.payload().unwrap_or(b""))
-                            {
+                            let (p, o) = (m.partition(), m.offset());
+                            let applied = if m.topic() == state_topic {
+                                log.apply_state(p, o, m.key(), m.payload())
+                            } else if m.topic() == events_topic {
+                                log.apply_operational(p, o, m.payload().unwrap_or(b""))
+                            } else {
+                                log.apply(p, o, m.payload().unwrap_or(b""))
+                            };
+                            if let Err(e) = applied {
                                 warn!(error = %e, "delivery log write failed");
                             }
                         }
@@ -516,6 +570,10 @@ impl LogFollower {
                     }
                     if pruned.elapsed() > PRUNE_EVERY {
                         pruned = Instant::now();
+                        let pruned_events = log.prune_operational(keep, unix_ms(SystemTime::now()));
+                        if let Err(e) = pruned_events {
+                            warn!(error = %e, "operational events prune failed");
+                        }
                         match log.prune(keep, SystemTime::now()) {
                             Ok(n) if n > 0 => info!(removed = n, "delivery log pruned"),
                             Ok(_) => {}

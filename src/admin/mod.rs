@@ -25,6 +25,7 @@ pub mod auth;
 mod certs;
 mod console;
 pub mod deliveries;
+pub mod health_log;
 pub mod problem;
 pub mod secrets;
 mod server;
@@ -257,7 +258,16 @@ pub async fn run(
     let publisher = Publisher::new(&settings.kafka, store.clone())?;
     let log = deliveries::DeliveryLog::open(&admin.deliveries_path)?;
     let keep = deliveries::Keep::from_settings(admin);
-    let mut log_follower = deliveries::LogFollower::start(&settings.kafka, log.clone(), keep)?;
+    // Health is shown once its topics exist (the processor makes them too).
+    let health_topics = match crate::health::ensure_topics(settings).await {
+        Ok(topics) => topics,
+        Err(e) => {
+            warn!(error = %e, "the health topics cannot be made; webhook health is not shown");
+            None
+        }
+    };
+    let mut log_follower =
+        deliveries::LogFollower::start(&settings.kafka, log.clone(), keep, health_topics)?;
     let service = Service::new(settings, Arc::new(store), Arc::new(publisher), log)?;
     if !service.seals() {
         warn!("no secrets.encryption_key_file: secrets sent as values will be refused");

@@ -13,7 +13,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-use crate::domain::config::{self, ConfigError, ConfigKey, ConfigRecord, Rules};
+use crate::domain::config::{self, ConfigError, ConfigKey, Rules};
 use crate::domain::time::rfc3339_millis;
 use crate::kafka::{client_config, partition_ids, reader_config};
 use crate::settings::Settings;
@@ -46,10 +46,7 @@ pub async fn put(settings: &Settings, file: &Path, by: &str) -> Result<ConfigKey
         serde_json::from_slice(&bytes).map_err(|e| ConfigError::Malformed(e.to_string()))?;
     config::stamp(&mut value, by, &rfc3339_millis(SystemTime::now()));
     let record = config::validate_value(&value, settings.rules().authoring())?;
-    let key = match &record {
-        ConfigRecord::Webhook(w) => w.key(),
-        ConfigRecord::Campaign(c) => c.key(),
-    };
+    let key = record.key();
     // Publish the compact form of what was validated.
     let compact = serde_json::to_vec(&value).unwrap_or_default();
     publish(settings, &key, Some(&compact)).await?;
@@ -90,6 +87,31 @@ pub async fn set_campaign(
     )?;
     publish(settings, &change.key, Some(&bytes)).await?;
     Ok(change.key)
+}
+
+/// Enables the webhook of `ims_org` + `sandbox_id` (published by `by`); answers when it
+/// went down (see [`crate::domain::health::down_since`]), from where what it missed is
+/// redelivered.
+pub async fn reenable(
+    settings: &Settings,
+    ims_org: &str,
+    sandbox_id: &str,
+    by: &str,
+) -> Result<Option<SystemTime>, CommandError> {
+    let key = ConfigKey::webhook(ims_org, sandbox_id);
+    let mut record = read_all(settings)?
+        .remove(&key.to_string())
+        .ok_or_else(|| CommandError::NotFound(format!("no webhook for {key}")))?;
+    let since =
+        crate::domain::health::down_since(&record, settings.health.failing_before_disable());
+    if let Some(object) = record.as_object_mut() {
+        object.insert("enabled".into(), Value::Bool(true));
+    }
+    config::stamp(&mut record, by, &rfc3339_millis(SystemTime::now()));
+    config::validate_value(&record, settings.rules())?;
+    let bytes = serde_json::to_vec(&record).unwrap_or_default();
+    publish(settings, &key, Some(&bytes)).await?;
+    Ok(since)
 }
 
 /// Publishes a tombstone for `key`.

@@ -75,6 +75,28 @@ pub enum SourceArg {
 }
 
 impl ReplayArgs {
+    /// What a re-enabled webhook missed since `from`: its failed outcomes and its events
+    /// skipped as `webhook_disabled`.
+    pub fn missed(org: &str, sandbox: &str, from: String, yes: bool) -> Self {
+        ReplayArgs {
+            source: SourceArg::Outcomes,
+            from: Some(from),
+            to: None,
+            ranges: Vec::new(),
+            all: false,
+            skipped_reasons: vec!["webhook_disabled".into()],
+            orgs: vec![org.to_owned()],
+            sandboxes: vec![sandbox.to_owned()],
+            campaigns: Vec::new(),
+            channels: Vec::new(),
+            statuses: Vec::new(),
+            request_ids: Vec::new(),
+            dry_run: false,
+            yes,
+            id: None,
+        }
+    }
+
     fn filters(&self) -> Filters {
         Filters {
             orgs: self.orgs.clone(),

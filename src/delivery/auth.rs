@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::secrets::{Owner, Secrets};
-use crate::domain::config::{Authentication, HeaderParam, WebhookConfig};
+use crate::domain::config::{Authentication, HeaderParam, NotificationConfig, WebhookConfig};
 use crate::domain::secret::{SecretError, SecretSource};
 use crate::domain::signature;
 use crate::domain::time::unix_seconds;
@@ -92,6 +92,15 @@ impl Prepared {
 
 pub struct Auth {
     secrets: Secrets,
+}
+
+/// The security settings of a record (a webhook, a notification endpoint).
+struct Secured<'a> {
+    record_key: String,
+    ims_org: &'a str,
+    authentication: &'a Authentication,
+    signing: Option<&'a Value>,
+    headers: Option<&'a std::collections::BTreeMap<String, HeaderParam>>,
 }
 
 fn settings_str(jwt: &Value, field: &str) -> Result<String, AuthError> {
@@ -192,12 +201,36 @@ impl Auth {
     /// Parses `webhook`'s authentication and signing settings, resolving the secrets that
     /// do not change while the process runs (sealed values, the environment).
     pub fn prepare(&self, webhook: &WebhookConfig) -> Result<Prepared, AuthError> {
-        let record_key = webhook.key().to_string();
+        self.prepare_record(Secured {
+            record_key: webhook.key().to_string(),
+            ims_org: &webhook.ims_org,
+            authentication: &webhook.authentication,
+            signing: webhook.signing.as_ref(),
+            headers: webhook.headers.as_ref(),
+        })
+    }
+
+    /// The same, for an org's notification endpoint.
+    pub fn prepare_notification(
+        &self,
+        endpoint: &NotificationConfig,
+    ) -> Result<Prepared, AuthError> {
+        self.prepare_record(Secured {
+            record_key: endpoint.key().to_string(),
+            ims_org: &endpoint.ims_org,
+            authentication: &endpoint.authentication,
+            signing: Some(&endpoint.signing),
+            headers: endpoint.headers.as_ref(),
+        })
+    }
+
+    fn prepare_record(&self, record: Secured<'_>) -> Result<Prepared, AuthError> {
+        let record_key = record.record_key;
         let owner = Owner {
             record_key: &record_key,
-            ims_org: &webhook.ims_org,
+            ims_org: record.ims_org,
         };
-        let jwt = match &webhook.authentication {
+        let jwt = match record.authentication {
             Authentication::Jwt(jwt) => {
                 let algorithm = algorithm(&settings_str(jwt, "algorithm")?)?;
                 let key = self.material(jwt.get("key"), "key", owner)?;
@@ -226,7 +259,7 @@ impl Auth {
             Authentication::None => None,
         };
         let mut signing = Vec::new();
-        if let Some(settings) = webhook.signing.as_ref().filter(|s| !s.is_null()) {
+        if let Some(settings) = record.signing.filter(|s| !s.is_null()) {
             let sources: Vec<&Value> = match (settings.get("secret"), settings.get("secrets")) {
                 (Some(one), _) => vec![one],
                 (None, Some(Value::Array(many))) => many.iter().collect(),
@@ -240,7 +273,7 @@ impl Auth {
             }
         }
         let mut secret_headers = Vec::new();
-        for (name, param) in webhook.headers.iter().flatten() {
+        for (name, param) in record.headers.into_iter().flatten() {
             if let HeaderParam::Secret(source) = param {
                 let material = self.material(Some(source), &format!("header {name}"), owner)?;
                 secret_headers.push((name.clone(), material));
@@ -250,7 +283,7 @@ impl Auth {
             jwt,
             signing,
             secret_headers,
-            ims_org: webhook.ims_org.clone(),
+            ims_org: record.ims_org.to_owned(),
             record_key,
         })
     }

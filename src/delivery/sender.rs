@@ -72,6 +72,8 @@ pub struct Sender {
     policy: Arc<AddressPolicy>,
     /// The whole request's timeout, when a webhook sets its own (else the client's).
     timeout: Option<std::time::Duration>,
+    /// Counted in the feedback delivery metrics (not so for notifications).
+    metered: bool,
 }
 
 impl Sender {
@@ -87,6 +89,7 @@ impl Sender {
             lane: 0,
             policy,
             timeout: None,
+            metered: true,
         }
     }
 
@@ -97,7 +100,14 @@ impl Sender {
             lane: lane % self.lanes.len().max(1),
             policy: self.policy.clone(),
             timeout: self.timeout,
+            metered: self.metered,
         }
+    }
+
+    /// This sender, its requests not counted in the feedback delivery metrics.
+    pub fn unmetered(mut self) -> Sender {
+        self.metered = false;
+        self
     }
 
     /// This sender with a whole-request timeout of its own (`None`: the client's).
@@ -121,7 +131,9 @@ impl Sender {
         let started_at = at;
         let started = Instant::now();
         if let Err(blocked) = check_literal(url, &self.policy) {
-            metrics().attempts.with_label_values(&["blocked"]).inc();
+            if self.metered {
+                metrics().attempts.with_label_values(&["blocked"]).inc();
+            }
             return Ok(report(
                 started_at,
                 started,
@@ -152,7 +164,7 @@ impl Sender {
             }
         }
         let m = metrics();
-        let in_flight = InFlight::enter();
+        let in_flight = self.metered.then(InFlight::enter);
         // Never empty: `with_lanes` is given at least one client.
         let Some(client) = self.lanes.get(self.lane).or(self.lanes.first()) else {
             return Ok(report(
@@ -175,8 +187,10 @@ impl Sender {
             Err(e) if e.is_timeout() => "timeout",
             Err(_) => "network",
         };
-        m.attempts.with_label_values(&[class]).inc();
-        if class != "blocked" {
+        if self.metered {
+            m.attempts.with_label_values(&[class]).inc();
+        }
+        if class != "blocked" && self.metered {
             m.attempt_seconds.observe(started.elapsed().as_secs_f64());
         }
         match response {
@@ -251,6 +265,16 @@ impl Senders {
             shared,
             by_org: Arc::new(by_org),
         }
+    }
+
+    /// These senders, their requests not counted in the feedback delivery metrics.
+    pub fn unmetered(self) -> Senders {
+        let by_org = self
+            .by_org
+            .iter()
+            .map(|(org, sender)| (org.clone(), sender.clone().unmetered()))
+            .collect();
+        Senders::new(self.shared.unmetered(), by_org)
     }
 
     /// The sender of `org`'s webhooks.

@@ -154,6 +154,32 @@ pub struct Deliverer {
     replay_probes: Mutex<HashMap<String, String>>,
 }
 
+/// Guarded HTTPS senders with `lanes` connection pools each (one per org the operator
+/// opened ranges for, and one for every other org), as `[delivery]` describes them.
+pub fn senders_from_settings(settings: &Settings, lanes: usize) -> Result<Senders, DelivererError> {
+    let d = &settings.delivery;
+    let sender = |policy: crate::domain::address::AddressPolicy| {
+        let policy = Arc::new(policy);
+        let options = ClientOptions::from_settings(d, policy.clone());
+        Ok::<_, DelivererError>(Sender::with_lanes(build_lanes(&options, lanes)?, policy))
+    };
+    let shared = sender(settings.address_policy()?)?;
+    let by_org = settings
+        .org_address_policies()?
+        .into_iter()
+        .map(|(org, policy)| Ok((org, sender(policy)?)))
+        .collect::<Result<_, DelivererError>>()?;
+    Ok(Senders::new(shared, by_org))
+}
+
+/// Authentication and signing with the secrets `[secrets]` lets requests open.
+pub fn auth_from_settings(settings: &Settings) -> Result<Auth, DelivererError> {
+    Ok(Auth::new(Secrets::new(
+        settings.sealing_key()?,
+        SecretScope::from_settings(&settings.secrets),
+    )))
+}
+
 fn webhook_ref(w: &WebhookConfig) -> WebhookRef {
     WebhookRef {
         name: w.name.clone(),
@@ -192,24 +218,9 @@ impl Deliverer {
         // Enough lanes for a host at its highest limit (see `Pass::lane`).
         let lanes =
             crate::domain::concurrency::lanes(d.host_concurrency_max, d.requests_per_connection);
-        let sender = |policy: crate::domain::address::AddressPolicy| {
-            let policy = Arc::new(policy);
-            let options = ClientOptions::from_settings(d, policy.clone());
-            Ok::<_, DelivererError>(Sender::with_lanes(build_lanes(&options, lanes)?, policy))
-        };
-        let shared = sender(settings.address_policy()?)?;
-        let by_org = settings
-            .org_address_policies()?
-            .into_iter()
-            .map(|(org, policy)| Ok((org, sender(policy)?)))
-            .collect::<Result<_, DelivererError>>()?;
-        let secrets = Secrets::new(
-            settings.sealing_key()?,
-            SecretScope::from_settings(&settings.secrets),
-        );
         Ok(Deliverer::new(
-            Senders::new(shared, by_org),
-            Auth::new(secrets),
+            senders_from_settings(settings, lanes)?,
+            auth_from_settings(settings)?,
             settings.retry_policy(),
             Endpoints::new(
                 settings.schedule_policy(),

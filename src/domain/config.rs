@@ -30,7 +30,7 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("key {0:?} is not webhook/{{imsOrg}}/{{sandboxId}} or campaign/{{imsOrg}}/{{sandboxId}}/{{campaignID}}")]
+    #[error("key {0:?} is not webhook/{{imsOrg}}/{{sandboxId}}, campaign/{{imsOrg}}/{{sandboxId}}/{{campaignID}} or notification/{{imsOrg}}")]
     BadKey(String),
     #[error("record is {0} bytes, over the {MAX_RECORD_BYTES}-byte limit")]
     TooLarge(usize),
@@ -80,6 +80,10 @@ pub enum ConfigKey {
         sandbox_id: String,
         campaign_id: String,
     },
+    /// An org's notification endpoint (its operational events).
+    Notification {
+        ims_org: String,
+    },
 }
 
 impl ConfigKey {
@@ -98,6 +102,21 @@ impl ConfigKey {
         }
     }
 
+    pub fn notification(ims_org: &str) -> Self {
+        ConfigKey::Notification {
+            ims_org: ims_org.to_owned(),
+        }
+    }
+
+    /// The org the record belongs to.
+    pub fn ims_org(&self) -> &str {
+        match self {
+            ConfigKey::Webhook { ims_org, .. }
+            | ConfigKey::Campaign { ims_org, .. }
+            | ConfigKey::Notification { ims_org } => ims_org,
+        }
+    }
+
     pub fn parse(key: &str) -> Result<Self, ConfigError> {
         let parts: Vec<&str> = key.split('/').collect();
         let ok = |s: &&str| !s.is_empty();
@@ -108,6 +127,7 @@ impl ConfigKey {
             ["campaign", org, sandbox, campaign] if ok(org) && ok(sandbox) && ok(campaign) => {
                 Ok(ConfigKey::campaign(org, sandbox, campaign))
             }
+            ["notification", org] if ok(org) => Ok(ConfigKey::notification(org)),
             _ => Err(ConfigError::BadKey(key.to_owned())),
         }
     }
@@ -125,6 +145,7 @@ impl std::fmt::Display for ConfigKey {
                 sandbox_id,
                 campaign_id,
             } => write!(f, "campaign/{ims_org}/{sandbox_id}/{campaign_id}"),
+            ConfigKey::Notification { ims_org } => write!(f, "notification/{ims_org}"),
         }
     }
 }
@@ -370,6 +391,55 @@ impl CampaignConfig {
 pub enum ConfigRecord {
     Webhook(WebhookConfig),
     Campaign(CampaignConfig),
+    Notification(NotificationConfig),
+}
+
+impl ConfigRecord {
+    /// The key the record belongs under.
+    pub fn key(&self) -> ConfigKey {
+        match self {
+            ConfigRecord::Webhook(w) => w.key(),
+            ConfigRecord::Campaign(c) => c.key(),
+            ConfigRecord::Notification(n) => n.key(),
+        }
+    }
+}
+
+/// An org's notification endpoint, key `notification/{imsOrg}`: where its operational
+/// events go, as signed Standard Webhooks requests. URL, authentication, headers and
+/// signing follow a webhook's rules; signing is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationConfig {
+    pub kind: String,
+    pub ims_org: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub url: String,
+    pub enabled: bool,
+    /// The operational event types to send; absent: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    pub authentication: Authentication,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, HeaderParam>>,
+    pub signing: Value,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+}
+
+impl NotificationConfig {
+    pub fn key(&self) -> ConfigKey {
+        ConfigKey::notification(&self.ims_org)
+    }
+
+    /// Whether events of type `kind` (`webhook.failing`, ...) are sent to it.
+    pub fn wants(&self, kind: &str) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|events| events.iter().any(|e| e == kind))
+    }
 }
 
 /// A validated change: the record to store under its key, or a deletion.
@@ -428,10 +498,7 @@ pub fn validate(
         });
     };
     let record = validate_body(bytes, rules)?;
-    let body_key = match &record {
-        ConfigRecord::Webhook(w) => w.key(),
-        ConfigRecord::Campaign(c) => c.key(),
-    };
+    let body_key = record.key();
     if body_key != parsed_key {
         return Err(ConfigError::KeyMismatch {
             key: key.to_owned(),
@@ -468,6 +535,9 @@ pub fn validate_value(json: &Value, rules: Rules) -> Result<ConfigRecord, Config
 pub fn typed(json: &Value) -> Result<ConfigRecord, ConfigError> {
     let record = match json.get("kind").and_then(Value::as_str) {
         Some("webhook") => serde_json::from_value(json.clone()).map(ConfigRecord::Webhook),
+        Some("notification") => {
+            serde_json::from_value(json.clone()).map(ConfigRecord::Notification)
+        }
         _ => serde_json::from_value(json.clone()).map(ConfigRecord::Campaign),
     };
     record.map_err(|e| ConfigError::field("/", e.to_string()))
@@ -481,15 +551,17 @@ pub fn refusals(json: &Value, rules: Rules) -> Vec<schema::Violation> {
     let kind = match json.get("kind").and_then(Value::as_str) {
         Some("webhook") => Kind::Webhook,
         Some("campaign") => Kind::Campaign,
+        Some("notification") => Kind::Notification,
         _ => {
             return vec![refusal(
                 "/kind".into(),
-                "must be \"webhook\" or \"campaign\"".into(),
+                "must be \"webhook\", \"campaign\" or \"notification\"".into(),
             )]
         }
     };
     let mut found = schema::violations(kind, json);
-    if kind == Kind::Webhook {
+    // A notification endpoint's URL and headers follow a webhook's rules.
+    if kind == Kind::Webhook || kind == Kind::Notification {
         // Checked on what is there, whatever else is wrong: every problem is listed.
         // A field the schema refused already is not refused twice.
         let schema_refused =

@@ -5,9 +5,15 @@
 //! observations reaches the same state and the same events.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::time::parse_rfc3339;
+
+/// Who the health trackers' disables are published as (`updatedBy`).
+pub const BY_HEALTH: &str = "health";
 
 /// The rules of the health model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,8 +465,40 @@ impl Health {
     }
 }
 
+/// When a disabled webhook's record says it went down: its `updatedAt`; for a disable by
+/// health, `failing` before that (the disable period and the health window: failing began
+/// at least the period before the disable, which comes at the first tick after it), whose
+/// failed events were missed too. `None` for a webhook that is not disabled or says no
+/// time.
+pub fn down_since(record: &Value, failing: Duration) -> Option<SystemTime> {
+    if record["enabled"] != Value::Bool(false) {
+        return None;
+    }
+    let at = parse_rfc3339(record["updatedAt"].as_str()?)?;
+    if record["updatedBy"] == BY_HEALTH {
+        return at.checked_sub(failing).or(Some(at));
+    }
+    Some(at)
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_webhook_went_down_when_it_was_disabled_or_when_it_began_failing() {
+        let day = Duration::from_secs(86_400);
+        let at = "2026-12-07T10:00:00.000Z";
+        let by = |who: &str| json!({"enabled": false, "updatedAt": at, "updatedBy": who});
+        let disabled = parse_rfc3339(at).unwrap();
+        assert_eq!(down_since(&by("acme"), day), Some(disabled));
+        assert_eq!(down_since(&by("receiver"), day), Some(disabled));
+        assert_eq!(down_since(&by("health"), day), Some(disabled - day));
+        let enabled = json!({"enabled": true, "updatedAt": at});
+        assert_eq!(down_since(&enabled, day), None);
+        assert_eq!(down_since(&json!({"enabled": false}), day), None);
+    }
+
     use super::*;
 
     const MIN: u64 = 60_000;

@@ -11,6 +11,7 @@ pub mod health;
 pub mod host_schedule;
 pub mod ids;
 pub mod matching;
+pub mod notification;
 pub mod operational;
 pub mod outcome;
 pub mod parked;

@@ -157,10 +157,97 @@ impl OperationalEvent {
     }
 }
 
+/// A webhook's health as the API and the console show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthView {
+    pub state: State,
+    /// Failing since, or disabled since (RFC 3339).
+    pub since: Option<String>,
+    /// Requests over the health window.
+    pub counts: Rate,
+    pub last_error: Option<ErrorSeen>,
+}
+
+impl HealthView {
+    /// The health of a webhook whose record says `enabled` (disabled since `updated_at`
+    /// when not), from its tracker's state `health` if it has one, at `now_ms`.
+    pub fn of(
+        enabled: bool,
+        updated_at: &str,
+        health: Option<&Health>,
+        now_ms: u64,
+        policy: &HealthPolicy,
+    ) -> Self {
+        let counts = health.map_or(
+            Rate {
+                successes: 0,
+                failures: 0,
+                failure_rate: 0.0,
+                window_seconds: policy.window.as_secs(),
+            },
+            |h| h.rate(now_ms, policy),
+        );
+        let last_error = health
+            .and_then(|h| h.last_error.as_ref())
+            .map(ErrorSeen::from);
+        if !enabled {
+            return HealthView {
+                state: State::Disabled,
+                since: Some(updated_at.to_owned()),
+                counts,
+                last_error,
+            };
+        }
+        match health {
+            Some(h) if h.state == State::Failing => HealthView {
+                state: State::Failing,
+                since: h.since_ms.map(rfc3339_millis_of_unix_ms),
+                counts,
+                last_error,
+            },
+            // The record is enabled again: the tracker's `disabled` is past.
+            _ => HealthView {
+                state: State::Healthy,
+                since: None,
+                counts,
+                last_error,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::health::{Observation, Signal};
+
+    #[test]
+    fn the_view_follows_the_record_then_the_tracker() {
+        let policy = HealthPolicy::default();
+        let at = 1_790_000_000_000;
+        let mut h = Health::new("org", "sbx");
+        let failed = Observation {
+            at_ms: at,
+            sent: true,
+            ok: false,
+            ended_failed: None,
+            http_status: Some(503),
+            error: None,
+        };
+        h.observe(&Signal::of("org", "sbx", "0-1", &failed), &policy);
+        let view = HealthView::of(true, "t", Some(&h), at + 1_000, &policy);
+        assert_eq!(view.state, State::Failing);
+        assert_eq!(view.since.as_deref(), Some("2026-09-21T14:13:20.000Z"));
+        assert_eq!(view.counts.failures, 1);
+        assert_eq!(view.last_error.as_ref().unwrap().http_status, Some(503));
+        let off = HealthView::of(false, "2026-12-08T00:00:00Z", Some(&h), at, &policy);
+        assert_eq!(off.state, State::Disabled);
+        assert_eq!(off.since.as_deref(), Some("2026-12-08T00:00:00Z"));
+        let unknown = HealthView::of(true, "t", None, at, &policy);
+        assert_eq!(unknown.state, State::Healthy);
+        assert_eq!(unknown.counts.failures + unknown.counts.successes, 0);
+    }
 
     #[test]
     fn an_event_names_the_webhook_its_counts_and_last_error_with_a_stable_id() {

@@ -10,3 +10,41 @@
 pub mod tracker;
 
 pub use tracker::{Tracker, TrackerError, TrackerOptions};
+
+use crate::kafka::TopicSpec;
+use crate::settings::Settings;
+
+/// The topics a reader of webhook health follows: the trackers' compacted state and the
+/// operational events.
+#[derive(Debug, Clone)]
+pub struct HealthTopics {
+    pub state: String,
+    pub events: String,
+}
+
+/// Makes the health tracking's topics when it is on (signals, operational events, the
+/// compacted state), and names the two the admin API reads; `None` when it is off.
+pub async fn ensure_topics(
+    settings: &Settings,
+) -> Result<Option<HealthTopics>, rdkafka::error::KafkaError> {
+    let Some(signals) = settings.health_signal_topic() else {
+        return Ok(None);
+    };
+    let spec = TopicSpec {
+        partitions: settings.health.partitions.max(1),
+        ..TopicSpec::from_settings(settings)
+    };
+    let kafka = &settings.kafka;
+    let topics = HealthTopics {
+        state: settings.health_state_topic(),
+        events: settings.health.events_topic.clone(),
+    };
+    crate::kafka::ensure_topics(kafka, &[signals], spec).await?;
+    crate::kafka::ensure_topics(kafka, std::slice::from_ref(&topics.events), spec).await?;
+    let state = TopicSpec {
+        compact: true,
+        ..spec
+    };
+    crate::kafka::ensure_topics(kafka, std::slice::from_ref(&topics.state), state).await?;
+    Ok(Some(topics))
+}

@@ -20,7 +20,7 @@ use crate::domain::time::rfc3339_millis;
 pub const UPDATED_BY: &str = "receiver";
 
 /// Who the health trackers' disables are published as.
-pub const HEALTH: &str = "health";
+pub const HEALTH: &str = crate::domain::health::BY_HEALTH;
 
 /// How many times a disable starts again after another writer fenced it.
 const ATTEMPTS: u32 = 5;

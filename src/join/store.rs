@@ -143,7 +143,8 @@ impl ConfigStore {
                 sandbox_id,
                 campaign_id,
             }) => self.campaigns.forget(ims_org, sandbox_id, campaign_id),
-            None => {}
+            // Read from the store at each use (see `notify`): nothing memoized.
+            Some(ConfigKey::Notification { .. }) | None => {}
         }
         Ok(())
     }

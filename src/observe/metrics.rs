@@ -76,6 +76,9 @@ pub struct Metrics {
     pub webhooks_by_health: IntGaugeVec,
     /// Operational events written, by type (`webhook.failing`, …).
     pub operational_events: IntCounterVec,
+    /// Operational events sent to notification endpoints, by result (`delivered`,
+    /// `failed`, `dropped`: over an org's queue) and requests to them that failed.
+    pub notifications: IntCounterVec,
     /// 1 while the processor is ready (its `/readyz` answers 200), else 0.
     pub ready: IntGauge,
     /// Time from an event's first handling to its terminal outcome (its retries
@@ -291,6 +294,12 @@ impl Metrics {
                 "Operational events written, by type",
                 &["type"],
             ),
+            notifications: counter(
+                &r,
+                "notifications_total",
+                "Operational events sent to notification endpoints, by result (delivered, failed, dropped, retried: a request that failed and will be tried again)",
+                &["result"],
+            ),
             ready: gauge(&r, "ready", "1 while the processor is ready, else 0"),
             outcome_seconds: outcome_histogram(&r),
             registry: r,
@@ -381,6 +390,7 @@ mod tests {
             .with_label_values(&["webhook.disabled"])
             .inc();
         m.outcome_seconds.observe(0.2);
+        m.notifications.with_label_values(&["delivered"]).inc();
         m.transactions.with_label_values(&["aborted"]).inc();
         m.consumer_lag
             .with_label_values(&["input", "t", "0"])

@@ -30,6 +30,7 @@ use crate::join::disable::ConfigDisabler;
 use crate::join::publish::Publisher;
 use crate::join::{ConfigFollower, ConfigLookup, ConfigStore, StoreError};
 use crate::kafka::{ensure_topics, internal_record_limit, max_message_bytes, TopicSpec};
+use crate::notify::{Notifier, NotifierOptions};
 use crate::observe::{metrics, server, Health};
 use crate::record::{start_recorders, RecordError, RecordSink, Recorder};
 use crate::settings::{Guarantee, Settings};
@@ -120,8 +121,21 @@ pub async fn run(
     // Started once its topics exist; it rides out its own faults, apart from the loops.
     let tracker = match TrackerOptions::from_settings(&settings) {
         Some(options) => Some(
-            Tracker::start(options, settings.kafka.clone(), store, config_disabler)
-                .map_err(|e| PipelineError::Start(format!("health tracker: {e}")))?,
+            Tracker::start(
+                options,
+                settings.kafka.clone(),
+                store.clone(),
+                config_disabler,
+            )
+            .map_err(|e| PipelineError::Start(format!("health tracker: {e}")))?,
+        ),
+        None => None,
+    };
+    // Owners' notifications: apart from the loops, like the tracker.
+    let notifier = match NotifierOptions::from_settings(&settings) {
+        Some(options) => Some(
+            Notifier::start(options, &settings, store)
+                .map_err(|e| PipelineError::Start(e.to_string()))?,
         ),
         None => None,
     };
@@ -164,6 +178,9 @@ pub async fn run(
             None => break Ok(()),
         }
     };
+    if let Some(notifier) = notifier {
+        notifier.stop().await;
+    }
     // Leaving its group blocks: off the async workers.
     let _ = tokio::task::spawn_blocking(move || drop(tracker)).await;
     follower.stop();
@@ -210,31 +227,6 @@ async fn restart(
             }
         }
     }
-}
-
-/// The health tracking's topics, when it is on: signals and operational events (kept like
-/// the internal topics), and the trackers' compacted state, all with the same partitions.
-async fn ensure_health_topics(settings: &Settings) -> Result<(), rdkafka::error::KafkaError> {
-    let Some(signals) = settings.health_signal_topic() else {
-        return Ok(());
-    };
-    let spec = TopicSpec {
-        partitions: settings.health.partitions.max(1),
-        ..TopicSpec::from_settings(settings)
-    };
-    let kafka = &settings.kafka;
-    ensure_topics(kafka, &[signals], spec).await?;
-    ensure_topics(
-        kafka,
-        std::slice::from_ref(&settings.health.events_topic),
-        spec,
-    )
-    .await?;
-    let state = TopicSpec {
-        compact: true,
-        ..spec
-    };
-    ensure_topics(kafka, &[settings.health_state_topic()], state).await
 }
 
 /// Opens the config cache and starts following the config topic.
@@ -344,7 +336,7 @@ impl Processor {
         ensure_topics(kafka, &internal, TopicSpec::from_settings(settings))
             .await
             .map_err(PipelineError::Topics)?;
-        ensure_health_topics(settings)
+        crate::health::ensure_topics(settings)
             .await
             .map_err(PipelineError::Topics)?;
         if !settings.delivery.allow_cidrs.is_empty() {

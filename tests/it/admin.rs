@@ -1265,13 +1265,19 @@ async fn a_webhook_disabled_by_health_is_reenabled_and_gets_what_it_missed_once(
     h.receiver
         .respond(|_| feedback_webhooks::receiver::Reply::status(503));
     let mut processor = processor_with_api_settings(&h);
-    // Events keep failing until health disables the webhook after its period.
+    // Events keep failing until health disables the webhook after its period; meanwhile
+    // the webhook's health says it is failing, and why.
     let mut failed: Vec<String> = Vec::new();
+    let mut seen_failing = None;
     let until = Instant::now() + PATIENCE;
     loop {
         let (_, _, record) = api.ask(Method::GET, &hook, "operator").await;
+        if record["health"]["state"] == "failing" && seen_failing.is_none() {
+            seen_failing = Some(record["health"].clone());
+        }
         if record["enabled"] == false {
             assert_eq!(record["updatedBy"], "health", "{record}");
+            assert_eq!(record["health"]["state"], "disabled", "{record}");
             break;
         }
         assert!(Instant::now() < until, "never disabled: {record}");
@@ -1299,6 +1305,60 @@ async fn a_webhook_disabled_by_health_is_reenabled_and_gets_what_it_missed_once(
         wait_for_outcome(&api, &hook, id, |o| o["reason"] == "webhook_disabled").await;
         missed.push(id.to_owned());
     }
+
+    let failing = seen_failing.expect("the webhook's health never said failing");
+    assert_eq!(failing["lastError"]["httpStatus"], 503, "{failing}");
+    assert!(failing["since"].is_string(), "{failing}");
+    assert!(
+        failing["counts"]["failures"].as_u64().unwrap() > 0,
+        "{failing}"
+    );
+    assert_eq!(failing["counts"]["successes"], 0, "{failing}");
+    // The inventory shows it too, and the org's operational events say what happened,
+    // newest first, a page at a time.
+    let (_, _, inventory) = api
+        .ask(Method::GET, &format!("/orgs/{ORG}/webhooks"), "operator")
+        .await;
+    assert_eq!(
+        inventory["items"][0]["health"]["state"], "disabled",
+        "{inventory}"
+    );
+    let events = format!("/orgs/{ORG}/operational-events");
+    let until = Instant::now() + PATIENCE;
+    let listed = loop {
+        let (status, _, page) = api.ask(Method::GET, &events, "operator").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let types: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        if types.contains(&"webhook.disabled") && types.contains(&"webhook.failing") {
+            break page;
+        }
+        assert!(Instant::now() < until, "operational events: {page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(
+        items[0]["type"], "webhook.disabled",
+        "newest first: {listed}"
+    );
+    assert_eq!(items.last().unwrap()["type"], "webhook.failing", "{listed}");
+    let (_, _, first) = api
+        .ask(
+            Method::GET,
+            &format!("{events}?limit=1&type=webhook.failing"),
+            "operator",
+        )
+        .await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["items"][0]["type"], "webhook.failing", "{first}");
+    let (status, _, refused) = api
+        .ask(Method::GET, &format!("{events}?type=nope"), "operator")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
 
     // Fixed, re-enabled: everything it missed comes again, once, under one replay id.
     h.receiver

@@ -21,7 +21,7 @@ fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
 
 /// A harness whose processor tracks health with a short period: disabled after
 /// `disable_secs` of failures, failed events announced every 2 s.
-async fn harness(name: &str, disable_secs: u64) -> (Harness, String) {
+pub(crate) async fn harness(name: &str, disable_secs: u64) -> (Harness, String) {
     let mut h = Harness::hooked(name).await;
     let events = format!("{}-operational", h.topics.input);
     set(&mut h.env, "FW_HEALTH__EVENTS_TOPIC", &events);
@@ -68,7 +68,10 @@ async fn a_receiver_failing_every_request_is_announced_once_then_disabled_after_
     let (mut h, topic) = harness("health-failing", 8).await;
     // Every event uses up its three tries (no breaker parks them) until the disable.
     set(&mut h.env, "FW_DELIVERY__BREAKER_FAILURES", "1000");
-    h.receiver.respond(|_| Reply::status(503));
+    // The webhook fails every request; the org's notification endpoint works.
+    h.receiver
+        .respond(|r| Reply::status(if r.path == "/ops" { 200 } else { 503 }));
+    let secret = crate::notify::publish_endpoint(&mut h, ORG, "/ops").await;
     let mut processor = h.processor("processor");
     let started = Instant::now();
     // Five events at once, then one every half second: its requests keep failing.
@@ -134,14 +137,21 @@ async fn a_receiver_failing_every_request_is_announced_once_then_disabled_after_
     let record = webhook_record(&h);
     assert_eq!(record["enabled"], false, "{record:#}");
     assert_eq!(record["updatedBy"], "health");
+    // The owner was told each, once, signed.
+    let notified = crate::notify::wait_notified(&h, "/ops", all).await;
+    let (ids_notified, again) = crate::notify::notified_ids(&notified);
+    crate::notify::verify(&notified, &secret, h.dir.path());
+    assert_eq!(ids_notified, ids.iter().map(|s| s.to_string()).collect());
     println!(
-        "failing receiver: disabled after {:.1} s (period 8 s); {} operational events: {} failing, {} exhausted ({counted} events), {} disabled, 0 duplicates, 0 exits",
+        "failing receiver: disabled after {:.1} s (period 8 s); {} operational events: {} failing, {} exhausted ({counted} events), {} disabled, 0 duplicates, 0 exits; notification endpoint: {} requests, each signature verified by standardwebhooks, {again} duplicates",
         disabled_after.as_secs_f64(),
         all.len(),
         failing.len(),
         exhausted.len(),
-        disabled.len()
+        disabled.len(),
+        notified.len()
     );
+    assert_eq!(again, 0, "a notification sent twice");
     assert!(processor.exited().is_none(), "the processor exited");
     assert!(processor.stop().success());
     crate::support::processor::keep_logs(h.dir.path());
@@ -210,7 +220,9 @@ fn instance(h: &Harness, name: &str) -> Vec<(String, String)> {
 async fn each_operational_event_is_written_once_across_a_rebalance_and_a_kill_9() {
     let (mut h, topic) = harness("health-faults", 12).await;
     set(&mut h.env, "FW_DELIVERY__BREAKER_FAILURES", "1000");
-    h.receiver.respond(|_| Reply::status(503));
+    h.receiver
+        .respond(|r| Reply::status(if r.path == "/ops" { 200 } else { 503 }));
+    let secret = crate::notify::publish_endpoint(&mut h, ORG, "/ops").await;
     let mut first = h.processor("first");
     let started = Instant::now();
     let send = |from: usize, n: usize| {
@@ -273,14 +285,21 @@ async fn each_operational_event_is_written_once_across_a_rebalance_and_a_kill_9(
     let counted = counted_in(all);
     let ids: std::collections::HashSet<&str> =
         all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    // Each reached the owner, at least once (a notification under way when its sender
+    // died is sent again, with the same webhook-id), signed.
+    let notified = crate::notify::wait_notified(&h, "/ops", all).await;
+    let (ids_notified, again) = crate::notify::notified_ids(&notified);
+    crate::notify::verify(&notified, &secret, h.dir.path());
     println!(
-        "health across a rebalance and a kill -9: {} operational events ({} failing, {} disabled, {} exhausted counting {counted} of {failed} failed events), {} duplicates, disabled after {:.1} s",
+        "health across a rebalance and a kill -9: {} operational events ({} failing, {} disabled, {} exhausted counting {counted} of {failed} failed events), {} duplicates, disabled after {:.1} s; notifications: {} of {} events, {again} sent twice (same webhook-id), each signature verified by standardwebhooks",
         all.len(),
         of_type(all, "webhook.failing").len(),
         of_type(all, "webhook.disabled").len(),
         of_type(all, "event.exhausted").len(),
         all.len() - ids.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        ids_notified.len(),
+        all.len(),
     );
     assert_eq!(ids.len(), all.len(), "an event written twice: {all:#?}");
     assert_eq!(of_type(all, "webhook.failing").len(), 1, "{all:#?}");
@@ -294,4 +313,89 @@ async fn each_operational_event_is_written_once_across_a_rebalance_and_a_kill_9(
     assert_eq!(counted, failed, "{all:#?}");
     assert!(second.exited().is_none(), "the second instance exited");
     assert!(second.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_reenables_a_disabled_webhook_and_redelivers_what_it_missed_once() {
+    let (mut h, _) = harness("health-cli-reenable", 4).await;
+    set(&mut h.env, "FW_DELIVERY__BREAKER_FAILURES", "1000");
+    h.receiver.respond(|_| Reply::status(503));
+    let mut processor = h.processor("processor");
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut sent = Vec::new();
+    while webhook_record(&h)["enabled"] != false {
+        assert!(Instant::now() < until, "never disabled");
+        let id = format!("c-{}", sent.len());
+        h.producer
+            .send_json(&h.topics.input, Some(&id), &spec_event(&id))
+            .await;
+        sent.push(id);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for i in 0..2 {
+        let id = format!("c-skipped-{i}");
+        h.producer
+            .send_json(&h.topics.input, Some(&id), &spec_event(&id))
+            .await;
+        sent.push(id);
+    }
+    let mut outcomes = Reader::new(&h.topics.outcomes);
+    outcomes.wait_for(sent.len());
+    for o in outcomes.by_event_id().values() {
+        assert!(
+            o["status"] == "failed" || o["reason"] == "webhook_disabled",
+            "{o:#}"
+        );
+    }
+    // Fixed; re-enabled from the command line.
+    h.receiver.respond(|_| Reply::status(200));
+    let (ok, out, err) = cli(
+        &h.env,
+        &[
+            "config",
+            "reenable",
+            "--org",
+            ORG,
+            "--sandbox",
+            SANDBOX,
+            "--yes",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("enabled: true"), "{out}");
+    assert_eq!(webhook_record(&h)["enabled"], true);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        outcomes.poll_for(Duration::from_millis(300));
+        let delivered = outcomes
+            .records
+            .iter()
+            .filter(|o| o["status"] == "delivered" && !o["replay"].is_null())
+            .count();
+        if delivered >= sent.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{delivered} of {} redelivered:\n{out}{err}",
+            sent.len()
+        );
+    }
+    outcomes.poll_for(Duration::from_secs(2));
+    let requests = h.receiver.received();
+    for id in &sent {
+        let redelivered = requests
+            .iter()
+            .filter(|r| r.header("webhook-id") == Some(id.as_str()))
+            .filter(|r| r.header("webhook-replay-id").is_some())
+            .count();
+        assert_eq!(redelivered, 1, "{id} redelivered {redelivered} times");
+    }
+    println!(
+        "CLI re-enable: {} missed events ({} failed, 2 skipped as webhook_disabled) redelivered once each",
+        sent.len(),
+        sent.len() - 2
+    );
+    assert!(processor.exited().is_none(), "the processor exited");
+    assert!(processor.stop().success());
 }

@@ -18,6 +18,7 @@ mod faults;
 mod health;
 mod hostile;
 mod invalid;
+mod notify;
 mod observe;
 mod packaging;
 mod policy;

@@ -35,6 +35,10 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/orgs/{org}/webhooks", get(webhooks::inventory))
         .route(
+            "/api/v1/orgs/{org}/operational-events",
+            get(webhooks::operational_events),
+        )
+        .route(
             webhook,
             get(webhooks::get)
                 .put(webhooks::put)

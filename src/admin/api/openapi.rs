@@ -17,10 +17,11 @@ use super::shapes::{FieldError, Problem};
 #[openapi(
     info(
         title = "feedback-webhooks administration API",
-        description = "Feedback webhooks of each IMS org + sandbox, campaign opt-ins, test sends, the delivery log and redelivery. Writes are published to the config topic; see the README's \"Administration API\"."
+        description = "Feedback webhooks of each IMS org + sandbox and their health, operational events, campaign opt-ins, test sends, the delivery log and redelivery. Writes are published to the config topic; see the README's \"Administration API\"."
     ),
     paths(
         super::webhooks::inventory,
+        super::webhooks::operational_events,
         super::webhooks::get,
         super::webhooks::put,
         super::webhooks::delete,

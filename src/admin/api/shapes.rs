@@ -80,7 +80,57 @@ pub struct Webhook {
     pub updated_at: String,
     /// The config-topic version, `"{partition}-{offset}"` (also the `ETag`).
     pub version: String,
+    /// Its health (in reads: the webhook and the inventory).
+    pub health: Option<Health>,
 }
+
+/// A webhook's health: `healthy`, `failing` (since its first failed request after its
+/// last success) or `disabled` (since its record was last changed), the requests of the
+/// health window and the last error, as its health tracker last wrote them.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `healthy`, `failing` or `disabled`.
+    pub state: String,
+    /// RFC 3339.
+    pub since: Option<String>,
+    /// `{"successes", "failures", "failureRate", "windowSeconds"}`.
+    #[schema(value_type = Object)]
+    pub counts: Value,
+    /// `{"at", "httpStatus", "error"}`.
+    #[schema(value_type = Option<Object>)]
+    pub last_error: Option<Value>,
+}
+
+/// An operational event (`schemas/operational-event.schema.json`): a change of a
+/// webhook's health or of its enabled flag.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationalEvent {
+    /// Stable for the same change (`op_...`); a notification's `webhook-id`.
+    pub id: String,
+    /// `webhook.failing`, `webhook.recovered`, `webhook.disabled`, `webhook.enabled` or
+    /// `event.exhausted`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: String,
+    pub ims_org: String,
+    pub sandbox_id: String,
+    pub webhook_version: Option<String>,
+    pub state: String,
+    pub since: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub counts: Option<Value>,
+    /// `event.exhausted`: `{"count", "from", "to", "reasons"}`.
+    #[schema(value_type = Option<Object>)]
+    pub exhausted: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub last_error: Option<Value>,
+    /// Who disabled or enabled it: `health`, `receiver` or a token's name.
+    pub by: Option<String>,
+}
+
+page!(OperationalEventPage of OperationalEvent, "A page of an org's operational events, newest first.");
 
 /// A webhook as written. `imsOrg` and `sandbox.id` come from the path; secrets may be
 /// given as `{"value": "..."}` (sealed before they are published). Validated against

@@ -11,12 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::shapes::{
-    IfMatch, OrgPath, ReenableBody, Reenabled, SandboxPath, Webhook, WebhookPage, WebhookWrite,
+    IfMatch, OperationalEventPage, OrgPath, ReenableBody, Reenabled, SandboxPath, Webhook,
+    WebhookPage, WebhookWrite,
 };
 use super::{bad_query, body, saved, versioned, OnSandbox};
 use crate::admin::auth::Caller;
 use crate::admin::problem::Problem;
 use crate::admin::service::allow;
+use crate::admin::service::operational::{self, OperationalQuery};
 use crate::admin::service::reenable::{self, Reenable};
 use crate::admin::service::send_test::{self, TestResult};
 use crate::admin::service::webhooks::{self, InventoryQuery, WebhookInput};
@@ -135,6 +137,23 @@ pub async fn inventory(
     allow(&caller, &org, None, false)?;
     let Query(q) = query.map_err(bad_query)?;
     let page = webhooks::inventory(&state.service, &caller, &org, &q).await?;
+    Ok(Json(page).into_response())
+}
+
+/// `GET /orgs/{org}/operational-events`: the org's operational events the caller may see,
+/// newest first, paged and filtered by sandbox and type.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/operational-events", tag = "webhooks",
+    params(OrgPath, OperationalQuery),
+    responses((status = 200, description = "A page of operational events, newest first", body = OperationalEventPage)))]
+pub async fn operational_events(
+    State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    Path(org): Path<String>,
+    query: Result<Query<OperationalQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    allow(&caller, &org, None, false)?;
+    let Query(q) = query.map_err(bad_query)?;
+    let page = operational::list(&state.service, &caller, &org, &q).await?;
     Ok(Json(page).into_response())
 }
 

@@ -130,6 +130,7 @@ impl Fixture {
                 records: config.clone(),
                 deliveries: crate::admin::deliveries::DeliveryLog::open(log.path()).unwrap(),
                 sealing: Some(key),
+                health_policy: settings.health.policy(),
             },
             writer: config.clone(),
             writes: tokio::sync::Mutex::new(()),

@@ -21,6 +21,7 @@ pub mod campaigns;
 pub mod deliveries;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod operational;
 pub mod paging;
 pub(super) mod quotas;
 mod reads;
@@ -120,9 +121,35 @@ struct Stores {
     records: Arc<dyn ConfigRecords>,
     deliveries: DeliveryLog,
     sealing: Option<SealingKey>,
+    health_policy: crate::domain::health::HealthPolicy,
 }
 
 impl Stores {
+    /// The webhook's health as shown: from its record and its tracker's latest state.
+    fn health_of(&self, webhook: &crate::domain::config::WebhookConfig) -> Value {
+        let state = self
+            .deliveries
+            .health(&webhook.ims_org, &webhook.sandbox.id)
+            .ok()
+            .flatten();
+        let view = crate::domain::operational::HealthView::of(
+            webhook.enabled,
+            &webhook.updated_at,
+            state.as_ref(),
+            crate::domain::time::now_ms(),
+            &self.health_policy,
+        );
+        serde_json::to_value(view).unwrap_or(Value::Null)
+    }
+
+    /// `shown` with the webhook's `health` added.
+    fn with_health(&self, shown: &mut Value, stored: &[u8]) {
+        let webhook = serde_json::from_slice::<crate::domain::config::WebhookConfig>(stored);
+        if let (Ok(webhook), Some(object)) = (webhook, shown.as_object_mut()) {
+            object.insert("health".into(), self.health_of(&webhook));
+        }
+    }
+
     /// A stored record as `caller` sees it: secrets replaced by their fingerprints (and,
     /// for operators, references by what they name), and its version.
     fn shown(
@@ -184,6 +211,7 @@ impl Service {
                 records,
                 deliveries,
                 sealing: settings.sealing_key()?,
+                health_policy: settings.health.policy(),
             },
             writer,
             writes: tokio::sync::Mutex::new(()),

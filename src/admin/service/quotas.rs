@@ -67,6 +67,8 @@ impl Quotas {
                 "admin.max_campaigns_per_org",
                 "campaign opt-ins",
             ),
+            // One per org by its key.
+            ConfigKey::Notification { .. } => (usize::MAX, "none", "notification endpoints"),
         }
     }
 

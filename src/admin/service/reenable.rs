@@ -14,8 +14,8 @@ use crate::admin::deliveries::Keep;
 use crate::admin::problem::Problem;
 use crate::admin::versions::Expect;
 use crate::domain::config::ConfigKey;
-use crate::domain::time::{parse_rfc3339, rfc3339_millis};
-use crate::join::disable::HEALTH;
+use crate::domain::health::down_since;
+use crate::domain::time::rfc3339_millis;
 use crate::schema::Violation;
 
 /// The body of a re-enable: where the redelivery starts (default: when it went down).
@@ -23,22 +23,6 @@ use crate::schema::Violation;
 #[serde(deny_unknown_fields)]
 pub struct Reenable {
     pub from: Option<String>,
-}
-
-/// When a disabled webhook's record says it went down: its `updatedAt`; for a disable by
-/// health, `failing` before that (the disable period and the health window: failing began
-/// at least the period before the disable, which comes at the first tick after it), whose
-/// failed events were missed too. `None` for a webhook that is not disabled or says no
-/// time.
-pub fn down_since(record: &Value, failing: Duration) -> Option<SystemTime> {
-    if record["enabled"] != Value::Bool(false) {
-        return None;
-    }
-    let at = parse_rfc3339(record["updatedAt"].as_str()?)?;
-    if record["updatedBy"] == HEALTH {
-        return at.checked_sub(failing).or(Some(at));
-    }
-    Some(at)
 }
 
 /// Enables the webhook and starts the redelivery of what failed or was skipped as
@@ -59,8 +43,7 @@ pub async fn reenable(
     })?;
     let record: Value = serde_json::from_slice(&current.value)
         .map_err(|e| Problem::unavailable(format!("stored record unreadable: {e}")))?;
-    let health = &svc.settings.health;
-    let failing = Duration::from_secs(health.disable_after_secs.saturating_add(health.window_secs));
+    let failing = svc.settings.health.failing_before_disable();
     let from = match &body.from {
         Some(from) => from.clone(),
         None => match down_since(&record, failing) {
@@ -91,24 +74,4 @@ pub async fn reenable(
     };
     let started = redeliver::window(svc, at, &request).await?;
     Ok((enabled, started))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_webhook_went_down_when_it_was_disabled_or_when_it_began_failing() {
-        let day = Duration::from_secs(86_400);
-        let at = "2026-12-07T10:00:00.000Z";
-        let by = |who: &str| json!({"enabled": false, "updatedAt": at, "updatedBy": who});
-        let disabled = parse_rfc3339(at).unwrap();
-        assert_eq!(down_since(&by("acme"), day), Some(disabled));
-        assert_eq!(down_since(&by("receiver"), day), Some(disabled));
-        assert_eq!(down_since(&by("health"), day), Some(disabled - day));
-        let enabled = json!({"enabled": true, "updatedAt": at});
-        assert_eq!(down_since(&enabled, day), None);
-        assert_eq!(down_since(&json!({"enabled": false}), day), None);
-    }
 }

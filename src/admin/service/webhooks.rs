@@ -73,7 +73,9 @@ pub fn get(svc: &Service, at: At<'_>) -> Result<Versioned<Value>, Problem> {
     let (org, sandbox) = (at.org, at.sandbox);
     let key = ConfigKey::webhook(org, sandbox);
     let stored = svc.current(&key)?.ok_or_else(|| no_webhook(org, sandbox))?;
-    Ok(svc.shown(&key, &stored, at.caller))
+    let mut shown = svc.shown(&key, &stored, at.caller);
+    svc.stores.with_health(&mut shown.record, &stored.value);
+    Ok(shown)
 }
 
 /// The webhook as the processor reads it (secrets sealed or referenced), for a test send.
@@ -202,7 +204,11 @@ pub async fn inventory(
                 })
                 .map(|config| {
                     let key = ConfigKey::webhook(&org, &config.sandbox.id);
-                    stores.shown(&key, &stored, &reader).record
+                    let mut shown = stores.shown(&key, &stored, &reader).record;
+                    if let Some(object) = shown.as_object_mut() {
+                        object.insert("health".into(), stores.health_of(&config));
+                    }
+                    shown
                 });
             pager.offer(key_text, shown)
         })?;
@@ -228,8 +234,11 @@ pub async fn visible(
         stores.visit(&format!("webhook/{org}/"), None, &mut |_, stored| {
             let config = serde_json::from_slice::<WebhookConfig>(stored.value).ok();
             let raw = serde_json::from_slice::<Value>(stored.value).ok();
-            if let (Some(config), Some(raw)) = (config, raw) {
+            if let (Some(config), Some(mut raw)) = (config, raw) {
                 if scope.sees(&org, &config.sandbox.id) {
+                    if let Some(object) = raw.as_object_mut() {
+                        object.insert("health".into(), stores.health_of(&config));
+                    }
                     all.push((config, raw));
                 }
             }

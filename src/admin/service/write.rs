@@ -13,7 +13,7 @@ use super::Service;
 use crate::admin::problem::Problem;
 use crate::admin::secrets;
 use crate::admin::tokens::Principal;
-use crate::domain::config::{self, ConfigError, ConfigKey, ConfigRecord, MAX_RECORD_BYTES};
+use crate::domain::config::{self, ConfigError, ConfigKey, MAX_RECORD_BYTES};
 use crate::domain::time::rfc3339_millis;
 use crate::join::publish::PublishError;
 use crate::join::{Stored, Version};
@@ -83,6 +83,8 @@ impl Service {
         let (kind, org) = match key {
             ConfigKey::Webhook { ims_org, .. } => ("webhook", ims_org),
             ConfigKey::Campaign { ims_org, .. } => ("campaign", ims_org),
+            // One per org by its key: nothing to count.
+            ConfigKey::Notification { .. } => return Ok(0),
         };
         let prefix = format!("{kind}/{org}/");
         self.read(org, move |stores| {
@@ -105,7 +107,7 @@ impl Service {
         value: &mut Value,
     ) -> Result<Vec<u8>, Problem> {
         let mut refused = Vec::new();
-        if let ConfigKey::Webhook { ims_org, .. } = key {
+        if let ConfigKey::Webhook { ims_org, .. } | ConfigKey::Notification { ims_org } = key {
             let current: Option<Value> =
                 current.and_then(|c| serde_json::from_slice(&c.value).ok());
             refused = secrets::prepare(
@@ -134,10 +136,7 @@ impl Service {
         }
         let record = config::typed(value).map_err(whole)?;
         // What the processor would refuse is never published: the body's key is the key.
-        let body_key = match &record {
-            ConfigRecord::Webhook(w) => w.key(),
-            ConfigRecord::Campaign(c) => c.key(),
-        };
+        let body_key = record.key();
         if body_key != *key {
             return Err(whole(ConfigError::KeyMismatch {
                 key: key.to_string(),

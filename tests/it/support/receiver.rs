@@ -85,6 +85,12 @@ impl TestReceiver {
         *self.responder.lock().unwrap() = Box::new(f);
     }
 
+    /// The requests to `path` so far, as they came (not checked as feedback payloads).
+    pub fn received_on(&self, path: &str) -> Vec<Received> {
+        let got = self.received.lock().unwrap();
+        got.iter().filter(|r| r.path == path).cloned().collect()
+    }
+
     /// The requests so far; each body is checked against the payload schema.
     pub fn received(&self) -> Vec<Received> {
         let got = self.received.lock().unwrap().clone();
