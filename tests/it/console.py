@@ -346,7 +346,25 @@ def log():
 def send_test():
     org, sandbox = args["org"], args["sandbox"]
     sign_in(args["operator"])
+    # The receiver fails: the inventory's health badge says so, with the last error.
+    inventory(org)
+    badge = find("#inventory .badge.health")
+    assert badge.text == "Failing", badge.text
+    assert "HTTP 503" in badge.get_attribute("title"), badge.get_attribute("title")
+    shot("inventory-health")
+    # The org's operational events list the webhook failing.
+    find("#events-link").click()
+    until(lambda: finds("#events tr[data-type='webhook.failing']"), "webhook.failing listed")
+    row = find("#events tr[data-type='webhook.failing']").text
+    assert "failing since" in row and "last error: HTTP 400" in row, row
+    shot("operational-events")
+    # The webhook's page: a banner says since when, how many requests failed, and why.
     driver.get(f"{base}/console/orgs/{org}/sandboxes/{sandbox}/webhook")
+    assert find("#health-badge").text == "Failing", find("#health-badge").text
+    banner = find("#failing-banner").text
+    assert "Failing since" in banner and "requests failed" in banner, banner
+    assert "HTTP 503" in find("#last-error").text, find("#last-error").text
+    shot("failing-banner")
     find("#send-test").click()
     until(lambda: finds("#test-result"), "the test result")
     result = find("#test-result").text
@@ -357,6 +375,8 @@ def send_test():
     until(lambda: find("#toggle").text == "Enable" and find(".heading .badge").text == "Disabled", "disabled")
     banner = find("#down-banner").text
     assert "Since " in banner and "by operator" in banner and "skipped" in banner, banner
+    assert "HTTP 503" in find("#last-error").text, banner
+    assert not finds("#failing-banner"), "a failing banner on a disabled webhook"
     shot("disabled-banner")
     # Re-enable and redeliver: the redelivery's progress, then the webhook enabled again.
     find("#reenable").click()

@@ -321,8 +321,19 @@ async fn the_console_manages_a_webhook_end_to_end_in_a_browser() {
         .expect("the window's replay id");
     assert_eq!(again.header("webhook-replay-id"), Some(replay));
 
-    // Send a test to a failing receiver: the page shows its 503.
+    // The receiver fails: the webhook's health says so (once its tracker and the API's
+    // log have seen it). Then a test send shows its 503.
     h.receiver.respond(|_| Reply::status(503));
+    send("e5").await;
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let (_, _, record) = api.ask(Method::GET, &hook, "operator").await;
+        if record["health"]["state"] == "failing" {
+            break;
+        }
+        assert!(Instant::now() < until, "never failing: {record}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     run("send-test", with(&[])).await;
     processor.stop();
 

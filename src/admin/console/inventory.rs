@@ -49,6 +49,9 @@ pub struct Row {
     /// Failed share of delivered and failed outcomes of the last 24 h, e.g. "2.5 %".
     pub failure_rate: Option<String>,
     pub outcomes_24h: u64,
+    /// `healthy`, `failing` or `disabled`, and what the badge's tooltip says.
+    pub health: String,
+    pub health_note: String,
 }
 
 /// A sandbox the picker offers.
@@ -198,7 +201,40 @@ fn row(config: &WebhookConfig, raw: &Value, last: Option<Value>, tally: Tally) -
             .and_then(|o| o["completedAt"].as_str().map(str::to_owned)),
         failure_rate: tally.failure_percent().map(|p| format!("{p:.1} %")),
         outcomes_24h: tally.delivered + tally.failed,
+        health: raw["health"]["state"]
+            .as_str()
+            .unwrap_or("healthy")
+            .to_owned(),
+        health_note: health_note(&raw["health"]),
     }
+}
+
+/// A webhook's health in a few words: since when, and its last error.
+pub fn health_note(health: &Value) -> String {
+    let mut note = match (health["state"].as_str(), health["since"].as_str()) {
+        (Some(state), Some(since)) => format!("{state} since {since}"),
+        (Some(state), None) => state.to_owned(),
+        _ => String::new(),
+    };
+    if let Some(error) = last_error(health) {
+        note.push_str("; last error: ");
+        note.push_str(&error);
+    }
+    note
+}
+
+/// The last error of a health view, in words (`HTTP 503 at ...`).
+pub fn last_error(health: &Value) -> Option<String> {
+    let e = health.get("lastError").filter(|e| !e.is_null())?;
+    let what = match (e["httpStatus"].as_u64(), e["error"].as_str()) {
+        (Some(status), _) => format!("HTTP {status}"),
+        (None, Some(error)) => error.to_owned(),
+        (None, None) => "a failure".to_owned(),
+    };
+    Some(match e["at"].as_str() {
+        Some(at) => format!("{what} at {at}"),
+        None => what,
+    })
 }
 
 #[cfg(test)]
@@ -219,6 +255,7 @@ mod tests {
                     channels: "email".into(), url: "https://h.example/x?a=1&b=2".into(),
                     auth: "JWT", enabled: true, last_status: None, last_at: None,
                     failure_rate: Some("2.5 %".into()), outcomes_24h: 40,
+                    health: "failing".into(), health_note: "failing since <b>".into(),
                 }]),
             },
         );
@@ -229,5 +266,23 @@ mod tests {
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;b&gt;me&lt;&#x2f;b&gt;"));
         assert!(html.contains("2.5 %"));
+        assert!(html.contains("health failing"), "{html}");
+        assert!(html.contains("failing since &lt;b&gt;"), "{html}");
+    }
+
+    #[test]
+    fn the_health_note_says_since_when_and_the_last_error() {
+        let health = serde_json::json!({"state": "failing", "since": "T0",
+            "lastError": {"at": "T1", "httpStatus": 503, "error": null}});
+        assert_eq!(
+            health_note(&health),
+            "failing since T0; last error: HTTP 503 at T1"
+        );
+        let timeout = serde_json::json!({"state": "healthy", "since": null,
+            "lastError": {"at": "T1", "httpStatus": null, "error": "timed out"}});
+        assert_eq!(
+            health_note(&timeout),
+            "healthy; last error: timed out at T1"
+        );
     }
 }

@@ -20,6 +20,7 @@
 
 mod campaigns;
 mod editor;
+mod events;
 mod filter_rows;
 mod form;
 mod inventory;
@@ -58,9 +59,9 @@ macro_rules! templates {
 }
 
 /// Every page's template, by name.
-const TEMPLATES: [(&str, &str); 12] = templates![
+const TEMPLATES: [(&str, &str); 13] = templates![
     layout, sign_in, orgs, inventory, campaigns, webhook, edit, delete, log, event, progress,
-    message,
+    message, events,
 ];
 
 /// The templates, parsed once.
@@ -91,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/console/sign-out", post(sign_in::sign_out))
         .route("/console/org", get(sign_in::pick_org))
         .route("/console/orgs/{org}/webhooks", get(inventory::page))
+        .route("/console/orgs/{org}/events", get(events::page))
         .route(
             "/console/orgs/{org}/sandboxes/{sandbox}/campaigns",
             get(campaigns::page).post(campaigns::set),

@@ -36,6 +36,7 @@ fn show(page: &SandboxPage, test: Option<Value>) -> Response {
                 headers => super::value(super::form::headers_of(&webhook)),
                 secrets => super::value(secret_prints(&webhook)),
                 filter => webhook.get("filter").filter(|f| !f.is_null()).map(Value::to_string),
+                last_error => super::inventory::last_error(&webhook["health"]),
                 test => test.map(|t| super::value(&t)),
                 ..page.base()
             },
