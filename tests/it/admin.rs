@@ -1262,8 +1262,48 @@ async fn a_webhook_disabled_by_health_is_reenabled_and_gets_what_it_missed_once(
         h.env.push((k.into(), v.into()));
     }
     let (api, hook) = Api::with_webhook(&h).await;
-    h.receiver
-        .respond(|_| feedback_webhooks::receiver::Reply::status(503));
+    // The org's notification endpoint, set through the API with its signing secret as a
+    // value (sealed before it is published); it works while the webhook fails.
+    let whsec = format!(
+        "whsec_{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            rand::random::<[u8; 32]>()
+        )
+    );
+    let endpoint = format!("/orgs/{ORG}/notification-endpoint");
+    let notification = json!({
+        "url": h.receiver.url("/ops"), "enabled": true, "name": "Ops",
+        "authentication": {"type": "none"}, "headers": {"X-Team": "ops"},
+        "signing": {"secret": {"value": whsec}},
+    });
+    let unsigned =
+        json!({"url": h.receiver.url("/ops"), "enabled": true, "authentication": {"type": "none"}});
+    let (status, _, refused) = api
+        .send(Method::PUT, &endpoint, "operator", &unsigned)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(refused.to_string().contains("signing"), "{refused}");
+    let (status, _, created) = api
+        .send(Method::PUT, &endpoint, "operator", &notification)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["signing"]["secret"]["set"], true, "{created}");
+    assert!(
+        !created.to_string().contains(&whsec),
+        "the secret shown: {created}"
+    );
+    // It concerns every sandbox: a token for one sandbox does not see it.
+    let (status, _, _) = api.ask(Method::GET, &endpoint, "acme-reader").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = api.ask(Method::GET, &endpoint, "other").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, shown) = api.ask(Method::GET, &endpoint, "reader").await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["url"], notification["url"]);
+    h.receiver.respond(|r| {
+        feedback_webhooks::receiver::Reply::status(if r.path == "/ops" { 200 } else { 503 })
+    });
     let mut processor = processor_with_api_settings(&h);
     // Events keep failing until health disables the webhook after its period; meanwhile
     // the webhook's health says it is failing, and why.
@@ -1359,6 +1399,10 @@ async fn a_webhook_disabled_by_health_is_reenabled_and_gets_what_it_missed_once(
         .ask(Method::GET, &format!("{events}?type=nope"), "operator")
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+
+    // The owner was told, signed with the secret given to the API.
+    let notified = crate::notify::wait_notified(&h, "/ops", items).await;
+    crate::notify::verify(&notified, &whsec, h.dir.path());
 
     // Fixed, re-enabled: everything it missed comes again, once, under one replay id.
     h.receiver

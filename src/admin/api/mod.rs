@@ -5,9 +5,11 @@
 //! - `webhooks.rs`: the webhook of an org + sandbox, the inventory, test sends.
 //! - `campaigns.rs`: campaign opt-ins.
 //! - `deliveries.rs`: the delivery log and redelivery.
+//! - `notification.rs`: an org's notification endpoint.
 
 mod campaigns;
 mod deliveries;
+mod notification;
 pub mod openapi;
 pub mod shapes;
 mod webhooks;
@@ -37,6 +39,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(
             "/api/v1/orgs/{org}/operational-events",
             get(webhooks::operational_events),
+        )
+        .route(
+            "/api/v1/orgs/{org}/notification-endpoint",
+            get(notification::get)
+                .put(notification::put)
+                .delete(notification::delete),
         )
         .route(
             webhook,

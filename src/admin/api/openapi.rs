@@ -37,6 +37,9 @@ use super::shapes::{FieldError, Problem};
         super::campaigns::get,
         super::campaigns::put,
         super::campaigns::delete,
+        super::notification::get,
+        super::notification::put,
+        super::notification::delete,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&Conventions),
@@ -44,6 +47,7 @@ use super::shapes::{FieldError, Problem};
         (name = "webhooks", description = "The webhook of an org + sandbox"),
         (name = "deliveries", description = "The delivery log and redelivery"),
         (name = "campaigns", description = "Campaign opt-ins"),
+        (name = "notifications", description = "An org's notification endpoint: its operational events, signed"),
     )
 )]
 pub struct ApiDoc;

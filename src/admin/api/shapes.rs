@@ -132,6 +132,48 @@ pub struct OperationalEvent {
 
 page!(OperationalEventPage of OperationalEvent, "A page of an org's operational events, newest first.");
 
+/// An org's notification endpoint, as read (secrets as fingerprints): where its
+/// operational events are sent as signed Standard Webhooks requests
+/// (`schemas/notification.schema.json`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationEndpoint {
+    /// Always `notification`.
+    pub kind: String,
+    pub ims_org: String,
+    pub name: Option<String>,
+    pub url: String,
+    pub enabled: bool,
+    /// The operational event types sent; absent: all.
+    pub events: Option<Vec<String>>,
+    #[schema(value_type = Object)]
+    pub authentication: Value,
+    #[schema(value_type = Option<Object>)]
+    pub headers: Option<Value>,
+    /// Signing secrets (Standard Webhooks), required.
+    #[schema(value_type = Object)]
+    pub signing: Value,
+    pub updated_at: String,
+    pub version: String,
+}
+
+/// A notification endpoint as written; `imsOrg` comes from the path; secrets may be given
+/// as `{"value": "..."}` (sealed before they are published).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationWrite {
+    pub name: Option<String>,
+    pub url: String,
+    pub enabled: bool,
+    pub events: Option<Vec<String>>,
+    #[schema(value_type = Object)]
+    pub authentication: Value,
+    #[schema(value_type = Option<Object>)]
+    pub headers: Option<Value>,
+    #[schema(value_type = Object)]
+    pub signing: Value,
+}
+
 /// A webhook as written. `imsOrg` and `sandbox.id` come from the path; secrets may be
 /// given as `{"value": "..."}` (sealed before they are published). Validated against
 /// `schemas/webhook.schema.json`.

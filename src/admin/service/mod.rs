@@ -21,6 +21,7 @@ pub mod campaigns;
 pub mod deliveries;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod notification;
 pub mod operational;
 pub mod paging;
 pub(super) mod quotas;

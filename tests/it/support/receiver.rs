@@ -94,7 +94,8 @@ impl TestReceiver {
     /// The requests so far; each body is checked against the payload schema.
     pub fn received(&self) -> Vec<Received> {
         let got = self.received.lock().unwrap().clone();
-        for r in &got {
+        // Notifications (to `/ops`) are checked by `notify::verify`.
+        for r in got.iter().filter(|r| !r.path.starts_with("/ops")) {
             let body: serde_json::Value = serde_json::from_slice(&r.body).expect("payload is JSON");
             super::assert_schema(feedback_webhooks::schema::Kind::Payload, &body);
         }
