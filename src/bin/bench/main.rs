@@ -160,6 +160,11 @@ struct Args {
     /// five are evaluated) and a delivery policy of its own: their cost on the hot path.
     #[arg(long)]
     webhook_policy: bool,
+    /// Every tenant's org has a notification endpoint (own receiver, path `/ops`) that
+    /// answers 503 after 1 s, every time: what notifying a failing tenant's owner costs
+    /// the others when the owner's endpoint fails too.
+    #[arg(long)]
+    notify_failing: bool,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -401,6 +406,13 @@ async fn start_receivers(
 
 /// A receiver's answer in `scenario`; healthy answers record the receipt.
 fn reply(scenario: Scenario, sick: bool, r: &Received, receipts: &Receipts) -> Reply {
+    if r.path == "/ops" {
+        // A notification endpoint that fails slowly (`--notify-failing`).
+        return Reply {
+            delay: Some(Duration::from_secs(1)),
+            ..Reply::status(503)
+        };
+    }
     match (scenario, sick) {
         (Scenario::Timeout | Scenario::SharedHostHanging, true) => Reply {
             delay: Some(Duration::from_secs(3600)),
@@ -532,6 +544,40 @@ async fn publish_config(
             send(producer, &topics.config, &key, &bytes).await;
         }
     }
+}
+
+/// Publishes a notification endpoint for every tenant's org, at `/ops` of the host of
+/// `url`, signed with a secret from the processor's environment; answers the variables.
+async fn publish_notification_endpoints(
+    producer: &FutureProducer,
+    topics: &Topics,
+    tenants: usize,
+    url: &str,
+) -> Vec<(String, String)> {
+    let origin = url.find("/t").map_or(url, |at| &url[..at]);
+    let origin = origin.trim_end_matches("/hook");
+    let mut variables = Vec::new();
+    for t in 0..tenants {
+        let org = format!("org{t}");
+        let variable = format!(
+            "WEBHOOK_SECRET_{}__NOTIFY",
+            feedback_webhooks::domain::secret::env_org(&org)
+        );
+        let record = json!({ "kind": "notification", "imsOrg": org, "url": format!("{origin}/ops"),
+            "enabled": true, "authentication": { "type": "none" },
+            "signing": { "secret": { "ref": format!("env:{variable}") } },
+            "updatedAt": "2026-12-08T00:00:00Z" });
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        send(
+            producer,
+            &topics.config,
+            &format!("notification/{org}"),
+            &bytes,
+        )
+        .await;
+        variables.push((variable, format!("whsec_{}", "A".repeat(32))));
+    }
+    variables
 }
 
 /// The upstream producer of events, configured as the arguments say.
@@ -949,6 +995,16 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
         scenario == Scenario::SharedHostCapped,
     )
     .await;
+    let mut settings = args.settings.clone();
+    if args.notify_failing {
+        assert!(
+            receivers.nginx.is_none(),
+            "--notify-failing runs against the project's own receiver"
+        );
+        settings.extend(
+            publish_notification_endpoints(&producer, &topics, tenants, &receivers.urls[0]).await,
+        );
+    }
     let run = topics.group.clone();
     // Events to the sick endpoint (or the sick tenant's path) are excluded from the
     // healthy figures.
@@ -969,7 +1025,7 @@ async fn run_scenario(args: &Args, scenario: Scenario, bin: &Path) -> Run {
             dir.path(),
             &receivers.ca_file,
             args.max_in_flight,
-            &args.settings,
+            &settings,
         )
     };
     let stop_watching = Arc::new(std::sync::atomic::AtomicBool::new(false));
