@@ -12,6 +12,7 @@ mod config_cli;
 mod console;
 mod crash;
 mod delivery;
+mod demo;
 mod durability;
 mod exactly_once;
 mod faults;
