@@ -126,16 +126,15 @@ struct Stores {
 }
 
 impl Stores {
-    /// The webhook's health as shown: from its record and its tracker's latest state.
-    fn health_of(&self, webhook: &crate::domain::config::WebhookConfig) -> Value {
-        let state = self
-            .deliveries
-            .health(&webhook.ims_org, &webhook.sandbox.id)
-            .ok()
-            .flatten();
+    /// The webhook's health as shown: from its record (as stored or as shown: `imsOrg`,
+    /// `sandbox.id`, `enabled`, `updatedAt`) and its tracker's latest state.
+    fn health_of(&self, webhook: &Value) -> Value {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let (org, sandbox) = (text(&webhook["imsOrg"]), text(&webhook["sandbox"]["id"]));
+        let state = self.deliveries.health(&org, &sandbox).ok().flatten();
         let view = crate::domain::operational::HealthView::of(
-            webhook.enabled,
-            &webhook.updated_at,
+            webhook["enabled"] != Value::Bool(false),
+            webhook["updatedAt"].as_str().unwrap_or_default(),
             state.as_ref(),
             crate::domain::time::now_ms(),
             &self.health_policy,
@@ -143,11 +142,11 @@ impl Stores {
         serde_json::to_value(view).unwrap_or(Value::Null)
     }
 
-    /// `shown` with the webhook's `health` added.
-    fn with_health(&self, shown: &mut Value, stored: &[u8]) {
-        let webhook = serde_json::from_slice::<crate::domain::config::WebhookConfig>(stored);
-        if let (Ok(webhook), Some(object)) = (webhook, shown.as_object_mut()) {
-            object.insert("health".into(), self.health_of(&webhook));
+    /// A webhook record with its `health` added.
+    fn with_health(&self, webhook: &mut Value) {
+        let health = self.health_of(webhook);
+        if let Some(object) = webhook.as_object_mut() {
+            object.insert("health".into(), health);
         }
     }
 

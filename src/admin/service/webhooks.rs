@@ -25,7 +25,7 @@ impl WebhookInput {
     }
 
     /// Fills what the path says (`kind`, `imsOrg`, `sandbox.id`) and refuses a body that
-    /// says otherwise. A `version` echoed from a read is dropped.
+    /// says otherwise. A `version` or `health` echoed from a read is dropped.
     fn place(mut self, org: &str, sandbox: &str) -> Result<Value, Vec<Violation>> {
         let body = &mut self.0;
         let mut refused = Vec::new();
@@ -47,7 +47,9 @@ impl WebhookInput {
         if !refused.is_empty() {
             return Err(refused);
         }
+        // What a read adds (its version, its health) is not part of the record.
         body.remove("version");
+        body.remove("health");
         body.insert("kind".into(), json!("webhook"));
         body.insert("imsOrg".into(), json!(org));
         match body.get_mut("sandbox") {
@@ -74,7 +76,7 @@ pub fn get(svc: &Service, at: At<'_>) -> Result<Versioned<Value>, Problem> {
     let key = ConfigKey::webhook(org, sandbox);
     let stored = svc.current(&key)?.ok_or_else(|| no_webhook(org, sandbox))?;
     let mut shown = svc.shown(&key, &stored, at.caller);
-    svc.stores.with_health(&mut shown.record, &stored.value);
+    svc.stores.with_health(&mut shown.record);
     Ok(shown)
 }
 
@@ -112,8 +114,10 @@ pub async fn put(
             }
         })
         .await?;
+    let mut record = svc.shown_after(&key, &written, "the record", at.caller)?;
+    svc.stores.with_health(&mut record.record);
     Ok(Saved {
-        record: svc.shown_after(&key, &written, "the record", at.caller)?,
+        record,
         created: *expect == Expect::Nothing,
     })
 }
@@ -159,7 +163,9 @@ pub async fn set_enabled(
             Ok(Some(record))
         })
         .await?;
-    svc.shown_after(&key, &written, "the record", at.caller)
+    let mut record = svc.shown_after(&key, &written, "the record", at.caller)?;
+    svc.stores.with_health(&mut record.record);
+    Ok(record)
 }
 
 /// Which of an org's webhooks a list shows, and which page.
@@ -205,9 +211,7 @@ pub async fn inventory(
                 .map(|config| {
                     let key = ConfigKey::webhook(&org, &config.sandbox.id);
                     let mut shown = stores.shown(&key, &stored, &reader).record;
-                    if let Some(object) = shown.as_object_mut() {
-                        object.insert("health".into(), stores.health_of(&config));
-                    }
+                    stores.with_health(&mut shown);
                     shown
                 });
             pager.offer(key_text, shown)
@@ -236,9 +240,7 @@ pub async fn visible(
             let raw = serde_json::from_slice::<Value>(stored.value).ok();
             if let (Some(config), Some(mut raw)) = (config, raw) {
                 if scope.sees(&org, &config.sandbox.id) {
-                    if let Some(object) = raw.as_object_mut() {
-                        object.insert("health".into(), stores.health_of(&config));
-                    }
+                    stores.with_health(&mut raw);
                     all.push((config, raw));
                 }
             }
@@ -255,13 +257,14 @@ mod tests {
 
     #[test]
     fn the_path_fills_the_record_and_a_body_that_disagrees_is_refused() {
-        let body = json!({"name": "n", "sandbox": {"name": "prod"}, "version": "0-1"});
+        let body = json!({"name": "n", "sandbox": {"name": "prod"}, "version": "0-1",
+            "health": {"state": "healthy"}});
         let input = WebhookInput(body.as_object().unwrap().clone());
         let body = input.place("acme", "sb1").unwrap();
         assert_eq!(body["imsOrg"], "acme");
         assert_eq!(body["sandbox"], json!({"id": "sb1", "name": "prod"}));
         assert_eq!(body["kind"], "webhook");
-        assert!(body.get("version").is_none());
+        assert!(body.get("version").is_none() && body.get("health").is_none());
 
         let other = json!({"imsOrg": "evil", "sandbox": {"id": "x", "name": "p"}});
         let refused = WebhookInput(other.as_object().unwrap().clone())
