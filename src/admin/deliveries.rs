@@ -177,10 +177,6 @@ impl DeliveryLog {
         &self.db
     }
 
-    fn next_offset(&self, partition: i32) -> Result<Option<i64>, LogError> {
-        self.next_offset_at(&format!("o/{partition}"))
-    }
-
     fn next_offset_at(&self, key: &str) -> Result<Option<i64>, LogError> {
         Ok(self.db.get(key)?.and_then(|v| {
             let bytes: [u8; 8] = v.as_slice().try_into().ok()?;
@@ -485,19 +481,23 @@ impl LogFollower {
             .create()?;
         let since = unix_ms(SystemTime::now()).saturating_sub(keep.age.as_millis() as u64) as i64;
         let mut tpl = TopicPartitionList::new();
+        // Partitions the log has not read yet start with the retention window, not the
+        // whole topic: looked up together, once.
         let mut by_time = TopicPartitionList::new();
-        for p in partition_ids(&consumer, &topic)? {
-            match log.next_offset(p)? {
-                Some(next) => {
-                    tpl.add_partition_offset(&topic, p, Offset::Offset(next))?;
-                }
-                None => {
-                    by_time.add_partition_offset(&topic, p, Offset::Offset(since))?;
+        let mut resume = |topic: &str, offsets: &str| -> Result<(), LogError> {
+            for p in partition_ids(&consumer, topic)? {
+                match log.next_offset_at(&format!("{offsets}{p}"))? {
+                    Some(next) => tpl.add_partition_offset(topic, p, Offset::Offset(next))?,
+                    None => by_time.add_partition_offset(topic, p, Offset::Offset(since))?,
                 }
             }
+            Ok(())
+        };
+        resume(&topic, "o/")?;
+        if let Some(h) = &health {
+            resume(&h.events, EVENT_OFFSETS)?;
         }
         if by_time.count() > 0 {
-            // A new log starts with the retention window, not the whole topic.
             let starts = consumer.offsets_for_times(by_time, Duration::from_secs(30))?;
             for e in starts.elements() {
                 let offset = match e.offset() {
@@ -508,8 +508,7 @@ impl LogFollower {
             }
         }
         if let Some(h) = &health {
-            // The state from its start (compacted: the latest of each webhook); events from
-            // where the log left off, or the retention window.
+            // The state from its start (compacted: the latest of each webhook).
             for p in partition_ids(&consumer, &h.state)? {
                 let next = log.next_offset_at(&format!("{STATE_OFFSETS}{p}"))?;
                 tpl.add_partition_offset(
@@ -517,23 +516,6 @@ impl LogFollower {
                     p,
                     next.map_or(Offset::Beginning, Offset::Offset),
                 )?;
-            }
-            let mut by_time = TopicPartitionList::new();
-            for p in partition_ids(&consumer, &h.events)? {
-                match log.next_offset_at(&format!("{EVENT_OFFSETS}{p}"))? {
-                    Some(next) => tpl.add_partition_offset(&h.events, p, Offset::Offset(next))?,
-                    None => by_time.add_partition_offset(&h.events, p, Offset::Offset(since))?,
-                }
-            }
-            if by_time.count() > 0 {
-                let starts = consumer.offsets_for_times(by_time, Duration::from_secs(30))?;
-                for e in starts.elements() {
-                    let offset = match e.offset() {
-                        Offset::Offset(o) => Offset::Offset(o),
-                        _ => Offset::End,
-                    };
-                    tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
-                }
             }
         }
         consumer.assign(&tpl)?;
@@ -738,7 +720,7 @@ mod tests {
             (1, 0, "c", "delivered", "2026-11-30T10:00:02Z"),
         ]);
         log.apply(1, 1, b"not json").unwrap();
-        assert_eq!(log.next_offset(1).unwrap(), Some(2));
+        assert_eq!(log.next_offset_at("o/1").unwrap(), Some(2));
         let all = LogQuery {
             limit: 10,
             ..LogQuery::default()

@@ -50,7 +50,7 @@ pub async fn run(
     org: String,
     mut jobs: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
-    done: mpsc::UnboundedSender<(i32, i64)>,
+    done: mpsc::UnboundedSender<(String, i32, i64)>,
 ) {
     while let Some(job) = jobs.recv().await {
         let ended = send(&shared, &org, &job.event).await;
@@ -63,7 +63,7 @@ pub async fn run(
             metrics().notifications.with_label_values(&[result]).inc();
         }
         debug!(org = %org, id = %job.event.id, ?ended, "notification ended");
-        if done.send((job.partition, job.offset)).is_err() {
+        if done.send((org.clone(), job.partition, job.offset)).is_err() {
             return;
         }
     }

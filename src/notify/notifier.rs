@@ -140,15 +140,24 @@ async fn run(
     info!("notifier stopped");
 }
 
+/// One org's lane: its queue, when it was last given a job, and the offsets given to it and
+/// not ended (queued or being sent: a lane still retrying is never let go, so an org never
+/// has two lanes sending at once).
+struct Lane {
+    queue: mpsc::Sender<Job>,
+    used: Instant,
+    pending: std::collections::HashSet<(i32, i64)>,
+}
+
 /// The partitions' progress and the lanes of one session.
 struct Session<'a> {
     options: &'a NotifierOptions,
     shared: &'a Arc<Shared>,
     completions: HashMap<i32, Completions>,
     committed: HashMap<i32, i64>,
-    lanes: HashMap<String, (mpsc::Sender<Job>, Instant)>,
+    lanes: HashMap<String, Lane>,
     tasks: JoinSet<()>,
-    done: mpsc::UnboundedSender<(i32, i64)>,
+    done: mpsc::UnboundedSender<(String, i32, i64)>,
 }
 
 async fn session(
@@ -180,8 +189,8 @@ async fn session(
     loop {
         tokio::select! {
             _ = stopped.changed() => {
-                while let Ok((partition, offset)) = ended.try_recv() {
-                    s.ended(partition, offset);
+                while let Ok((org, partition, offset)) = ended.try_recv() {
+                    s.lane_ended(&org, partition, offset);
                 }
                 s.commit(&consumer, CommitMode::Sync);
                 return Ok(());
@@ -204,7 +213,7 @@ async fn session(
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             },
-            Some((partition, offset)) = ended.recv() => s.ended(partition, offset),
+            Some((org, partition, offset)) = ended.recv() => s.lane_ended(&org, partition, offset),
             _ = tick.tick() => {
                 s.commit(&consumer, CommitMode::Async);
                 s.let_go_of_idle_lanes();
@@ -244,9 +253,8 @@ impl Session<'_> {
             offset,
             event,
         };
-        let lane = self.lane(&org);
-        match lane.try_send(job) {
-            Ok(()) => {}
+        match self.lane(&org).try_send(job) {
+            Ok(()) => self.given(&org, partition, offset),
             Err(mpsc::error::TrySendError::Full(job)) => {
                 metrics()
                     .notifications
@@ -258,36 +266,56 @@ impl Session<'_> {
             Err(mpsc::error::TrySendError::Closed(job)) => {
                 // Its task ended: a new lane takes the job.
                 self.lanes.remove(&org);
-                let lane = self.lane(&org);
-                if lane.try_send(job).is_err() {
-                    self.ended(partition, offset);
+                match self.lane(&org).try_send(job) {
+                    Ok(()) => self.given(&org, partition, offset),
+                    Err(_) => self.ended(partition, offset),
                 }
             }
         }
     }
 
+    fn given(&mut self, org: &str, partition: i32, offset: i64) {
+        if let Some(lane) = self.lanes.get_mut(org) {
+            lane.pending.insert((partition, offset));
+        }
+    }
+
     /// The lane of `org`, started when it has none.
     fn lane(&mut self, org: &str) -> mpsc::Sender<Job> {
-        if let Some((lane, used)) = self.lanes.get_mut(org) {
-            *used = Instant::now();
-            return lane.clone();
+        if let Some(lane) = self.lanes.get_mut(org) {
+            lane.used = Instant::now();
+            return lane.queue.clone();
         }
-        let (lane, jobs) = mpsc::channel(self.options.queue_per_org);
+        let (queue, jobs) = mpsc::channel(self.options.queue_per_org);
         self.tasks.spawn(lane::run(
             org.to_owned(),
             jobs,
             self.shared.clone(),
             self.done.clone(),
         ));
-        self.lanes
-            .insert(org.to_owned(), (lane.clone(), Instant::now()));
-        lane
+        self.lanes.insert(
+            org.to_owned(),
+            Lane {
+                queue: queue.clone(),
+                used: Instant::now(),
+                pending: Default::default(),
+            },
+        );
+        queue
     }
 
     fn ended(&mut self, partition: i32, offset: i64) {
         if let Some(progress) = self.completions.get_mut(&partition) {
             progress.done(offset);
         }
+    }
+
+    /// A job of `org`'s lane ended.
+    fn lane_ended(&mut self, org: &str, partition: i32, offset: i64) {
+        if let Some(lane) = self.lanes.get_mut(org) {
+            lane.pending.remove(&(partition, offset));
+        }
+        self.ended(partition, offset);
     }
 
     /// Commits, for the partitions this member owns, up to the first event not ended.
@@ -326,9 +354,8 @@ impl Session<'_> {
 
     fn let_go_of_idle_lanes(&mut self) {
         let now = Instant::now();
-        self.lanes.retain(|_, (lane, used)| {
-            let empty = lane.capacity() == lane.max_capacity();
-            !(empty && now.duration_since(*used) > LANE_IDLE)
+        self.lanes.retain(|_, lane| {
+            !(lane.pending.is_empty() && now.duration_since(lane.used) > LANE_IDLE)
         });
         // Reap the tasks that ended.
         while self.tasks.try_join_next().is_some() {}
