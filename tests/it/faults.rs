@@ -241,6 +241,9 @@ struct Report {
     faults: usize,
     /// Instances that exited on their own and were started again.
     restarts: usize,
+    /// Times an instance started its parts again in process after a fault (from its last
+    /// commit, like a restart): each may redo what it had in flight.
+    recoveries: usize,
     events: usize,
     /// Events with at least one terminal outcome.
     with_outcome: usize,
@@ -266,9 +269,10 @@ struct Report {
     input_written_twice: usize,
 }
 
-/// Revocations, released records and warnings in every processor log of `dir`.
-fn scan_logs(dir: &Path) -> (usize, u64, BTreeMap<String, usize>) {
-    let (mut revocations, mut released, mut warnings) = (0, 0, BTreeMap::new());
+/// Revocations, released records, in-process recoveries and warnings in every processor
+/// log of `dir`.
+fn scan_logs(dir: &Path) -> (usize, u64, usize, BTreeMap<String, usize>) {
+    let (mut revocations, mut released, mut recoveries, mut warnings) = (0, 0, 0, BTreeMap::new());
     let files = std::fs::read_dir(dir).into_iter().flatten().flatten();
     for file in files.filter(|f| f.path().extension().is_some_and(|e| e == "log")) {
         let text = std::fs::read_to_string(file.path()).unwrap_or_default();
@@ -281,6 +285,9 @@ fn scan_logs(dir: &Path) -> (usize, u64, BTreeMap<String, usize>) {
                 revocations += 1;
                 released += v["fields"]["released"].as_u64().unwrap_or(0);
             }
+            if message.starts_with("the processor's parts stopped after a fault") {
+                recoveries += 1;
+            }
             if v["level"] == "WARN" || v["level"] == "ERROR" {
                 // librdkafka's messages carry addresses and counts: group by their start.
                 let kind: String = message.chars().take(36).collect();
@@ -288,7 +295,7 @@ fn scan_logs(dir: &Path) -> (usize, u64, BTreeMap<String, usize>) {
             }
         }
     }
-    (revocations, released, warnings)
+    (revocations, released, recoveries, warnings)
 }
 
 impl Report {
@@ -304,7 +311,7 @@ impl Report {
     ) -> Self {
         let (ids, outcomes, started) = (&run.ids, &run.outcomes, run.started);
         let (receiver, logs) = (&h.receiver, h.dir.path());
-        let (revocations, released, warnings) = scan_logs(logs);
+        let (revocations, released, recoveries, warnings) = scan_logs(logs);
         let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let mut per_event: HashMap<&str, Vec<&str>> = HashMap::new();
         for o in &outcomes.records {
@@ -355,6 +362,7 @@ impl Report {
             guarantee: guarantee(),
             faults,
             restarts: instances.iter().map(|i| i.restarts).sum(),
+            recoveries,
             events: ids.len(),
             with_outcome: per_event.len(),
             // Exactly once is per input record: outcomes are counted by their source.
@@ -406,11 +414,11 @@ impl Report {
         report
     }
 
-    /// Exactly once, a fault, or an instance's restart after it stopped on its own (a
-    /// transaction the broker aborted), makes an instance redo at most what it had in
-    /// flight.
+    /// Exactly once, a fault, an instance's restart after it stopped on its own (a
+    /// transaction the broker aborted), or its parts started again in process after a
+    /// fault, makes an instance redo at most what it had in flight.
     fn duplicate_bound(&self) -> usize {
-        MAX_IN_FLIGHT * (self.faults + self.restarts)
+        MAX_IN_FLIGHT * (self.faults + self.restarts + self.recoveries)
     }
 
     fn check_duplicate_deliveries(&self) {
@@ -492,11 +500,12 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  duplicate deliveries            {} (bound: {} in flight × ({} faults + {} restarts) = {})",
+            "  duplicate deliveries            {} (bound: {} in flight × ({} faults + {} restarts + {} in-process recoveries) = {})",
             self.duplicate_deliveries,
             MAX_IN_FLIGHT,
             self.faults,
             self.restarts,
+            self.recoveries,
             self.duplicate_bound()
         )?;
         writeln!(
